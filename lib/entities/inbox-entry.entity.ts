@@ -1,0 +1,68 @@
+import { Column, Entity, Index, PrimaryGeneratedColumn, Unique } from 'typeorm';
+import { DEFAULT_TABLE_NAME, STATUS_ENUM_NAME } from '../inbox.constants';
+import { InboxStatus } from '../inbox-status.enum';
+
+/**
+ * One received command. The schema is created by the shipped migration (`InboxMigration`);
+ * register this entity in your data source to query the table through TypeORM. The claim and
+ * lease indexes are partial expression indexes that only the migration creates.
+ */
+@Entity(DEFAULT_TABLE_NAME)
+@Index('ix_inbox_entries_status_received', ['status', 'receivedAt'])
+@Unique('uq_inbox_entries_message_id', ['messageId'])
+export class InboxEntry {
+  @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'pk_inbox_entries' })
+  id!: string;
+
+  /** Idempotency key: a second receive with it returns this entry instead of storing another. */
+  @Column({ name: 'message_id', type: 'varchar', length: 255 })
+  messageId!: string;
+
+  @Column({ name: 'command_type', type: 'varchar', length: 255 })
+  commandType!: string;
+
+  @Column({ type: 'jsonb' })
+  payload!: Record<string, unknown>;
+
+  @Column({ type: 'enum', enum: InboxStatus, enumName: STATUS_ENUM_NAME, default: InboxStatus.Pending })
+  status!: InboxStatus;
+
+  /** Failed attempts so far. */
+  @Column({ name: 'retry_count', type: 'integer', default: 0 })
+  retryCount!: number;
+
+  /** When a Failed entry becomes due again. */
+  @Column({ name: 'next_retry_at', type: 'timestamptz', nullable: true })
+  nextRetryAt!: Date | null;
+
+  /** The last failure's message (or why the entry was dead-lettered). */
+  @Column({ type: 'text', nullable: true })
+  error!: string | null;
+
+  @Column({ name: 'received_at', type: 'timestamptz', default: () => 'now()' })
+  receivedAt!: Date;
+
+  @Column({ name: 'processed_at', type: 'timestamptz', nullable: true })
+  processedAt!: Date | null;
+
+  @Column({ name: 'correlation_id', type: 'varchar', length: 255, nullable: true })
+  correlationId!: string | null;
+
+  @Column({ name: 'causation_id', type: 'varchar', length: 255, nullable: true })
+  causationId!: string | null;
+
+  @Column({ type: 'jsonb', default: {} })
+  metadata!: Record<string, unknown>;
+
+  /** Worker holding the current claim. */
+  @Column({ name: 'locked_by', type: 'varchar', length: 255, nullable: true })
+  lockedBy!: string | null;
+
+  /** End of the current claim's lease; after it another worker counts the attempt as crashed. */
+  @Column({ name: 'locked_until', type: 'timestamptz', nullable: true })
+  lockedUntil!: Date | null;
+
+  /** Fencing token of the current claim: only its holder may record the outcome. */
+  @Column({ name: 'lock_token', type: 'uuid', nullable: true })
+  lockToken!: string | null;
+}

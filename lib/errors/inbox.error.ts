@@ -1,0 +1,85 @@
+/** Base class of every error this library throws on purpose. */
+export class InboxError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A public method was called with an invalid argument; nothing was stored. */
+export class InboxArgumentError extends InboxError {
+  constructor(
+    /** Path of the offending argument, e.g. `command.messageId`. */
+    readonly argument: string,
+    reason: string,
+  ) {
+    super(`Invalid argument "${argument}": ${reason}`);
+  }
+}
+
+/** The module options, a decorator or the set of handlers is wrong; raised at boot. */
+export class InboxConfigurationError extends InboxError {}
+
+/** `receive` was asked for a command type that no handler in this application handles. */
+export class UnknownCommandTypeError extends InboxArgumentError {
+  constructor(readonly commandType: string) {
+    super(
+      'command.commandType',
+      `no @InboxHandler is registered for "${commandType}". Register a handler, or set ` +
+        '`acceptUnknownCommandTypes: true` on a receive-only instance whose workers run elsewhere.',
+    );
+  }
+}
+
+/** The same messageId was received before with a different command type or payload. */
+export class IdempotencyConflictError extends InboxError {
+  constructor(
+    readonly messageId: string,
+    readonly existingEntryId: string,
+  ) {
+    super(
+      `messageId "${messageId}" was already used for a different command (entry ${existingEntryId}); ` +
+        'an idempotency key may only be reused for the identical command type and payload.',
+    );
+  }
+}
+
+/** No entry has the given id. */
+export class InboxEntryNotFoundError extends InboxError {
+  constructor(readonly entryId: string) {
+    super(`No inbox entry with id ${entryId}.`);
+  }
+}
+
+/** An operation is not allowed in the entry's current status (e.g. replaying a Completed entry). */
+export class InvalidEntryStateError extends InboxError {
+  constructor(
+    readonly entryId: string,
+    readonly status: string,
+    operation: string,
+    allowed: readonly string[],
+  ) {
+    super(`Cannot ${operation} inbox entry ${entryId}: its status is "${status}", expected one of ${allowed.join(', ')}.`);
+  }
+}
+
+/**
+ * Thrown by a handler when a command can never succeed (a business rule is violated):
+ * the entry goes to DeadLetter at once, without retries.
+ */
+export class PermanentError extends InboxError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message);
+    if (options && 'cause' in options) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
+/** The payload failed the handler's class-validator rules; the entry is dead-lettered. */
+export class PayloadValidationError extends PermanentError {
+  constructor(
+    readonly commandType: string,
+    readonly failures: readonly string[],
+  ) {
+    super(`Payload of "${commandType}" is invalid: ${failures.join('; ')}`);
+  }
+}

@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { DEFAULT_TABLE_NAME } from './inbox.constants';
+import { InboxConfigurationError } from './errors/inbox.error';
+import type {
+  BackoffOptions,
+  InboxClock,
+  InboxModuleOptions,
+  ResolvedInboxOptions,
+} from './interfaces/inbox-options.interface';
+
+export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
+  initialDelayMs: 1000,
+  multiplier: 2,
+  maxDelayMs: 300_000,
+  jitter: 0.2,
+});
+
+const systemClock: InboxClock = { now: () => new Date() };
+
+/** A plain, unquoted PostgreSQL identifier, optionally schema-qualified. */
+const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/;
+
+const KNOWN_OPTIONS = new Set([
+  'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'worker',
+  'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock',
+]);
+const KNOWN_BACKOFF = new Set(Object.keys(DEFAULT_BACKOFF));
+
+function fail(name: string, reason: string, value: unknown): never {
+  let shown: string;
+  try {
+    shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
+  } catch {
+    shown = typeof value;
+  }
+  throw new InboxConfigurationError(`Invalid nestjs-inbox option "${name}": ${reason} (got ${shown}).`);
+}
+
+function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    fail(name, `expected an integer from ${min} to ${max}`, value);
+  }
+  return value;
+}
+
+function number(name: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    fail(name, `expected a number from ${min} to ${max}`, value);
+  }
+  return value;
+}
+
+function boolean(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') fail(name, 'expected true or false', value);
+  return value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Validates backoff settings; `prefix` names them in errors (`backoff` for the module,
+ * `@InboxHandler(...).backoff` for a handler). Missing fields come from `base`.
+ */
+export function resolveBackoff(value: unknown, base: BackoffOptions, prefix: string, checkBounds = true): BackoffOptions {
+  if (value === undefined) return base;
+  if (!isPlainObject(value)) fail(prefix, 'expected an object', value);
+  for (const key of Object.keys(value)) {
+    if (!KNOWN_BACKOFF.has(key)) fail(`${prefix}.${key}`, `unknown option; known: ${[...KNOWN_BACKOFF].join(', ')}`, value[key]);
+  }
+  const resolved: BackoffOptions = {
+    initialDelayMs: integer(`${prefix}.initialDelayMs`, value.initialDelayMs, base.initialDelayMs, 0),
+    multiplier: number(`${prefix}.multiplier`, value.multiplier, base.multiplier, 1, 1000),
+    maxDelayMs: integer(`${prefix}.maxDelayMs`, value.maxDelayMs, base.maxDelayMs, 0),
+    jitter: number(`${prefix}.jitter`, value.jitter, base.jitter, 0, 1),
+  };
+  if (checkBounds && resolved.maxDelayMs < resolved.initialDelayMs) {
+    fail(`${prefix}.maxDelayMs`, `must not be smaller than initialDelayMs (${resolved.initialDelayMs})`, resolved.maxDelayMs);
+  }
+  return resolved;
+}
+
+export function resolveMaxAttempts(name: string, value: unknown, fallback: number): number {
+  return integer(name, value, fallback, 1, 1000);
+}
+
+export function defaultWorkerId(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+}
+
+/** Applies defaults and checks every option, failing with an error that names the option. */
+export function resolveInboxOptions(options: InboxModuleOptions | undefined): ResolvedInboxOptions {
+  const raw: unknown = options ?? {};
+  if (!isPlainObject(raw)) fail('options', 'expected an object', raw);
+  for (const key of Object.keys(raw)) {
+    // isGlobal and dataSource are module extras that ConfigurableModuleBuilder may pass through.
+    if (!KNOWN_OPTIONS.has(key) && key !== 'isGlobal' && key !== 'dataSource') {
+      fail(key, `unknown option; known: ${[...KNOWN_OPTIONS].join(', ')}`, raw[key]);
+    }
+  }
+  const worker = boolean('worker', raw.worker, true);
+  const tableName = raw.tableName === undefined ? DEFAULT_TABLE_NAME : raw.tableName;
+  if (typeof tableName !== 'string' || !TABLE_NAME_PATTERN.test(tableName)) {
+    fail('tableName', 'expected a lower-case PostgreSQL identifier ([a-z_][a-z0-9_]*, optionally schema.table)', tableName);
+  }
+  const workerId = raw.workerId === undefined ? defaultWorkerId() : raw.workerId;
+  if (typeof workerId !== 'string' || workerId.length === 0 || workerId.length > 255) {
+    fail('workerId', 'expected a non-empty string of at most 255 characters', workerId);
+  }
+  const clock = raw.clock === undefined ? systemClock : raw.clock;
+  if (!isPlainObject(clock) || typeof (clock as { now?: unknown }).now !== 'function') {
+    fail('clock', 'expected an object with a now(): Date method', clock);
+  }
+  const leaseMs = integer('leaseMs', raw.leaseMs, 60_000, 100);
+  return {
+    maxAttempts: resolveMaxAttempts('maxAttempts', raw.maxAttempts, 5),
+    backoff: resolveBackoff(raw.backoff, DEFAULT_BACKOFF, 'backoff'),
+    pollIntervalMs: integer('pollIntervalMs', raw.pollIntervalMs, 1000, 1, 3_600_000),
+    batchSize: integer('batchSize', raw.batchSize, 20, 1, 10_000),
+    concurrency: integer('concurrency', raw.concurrency, 4, 1, 1000),
+    leaseMs,
+    worker,
+    shutdownTimeoutMs: integer('shutdownTimeoutMs', raw.shutdownTimeoutMs, 10_000, 0),
+    tableName,
+    acceptUnknownCommandTypes: boolean('acceptUnknownCommandTypes', raw.acceptUnknownCommandTypes, !worker),
+    maxPayloadBytes: integer('maxPayloadBytes', raw.maxPayloadBytes, 1_048_576, 1, 256 * 1_048_576),
+    workerId,
+    clock: clock as unknown as InboxClock,
+  };
+}

@@ -1,0 +1,17 @@
+/** Metadata keys are namespaced strings so that two copies of the package still agree. */
+export const INBOX_HANDLER_METADATA = 'nestjs-inbox:handler';
+export const INBOX_COMMAND_METADATA = 'nestjs-inbox:command';
+
+/** Injection tokens. */
+export const INBOX_DATA_SOURCE = 'nestjs-inbox:data-source';
+export const INBOX_RESOLVED_OPTIONS = 'nestjs-inbox:resolved-options';
+
+export const DEFAULT_TABLE_NAME = 'inbox_entries';
+export const STATUS_ENUM_NAME = 'inbox_status';
+
+/** Limits on the envelope of a command; longer values are rejected by `receive`. */
+export const MAX_MESSAGE_ID_LENGTH = 255;
+export const MAX_COMMAND_TYPE_LENGTH = 255;
+export const MAX_CORRELATION_ID_LENGTH = 255;
+export const MAX_LIST_LIMIT = 1000;
+export const DEFAULT_LIST_LIMIT = 100;

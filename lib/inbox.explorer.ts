@@ -1,0 +1,102 @@
+import { Inject, Injectable, Logger, type OnModuleInit, type Type } from '@nestjs/common';
+import { DiscoveryService } from '@nestjs/core';
+import { INBOX_HANDLER_METADATA, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { InboxConfigurationError } from './errors/inbox.error';
+import { resolveBackoff } from './inbox-options';
+import type { InboxCommandHandler, InboxHandlerMetadata } from './interfaces/inbox-handler.interface';
+import type { BackoffOptions, ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+
+/** A discovered handler with its settings merged over the module's. */
+export interface RegisteredInboxHandler {
+  readonly commandType: string;
+  readonly className: string;
+  readonly instance: InboxCommandHandler<unknown>;
+  readonly payloadClass?: Type<object>;
+  readonly maxAttempts: number;
+  readonly backoff: BackoffOptions;
+}
+
+/** Finds `@InboxHandler` providers at boot and fails fast on mistakes. */
+@Injectable()
+export class InboxExplorer implements OnModuleInit {
+  private readonly logger = new Logger(InboxExplorer.name);
+  private readonly handlers = new Map<string, RegisteredInboxHandler>();
+
+  constructor(
+    private readonly discovery: DiscoveryService,
+    @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+  ) {}
+
+  onModuleInit(): void {
+    this.explore();
+  }
+
+  get(commandType: string): RegisteredInboxHandler | undefined {
+    return this.handlers.get(commandType);
+  }
+
+  commandTypes(): string[] {
+    return [...this.handlers.keys()];
+  }
+
+  /** Attempts allowed for a type; types without a handler here use the module default. */
+  maxAttemptsFor(commandType: string): number {
+    return this.handlers.get(commandType)?.maxAttempts ?? this.options.maxAttempts;
+  }
+
+  backoffFor(commandType: string): BackoffOptions {
+    return this.handlers.get(commandType)?.backoff ?? this.options.backoff;
+  }
+
+  private explore(): void {
+    this.handlers.clear();
+    const problems: string[] = [];
+    const seen = new Map<string, Type<unknown>>();
+    for (const wrapper of this.discovery.getProviders()) {
+      const metatype = wrapper.metatype as Type<unknown> | undefined;
+      // Only class providers carry the decorator; factories and values are skipped.
+      if (!metatype || typeof metatype !== 'function' || wrapper.inject) continue;
+      const metadata = Reflect.getMetadata(INBOX_HANDLER_METADATA, metatype) as InboxHandlerMetadata | undefined;
+      if (!metadata) continue;
+      const className = metatype.name;
+      if (!wrapper.isDependencyTreeStatic()) {
+        problems.push(
+          `${className} handles "${metadata.commandType}" but is request- or transient-scoped (or depends on such a provider); ` +
+            'inbox handlers run outside any request, so make it a default-scoped (singleton) provider.',
+        );
+        continue;
+      }
+      const instance = wrapper.instance as Partial<InboxCommandHandler<unknown>> | undefined;
+      if (!instance || typeof instance.execute !== 'function') {
+        problems.push(`${className} is decorated with @InboxHandler("${metadata.commandType}") but has no execute(command, context) method.`);
+        continue;
+      }
+      const other = seen.get(metadata.commandType);
+      if (other === metatype) continue; // the same class provided by two modules: one handler is enough
+      if (other) {
+        problems.push(`${other.name} and ${className} both handle "${metadata.commandType}"; a command type has exactly one handler.`);
+        continue;
+      }
+      seen.set(metadata.commandType, metatype);
+      let backoff: BackoffOptions;
+      try {
+        backoff = resolveBackoff(metadata.backoff, this.options.backoff, `@InboxHandler("${metadata.commandType}").backoff`);
+      } catch (error) {
+        problems.push(`${className}: ${(error as Error).message}`);
+        continue;
+      }
+      this.handlers.set(metadata.commandType, {
+        commandType: metadata.commandType,
+        className,
+        instance: instance as InboxCommandHandler<unknown>,
+        payloadClass: metadata.payloadClass,
+        maxAttempts: metadata.maxAttempts ?? this.options.maxAttempts,
+        backoff,
+      });
+    }
+    if (problems.length > 0) {
+      throw new InboxConfigurationError(`nestjs-inbox found invalid handlers:\n  - ${problems.join('\n  - ')}`);
+    }
+    this.logger.log(`Registered ${this.handlers.size} inbox handler(s): ${this.commandTypes().join(', ') || '(none)'}`);
+  }
+}

@@ -1,0 +1,318 @@
+import { randomUUID } from 'node:crypto';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  Optional,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { SchedulerRegistry } from '@nestjs/schedule';
+import type { DataSource, QueryRunner } from 'typeorm';
+import { backoffDelayMs } from './backoff';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { InboxConfigurationError, PermanentError } from './errors/inbox.error';
+import { InboxExplorer, type RegisteredInboxHandler } from './inbox.explorer';
+import { materializeCommand } from './inbox-payload';
+import { InboxSql, runQuery, type InboxRow } from './inbox.sql';
+import { InboxStatus } from './inbox-status.enum';
+import type { InboxContext } from './interfaces/inbox-handler.interface';
+import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+
+/** Expired leases handled per sweep; the rest wait for the next tick. */
+const LEASE_SWEEP_LIMIT = 100;
+/** Stored error messages are cut to this many characters. */
+const MAX_ERROR_LENGTH = 4000;
+
+class LeaseExpiredError extends Error {
+  override readonly name = 'LeaseExpiredError';
+}
+
+class NoHandlerError extends PermanentError {}
+
+/**
+ * The claim → execute → record loop. One pass claims due entries (committing each claim before
+ * its handler starts), runs up to `concurrency` handlers at a time, each inside a transaction that
+ * holds the entry's row lock, and records the outcome. Passes never overlap.
+ */
+@Injectable()
+export class InboxProcessor implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger(InboxProcessor.name);
+  private readonly sql: InboxSql;
+  private readonly timerName: string;
+  private timer?: NodeJS.Timeout;
+  private started = false;
+  private stopping = false;
+  private pass: Promise<number> | null = null;
+  private wakeRequested = false;
+  private databaseDown = false;
+  /** Handler transactions in flight, by entry id, so shutdown can wait for (or abandon) them. */
+  private readonly inFlight = new Map<string, { done: Promise<void>; queryRunner?: QueryRunner }>();
+
+  constructor(
+    @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
+    @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    private readonly explorer: InboxExplorer,
+    @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
+  ) {
+    this.sql = new InboxSql(options.tableName);
+    this.timerName = `nestjs-inbox:${options.tableName}`;
+  }
+
+  get isRunning(): boolean {
+    return this.started && !this.stopping;
+  }
+
+  onApplicationBootstrap(): void {
+    if (!this.options.worker) return;
+    if (!this.schedulerRegistry) {
+      throw new InboxConfigurationError(
+        'nestjs-inbox needs @nestjs/schedule: import ScheduleModule.forRoot() once in your root module, ' +
+          'or set `worker: false` on a receive-only instance.',
+      );
+    }
+    // A second InboxModule on the same table in this application would double the polling.
+    if (this.schedulerRegistry.doesExist('interval', this.timerName)) {
+      this.logger.warn(`Another InboxModule already processes table "${this.options.tableName}" in this application; this one stays idle.`);
+      return;
+    }
+    this.timer = setInterval(() => void this.runOnce(), this.options.pollIntervalMs);
+    this.schedulerRegistry.addInterval(this.timerName, this.timer);
+    this.started = true;
+    void this.runOnce();
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    if (!this.started || this.stopping) return;
+    this.stopping = true;
+    if (this.schedulerRegistry?.doesExist('interval', this.timerName)) this.schedulerRegistry.deleteInterval(this.timerName);
+    clearInterval(this.timer);
+    const pass = this.pass ?? Promise.resolve(0);
+    let deadline: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      pass.then(() => false),
+      new Promise<boolean>((resolve) => (deadline = setTimeout(() => resolve(true), this.options.shutdownTimeoutMs))),
+    ]);
+    clearTimeout(deadline);
+    if (timedOut) this.abandonInFlight();
+  }
+
+  /** Asks for a pass soon; called after a receive so new commands do not wait for the next poll. */
+  wake(): void {
+    if (this.isRunning) void this.runOnce();
+  }
+
+  /**
+   * Runs one pass now (or joins the running one and makes it look again): sweeps expired leases,
+   * then claims and executes due entries until none is left. Resolves with the number of entries
+   * executed. Useful in tests to drive the processor without waiting for the poll interval.
+   */
+  runOnce(): Promise<number> {
+    if (this.stopping) return this.pass ?? Promise.resolve(0);
+    if (this.pass) {
+      this.wakeRequested = true;
+      return this.pass;
+    }
+    this.pass = this.runPass().finally(() => {
+      this.pass = null;
+    });
+    return this.pass;
+  }
+
+  private async runPass(): Promise<number> {
+    let executed = 0;
+    try {
+      do {
+        this.wakeRequested = false;
+        await this.sweepExpiredLeases();
+        executed += await this.claimAndExecute();
+      } while (this.wakeRequested && !this.stopping);
+      this.reportDatabaseUp();
+    } catch (error) {
+      this.reportDatabaseDown(error);
+    }
+    await Promise.allSettled([...this.inFlight.values()].map((job) => job.done));
+    return executed;
+  }
+
+  /** Keeps up to `concurrency` handlers busy until nothing is due. */
+  private async claimAndExecute(): Promise<number> {
+    let executed = 0;
+    while (!this.stopping) {
+      const free = this.options.concurrency - this.inFlight.size;
+      if (free > 0) {
+        const claimed = await this.claim(Math.min(free, this.options.batchSize));
+        for (const row of claimed) this.start(row);
+        executed += claimed.length;
+        if (claimed.length > 0) continue;
+      }
+      if (this.inFlight.size === 0) break;
+      // Full, or nothing due right now: wait for a handler to finish, then look again.
+      await Promise.race([...this.inFlight.values()].map((job) => job.done));
+    }
+    return executed;
+  }
+
+  private async claim(limit: number): Promise<InboxRow[]> {
+    const now = this.options.clock.now();
+    const lockedUntil = new Date(now.getTime() + this.options.leaseMs);
+    const { rows } = await runQuery(this.dataSource, this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID()]);
+    return rows.sort((a, b) => dueTime(a) - dueTime(b));
+  }
+
+  private start(row: InboxRow): void {
+    const job: { done: Promise<void>; queryRunner?: QueryRunner } = { done: Promise.resolve() };
+    job.done = this.execute(row, job)
+      .catch((error: unknown) => this.logger.error(`Inbox entry ${row.id}: ${describe(error)}`, stackOf(error)))
+      .finally(() => this.inFlight.delete(row.id));
+    this.inFlight.set(row.id, job);
+  }
+
+  private async execute(row: InboxRow, job: { queryRunner?: QueryRunner }): Promise<void> {
+    const handler = this.explorer.get(row.command_type);
+    if (!handler) {
+      return this.recordFailure(row, undefined, new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`));
+    }
+    let command: unknown;
+    try {
+      command = await materializeCommand(row.command_type, row.payload, handler.payloadClass);
+    } catch (error) {
+      return this.recordFailure(row, handler, error);
+    }
+    const queryRunner = this.dataSource.createQueryRunner();
+    job.queryRunner = queryRunner;
+    let failure: { error: unknown } | undefined;
+    try {
+      await queryRunner.startTransaction();
+      // Row lock + fencing: if the claim was taken over (lease expired), we must not run.
+      const locked = await runQuery(queryRunner, this.sql.lockClaimed, [row.id, row.lock_token]);
+      if (locked.rows.length === 0) {
+        await queryRunner.rollbackTransaction();
+        this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim lost before the handler started; skipped.`);
+        return;
+      }
+      await handler.instance.execute(command, this.contextFor(row, queryRunner));
+      const completed = await runQuery(queryRunner, this.sql.complete, [row.id, row.lock_token, this.options.clock.now()]);
+      if (completed.affected !== 1) throw new LeaseExpiredError('claim lost while the handler ran');
+      await queryRunner.commitTransaction();
+    } catch (error) {
+      failure = { error };
+      if (queryRunner.isTransactionActive && !queryRunner.isReleased) {
+        await queryRunner.rollbackTransaction().catch(() => undefined);
+      }
+    } finally {
+      await queryRunner.release();
+      job.queryRunner = undefined;
+    }
+    if (failure && !this.abandoned.has(row.id)) await this.recordFailure(row, handler, failure.error);
+  }
+
+  private contextFor(row: InboxRow, queryRunner: QueryRunner): InboxContext {
+    return {
+      manager: queryRunner.manager,
+      entry: Object.freeze({
+        id: row.id,
+        messageId: row.message_id,
+        commandType: row.command_type,
+        attempt: row.retry_count + 1,
+        correlationId: row.correlation_id,
+        causationId: row.causation_id,
+        metadata: row.metadata,
+        receivedAt: row.received_at,
+      }),
+    };
+  }
+
+  /**
+   * Records a failed attempt in its own statement (the handler's writes are already rolled back):
+   * Failed with a backoff, or DeadLetter when the error is permanent or attempts are used up.
+   */
+  private async recordFailure(
+    row: InboxRow,
+    handler: RegisteredInboxHandler | undefined,
+    error: unknown,
+    on: DataSource | QueryRunner = this.dataSource,
+  ): Promise<void> {
+    const failedAttempts = row.retry_count + 1;
+    const maxAttempts = handler?.maxAttempts ?? this.explorer.maxAttemptsFor(row.command_type);
+    const permanent = error instanceof PermanentError;
+    const deadLetter = permanent || failedAttempts >= maxAttempts;
+    const now = this.options.clock.now();
+    let message = describe(error);
+    if (deadLetter && !permanent) message = `Gave up after ${failedAttempts} attempt(s): ${message}`;
+    message = message.slice(0, MAX_ERROR_LENGTH);
+    const nextRetryAt = deadLetter
+      ? null
+      : new Date(now.getTime() + backoffDelayMs(failedAttempts, handler?.backoff ?? this.explorer.backoffFor(row.command_type)));
+    const status = deadLetter ? InboxStatus.DeadLetter : InboxStatus.Failed;
+    const { affected } = await runQuery(on, this.sql.recordOutcome, [row.id, row.lock_token, status, message, nextRetryAt]);
+    const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failedAttempts}/${maxAttempts}`;
+    if (affected !== 1) {
+      this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
+    } else if (deadLetter) {
+      this.logger.error(`${label} dead-lettered: ${message}`, permanent ? undefined : stackOf(error));
+    } else {
+      this.logger.warn(`${label} failed, retry at ${nextRetryAt!.toISOString()}: ${message}`);
+    }
+  }
+
+  /**
+   * Claims whose lease ran out belong to workers that crashed or lost their connection (a live
+   * worker holds the row lock, so SKIP LOCKED passes over it). Each counts as a failed attempt,
+   * so a message that keeps killing workers ends in DeadLetter instead of looping forever.
+   */
+  private async sweepExpiredLeases(): Promise<void> {
+    const queryRunner = this.dataSource.createQueryRunner();
+    try {
+      await queryRunner.startTransaction();
+      const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [this.options.clock.now(), LEASE_SWEEP_LIMIT]);
+      for (const row of rows) {
+        const error = new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`);
+        await this.recordFailure(row, this.explorer.get(row.command_type), error, queryRunner);
+      }
+      await queryRunner.commitTransaction();
+    } catch (error) {
+      if (queryRunner.isTransactionActive && !queryRunner.isReleased) await queryRunner.rollbackTransaction().catch(() => undefined);
+      throw error;
+    } finally {
+      await queryRunner.release();
+    }
+  }
+
+  private readonly abandoned = new Set<string>();
+
+  /** Shutdown ran out of time: cut the handlers' connections so their transactions roll back. */
+  private abandonInFlight(): void {
+    for (const [id, job] of this.inFlight) {
+      this.abandoned.add(id);
+      const queryRunner = job.queryRunner as (QueryRunner & { releasePostgresConnection?: (error: Error) => Promise<void> }) | undefined;
+      void queryRunner?.releasePostgresConnection?.(new Error('nestjs-inbox shutdown timeout'));
+      this.logger.warn(`Inbox entry ${id} was still running after shutdownTimeoutMs; its transaction was rolled back and its lease will expire.`);
+    }
+  }
+
+  private reportDatabaseDown(error: unknown): void {
+    if (this.databaseDown) return;
+    this.databaseDown = true;
+    this.logger.error(`Inbox processor cannot reach the database; retrying every ${this.options.pollIntervalMs} ms: ${describe(error)}`);
+  }
+
+  private reportDatabaseUp(): void {
+    if (!this.databaseDown) return;
+    this.databaseDown = false;
+    this.logger.log('Inbox processor reaches the database again.');
+  }
+}
+
+function dueTime(row: InboxRow): number {
+  return (row.next_retry_at ?? row.received_at).getTime();
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}
+
+function stackOf(error: unknown): string | undefined {
+  return error instanceof Error ? error.stack : undefined;
+}

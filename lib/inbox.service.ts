@@ -1,0 +1,224 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import {
+  DEFAULT_LIST_LIMIT,
+  INBOX_DATA_SOURCE,
+  INBOX_RESOLVED_OPTIONS,
+  MAX_COMMAND_TYPE_LENGTH,
+  MAX_CORRELATION_ID_LENGTH,
+  MAX_LIST_LIMIT,
+  MAX_MESSAGE_ID_LENGTH,
+} from './inbox.constants';
+import type { InboxEntry } from './entities/inbox-entry.entity';
+import {
+  IdempotencyConflictError,
+  InboxArgumentError,
+  InboxEntryNotFoundError,
+  InvalidEntryStateError,
+  UnknownCommandTypeError,
+} from './errors/inbox.error';
+import { InboxExplorer } from './inbox.explorer';
+import { InboxProcessor } from './inbox.processor';
+import { InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
+import { INBOX_STATUSES, InboxStatus } from './inbox-status.enum';
+import type {
+  IncomingCommand,
+  ListEntriesQuery,
+  ReceiveOptions,
+  ReceiveResult,
+} from './interfaces/inbox-command.interface';
+import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** What controllers inject: store commands once, look them up, send dead letters back. */
+@Injectable()
+export class InboxService {
+  private readonly sql: InboxSql;
+
+  constructor(
+    @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
+    @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    private readonly explorer: InboxExplorer,
+    private readonly processor: InboxProcessor,
+  ) {
+    this.sql = new InboxSql(options.tableName);
+  }
+
+  /**
+   * Stores the command as a Pending entry, once per messageId. A repeat of the same command
+   * returns the stored entry with `duplicate: true`; the same messageId with another command type
+   * or payload throws IdempotencyConflictError.
+   */
+  async receive(command: IncomingCommand, options: ReceiveOptions = {}): Promise<ReceiveResult> {
+    const incoming = this.validateIncoming(command);
+    const manager = this.validateReceiveOptions(options);
+    const on = manager?.queryRunner ?? this.dataSource;
+    const inserted = await runQuery(on, this.sql.insert, [
+      incoming.messageId,
+      incoming.commandType,
+      incoming.payloadJson,
+      incoming.correlationId,
+      incoming.causationId,
+      incoming.metadataJson,
+      this.options.clock.now(),
+    ]);
+    if (inserted.rows.length === 1) {
+      // Inside a caller's transaction the row is invisible until it commits; the next poll finds it.
+      if (!manager) this.processor.wake();
+      return { entry: toEntry(inserted.rows[0]), duplicate: false };
+    }
+    const existing = await runQuery<InboxRow & { same_command: boolean }>(on, this.sql.selectByMessageIdWithMatch, [
+      incoming.messageId,
+      incoming.commandType,
+      incoming.payloadJson,
+    ]);
+    const row = existing.rows[0];
+    if (!row) {
+      // Only possible if the row was deleted between the two statements; storing again is correct.
+      return this.receive(command, options);
+    }
+    if (!row.same_command) throw new IdempotencyConflictError(incoming.messageId, row.id);
+    return { entry: toEntry(row), duplicate: true };
+  }
+
+  async get(id: string): Promise<InboxEntry | null> {
+    this.assertUuid('id', id);
+    const { rows } = await runQuery(this.dataSource, this.sql.selectById, [id]);
+    return rows[0] ? toEntry(rows[0]) : null;
+  }
+
+  async findByMessageId(messageId: string): Promise<InboxEntry | null> {
+    this.assertBoundedString('messageId', messageId, MAX_MESSAGE_ID_LENGTH);
+    const { rows } = await runQuery(this.dataSource, this.sql.selectByMessageId, [messageId]);
+    return rows[0] ? toEntry(rows[0]) : null;
+  }
+
+  /** Entries, newest first, optionally filtered by status and command type. */
+  async list(query: ListEntriesQuery = {}): Promise<InboxEntry[]> {
+    if (typeof query !== 'object' || query === null) throw new InboxArgumentError('query', 'expected an object');
+    const params: unknown[] = [];
+    if (query.status !== undefined) {
+      if (!INBOX_STATUSES.includes(query.status)) {
+        throw new InboxArgumentError('query.status', `expected one of ${INBOX_STATUSES.join(', ')}`);
+      }
+      params.push(query.status);
+    }
+    if (query.commandType !== undefined) {
+      this.assertBoundedString('query.commandType', query.commandType, MAX_COMMAND_TYPE_LENGTH);
+      params.push(query.commandType);
+    }
+    const limit = query.limit ?? DEFAULT_LIST_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+      throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);
+    }
+    params.push(limit);
+    const sql = this.sql.list({ status: query.status !== undefined, commandType: query.commandType !== undefined });
+    const { rows } = await runQuery(this.dataSource, sql, params);
+    return rows.map(toEntry);
+  }
+
+  /** Number of entries in each status (every status present, zero when empty). */
+  async countByStatus(): Promise<Record<InboxStatus, number>> {
+    const counts = Object.fromEntries(INBOX_STATUSES.map((status) => [status, 0])) as Record<InboxStatus, number>;
+    const { rows } = await runQuery<{ status: InboxStatus; count: number }>(this.dataSource, this.sql.countByStatus, []);
+    for (const row of rows) counts[row.status] = row.count;
+    return counts;
+  }
+
+  /**
+   * Sends a DeadLetter or Failed entry back to Pending with retryCount 0. The messageId is kept,
+   * so deduplication still holds.
+   */
+  async replay(id: string): Promise<InboxEntry> {
+    this.assertUuid('id', id);
+    const { rows } = await runQuery(this.dataSource, this.sql.replay, [id]);
+    if (rows[0]) {
+      this.processor.wake();
+      return toEntry(rows[0]);
+    }
+    const current = await this.get(id);
+    if (!current) throw new InboxEntryNotFoundError(id);
+    throw new InvalidEntryStateError(id, current.status, 'replay', [InboxStatus.DeadLetter, InboxStatus.Failed]);
+  }
+
+  private validateIncoming(command: IncomingCommand) {
+    if (typeof command !== 'object' || command === null || Array.isArray(command)) {
+      throw new InboxArgumentError('command', 'expected an object with messageId, commandType and payload');
+    }
+    const messageId = this.assertBoundedString('command.messageId', command.messageId, MAX_MESSAGE_ID_LENGTH);
+    const commandType = this.assertBoundedString('command.commandType', command.commandType, MAX_COMMAND_TYPE_LENGTH);
+    if (!this.options.acceptUnknownCommandTypes && !this.explorer.get(commandType)) {
+      throw new UnknownCommandTypeError(commandType);
+    }
+    const payloadJson = this.toJsonObject('command.payload', command.payload, true);
+    const metadataJson = this.toJsonObject('command.metadata', command.metadata ?? {}, false);
+    return {
+      messageId,
+      commandType,
+      payloadJson,
+      metadataJson,
+      correlationId: this.optionalId('command.correlationId', command.correlationId),
+      causationId: this.optionalId('command.causationId', command.causationId),
+    };
+  }
+
+  private validateReceiveOptions(options: ReceiveOptions): EntityManager | undefined {
+    if (typeof options !== 'object' || options === null) throw new InboxArgumentError('options', 'expected an object');
+    const { manager } = options;
+    if (manager === undefined) return undefined;
+    if (!(manager instanceof EntityManager)) {
+      throw new InboxArgumentError('options.manager', 'expected a TypeORM EntityManager');
+    }
+    if (manager.connection !== this.dataSource) {
+      throw new InboxArgumentError('options.manager', "belongs to another data source than the inbox's");
+    }
+    return manager;
+  }
+
+  private assertBoundedString(name: string, value: unknown, max: number): string {
+    if (typeof value !== 'string') throw new InboxArgumentError(name, `expected a string, got ${describeType(value)}`);
+    if (value.length === 0) throw new InboxArgumentError(name, 'must not be empty');
+    if (value.length > max) throw new InboxArgumentError(name, `must be at most ${max} characters (got ${value.length})`);
+    if (value.includes('\u0000')) throw new InboxArgumentError(name, 'must not contain NUL characters');
+    return value;
+  }
+
+  private optionalId(name: string, value: unknown): string | null {
+    if (value === undefined || value === null) return null;
+    return this.assertBoundedString(name, value, MAX_CORRELATION_ID_LENGTH);
+  }
+
+  private assertUuid(name: string, value: unknown): void {
+    if (typeof value !== 'string' || !UUID_PATTERN.test(value)) {
+      throw new InboxArgumentError(name, `expected a UUID, got ${describeType(value)}`);
+    }
+  }
+
+  /** Serialises a plain JSON object, rejecting what jsonb or the size limit would refuse. */
+  private toJsonObject(name: string, value: unknown, required: boolean): string {
+    if (value === undefined && !required) return '{}';
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new InboxArgumentError(name, `expected a JSON object, got ${describeType(value)}`);
+    }
+    let json: string;
+    try {
+      json = JSON.stringify(value);
+    } catch (error) {
+      throw new InboxArgumentError(name, `is not JSON-serialisable (${(error as Error).message})`);
+    }
+    if (!json.startsWith('{')) throw new InboxArgumentError(name, 'must serialise to a JSON object');
+    if (Buffer.byteLength(json, 'utf8') > this.options.maxPayloadBytes) {
+      throw new InboxArgumentError(name, `is larger than maxPayloadBytes (${this.options.maxPayloadBytes} bytes of JSON)`);
+    }
+    if (json.includes('\\u0000')) throw new InboxArgumentError(name, 'must not contain NUL characters (jsonb rejects them)');
+    return json;
+  }
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return value.length > 40 ? `"${value.slice(0, 40)}…"` : JSON.stringify(value);
+  return typeof value;
+}

@@ -1,0 +1,40 @@
+export { InboxModule } from './inbox.module';
+export { InboxService } from './inbox.service';
+export { InboxProcessor } from './inbox.processor';
+export { InboxEntry } from './entities/inbox-entry.entity';
+export { InboxStatus } from './inbox-status.enum';
+export { InboxMigration, createInboxMigration } from './migrations/inbox.migration';
+export { InboxHandler } from './decorators/inbox-handler.decorator';
+export { InboxCommand } from './decorators/inbox-command.decorator';
+export { backoffDelayMs } from './backoff';
+export { DEFAULT_BACKOFF, resolveInboxOptions } from './inbox-options';
+export {
+  IdempotencyConflictError,
+  InboxArgumentError,
+  InboxConfigurationError,
+  InboxEntryNotFoundError,
+  InboxError,
+  InvalidEntryStateError,
+  PayloadValidationError,
+  PermanentError,
+  UnknownCommandTypeError,
+} from './errors/inbox.error';
+export type {
+  BackoffOptions,
+  InboxClock,
+  InboxModuleExtras,
+  InboxModuleOptions,
+  ResolvedInboxOptions,
+} from './interfaces/inbox-options.interface';
+export type {
+  InboxCommandHandler,
+  InboxContext,
+  InboxHandlerEntry,
+  InboxHandlerOptions,
+} from './interfaces/inbox-handler.interface';
+export type {
+  IncomingCommand,
+  ListEntriesQuery,
+  ReceiveOptions,
+  ReceiveResult,
+} from './interfaces/inbox-command.interface';

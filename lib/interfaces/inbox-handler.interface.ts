@@ -1,0 +1,46 @@
+import type { Type } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
+import type { BackoffOptions } from './inbox-options.interface';
+
+/** What a handler learns about the entry it is running. */
+export interface InboxHandlerEntry {
+  readonly id: string;
+  readonly messageId: string;
+  readonly commandType: string;
+  /** 1 for the first attempt, 2 for the first retry, ... */
+  readonly attempt: number;
+  readonly correlationId: string | null;
+  readonly causationId: string | null;
+  readonly metadata: Readonly<Record<string, unknown>>;
+  readonly receivedAt: Date;
+}
+
+export interface InboxContext {
+  /**
+   * The EntityManager of the transaction that will mark the entry Completed. Write through it
+   * and your writes commit together with the completion, or roll back if the handler throws.
+   */
+  readonly manager: EntityManager;
+  readonly entry: InboxHandlerEntry;
+}
+
+export interface InboxCommandHandler<TCommand = unknown> {
+  execute(command: TCommand, context: InboxContext): Promise<void>;
+}
+
+export interface InboxHandlerOptions {
+  /** Attempts before dead-lettering; overrides the module's `maxAttempts`. */
+  maxAttempts?: number;
+  /** Overrides (field by field) the module's backoff. */
+  backoff?: Partial<BackoffOptions>;
+  /** class-validator class the payload is transformed into and validated against (string command types). */
+  payload?: Type<object>;
+}
+
+/** What `@InboxHandler` stores on the class. */
+export interface InboxHandlerMetadata {
+  commandType: string;
+  payloadClass?: Type<object>;
+  maxAttempts?: number;
+  backoff?: Partial<BackoffOptions>;
+}

@@ -1,0 +1,74 @@
+import type { DataSource } from 'typeorm';
+
+/** Exponential backoff between failed attempts: `initialDelayMs * multiplier^(n-1)`, capped, with jitter. */
+export interface BackoffOptions {
+  /** Delay after the first failure. Default 1000. */
+  initialDelayMs: number;
+  /** Growth factor per further failure (≥ 1). Default 2. */
+  multiplier: number;
+  /** Upper bound of any delay. Default 300000 (5 minutes). */
+  maxDelayMs: number;
+  /** Random spread as a fraction of the delay, 0..1 (0.2 = ±20%). Default 0.2. */
+  jitter: number;
+}
+
+/** Source of the current time; inject one in tests to move through backoff without waiting. */
+export interface InboxClock {
+  now(): Date;
+}
+
+export interface InboxModuleOptions {
+  /** Attempts before an entry is dead-lettered (handlers may override). Default 5. */
+  maxAttempts?: number;
+  backoff?: Partial<BackoffOptions>;
+  /** How often an idle worker looks for due entries. Default 1000. */
+  pollIntervalMs?: number;
+  /** Most entries one claim query takes. Default 20. */
+  batchSize?: number;
+  /** Handlers in flight at once in this instance (each holds one connection). Default 4. */
+  concurrency?: number;
+  /** How long a claim lasts before another instance may count it as a crashed attempt. Default 60000. */
+  leaseMs?: number;
+  /** false = receive-only instance: no processor runs here. Default true. */
+  worker?: boolean;
+  /** How long shutdown waits for in-flight handlers. Default 10000. */
+  shutdownTimeoutMs?: number;
+  /** Table holding the entries; a plain PostgreSQL identifier. Default `inbox_entries`. */
+  tableName?: string;
+  /**
+   * Accept command types that have no handler in this application. Default: true when
+   * `worker` is false (a receive-only instance), false otherwise.
+   */
+  acceptUnknownCommandTypes?: boolean;
+  /** Largest accepted payload (and metadata), in bytes of JSON. Default 1 MiB. */
+  maxPayloadBytes?: number;
+  /** Name of this worker in `lockedBy`. Default: hostname, pid and a random suffix. */
+  workerId?: string;
+  /** Time source. Default: the system clock. */
+  clock?: InboxClock;
+}
+
+/** Synchronous extras of `forRoot` / `forRootAsync`: they are needed before any factory runs. */
+export interface InboxModuleExtras {
+  /** Register the module globally. Default true. */
+  isGlobal?: boolean;
+  /** TypeORM data source (its name, or the instance) the inbox uses. Default: the default data source. */
+  dataSource?: DataSource | string;
+}
+
+/** Options after defaults and validation. */
+export interface ResolvedInboxOptions {
+  maxAttempts: number;
+  backoff: BackoffOptions;
+  pollIntervalMs: number;
+  batchSize: number;
+  concurrency: number;
+  leaseMs: number;
+  worker: boolean;
+  shutdownTimeoutMs: number;
+  tableName: string;
+  acceptUnknownCommandTypes: boolean;
+  maxPayloadBytes: number;
+  workerId: string;
+  clock: InboxClock;
+}

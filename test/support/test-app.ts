@@ -1,0 +1,90 @@
+import type { DynamicModule, ModuleMetadata, Provider, Type } from '@nestjs/common';
+import { ScheduleModule } from '@nestjs/schedule';
+import { Test, type TestingModule } from '@nestjs/testing';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource } from 'typeorm';
+import { InboxEntry, InboxMigration, InboxModule, InboxProcessor, InboxService, type InboxModuleOptions } from 'nestjs-inbox';
+
+export interface TestAppOptions {
+  url: string;
+  handlers?: Provider[];
+  inbox?: InboxModuleOptions;
+  /** Extra imports (e.g. a second InboxModule). */
+  imports?: ModuleMetadata['imports'];
+  /** Leave out ScheduleModule.forRoot() to see the library's error. */
+  withoutSchedule?: boolean;
+  /** Replace the InboxModule import entirely. */
+  inboxModule?: DynamicModule;
+}
+
+export interface TestApp {
+  module: TestingModule;
+  inbox: InboxService;
+  processor: InboxProcessor;
+  dataSource: DataSource;
+  get<T>(type: Type<T>): T;
+  close(): Promise<void>;
+}
+
+/** The TypeORM connection every test app uses: the shipped migration, no synchronize. */
+export function typeOrmForTests(url: string): DynamicModule {
+  return TypeOrmModule.forRoot({
+    type: 'postgres',
+    url,
+    entities: [InboxEntry],
+    migrations: [InboxMigration],
+    migrationsRun: true,
+    synchronize: false,
+    retryAttempts: 0,
+    logging: false,
+  });
+}
+
+/** Compiles and initialises a Nest application context (bootstrap hooks included). */
+export async function createTestApp(options: TestAppOptions): Promise<TestApp> {
+  const module = await Test.createTestingModule({
+    imports: [
+      typeOrmForTests(options.url),
+      ...(options.withoutSchedule ? [] : [ScheduleModule.forRoot()]),
+      options.inboxModule ?? InboxModule.forRoot({ pollIntervalMs: 60_000, ...options.inbox }),
+      ...(options.imports ?? []),
+    ],
+    providers: options.handlers ?? [],
+  }).compile();
+  try {
+    await module.init();
+  } catch (error) {
+    await module.close().catch(() => undefined);
+    throw error;
+  }
+  return {
+    module,
+    inbox: module.get(InboxService),
+    processor: module.get(InboxProcessor),
+    dataSource: module.get(DataSource),
+    get: <T>(type: Type<T>) => module.get(type),
+    close: () => module.close(),
+  };
+}
+
+/** Polls `probe` until it returns a truthy value or the deadline passes. */
+export async function waitFor<T>(probe: () => Promise<T> | T, description: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${description}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A clock the test moves by hand. */
+export class ManualClock {
+  constructor(private current = new Date()) {}
+  now(): Date {
+    return new Date(this.current.getTime());
+  }
+  advance(ms: number): void {
+    this.current = new Date(this.current.getTime() + ms);
+  }
+}
