@@ -22,6 +22,7 @@ import type { InboxModuleExtras, InboxModuleOptions } from './interfaces/inbox-o
 @Module({})
 export class InboxModule extends ConfigurableInboxModule {
   static override forRoot(options: typeof INBOX_OPTIONS_TYPE = {}): DynamicModule {
+    resolveInboxOptions(options); // fail at import, before anything connects
     return withInboxProviders(super.forRoot(options), options);
   }
 

@@ -24,6 +24,9 @@ const LEASE_SWEEP_LIMIT = 100;
 /** Stored error messages are cut to this many characters. */
 const MAX_ERROR_LENGTH = 4000;
 
+/** Processors that own a table's loop, per application (one SchedulerRegistry per application). */
+const leadersBySchedule = new WeakMap<SchedulerRegistry, Map<string, InboxProcessor>>();
+
 class LeaseExpiredError extends Error {
   override readonly name = 'LeaseExpiredError';
 }
@@ -41,6 +44,8 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private readonly sql: InboxSql;
   private readonly timerName: string;
   private timer?: NodeJS.Timeout;
+  /** The processor that already runs this table in this application, when this one is a duplicate. */
+  private leader?: InboxProcessor;
   private started = false;
   private stopping = false;
   private pass: Promise<number> | null = null;
@@ -48,6 +53,8 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private databaseDown = false;
   /** Handler transactions in flight, by entry id, so shutdown can wait for (or abandon) them. */
   private readonly inFlight = new Map<string, { done: Promise<void>; queryRunner?: QueryRunner }>();
+  /** Entries whose transaction shutdown cut off; their outcome is left to lease expiry. */
+  private readonly abandoned = new Set<string>();
 
   constructor(
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
@@ -71,11 +78,17 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
           'or set `worker: false` on a receive-only instance.',
       );
     }
-    // A second InboxModule on the same table in this application would double the polling.
-    if (this.schedulerRegistry.doesExist('interval', this.timerName)) {
-      this.logger.warn(`Another InboxModule already processes table "${this.options.tableName}" in this application; this one stays idle.`);
+    // A second InboxModule on the same table in this application must not start a second loop;
+    // it hands its wake-ups to the first.
+    const leaders = leadersBySchedule.get(this.schedulerRegistry) ?? new Map<string, InboxProcessor>();
+    leadersBySchedule.set(this.schedulerRegistry, leaders);
+    const leader = leaders.get(this.timerName);
+    if (leader) {
+      this.leader = leader;
+      this.logger.warn(`InboxModule is imported more than once for table "${this.options.tableName}"; the first import processes it.`);
       return;
     }
+    leaders.set(this.timerName, this);
     this.timer = setInterval(() => void this.runOnce(), this.options.pollIntervalMs);
     this.schedulerRegistry.addInterval(this.timerName, this.timer);
     this.started = true;
@@ -85,6 +98,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   async beforeApplicationShutdown(): Promise<void> {
     if (!this.started || this.stopping) return;
     this.stopping = true;
+    leadersBySchedule.get(this.schedulerRegistry!)?.delete(this.timerName);
     if (this.schedulerRegistry?.doesExist('interval', this.timerName)) this.schedulerRegistry.deleteInterval(this.timerName);
     clearInterval(this.timer);
     const pass = this.pass ?? Promise.resolve(0);
@@ -99,7 +113,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
 
   /** Asks for a pass soon; called after a receive so new commands do not wait for the next poll. */
   wake(): void {
-    if (this.isRunning) void this.runOnce();
+    void this.runOnce();
   }
 
   /**
@@ -108,7 +122,9 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    * executed. Useful in tests to drive the processor without waiting for the poll interval.
    */
   runOnce(): Promise<number> {
-    if (this.stopping) return this.pass ?? Promise.resolve(0);
+    if (this.leader) return this.leader.runOnce();
+    // Receive-only instances, an idle duplicate module and a stopping processor run nothing.
+    if (!this.started || this.stopping) return this.pass ?? Promise.resolve(0);
     if (this.pass) {
       this.wakeRequested = true;
       return this.pass;
@@ -278,8 +294,6 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       await queryRunner.release();
     }
   }
-
-  private readonly abandoned = new Set<string>();
 
   /** Shutdown ran out of time: cut the handlers' connections so their transactions roll back. */
   private abandonInFlight(): void {

@@ -126,7 +126,7 @@ export class InboxSql {
       WHERE "id" = $1 AND "lock_token" = $2`;
     // Failure or dead letter, fenced by the claim's token.
     this.recordOutcome = `UPDATE ${t} SET "status" = $3::${this.statusType}, "retry_count" = "retry_count" + 1, "error" = $4,
-        "next_retry_at" = $5, "processed_at" = $6, "locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL
+        "next_retry_at" = $5, "locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL
       WHERE "id" = $1 AND "lock_token" = $2`;
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).

@@ -26,31 +26,48 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-/** The TypeORM connection every test app uses: the shipped migration, no synchronize. */
-export function typeOrmForTests(url: string): DynamicModule {
-  return TypeOrmModule.forRoot({
-    type: 'postgres',
-    url,
-    entities: [InboxEntry],
-    migrations: [InboxMigration],
-    migrationsRun: true,
-    synchronize: false,
-    retryAttempts: 0,
-    logging: false,
+/**
+ * The TypeORM connection every test app uses: the shipped migration, no synchronize. Data sources
+ * are collected so that a module that fails to compile (and so cannot be closed) still frees them.
+ */
+export function typeOrmForTests(url: string, created: Array<Promise<DataSource>> = []): DynamicModule {
+  return TypeOrmModule.forRootAsync({
+    useFactory: () => ({
+      type: 'postgres',
+      url,
+      entities: [InboxEntry],
+      migrations: [InboxMigration],
+      migrationsRun: true,
+      synchronize: false,
+      installExtensions: false, // gen_random_uuid() is built in since PostgreSQL 13
+      retryAttempts: 0,
+      logging: false,
+    }),
+    dataSourceFactory: async (options) => {
+      const initializing = new DataSource(options!).initialize();
+      created.push(initializing);
+      return initializing;
+    },
   });
 }
 
 /** Compiles and initialises a Nest application context (bootstrap hooks included). */
 export async function createTestApp(options: TestAppOptions): Promise<TestApp> {
-  const module = await Test.createTestingModule({
+  const dataSources: Array<Promise<DataSource>> = [];
+  const compiling = Test.createTestingModule({
     imports: [
-      typeOrmForTests(options.url),
+      typeOrmForTests(options.url, dataSources),
       ...(options.withoutSchedule ? [] : [ScheduleModule.forRoot()]),
       options.inboxModule ?? InboxModule.forRoot({ pollIntervalMs: 60_000, ...options.inbox }),
       ...(options.imports ?? []),
     ],
     providers: options.handlers ?? [],
   }).compile();
+  const module = await compiling.catch(async (error: unknown) => {
+    // Compilation can fail while a data source is still connecting: let it finish, then close it.
+    await Promise.all(dataSources.map((initializing) => initializing.then((dataSource) => dataSource.destroy()).catch(() => undefined)));
+    throw error;
+  });
   try {
     await module.init();
   } catch (error) {

@@ -1,0 +1,263 @@
+import { Injectable, Scope } from '@nestjs/common';
+import { SchedulerRegistry } from '@nestjs/schedule';
+import {
+  InboxConfigurationError,
+  InboxHandler,
+  InboxModule,
+  InboxStatus,
+  type InboxCommandHandler,
+  type InboxContext,
+} from 'nestjs-inbox';
+import { GatedHandler } from '../fixtures/gated-handler';
+import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
+import { createTestApp, waitFor, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+const activeTimers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+
+describe('lifecycle', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('lifecycle');
+    await sql(db.url, EFFECTS_TABLE_SQL);
+  });
+
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  const otherConnections = async () =>
+    (await sql(db.url, 'SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')).length;
+
+  const statusOf = async (messageId: string) =>
+    (await sql<{ status: string }>(db.url, 'SELECT status FROM inbox_entries WHERE message_id = $1', [messageId]))[0]?.status;
+
+  it('starts polling at bootstrap and processes without being driven', async () => {
+    const app = await createTestApp({ url: db.url, handlers: [ScriptedHandler], inbox: { pollIntervalMs: 20 } });
+    try {
+      // Stored behind the library's back, so no wake-up: only the poll timer can find it.
+      await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('polled-1', 'test.scripted', '{}')`);
+      await waitFor(async () => (await statusOf('polled-1')) === InboxStatus.Completed, 'the poll timer to process the entry');
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('waits on shutdown for an in-flight handler, commits it, and leaves no timer behind', async () => {
+    const timersBefore = activeTimers();
+    const app = await createTestApp({ url: db.url, handlers: [GatedHandler], inbox: { pollIntervalMs: 20, shutdownTimeoutMs: 20_000 } });
+    const registry = app.get(SchedulerRegistry);
+    expect(registry.getIntervals()).toEqual(['nestjs-inbox:inbox_entries']);
+    const handler = app.get(GatedHandler);
+    await app.inbox.receive({ messageId: 'slow-1', commandType: 'test.gated', payload: {} });
+    await waitFor(() => handler.started, 'the slow handler to start');
+
+    let closed = false;
+    const closing = app.close().then(() => (closed = true));
+    await waitFor(() => !app.processor.isRunning, 'shutdown to reach the processor');
+    expect(closed).toBe(false);
+    expect(handler.finished).toBe(false);
+
+    handler.gate.open();
+    await closing;
+    expect(handler.finished).toBe(true);
+    expect(await statusOf('slow-1')).toBe(InboxStatus.Completed);
+    expect(registry.getIntervals()).toEqual([]);
+    // Connection teardown may hold a timer for a moment; none may stay.
+    await waitFor(() => activeTimers() <= timersBefore, 'timers to drop back to their count before the app started', 5_000);
+    await waitFor(async () => (await otherConnections()) === 0, 'every connection of the app to be closed', 5_000);
+  });
+
+  it('gives up on a hung handler after shutdownTimeoutMs: its transaction rolls back and the claim stays for lease expiry', async () => {
+    const app = await createTestApp({ url: db.url, handlers: [GatedHandler], inbox: { shutdownTimeoutMs: 300 } });
+    const handler = app.get(GatedHandler);
+    await app.inbox.receive({ messageId: 'hung-1', commandType: 'test.gated', payload: {} });
+    await waitFor(() => handler.started, 'the hung handler to start');
+    const started = Date.now();
+    await app.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await statusOf('hung-1')).toBe(InboxStatus.Processing);
+    expect(await sql(db.url, `SELECT 1 FROM effects WHERE message_id = 'hung-1'`)).toEqual([]);
+    await waitFor(async () => (await otherConnections()) === 0, 'the abandoned connection to be closed', 5_000);
+    handler.gate.open(); // let the orphaned promise end
+  });
+
+  it('runs each command once when InboxModule is imported twice', async () => {
+    const app = await createTestApp({
+      url: db.url,
+      handlers: [ScriptedHandler],
+      imports: [InboxModule.forRoot({ pollIntervalMs: 20 })],
+    });
+    try {
+      expect(app.get(SchedulerRegistry).getIntervals()).toEqual(['nestjs-inbox:inbox_entries']);
+      const handler = app.get(ScriptedHandler);
+      for (let i = 0; i < 30; i++) await app.inbox.receive({ messageId: `twice-${i}`, commandType: 'test.scripted', payload: {} });
+      await waitFor(async () => (await app.inbox.countByStatus()).pending === 0, 'all entries to be processed');
+      await app.processor.runOnce();
+      const runs = handler.calls.filter((c) => c.messageId.startsWith('twice-'));
+      expect(runs).toHaveLength(30);
+      expect(new Set(runs.map((c) => c.messageId)).size).toBe(30);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('accepts forRootAsync options from a factory', async () => {
+    const app = await createTestApp({
+      url: db.url,
+      handlers: [ScriptedHandler],
+      inboxModule: InboxModule.forRootAsync({ useFactory: async () => ({ worker: false, acceptUnknownCommandTypes: true }) }),
+    });
+    try {
+      const { entry } = await app.inbox.receive({ messageId: 'async-1', commandType: 'anything.goes', payload: {} });
+      expect(entry.status).toBe(InboxStatus.Pending);
+      expect(app.get(SchedulerRegistry).getIntervals()).toEqual([]); // receive-only: no processor
+    } finally {
+      await app.close();
+    }
+  });
+
+  describe('boot errors', () => {
+    @Injectable()
+    @InboxHandler('test.dup')
+    class FirstDuplicate implements InboxCommandHandler {
+      async execute(): Promise<void> {}
+    }
+
+    @Injectable()
+    @InboxHandler('test.dup')
+    class SecondDuplicate implements InboxCommandHandler {
+      async execute(): Promise<void> {}
+    }
+
+    @Injectable({ scope: Scope.REQUEST })
+    @InboxHandler('test.request-scoped')
+    class RequestScopedHandler implements InboxCommandHandler {
+      async execute(): Promise<void> {}
+    }
+
+    @Injectable()
+    @InboxHandler('test.no-execute')
+    class NoExecuteHandler {}
+
+    const bootFails = async (options: Parameters<typeof createTestApp>[0]) => {
+      const attempt = createTestApp(options);
+      await expect(attempt).rejects.toBeInstanceOf(InboxConfigurationError);
+      return attempt.catch((error: Error) => error.message);
+    };
+
+    it('names both classes when two handlers claim one command type', async () => {
+      const message = await bootFails({ url: db.url, handlers: [FirstDuplicate, SecondDuplicate] });
+      expect(message).toContain('FirstDuplicate and SecondDuplicate both handle "test.dup"');
+    });
+
+    it('rejects a request-scoped handler', async () => {
+      const message = await bootFails({ url: db.url, handlers: [RequestScopedHandler] });
+      expect(message).toContain('RequestScopedHandler');
+      expect(message).toContain('request- or transient-scoped');
+    });
+
+    it('rejects a handler class without execute', async () => {
+      const message = await bootFails({ url: db.url, handlers: [NoExecuteHandler] });
+      expect(message).toContain('NoExecuteHandler');
+      expect(message).toContain('execute');
+    });
+
+    it('asks for ScheduleModule.forRoot() when a worker has no scheduler', async () => {
+      const message = await bootFails({ url: db.url, handlers: [ScriptedHandler], withoutSchedule: true });
+      expect(message).toContain('ScheduleModule.forRoot()');
+    });
+
+    it.each([
+      [{ maxAttempts: 0 }, 'maxAttempts'],
+      [{ backoff: { multiplier: 0.5 } }, 'backoff.multiplier'],
+      [{ tableName: 'inbox; DROP TABLE x' }, 'tableName'],
+      [{ concurrency: 1.5 }, 'concurrency'],
+      [{ pollIntervalMs: -1 }, 'pollIntervalMs'],
+      [{ worker: 'yes' }, 'worker'],
+      [{ leaseMs: 'long' }, 'leaseMs'],
+      [{ colour: 'blue' }, 'colour'],
+    ])('fails the boot on invalid module option %j, naming %s', async (options, name) => {
+      const message = await bootFails({ url: db.url, inbox: options as never });
+      expect(message).toContain(`"${name}"`);
+      const asyncMessage = await bootFails({
+        url: db.url,
+        inboxModule: InboxModule.forRootAsync({ useFactory: () => options as never }),
+      });
+      expect(asyncMessage).toContain(`"${name}"`);
+    });
+  });
+
+  it('rejects invalid decorator arguments when the class is declared', () => {
+    expect(() => InboxHandler('')).toThrow(InboxConfigurationError);
+    expect(() => InboxHandler('x'.repeat(256))).toThrow(InboxConfigurationError);
+    expect(() => InboxHandler('ok', { maxAttempts: 0 })).toThrow(/maxAttempts/);
+    expect(() => InboxHandler('ok', { backoff: { jitter: 2 } })).toThrow(/backoff\.jitter/);
+    expect(() => InboxHandler('ok', { retries: 3 } as never)).toThrow(/unknown option "retries"/);
+    expect(() => InboxHandler('ok', { payload: 'NotAClass' as never })).toThrow(/payload/);
+  });
+});
+
+describe('fencing', () => {
+  let db: TestDatabase;
+
+  @Injectable()
+  @InboxHandler('test.gated')
+  class TakeoverHandler implements InboxCommandHandler {
+    readonly attempts: number[] = [];
+    async execute(_command: unknown, context: InboxContext): Promise<void> {
+      this.attempts.push(context.entry.attempt);
+      await context.manager.query('INSERT INTO effects (message_id, attempt, note) VALUES ($1, $2, $3)', [
+        context.entry.messageId,
+        context.entry.attempt,
+        'takeover',
+      ]);
+    }
+  }
+
+  beforeAll(async () => {
+    db = await createTestDatabase('fencing');
+    await sql(db.url, EFFECTS_TABLE_SQL);
+  });
+
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('a worker whose claim was taken over cannot complete the entry or overwrite its outcome', async () => {
+    const slow = await createTestApp({ url: db.url, handlers: [GatedHandler], inbox: { leaseMs: 200, workerId: 'slow' } });
+    let other: TestApp | undefined;
+    try {
+      const gated = slow.get(GatedHandler);
+      await slow.inbox.receive({ messageId: 'fenced-1', commandType: 'test.gated', payload: {} });
+      await waitFor(() => gated.started, 'the slow worker to start the handler');
+      // Started only now, so that it cannot have claimed the entry first.
+      other = await createTestApp({ url: db.url, handlers: [TakeoverHandler], inbox: { workerId: 'other' } });
+
+      // The slow worker's connection drops mid-handler (network partition, idle timeout, failover).
+      await sql(db.url, 'SELECT pg_terminate_backend($1)', [gated.backendPid]);
+
+      // Its lease runs out; the other worker counts the lost attempt and completes the entry.
+      await waitFor(async () => {
+        await other!.processor.runOnce();
+        return (await other!.inbox.findByMessageId('fenced-1'))?.status === InboxStatus.Completed;
+      }, 'the other worker to take over and complete the entry');
+
+      // The slow handler now returns and its worker tries to finish the attempt.
+      gated.gate.open();
+      await waitFor(() => gated.finished, 'the slow handler to return');
+      await slow.processor.runOnce();
+
+      const entry = (await other.inbox.findByMessageId('fenced-1'))!;
+      expect(entry.status).toBe(InboxStatus.Completed);
+      expect(entry.retryCount).toBe(1);
+      expect(entry.error).toBeNull();
+      expect(other.get(TakeoverHandler).attempts).toEqual([2]);
+      expect(await sql(db.url, `SELECT attempt, note FROM effects WHERE message_id = 'fenced-1'`)).toEqual([{ attempt: 2, note: 'takeover' }]);
+    } finally {
+      await slow.close();
+      await other?.close();
+    }
+  });
+});
