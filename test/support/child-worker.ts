@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
-const REGISTER = path.join(__dirname, 'register-ts.cjs');
+const REGISTER = path.join(__dirname, '..', '..', 'scripts', 'register-ts.cjs');
 
 /** A Nest worker in its own Node process, speaking through marker lines on stdout. */
 export class ChildWorker {

@@ -1,4 +1,4 @@
-// Lets plain `node` run the TypeScript fixtures (child workers in e2e specs and the chaos harness):
+// Lets plain `node` run TypeScript directly (child workers in e2e specs, the chaos harness, the benchmark):
 // compiles each .ts file with swc on require, keeping decorator metadata for Nest's DI.
 const { readFileSync } = require('node:fs');
 const { transformSync } = require('@swc/core');
