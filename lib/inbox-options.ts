@@ -22,7 +22,7 @@ const systemClock: InboxClock = { now: () => new Date() };
 const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/;
 
 const KNOWN_OPTIONS = new Set([
-  'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'worker',
+  'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'handlerTimeoutMs', 'receiveTimeoutMs', 'worker',
   'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock',
 ]);
 const KNOWN_BACKOFF = new Set(Object.keys(DEFAULT_BACKOFF));
@@ -89,6 +89,16 @@ export function resolveMaxAttempts(name: string, value: unknown, fallback: numbe
   return integer(name, value, fallback, 1, 1000);
 }
 
+/**
+ * A handler's time limit must end before its claim's lease, so that a timed-out attempt is
+ * recorded by its own worker rather than counted as a crash by another.
+ */
+export function resolveHandlerTimeout(name: string, value: unknown, fallback: number, leaseMs: number): number {
+  const timeout = integer(name, value, fallback, 1);
+  if (timeout >= leaseMs) fail(name, `must be smaller than leaseMs (${leaseMs})`, timeout);
+  return timeout;
+}
+
 export function defaultWorkerId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 }
@@ -117,6 +127,7 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     fail('clock', 'expected an object with a now(): Date method', clock);
   }
   const leaseMs = integer('leaseMs', raw.leaseMs, 60_000, 100);
+  const handlerTimeoutMs = resolveHandlerTimeout('handlerTimeoutMs', raw.handlerTimeoutMs, Math.min(30_000, Math.floor(leaseMs / 2)), leaseMs);
   return {
     maxAttempts: resolveMaxAttempts('maxAttempts', raw.maxAttempts, 5),
     backoff: resolveBackoff(raw.backoff, DEFAULT_BACKOFF, 'backoff'),
@@ -124,6 +135,8 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     batchSize: integer('batchSize', raw.batchSize, 20, 1, 10_000),
     concurrency: integer('concurrency', raw.concurrency, 4, 1, 1000),
     leaseMs,
+    handlerTimeoutMs,
+    receiveTimeoutMs: integer('receiveTimeoutMs', raw.receiveTimeoutMs, 5_000, 1, 3_600_000),
     worker,
     shutdownTimeoutMs: integer('shutdownTimeoutMs', raw.shutdownTimeoutMs, 10_000, 0),
     tableName,

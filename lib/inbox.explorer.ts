@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, type OnModuleInit, type Type } from '@nestj
 import { DiscoveryService } from '@nestjs/core';
 import { INBOX_HANDLER_METADATA, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
 import { InboxConfigurationError } from './errors/inbox.error';
-import { resolveBackoff } from './inbox-options';
+import { resolveBackoff, resolveHandlerTimeout } from './inbox-options';
 import type { InboxCommandHandler, InboxHandlerMetadata } from './interfaces/inbox-handler.interface';
 import type { BackoffOptions, ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
@@ -14,6 +14,7 @@ export interface RegisteredInboxHandler {
   readonly payloadClass?: Type<object>;
   readonly maxAttempts: number;
   readonly backoff: BackoffOptions;
+  readonly timeoutMs: number;
 }
 
 /** Finds `@InboxHandler` providers at boot and fails fast on mistakes. */
@@ -79,8 +80,11 @@ export class InboxExplorer implements OnModuleInit {
       }
       seen.set(metadata.commandType, metatype);
       let backoff: BackoffOptions;
+      let timeoutMs: number;
       try {
-        backoff = resolveBackoff(metadata.backoff, this.options.backoff, `@InboxHandler("${metadata.commandType}").backoff`);
+        const label = `@InboxHandler("${metadata.commandType}")`;
+        backoff = resolveBackoff(metadata.backoff, this.options.backoff, `${label}.backoff`);
+        timeoutMs = resolveHandlerTimeout(`${label}.timeoutMs`, metadata.timeoutMs, this.options.handlerTimeoutMs, this.options.leaseMs);
       } catch (error) {
         problems.push(`${className}: ${(error as Error).message}`);
         continue;
@@ -92,6 +96,7 @@ export class InboxExplorer implements OnModuleInit {
         payloadClass: metadata.payloadClass,
         maxAttempts: metadata.maxAttempts ?? this.options.maxAttempts,
         backoff,
+        timeoutMs,
       });
     }
     if (problems.length > 0) {

@@ -11,16 +11,18 @@ import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { backoffDelayMs } from './backoff';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { InboxConfigurationError, PermanentError } from './errors/inbox.error';
+import { HandlerTimeoutError, InboxConfigurationError, PermanentError } from './errors/inbox.error';
 import { InboxExplorer, type RegisteredInboxHandler } from './inbox.explorer';
 import { materializeCommand } from './inbox-payload';
-import { InboxSql, runQuery, type InboxRow } from './inbox.sql';
+import { destroyConnection, InboxSql, runQuery, type InboxRow } from './inbox.sql';
 import { InboxStatus } from './inbox-status.enum';
 import type { InboxContext } from './interfaces/inbox-handler.interface';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
 /** Expired leases handled per sweep; the rest wait for the next tick. */
 const LEASE_SWEEP_LIMIT = 100;
+/** Longest pause between passes while the database is unreachable. */
+const MAX_RECONNECT_DELAY_MS = 10_000;
 /** Stored error messages are cut to this many characters. */
 const MAX_ERROR_LENGTH = 4000;
 
@@ -50,7 +52,10 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private stopping = false;
   private pass: Promise<number> | null = null;
   private wakeRequested = false;
-  private databaseDown = false;
+  /** Consecutive passes that failed on the database; drives the reconnect backoff. */
+  private failedPasses = 0;
+  /** While the database is down, passes are skipped until this time (ms since epoch). */
+  private resumeAt = 0;
   /** Handler transactions in flight, by entry id, so shutdown can wait for (or abandon) them. */
   private readonly inFlight = new Map<string, { done: Promise<void>; queryRunner?: QueryRunner }>();
   /** Entries whose transaction shutdown cut off; their outcome is left to lease expiry. */
@@ -125,6 +130,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     if (this.leader) return this.leader.runOnce();
     // Receive-only instances, an idle duplicate module and a stopping processor run nothing.
     if (!this.started || this.stopping) return this.pass ?? Promise.resolve(0);
+    if (Date.now() < this.resumeAt) return Promise.resolve(0);
     if (this.pass) {
       this.wakeRequested = true;
       return this.pass;
@@ -201,26 +207,49 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     try {
       await queryRunner.startTransaction();
       // Row lock + fencing: if the claim was taken over (lease expired), we must not run.
-      const locked = await runQuery(queryRunner, this.sql.lockClaimed, [row.id, row.lock_token]);
+      const locked = await runQuery(queryRunner, this.sql.lockClaimed, [row.id, row.lock_token, String(this.options.leaseMs)]);
       if (locked.rows.length === 0) {
         await queryRunner.rollbackTransaction();
         this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim lost before the handler started; skipped.`);
         return;
       }
-      await handler.instance.execute(command, this.contextFor(row, queryRunner));
+      await this.runHandler(handler, command, row, queryRunner);
       const completed = await runQuery(queryRunner, this.sql.complete, [row.id, row.lock_token, this.options.clock.now()]);
       if (completed.affected !== 1) throw new LeaseExpiredError('claim lost while the handler ran');
       await queryRunner.commitTransaction();
     } catch (error) {
       failure = { error };
       if (queryRunner.isTransactionActive && !queryRunner.isReleased) {
-        await queryRunner.rollbackTransaction().catch(() => undefined);
+        await queryRunner.rollbackTransaction().catch(() => destroyConnection(queryRunner, toError(error)));
       }
     } finally {
       await queryRunner.release();
       job.queryRunner = undefined;
     }
-    if (failure && !this.abandoned.has(row.id)) await this.recordFailure(row, handler, failure.error);
+    if (failure && !this.abandoned.delete(row.id)) await this.recordFailure(row, handler, failure.error);
+  }
+
+  /**
+   * Runs the handler within its time limit. On overrun the connection is destroyed rather than
+   * rolled back: the handler may still be running, and its later queries must fail, not autocommit.
+   */
+  private async runHandler(handler: RegisteredInboxHandler, command: unknown, row: InboxRow, queryRunner: QueryRunner): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const running = handler.instance.execute(command, this.contextFor(row, queryRunner));
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HandlerTimeoutError(handler.timeoutMs)), handler.timeoutMs);
+    });
+    try {
+      await Promise.race([running, timedOut]);
+    } catch (error) {
+      if (error instanceof HandlerTimeoutError) {
+        running.catch(() => undefined);
+        await destroyConnection(queryRunner, error);
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private contextFor(row: InboxRow, queryRunner: QueryRunner): InboxContext {
@@ -299,22 +328,31 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private abandonInFlight(): void {
     for (const [id, job] of this.inFlight) {
       this.abandoned.add(id);
-      const queryRunner = job.queryRunner as (QueryRunner & { releasePostgresConnection?: (error: Error) => Promise<void> }) | undefined;
-      void queryRunner?.releasePostgresConnection?.(new Error('nestjs-inbox shutdown timeout'));
+      if (job.queryRunner) void destroyConnection(job.queryRunner, new Error('nestjs-inbox shutdown timeout'));
       this.logger.warn(`Inbox entry ${id} was still running after shutdownTimeoutMs; its transaction was rolled back and its lease will expire.`);
     }
   }
 
+  /** One log line per outage; passes back off exponentially (up to 10 s) until one succeeds. */
   private reportDatabaseDown(error: unknown): void {
-    if (this.databaseDown) return;
-    this.databaseDown = true;
-    this.logger.error(`Inbox processor cannot reach the database; retrying every ${this.options.pollIntervalMs} ms: ${describe(error)}`);
+    this.failedPasses++;
+    const delay = backoffDelayMs(this.failedPasses, {
+      initialDelayMs: this.options.pollIntervalMs,
+      multiplier: 2,
+      maxDelayMs: Math.max(this.options.pollIntervalMs, MAX_RECONNECT_DELAY_MS),
+      jitter: 0.2,
+    });
+    this.resumeAt = Date.now() + delay;
+    if (this.failedPasses === 1) {
+      this.logger.error(`Inbox processor cannot reach the database; retrying with backoff up to ${MAX_RECONNECT_DELAY_MS} ms: ${describe(error)}`);
+    }
   }
 
   private reportDatabaseUp(): void {
-    if (!this.databaseDown) return;
-    this.databaseDown = false;
-    this.logger.log('Inbox processor reaches the database again.');
+    if (this.failedPasses === 0) return;
+    this.logger.log(`Inbox processor reaches the database again (after ${this.failedPasses} failed pass(es)).`);
+    this.failedPasses = 0;
+    this.resumeAt = 0;
   }
 }
 
@@ -325,6 +363,10 @@ function dueTime(row: InboxRow): number {
 function describe(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;
   return String(error);
+}
+
+function toError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 function stackOf(error: unknown): string | undefined {

@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource, EntityManager, type QueryRunner } from 'typeorm';
+import { isConnectionError } from './database-errors';
 import {
   DEFAULT_LIST_LIMIT,
   INBOX_DATA_SOURCE,
@@ -13,13 +14,14 @@ import type { InboxEntry } from './entities/inbox-entry.entity';
 import {
   IdempotencyConflictError,
   InboxArgumentError,
+  InboxUnavailableError,
   InboxEntryNotFoundError,
   InvalidEntryStateError,
   UnknownCommandTypeError,
 } from './errors/inbox.error';
 import { InboxExplorer } from './inbox.explorer';
 import { InboxProcessor } from './inbox.processor';
-import { InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
+import { destroyConnection, InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
 import { INBOX_STATUSES, InboxStatus } from './inbox-status.enum';
 import type {
   IncomingCommand,
@@ -53,33 +55,67 @@ export class InboxService {
   async receive(command: IncomingCommand, options: ReceiveOptions = {}): Promise<ReceiveResult> {
     const incoming = this.validateIncoming(command);
     const manager = this.validateReceiveOptions(options);
-    const on = manager?.queryRunner ?? this.dataSource;
-    const inserted = await runQuery(on, this.sql.insert, [
-      incoming.messageId,
-      incoming.commandType,
-      incoming.payloadJson,
-      incoming.correlationId,
-      incoming.causationId,
-      incoming.metadataJson,
-      this.options.clock.now(),
-    ]);
-    if (inserted.rows.length === 1) {
-      // Inside a caller's transaction the row is invisible until it commits; the next poll finds it.
-      if (!manager) this.processor.wake();
-      return { entry: toEntry(inserted.rows[0]), duplicate: false };
+    if (manager?.queryRunner) {
+      // The caller's transaction owns the connection (and its timeouts); the row is invisible until
+      // the caller commits, so the next poll finds it rather than a wake-up.
+      return this.store(manager.queryRunner, incoming).catch((error: unknown) => rethrowUnavailable(error));
     }
-    const existing = await runQuery<InboxRow & { same_command: boolean }>(on, this.sql.selectByMessageIdWithMatch, [
-      incoming.messageId,
-      incoming.commandType,
-      incoming.payloadJson,
-    ]);
-    const row = existing.rows[0];
-    if (!row) {
-      // Only possible if the row was deleted between the two statements; storing again is correct.
-      return this.receive(command, options);
+    const result = await this.withTimeout((queryRunner) => this.store(queryRunner, incoming));
+    if (!result.duplicate) this.processor.wake();
+    return result;
+  }
+
+  /** Inserts once per messageId; on a conflict returns the stored entry or reports a mismatch. */
+  private async store(on: QueryRunner, incoming: ValidatedCommand): Promise<ReceiveResult> {
+    for (;;) {
+      const inserted = await runQuery(on, this.sql.insert, [
+        incoming.messageId,
+        incoming.commandType,
+        incoming.payloadJson,
+        incoming.correlationId,
+        incoming.causationId,
+        incoming.metadataJson,
+        this.options.clock.now(),
+      ]);
+      if (inserted.rows.length === 1) return { entry: toEntry(inserted.rows[0]), duplicate: false };
+      const existing = await runQuery<InboxRow & { same_command: boolean }>(on, this.sql.selectByMessageIdWithMatch, [
+        incoming.messageId,
+        incoming.commandType,
+        incoming.payloadJson,
+      ]);
+      const row = existing.rows[0];
+      // No row: it was deleted between the two statements, so storing again is correct.
+      if (!row) continue;
+      if (!row.same_command) throw new IdempotencyConflictError(incoming.messageId, row.id);
+      return { entry: toEntry(row), duplicate: true };
     }
-    if (!row.same_command) throw new IdempotencyConflictError(incoming.messageId, row.id);
-    return { entry: toEntry(row), duplicate: true };
+  }
+
+  /**
+   * Runs `work` on a connection of its own, failing with InboxUnavailableError when the database
+   * is unreachable or silent for `receiveTimeoutMs`; a timed-out connection is destroyed, which
+   * makes the server roll back whatever the statement had not committed.
+   */
+  private async withTimeout<T>(work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
+    const queryRunner = this.dataSource.createQueryRunner();
+    const timeoutMs = this.options.receiveTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const running = work(queryRunner);
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([running, timedOut]);
+    } catch (error) {
+      if (error instanceof InboxUnavailableError) {
+        running.catch(() => undefined);
+        await destroyConnection(queryRunner, error);
+      }
+      return rethrowUnavailable(error);
+    } finally {
+      clearTimeout(timer);
+      await queryRunner.release();
+    }
   }
 
   async get(id: string): Promise<InboxEntry | null> {
@@ -142,7 +178,7 @@ export class InboxService {
     throw new InvalidEntryStateError(id, current.status, 'replay', [InboxStatus.DeadLetter, InboxStatus.Failed]);
   }
 
-  private validateIncoming(command: IncomingCommand) {
+  private validateIncoming(command: IncomingCommand): ValidatedCommand {
     if (typeof command !== 'object' || command === null || Array.isArray(command)) {
       throw new InboxArgumentError('command', 'expected an object with messageId, commandType and payload');
     }
@@ -214,6 +250,22 @@ export class InboxService {
     if (json.includes('\\u0000')) throw new InboxArgumentError(name, 'must not contain NUL characters (jsonb rejects them)');
     return json;
   }
+}
+
+interface ValidatedCommand {
+  messageId: string;
+  commandType: string;
+  payloadJson: string;
+  metadataJson: string;
+  correlationId: string | null;
+  causationId: string | null;
+}
+
+/** Connection failures become InboxUnavailableError; anything else is rethrown as is. */
+function rethrowUnavailable(error: unknown): never {
+  if (error instanceof InboxUnavailableError) throw error;
+  if (isConnectionError(error)) throw new InboxUnavailableError((error as Error).message, { cause: error });
+  throw error;
 }
 
 function describeType(value: unknown): string {

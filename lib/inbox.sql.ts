@@ -120,7 +120,10 @@ export class InboxSql {
       RETURNING ${COLUMNS.replace(/"(\w+)"/g, 'e."$1"')}`;
     // Taken inside the handler's transaction: holds the row lock until commit, and proves the claim
     // is still ours (the fencing token did not change).
-    this.lockClaimed = `SELECT 1 FROM ${t} WHERE "id" = $1 AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`;
+    // It also bounds how long the transaction may sit idle: if this worker freezes (SIGSTOP, a
+    // blocked event loop), the server ends the session after $3 ms, so the lock cannot outlive the lease.
+    this.lockClaimed = `SELECT set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
+      WHERE "id" = $1 AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`;
     this.complete = `UPDATE ${t} SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = $3, "error" = NULL,
         "next_retry_at" = NULL, "locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL
       WHERE "id" = $1 AND "lock_token" = $2`;
@@ -171,4 +174,15 @@ export async function runQuery<T = InboxRow>(
 
 function isQueryRunner(value: DataSource | QueryRunner): value is QueryRunner {
   return typeof (value as QueryRunner).startTransaction === 'function';
+}
+
+/**
+ * Drops a query runner's connection instead of returning it to the pool: the server then rolls back
+ * its open transaction, and any later query through the runner fails instead of running outside it.
+ */
+export async function destroyConnection(queryRunner: QueryRunner, reason: Error): Promise<void> {
+  const runner = queryRunner as QueryRunner & { releasePostgresConnection?: (error: Error) => Promise<void> };
+  if (runner.isReleased) return;
+  if (runner.releasePostgresConnection) await runner.releasePostgresConnection(reason);
+  else await runner.release();
 }

@@ -9,11 +9,13 @@ export { InboxCommand } from './decorators/inbox-command.decorator';
 export { backoffDelayMs } from './backoff';
 export { DEFAULT_BACKOFF, resolveInboxOptions } from './inbox-options';
 export {
+  HandlerTimeoutError,
   IdempotencyConflictError,
   InboxArgumentError,
   InboxConfigurationError,
   InboxEntryNotFoundError,
   InboxError,
+  InboxUnavailableError,
   InvalidEntryStateError,
   PayloadValidationError,
   PermanentError,

@@ -1,11 +1,11 @@
 import type { Type } from '@nestjs/common';
 import { INBOX_HANDLER_METADATA } from '../inbox.constants';
 import { InboxConfigurationError } from '../errors/inbox.error';
-import { DEFAULT_BACKOFF, resolveBackoff, resolveMaxAttempts } from '../inbox-options';
+import { DEFAULT_BACKOFF, resolveBackoff, resolveHandlerTimeout, resolveMaxAttempts } from '../inbox-options';
 import type { InboxHandlerMetadata, InboxHandlerOptions } from '../interfaces/inbox-handler.interface';
 import { assertCommandTypeName, commandTypeOf } from './command-type';
 
-const KNOWN_HANDLER_OPTIONS = new Set(['maxAttempts', 'backoff', 'payload']);
+const KNOWN_HANDLER_OPTIONS = new Set(['maxAttempts', 'backoff', 'payload', 'timeoutMs']);
 
 /**
  * Marks a provider as the handler of one command type. `command` is the stored type name, or a
@@ -52,6 +52,7 @@ function buildHandlerMetadata(command: string | Type<object>, options: InboxHand
     payloadClass,
     maxAttempts: options.maxAttempts === undefined ? undefined : resolveMaxAttempts(`${label}.maxAttempts`, options.maxAttempts, 0),
     // Checked against the defaults now; merged with the module's backoff at boot.
+    timeoutMs: options.timeoutMs === undefined ? undefined : resolveHandlerTimeout(`${label}.timeoutMs`, options.timeoutMs, 0, Number.MAX_SAFE_INTEGER),
     backoff: options.backoff === undefined ? undefined : (resolveBackoff(options.backoff, DEFAULT_BACKOFF, `${label}.backoff`, false), options.backoff),
   };
 }

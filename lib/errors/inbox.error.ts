@@ -83,3 +83,22 @@ export class PayloadValidationError extends PermanentError {
     super(`Payload of "${commandType}" is invalid: ${failures.join('; ')}`);
   }
 }
+
+/**
+ * The database could not be reached, or did not answer within `receiveTimeoutMs`. Nothing was
+ * stored by this call, or, if the statement committed after all, a retry with the same messageId
+ * returns it as a duplicate: retry the same command.
+ */
+export class InboxUnavailableError extends InboxError {
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super(`The inbox database is unavailable: ${reason}. Retry the same command (same messageId) later.`);
+    if (options && 'cause' in options) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
+/** A handler ran longer than its timeout; its transaction was rolled back and the attempt counts as failed. */
+export class HandlerTimeoutError extends InboxError {
+  constructor(readonly timeoutMs: number) {
+    super(`Handler timed out after ${timeoutMs} ms; its transaction was rolled back.`);
+  }
+}

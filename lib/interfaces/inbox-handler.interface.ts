@@ -35,6 +35,8 @@ export interface InboxHandlerOptions {
   backoff?: Partial<BackoffOptions>;
   /** class-validator class the payload is transformed into and validated against (string command types). */
   payload?: Type<object>;
+  /** Overrides the module's `handlerTimeoutMs`; must be below `leaseMs`. */
+  timeoutMs?: number;
 }
 
 /** What `@InboxHandler` stores on the class. */
@@ -43,4 +45,5 @@ export interface InboxHandlerMetadata {
   payloadClass?: Type<object>;
   maxAttempts?: number;
   backoff?: Partial<BackoffOptions>;
+  timeoutMs?: number;
 }

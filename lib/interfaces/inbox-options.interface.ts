@@ -29,6 +29,10 @@ export interface InboxModuleOptions {
   concurrency?: number;
   /** How long a claim lasts before another instance may count it as a crashed attempt. Default 60000. */
   leaseMs?: number;
+  /** Longest a handler may run before its attempt fails and its transaction rolls back (handlers may override). Default 30000; below leaseMs. */
+  handlerTimeoutMs?: number;
+  /** How long `receive` waits for the database before failing with InboxUnavailableError. Default 5000. */
+  receiveTimeoutMs?: number;
   /** false = receive-only instance: no processor runs here. Default true. */
   worker?: boolean;
   /** How long shutdown waits for in-flight handlers. Default 10000. */
@@ -64,6 +68,8 @@ export interface ResolvedInboxOptions {
   batchSize: number;
   concurrency: number;
   leaseMs: number;
+  handlerTimeoutMs: number;
+  receiveTimeoutMs: number;
   worker: boolean;
   shutdownTimeoutMs: number;
   tableName: string;

@@ -1,0 +1,15 @@
+/** node-postgres and socket errors that mean "the server is not reachable right now". */
+const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN']);
+/** SQLSTATEs of a server that is shutting down, starting up or out of connections. */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+
+export function isConnectionError(error: unknown): boolean {
+  for (let current = error as { code?: unknown; driverError?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; current && depth < 5; depth++) {
+    const code = typeof current.code === 'string' ? current.code : '';
+    if (CONNECTION_ERROR_CODES.has(code) || UNAVAILABLE_SQLSTATES.has(code) || code.startsWith('08')) return true;
+    const message = typeof current.message === 'string' ? current.message : '';
+    if (/Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(message)) return true;
+    current = (current.driverError ?? current.cause) as typeof current;
+  }
+  return false;
+}
