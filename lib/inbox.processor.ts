@@ -56,8 +56,10 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private failedPasses = 0;
   /** While the database is down, passes are skipped until this time (ms since epoch). */
   private resumeAt = 0;
-  /** Handler transactions in flight, by entry id, so shutdown can wait for (or abandon) them. */
-  private readonly inFlight = new Map<string, { done: Promise<void>; queryRunner?: QueryRunner }>();
+  /** Handlers in flight, by entry id, so a pass can keep `concurrency` of them busy. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Every connection this processor holds right now, so shutdown can cut them when it runs out of time. */
+  private readonly connections = new Set<QueryRunner>();
   /** Entries whose transaction shutdown cut off; their outcome is left to lease expiry. */
   private readonly abandoned = new Set<string>();
 
@@ -153,7 +155,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     } catch (error) {
       this.reportDatabaseDown(error);
     }
-    await Promise.allSettled([...this.inFlight.values()].map((job) => job.done));
+    await Promise.allSettled(this.inFlight.values());
     return executed;
   }
 
@@ -170,7 +172,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       }
       if (this.inFlight.size === 0) break;
       // Full, or nothing due right now: wait for a handler to finish, then look again.
-      await Promise.race([...this.inFlight.values()].map((job) => job.done));
+      await Promise.race(this.inFlight.values());
     }
     return executed;
   }
@@ -178,19 +180,32 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private async claim(limit: number): Promise<InboxRow[]> {
     const now = this.options.clock.now();
     const lockedUntil = new Date(now.getTime() + this.options.leaseMs);
-    const { rows } = await runQuery(this.dataSource, this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID()]);
+    const { rows } = await this.withConnection((queryRunner) =>
+      runQuery(queryRunner, this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID()]),
+    );
     return rows.sort((a, b) => dueTime(a) - dueTime(b));
   }
 
   private start(row: InboxRow): void {
-    const job: { done: Promise<void>; queryRunner?: QueryRunner } = { done: Promise.resolve() };
-    job.done = this.execute(row, job)
+    const done = this.execute(row)
       .catch((error: unknown) => this.logger.error(`Inbox entry ${row.id}: ${describe(error)}`, stackOf(error)))
       .finally(() => this.inFlight.delete(row.id));
-    this.inFlight.set(row.id, job);
+    this.inFlight.set(row.id, done);
   }
 
-  private async execute(row: InboxRow, job: { queryRunner?: QueryRunner }): Promise<void> {
+  /** Lends a tracked connection to `work` and always gives it back. */
+  private async withConnection<T>(work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
+    const queryRunner = this.dataSource.createQueryRunner();
+    this.connections.add(queryRunner);
+    try {
+      return await work(queryRunner);
+    } finally {
+      this.connections.delete(queryRunner);
+      await queryRunner.release();
+    }
+  }
+
+  private async execute(row: InboxRow): Promise<void> {
     const handler = this.explorer.get(row.command_type);
     if (!handler) {
       return this.recordFailure(row, undefined, new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`));
@@ -201,9 +216,17 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     } catch (error) {
       return this.recordFailure(row, handler, error);
     }
-    const queryRunner = this.dataSource.createQueryRunner();
-    job.queryRunner = queryRunner;
-    let failure: { error: unknown } | undefined;
+    const failure = await this.withConnection((queryRunner) => this.executeInTransaction(handler, command, row, queryRunner));
+    if (failure && !this.abandoned.delete(row.id)) await this.recordFailure(row, handler, failure.error);
+  }
+
+  /** The handler's transaction; resolves with the failure, if any, once the transaction is over. */
+  private async executeInTransaction(
+    handler: RegisteredInboxHandler,
+    command: unknown,
+    row: InboxRow,
+    queryRunner: QueryRunner,
+  ): Promise<{ error: unknown } | undefined> {
     try {
       await queryRunner.startTransaction();
       // Row lock + fencing: if the claim was taken over (lease expired), we must not run.
@@ -211,22 +234,19 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       if (locked.rows.length === 0) {
         await queryRunner.rollbackTransaction();
         this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim lost before the handler started; skipped.`);
-        return;
+        return undefined;
       }
       await this.runHandler(handler, command, row, queryRunner);
       const completed = await runQuery(queryRunner, this.sql.complete, [row.id, row.lock_token, this.options.clock.now()]);
       if (completed.affected !== 1) throw new LeaseExpiredError('claim lost while the handler ran');
       await queryRunner.commitTransaction();
+      return undefined;
     } catch (error) {
-      failure = { error };
       if (queryRunner.isTransactionActive && !queryRunner.isReleased) {
         await queryRunner.rollbackTransaction().catch(() => destroyConnection(queryRunner, toError(error)));
       }
-    } finally {
-      await queryRunner.release();
-      job.queryRunner = undefined;
+      return { error };
     }
-    if (failure && !this.abandoned.delete(row.id)) await this.recordFailure(row, handler, failure.error);
   }
 
   /**
@@ -276,7 +296,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     row: InboxRow,
     handler: RegisteredInboxHandler | undefined,
     error: unknown,
-    on: DataSource | QueryRunner = this.dataSource,
+    on?: QueryRunner,
   ): Promise<void> {
     const failedAttempts = row.retry_count + 1;
     const maxAttempts = handler?.maxAttempts ?? this.explorer.maxAttemptsFor(row.command_type);
@@ -290,7 +310,10 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       ? null
       : new Date(now.getTime() + backoffDelayMs(failedAttempts, handler?.backoff ?? this.explorer.backoffFor(row.command_type)));
     const status = deadLetter ? InboxStatus.DeadLetter : InboxStatus.Failed;
-    const { affected } = await runQuery(on, this.sql.recordOutcome, [row.id, row.lock_token, status, message, nextRetryAt]);
+    const params = [row.id, row.lock_token, status, message, nextRetryAt];
+    const { affected } = on
+      ? await runQuery(on, this.sql.recordOutcome, params)
+      : await this.withConnection((queryRunner) => runQuery(queryRunner, this.sql.recordOutcome, params));
     const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failedAttempts}/${maxAttempts}`;
     if (affected !== 1) {
       this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
@@ -307,30 +330,29 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    * so a message that keeps killing workers ends in DeadLetter instead of looping forever.
    */
   private async sweepExpiredLeases(): Promise<void> {
-    const queryRunner = this.dataSource.createQueryRunner();
-    try {
-      await queryRunner.startTransaction();
-      const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [this.options.clock.now(), LEASE_SWEEP_LIMIT]);
-      for (const row of rows) {
-        const error = new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`);
-        await this.recordFailure(row, this.explorer.get(row.command_type), error, queryRunner);
+    await this.withConnection(async (queryRunner) => {
+      try {
+        await queryRunner.startTransaction();
+        const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [this.options.clock.now(), LEASE_SWEEP_LIMIT]);
+        for (const row of rows) {
+          const error = new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`);
+          await this.recordFailure(row, this.explorer.get(row.command_type), error, queryRunner);
+        }
+        await queryRunner.commitTransaction();
+      } catch (error) {
+        if (queryRunner.isTransactionActive && !queryRunner.isReleased) await queryRunner.rollbackTransaction().catch(() => undefined);
+        throw error;
       }
-      await queryRunner.commitTransaction();
-    } catch (error) {
-      if (queryRunner.isTransactionActive && !queryRunner.isReleased) await queryRunner.rollbackTransaction().catch(() => undefined);
-      throw error;
-    } finally {
-      await queryRunner.release();
-    }
+    });
   }
 
-  /** Shutdown ran out of time: cut the handlers' connections so their transactions roll back. */
+  /** Shutdown ran out of time: cut every connection, so open transactions roll back and nothing hangs. */
   private abandonInFlight(): void {
-    for (const [id, job] of this.inFlight) {
+    for (const id of this.inFlight.keys()) {
       this.abandoned.add(id);
-      if (job.queryRunner) void destroyConnection(job.queryRunner, new Error('nestjs-inbox shutdown timeout'));
       this.logger.warn(`Inbox entry ${id} was still running after shutdownTimeoutMs; its transaction was rolled back and its lease will expire.`);
     }
+    for (const queryRunner of this.connections) void destroyConnection(queryRunner, new Error('nestjs-inbox shutdown timeout'));
   }
 
   /** One log line per outage; passes back off exponentially (up to 10 s) until one succeeds. */
