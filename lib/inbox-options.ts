@@ -7,6 +7,7 @@ import type {
   InboxClock,
   InboxModuleOptions,
   ResolvedInboxOptions,
+  RetentionOptions,
 } from './interfaces/inbox-options.interface';
 
 export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
@@ -19,11 +20,11 @@ export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
 const systemClock: InboxClock = { now: () => new Date() };
 
 /** A plain, unquoted PostgreSQL identifier, optionally schema-qualified. */
-const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/;
+const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,54}(\.[a-z_][a-z0-9_]{0,54})?$/;  // leaves room for the "_history" suffix
 
 const KNOWN_OPTIONS = new Set([
   'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'handlerTimeoutMs', 'receiveTimeoutMs', 'worker',
-  'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock',
+  'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock', 'attemptHistory', 'retention',
 ]);
 const KNOWN_BACKOFF = new Set(Object.keys(DEFAULT_BACKOFF));
 
@@ -99,6 +100,32 @@ export function resolveHandlerTimeout(name: string, value: unknown, fallback: nu
   return timeout;
 }
 
+const DAY_MS = 86_400_000;
+export const DEFAULT_RETENTION: Readonly<RetentionOptions> = Object.freeze({
+  payloadRetentionMs: 7 * DAY_MS,
+  deduplicationWindowMs: 30 * DAY_MS,
+  intervalMs: 3_600_000,
+  batchSize: 500,
+});
+
+function resolveRetention(value: unknown): RetentionOptions {
+  if (value === undefined) return { ...DEFAULT_RETENTION };
+  if (!isPlainObject(value)) fail('retention', 'expected an object', value);
+  for (const key of Object.keys(value)) {
+    if (!(key in DEFAULT_RETENTION)) fail(`retention.${key}`, `unknown option; known: ${Object.keys(DEFAULT_RETENTION).join(', ')}`, value[key]);
+  }
+  const retention: RetentionOptions = {
+    payloadRetentionMs: integer('retention.payloadRetentionMs', value.payloadRetentionMs, DEFAULT_RETENTION.payloadRetentionMs, 0),
+    deduplicationWindowMs: integer('retention.deduplicationWindowMs', value.deduplicationWindowMs, DEFAULT_RETENTION.deduplicationWindowMs, 0),
+    intervalMs: integer('retention.intervalMs', value.intervalMs, DEFAULT_RETENTION.intervalMs, 0),
+    batchSize: integer('retention.batchSize', value.batchSize, DEFAULT_RETENTION.batchSize, 1, 100_000),
+  };
+  if (retention.deduplicationWindowMs < retention.payloadRetentionMs) {
+    fail('retention.deduplicationWindowMs', `must not be shorter than payloadRetentionMs (${retention.payloadRetentionMs})`, retention.deduplicationWindowMs);
+  }
+  return retention;
+}
+
 export function defaultWorkerId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 }
@@ -144,5 +171,7 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     maxPayloadBytes: integer('maxPayloadBytes', raw.maxPayloadBytes, 1_048_576, 1, 256 * 1_048_576),
     workerId,
     clock: clock as unknown as InboxClock,
+    attemptHistory: boolean('attemptHistory', raw.attemptHistory, true),
+    retention: resolveRetention(raw.retention),
   };
 }

@@ -15,3 +15,4 @@ export const MAX_COMMAND_TYPE_LENGTH = 255;
 export const MAX_CORRELATION_ID_LENGTH = 255;
 export const MAX_LIST_LIMIT = 1000;
 export const DEFAULT_LIST_LIMIT = 100;
+export const INBOX_LISTENER_METADATA = 'nestjs-inbox:listener';

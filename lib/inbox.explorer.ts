@@ -1,6 +1,8 @@
 import { Inject, Injectable, Logger, type OnModuleInit, type Type } from '@nestjs/common';
-import { DiscoveryService } from '@nestjs/core';
-import { INBOX_HANDLER_METADATA, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { INBOX_HANDLER_METADATA, INBOX_LISTENER_METADATA, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { InboxEvents } from './inbox.events';
+import type { InboxEventType } from './interfaces/inbox-event.interface';
 import { InboxConfigurationError } from './errors/inbox.error';
 import { resolveBackoff, resolveHandlerTimeout } from './inbox-options';
 import type { InboxCommandHandler, InboxHandlerMetadata } from './interfaces/inbox-handler.interface';
@@ -17,7 +19,7 @@ export interface RegisteredInboxHandler {
   readonly timeoutMs: number;
 }
 
-/** Finds `@InboxHandler` providers at boot and fails fast on mistakes. */
+/** Finds `@InboxHandler` providers and `@OnInbox…` listeners at boot, and fails fast on mistakes. */
 @Injectable()
 export class InboxExplorer implements OnModuleInit {
   private readonly logger = new Logger(InboxExplorer.name);
@@ -25,11 +27,30 @@ export class InboxExplorer implements OnModuleInit {
 
   constructor(
     private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+    private readonly events: InboxEvents,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
   ) {}
 
   onModuleInit(): void {
     this.explore();
+    this.exploreListeners();
+  }
+
+  private exploreListeners(): void {
+    for (const wrapper of this.discovery.getProviders()) {
+      const instance = wrapper.instance as Record<string, unknown> | undefined;
+      if (!instance || typeof instance !== 'object' || !wrapper.isDependencyTreeStatic()) continue;
+      const prototype = Object.getPrototypeOf(instance) as object | null;
+      if (!prototype) continue;
+      for (const method of this.scanner.getAllMethodNames(prototype)) {
+        const fn = instance[method];
+        const type = typeof fn === 'function' ? (Reflect.getMetadata(INBOX_LISTENER_METADATA, fn) as InboxEventType | undefined) : undefined;
+        if (!type) continue;
+        const name = `${instance.constructor.name}.${method}`;
+        this.events.register(type, { name, call: (event) => (fn as (e: unknown) => unknown).call(instance, event) });
+      }
+    }
   }
 
   get(commandType: string): RegisteredInboxHandler | undefined {

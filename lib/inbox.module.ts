@@ -2,6 +2,7 @@ import { Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { InboxEvents } from './inbox.events';
 import { InboxExplorer } from './inbox.explorer';
 import {
   ConfigurableInboxModule,
@@ -11,6 +12,7 @@ import {
 } from './inbox.module-definition';
 import { resolveInboxOptions } from './inbox-options';
 import { InboxProcessor } from './inbox.processor';
+import { InboxRetention } from './inbox.retention';
 import { InboxService } from './inbox.service';
 import type { InboxModuleExtras, InboxModuleOptions } from './interfaces/inbox-options.interface';
 
@@ -39,14 +41,16 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
       inject: [INBOX_MODULE_OPTIONS],
     },
     { provide: INBOX_DATA_SOURCE, useExisting: getDataSourceToken(extras.dataSource) },
+    InboxEvents,
     InboxExplorer,
     InboxProcessor,
+    InboxRetention,
     InboxService,
   ];
   return {
     ...definition,
     imports: [...(definition.imports ?? []), DiscoveryModule],
     providers: [...(definition.providers ?? []), ...providers],
-    exports: [...(definition.exports ?? []), InboxService, InboxProcessor],
+    exports: [...(definition.exports ?? []), InboxService, InboxProcessor, InboxRetention],
   };
 }

@@ -11,10 +11,12 @@ import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { backoffDelayMs } from './backoff';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { HandlerTimeoutError, InboxConfigurationError, PermanentError } from './errors/inbox.error';
+import { HandlerTimeoutError, InboxConfigurationError, PayloadValidationError, PermanentError } from './errors/inbox.error';
+import { InboxEvents } from './inbox.events';
+import { AttemptOutcome, DeadLetterReason } from './inbox-history.types';
 import { InboxExplorer, type RegisteredInboxHandler } from './inbox.explorer';
 import { materializeCommand } from './inbox-payload';
-import { destroyConnection, InboxSql, runQuery, type InboxRow } from './inbox.sql';
+import { destroyConnection, InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
 import { InboxStatus } from './inbox-status.enum';
 import type { InboxContext } from './interfaces/inbox-handler.interface';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
@@ -23,6 +25,8 @@ import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface'
 const LEASE_SWEEP_LIMIT = 100;
 /** Longest pause between passes while the database is unreachable. */
 const MAX_RECONNECT_DELAY_MS = 10_000;
+/** Stored stack traces are cut to this many characters. */
+const MAX_STACK_LENGTH = 4000;
 /** Stored error messages are cut to this many characters. */
 const MAX_ERROR_LENGTH = 4000;
 
@@ -60,6 +64,8 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Every connection this processor holds right now, so shutdown can cut them when it runs out of time. */
   private readonly connections = new Set<QueryRunner>();
+  /** Listener calls for outcomes recorded by the lease sweep, run once its transaction committed. */
+  private afterSweep: Array<() => Promise<void>> = [];
   /** Entries whose transaction shutdown cut off; their outcome is left to lease expiry. */
   private readonly abandoned = new Set<string>();
 
@@ -67,9 +73,10 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
+    private readonly events: InboxEvents,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
-    this.sql = new InboxSql(options.tableName);
+    this.sql = new InboxSql(options.tableName, options.attemptHistory);
     this.timerName = `nestjs-inbox:${options.tableName}`;
   }
 
@@ -206,27 +213,35 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   }
 
   private async execute(row: InboxRow): Promise<void> {
+    const startedAt = this.options.clock.now();
     const handler = this.explorer.get(row.command_type);
     if (!handler) {
-      return this.recordFailure(row, undefined, new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`));
+      const error = new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`);
+      return this.recordFailure(row, undefined, error, startedAt);
     }
     let command: unknown;
     try {
-      command = await materializeCommand(row.command_type, row.payload, handler.payloadClass);
+      command = await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass);
     } catch (error) {
-      return this.recordFailure(row, handler, error);
+      return this.recordFailure(row, handler, error, startedAt);
     }
-    const failure = await this.withConnection((queryRunner) => this.executeInTransaction(handler, command, row, queryRunner));
-    if (failure && !this.abandoned.delete(row.id)) await this.recordFailure(row, handler, failure.error);
+    const outcome = await this.withConnection((queryRunner) => this.executeInTransaction(handler, command, row, startedAt, queryRunner));
+    if (outcome.failure && !this.abandoned.delete(row.id)) {
+      await this.recordFailure(row, handler, outcome.failure.error, startedAt);
+    } else if (outcome.completedAt && this.events.has('completed')) {
+      const entry = toEntry({ ...row, status: InboxStatus.Completed, processed_at: outcome.completedAt, error: null, next_retry_at: null, locked_by: null, locked_until: null, lock_token: null });
+      await this.events.emit({ type: 'completed', entry, reason: null, error: null });
+    }
   }
 
-  /** The handler's transaction; resolves with the failure, if any, once the transaction is over. */
+  /** The handler's transaction; resolves once the transaction is over, with its completion time or failure. */
   private async executeInTransaction(
     handler: RegisteredInboxHandler,
     command: unknown,
     row: InboxRow,
+    startedAt: Date,
     queryRunner: QueryRunner,
-  ): Promise<{ error: unknown } | undefined> {
+  ): Promise<{ completedAt?: Date; failure?: { error: unknown } }> {
     try {
       await queryRunner.startTransaction();
       // Row lock + fencing: if the claim was taken over (lease expired), we must not run.
@@ -234,18 +249,21 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       if (locked.rows.length === 0) {
         await queryRunner.rollbackTransaction();
         this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim lost before the handler started; skipped.`);
-        return undefined;
+        return {};
       }
       await this.runHandler(handler, command, row, queryRunner);
-      const completed = await runQuery(queryRunner, this.sql.complete, [row.id, row.lock_token, this.options.clock.now()]);
+      const completedAt = this.options.clock.now();
+      const params: unknown[] = [row.id, row.lock_token, completedAt];
+      if (this.options.attemptHistory) params.push(startedAt, completedAt.getTime() - startedAt.getTime(), this.options.workerId);
+      const completed = await runQuery(queryRunner, this.sql.complete, params);
       if (completed.affected !== 1) throw new LeaseExpiredError('claim lost while the handler ran');
       await queryRunner.commitTransaction();
-      return undefined;
+      return { completedAt };
     } catch (error) {
       if (queryRunner.isTransactionActive && !queryRunner.isReleased) {
         await queryRunner.rollbackTransaction().catch(() => destroyConnection(queryRunner, toError(error)));
       }
-      return { error };
+      return { failure: { error } };
     }
   }
 
@@ -289,19 +307,22 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   }
 
   /**
-   * Records a failed attempt in its own statement (the handler's writes are already rolled back):
-   * Failed with a backoff, or DeadLetter when the error is permanent or attempts are used up.
+   * Records a failed attempt in its own statement (the handler's writes are already rolled back),
+   * together with its history record: Failed with a backoff, or DeadLetter when the error is
+   * permanent or the attempts are used up.
    */
   private async recordFailure(
     row: InboxRow,
     handler: RegisteredInboxHandler | undefined,
     error: unknown,
+    startedAt: Date,
     on?: QueryRunner,
   ): Promise<void> {
     const failedAttempts = row.retry_count + 1;
     const maxAttempts = handler?.maxAttempts ?? this.explorer.maxAttemptsFor(row.command_type);
     const permanent = error instanceof PermanentError;
     const deadLetter = permanent || failedAttempts >= maxAttempts;
+    const reason = deadLetter ? deadLetterReasonOf(error) : null;
     const now = this.options.clock.now();
     let message = describe(error);
     if (deadLetter && !permanent) message = `Gave up after ${failedAttempts} attempt(s): ${message}`;
@@ -310,18 +331,48 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       ? null
       : new Date(now.getTime() + backoffDelayMs(failedAttempts, handler?.backoff ?? this.explorer.backoffFor(row.command_type)));
     const status = deadLetter ? InboxStatus.DeadLetter : InboxStatus.Failed;
-    const params = [row.id, row.lock_token, status, message, nextRetryAt];
+    const params: unknown[] = [row.id, row.lock_token, status, message, nextRetryAt, reason, now];
+    if (this.options.attemptHistory) {
+      params.push(
+        attemptOutcomeOf(error, deadLetter),
+        startedAt,
+        Math.max(0, now.getTime() - startedAt.getTime()),
+        error instanceof Error ? error.name : typeof error,
+        stackOf(error)?.slice(0, MAX_STACK_LENGTH) ?? null,
+        error instanceof LeaseExpiredError ? row.locked_by : this.options.workerId,
+      );
+    }
     const { affected } = on
       ? await runQuery(on, this.sql.recordOutcome, params)
       : await this.withConnection((queryRunner) => runQuery(queryRunner, this.sql.recordOutcome, params));
     const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failedAttempts}/${maxAttempts}`;
     if (affected !== 1) {
       this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
-    } else if (deadLetter) {
-      this.logger.error(`${label} dead-lettered: ${message}`, permanent ? undefined : stackOf(error));
+      return;
+    }
+    if (deadLetter) {
+      this.logger.error(`${label} dead-lettered (${reason}): ${message}`, permanent ? undefined : stackOf(error));
     } else {
       this.logger.warn(`${label} failed, retry at ${nextRetryAt!.toISOString()}: ${message}`);
     }
+    const type = deadLetter ? 'dead_letter' : 'failed';
+    if (!this.events.has(type)) return;
+    const entry = toEntry({
+      ...row,
+      status,
+      retry_count: failedAttempts,
+      error: message,
+      next_retry_at: nextRetryAt,
+      dead_letter_reason: reason,
+      dead_lettered_at: deadLetter ? now : null,
+      locked_by: null,
+      locked_until: null,
+      lock_token: null,
+    });
+    // Listeners of the lease sweep run after its transaction commits.
+    const emit = () => this.events.emit({ type, entry, reason, error: message });
+    if (on) this.afterSweep.push(emit);
+    else await emit();
   }
 
   /**
@@ -330,13 +381,16 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    * so a message that keeps killing workers ends in DeadLetter instead of looping forever.
    */
   private async sweepExpiredLeases(): Promise<void> {
+    this.afterSweep = [];
     await this.withConnection(async (queryRunner) => {
       try {
         await queryRunner.startTransaction();
         const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [this.options.clock.now(), LEASE_SWEEP_LIMIT]);
         for (const row of rows) {
           const error = new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`);
-          await this.recordFailure(row, this.explorer.get(row.command_type), error, queryRunner);
+          // The attempt began when the lease did.
+          const startedAt = new Date(row.locked_until!.getTime() - this.options.leaseMs);
+          await this.recordFailure(row, this.explorer.get(row.command_type), error, startedAt, queryRunner);
         }
         await queryRunner.commitTransaction();
       } catch (error) {
@@ -344,6 +398,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
         throw error;
       }
     });
+    for (const emit of this.afterSweep.splice(0)) await emit();
   }
 
   /** Shutdown ran out of time: cut every connection, so open transactions roll back and nothing hangs. */
@@ -376,6 +431,21 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     this.failedPasses = 0;
     this.resumeAt = 0;
   }
+}
+
+function deadLetterReasonOf(error: unknown): DeadLetterReason {
+  if (error instanceof NoHandlerError) return DeadLetterReason.NoHandler;
+  if (error instanceof PayloadValidationError) return DeadLetterReason.InvalidPayload;
+  if (error instanceof PermanentError) return DeadLetterReason.PermanentError;
+  if (error instanceof LeaseExpiredError) return DeadLetterReason.LeaseExpired;
+  return DeadLetterReason.RetriesExhausted;
+}
+
+function attemptOutcomeOf(error: unknown, deadLettered: boolean): AttemptOutcome {
+  if (deadLettered) return AttemptOutcome.DeadLettered;
+  if (error instanceof LeaseExpiredError) return AttemptOutcome.LeaseExpired;
+  if (error instanceof HandlerTimeoutError) return AttemptOutcome.TimedOut;
+  return AttemptOutcome.Failed;
 }
 
 function dueTime(row: InboxRow): number {

@@ -21,13 +21,30 @@ import {
 } from './errors/inbox.error';
 import { InboxExplorer } from './inbox.explorer';
 import { InboxProcessor } from './inbox.processor';
-import { destroyConnection, InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
+import {
+  destroyConnection,
+  InboxSql,
+  runQuery,
+  toEntry,
+  toHistoryRecord,
+  type EntryFilter,
+  type HistoryRow,
+  type InboxRow,
+} from './inbox.sql';
+import { DEAD_LETTER_REASONS, DeadLetterReason, type InboxHistoryRecord } from './inbox-history.types';
+import { InboxEvents } from './inbox.events';
+import { materializeCommand } from './inbox-payload';
 import { INBOX_STATUSES, InboxStatus } from './inbox-status.enum';
 import type {
+  BulkReplayOptions,
+  BulkReplayResult,
   IncomingCommand,
   ListEntriesQuery,
+  OperatorAction,
   ReceiveOptions,
   ReceiveResult,
+  ReplayFilter,
+  ReplayOptions,
 } from './interfaces/inbox-command.interface';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
@@ -43,8 +60,9 @@ export class InboxService {
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
     private readonly processor: InboxProcessor,
+    private readonly events: InboxEvents,
   ) {
-    this.sql = new InboxSql(options.tableName);
+    this.sql = new InboxSql(options.tableName, options.attemptHistory);
   }
 
   /**
@@ -130,28 +148,23 @@ export class InboxService {
     return rows[0] ? toEntry(rows[0]) : null;
   }
 
-  /** Entries, newest first, optionally filtered by status and command type. */
+  /** Entries, newest first, filtered by status, command type, dead-letter reason, error text, received time. */
   async list(query: ListEntriesQuery = {}): Promise<InboxEntry[]> {
-    if (typeof query !== 'object' || query === null) throw new InboxArgumentError('query', 'expected an object');
-    const params: unknown[] = [];
-    if (query.status !== undefined) {
-      if (!INBOX_STATUSES.includes(query.status)) {
-        throw new InboxArgumentError('query.status', `expected one of ${INBOX_STATUSES.join(', ')}`);
-      }
-      params.push(query.status);
-    }
-    if (query.commandType !== undefined) {
-      this.assertBoundedString('query.commandType', query.commandType, MAX_COMMAND_TYPE_LENGTH);
-      params.push(query.commandType);
-    }
+    const filter = this.validateFilter('query', query);
     const limit = query.limit ?? DEFAULT_LIST_LIMIT;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
       throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);
     }
-    params.push(limit);
-    const sql = this.sql.list({ status: query.status !== undefined, commandType: query.commandType !== undefined });
+    const { sql, params } = this.sql.list(filter, limit);
     const { rows } = await runQuery(this.dataSource, sql, params);
     return rows.map(toEntry);
+  }
+
+  /** Number of entries matching a filter. */
+  async count(filter: EntryFilter = {}): Promise<number> {
+    const { sql, params } = this.sql.count(this.validateFilter('filter', filter));
+    const { rows } = await runQuery<{ count: number }>(this.dataSource, sql, params);
+    return rows[0].count;
   }
 
   /** Number of entries in each status (every status present, zero when empty). */
@@ -162,20 +175,153 @@ export class InboxService {
     return counts;
   }
 
-  /**
-   * Sends a DeadLetter or Failed entry back to Pending with retryCount 0. The messageId is kept,
-   * so deduplication still holds.
-   */
-  async replay(id: string): Promise<InboxEntry> {
+  /** Every attempt and operator action recorded for an entry, oldest first. */
+  async history(id: string): Promise<InboxHistoryRecord[]> {
     this.assertUuid('id', id);
-    const { rows } = await runQuery(this.dataSource, this.sql.replay, [id]);
+    const { rows } = await runQuery<HistoryRow>(this.dataSource, this.sql.selectHistory, [id]);
+    if (rows.length === 0 && !(await this.get(id))) throw new InboxEntryNotFoundError(id);
+    return rows.map(toHistoryRecord);
+  }
+
+  /**
+   * Sends a DeadLetter or Failed entry back to Pending with retryCount 0, recording who asked and
+   * why. The messageId is kept, so deduplication still holds. A corrected `payload` replaces the
+   * stored one (the old one is kept in the history) once it passes the handler's validation.
+   */
+  async replay(id: string, options: ReplayOptions = {}): Promise<InboxEntry> {
+    this.assertUuid('id', id);
+    const audit = this.validateAudit('options', options, false);
+    let payloadJson: string | null = null;
+    if (options.payload !== undefined) {
+      payloadJson = this.toJsonObject('options.payload', options.payload, true);
+      await this.validateCorrectedPayload(id, options.payload);
+    }
+    const { rows } = await runQuery(this.dataSource, this.sql.replay, [id, payloadJson, audit.actor, audit.reason]);
     if (rows[0]) {
       this.processor.wake();
       return toEntry(rows[0]);
     }
+    throw await this.stateError(id, 'replay', [InboxStatus.DeadLetter, InboxStatus.Failed]);
+  }
+
+  /**
+   * Replays every entry that matches `filter` (DeadLetter by default; discarded ones never), in
+   * batches of short statements that skip rows others hold, so the table is never locked as a
+   * whole. With `dryRun` nothing changes and `matched` tells how many would be replayed.
+   */
+  async replayMany(filter: ReplayFilter, options: BulkReplayOptions): Promise<BulkReplayResult> {
+    const validated = this.validateFilter('filter', filter ?? {});
+    const status = validated.status ?? InboxStatus.DeadLetter;
+    if (status !== InboxStatus.DeadLetter && status !== InboxStatus.Failed) {
+      throw new InboxArgumentError('filter.status', 'only dead_letter or failed entries can be replayed');
+    }
+    const scope: EntryFilter = { ...validated, status, includeDiscarded: false };
+    const audit = this.validateAudit('options', options, true);
+    const batchSize = options.batchSize ?? 500;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
+      throw new InboxArgumentError('options.batchSize', 'expected an integer from 1 to 10000');
+    }
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+      throw new InboxArgumentError('options.onProgress', 'expected a function');
+    }
+    const matched = await this.count(scope);
+    if (options.dryRun) return { matched, replayed: 0, dryRun: true };
+    const { sql, params } = this.sql.replayBatch(scope);
+    let replayed = 0;
+    let afterId = '00000000-0000-0000-0000-000000000000';
+    for (;;) {
+      const { rows } = await runQuery<{ id: string }>(this.dataSource, sql, [...params, afterId, batchSize, audit.actor, audit.reason]);
+      replayed += rows.length;
+      options.onProgress?.(replayed, matched);
+      if (rows.length < batchSize) break;
+      afterId = rows[rows.length - 1].id;
+    }
+    if (replayed > 0) this.processor.wake();
+    return { matched, replayed, dryRun: false };
+  }
+
+  /** Closes a DeadLetter entry without running it; it stays (discardedAt set) for deduplication and audit. */
+  async discard(id: string, options: OperatorAction): Promise<InboxEntry> {
+    this.assertUuid('id', id);
+    const audit = this.validateAudit('options', options, true);
+    const { rows } = await runQuery(this.dataSource, this.sql.discard, [id, this.options.clock.now(), audit.actor, audit.reason]);
+    if (rows[0]) return toEntry(rows[0]);
+    throw await this.stateError(id, 'discard', [InboxStatus.DeadLetter], 'a dead letter that is not discarded yet');
+  }
+
+  /** Dead-letters a Pending or Failed entry by hand (reason `manual`), so that it will not run. */
+  async deadLetter(id: string, options: OperatorAction): Promise<InboxEntry> {
+    this.assertUuid('id', id);
+    const audit = this.validateAudit('options', options, true);
+    const { rows } = await runQuery(this.dataSource, this.sql.deadLetter, [id, this.options.clock.now(), audit.actor, audit.reason ?? 'no reason given']);
+    if (!rows[0]) throw await this.stateError(id, 'dead-letter', [InboxStatus.Pending, InboxStatus.Failed]);
+    const entry = toEntry(rows[0]);
+    await this.events.emit({ type: 'dead_letter', entry, reason: DeadLetterReason.Manual, error: entry.error });
+    return entry;
+  }
+
+  private async stateError(id: string, operation: string, allowed: InboxStatus[], expected?: string): Promise<Error> {
     const current = await this.get(id);
-    if (!current) throw new InboxEntryNotFoundError(id);
-    throw new InvalidEntryStateError(id, current.status, 'replay', [InboxStatus.DeadLetter, InboxStatus.Failed]);
+    if (!current) return new InboxEntryNotFoundError(id);
+    const status = current.discardedAt ? `${current.status} (discarded)` : current.status;
+    return new InvalidEntryStateError(id, status, operation, expected ? [expected] : allowed);
+  }
+
+  /** A corrected payload must pass the handler's own validation before it replaces the stored one. */
+  private async validateCorrectedPayload(id: string, payload: Record<string, unknown>): Promise<void> {
+    const entry = await this.get(id);
+    if (!entry) throw new InboxEntryNotFoundError(id);
+    const handler = this.explorer.get(entry.commandType);
+    if (!handler) {
+      throw new InboxArgumentError(
+        'options.payload',
+        `no handler for "${entry.commandType}" in this application to validate the corrected payload; replay it from a worker instance`,
+      );
+    }
+    await materializeCommand(entry.commandType, payload, handler.payloadClass);
+  }
+
+  private validateAudit(name: string, options: unknown, actorRequired: boolean): { actor: string | null; reason: string | null } {
+    if (typeof options !== 'object' || options === null) throw new InboxArgumentError(name, 'expected an object');
+    const { actor, reason } = options as { actor?: unknown; reason?: unknown };
+    if (actor === undefined && !actorRequired) return { actor: null, reason: this.optionalText(`${name}.reason`, reason) };
+    return {
+      actor: this.assertBoundedString(`${name}.actor`, actor, 255),
+      reason: this.optionalText(`${name}.reason`, reason),
+    };
+  }
+
+  private optionalText(name: string, value: unknown): string | null {
+    if (value === undefined || value === null) return null;
+    return this.assertBoundedString(name, value, 2000);
+  }
+
+  private validateFilter(name: string, filter: EntryFilter): EntryFilter {
+    if (typeof filter !== 'object' || filter === null) throw new InboxArgumentError(name, 'expected an object');
+    const validated: EntryFilter = {};
+    if (filter.status !== undefined) {
+      if (!INBOX_STATUSES.includes(filter.status)) throw new InboxArgumentError(`${name}.status`, `expected one of ${INBOX_STATUSES.join(', ')}`);
+      validated.status = filter.status;
+    }
+    if (filter.commandType !== undefined) validated.commandType = this.assertBoundedString(`${name}.commandType`, filter.commandType, MAX_COMMAND_TYPE_LENGTH);
+    if (filter.deadLetterReason !== undefined) {
+      if (!DEAD_LETTER_REASONS.includes(filter.deadLetterReason)) {
+        throw new InboxArgumentError(`${name}.deadLetterReason`, `expected one of ${DEAD_LETTER_REASONS.join(', ')}`);
+      }
+      validated.deadLetterReason = filter.deadLetterReason;
+    }
+    if (filter.errorContains !== undefined) validated.errorContains = this.assertBoundedString(`${name}.errorContains`, filter.errorContains, 1000);
+    for (const key of ['receivedAfter', 'receivedBefore'] as const) {
+      const value = filter[key];
+      if (value === undefined) continue;
+      if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw new InboxArgumentError(`${name}.${key}`, 'expected a valid Date');
+      validated[key] = value;
+    }
+    if (filter.includeDiscarded !== undefined) {
+      if (typeof filter.includeDiscarded !== 'boolean') throw new InboxArgumentError(`${name}.includeDiscarded`, 'expected true or false');
+      validated.includeDiscarded = filter.includeDiscarded;
+    }
+    return validated;
   }
 
   private validateIncoming(command: IncomingCommand): ValidatedCommand {

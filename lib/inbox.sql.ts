@@ -2,6 +2,7 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import { STATUS_ENUM_NAME } from './inbox.constants';
 import { InboxEntry } from './entities/inbox-entry.entity';
 import { InboxStatus } from './inbox-status.enum';
+import type { AttemptOutcome, DeadLetterReason, HistoryEvent, InboxHistoryRecord } from './inbox-history.types';
 
 /** Quotes a table name that already passed the identifier check (`schema.table` or `table`). */
 export function quoteTable(tableName: string): string {
@@ -22,15 +23,20 @@ export function tableIndexPrefix(tableName: string): string {
   return tableName.replace('.', '_');
 }
 
-const COLUMNS = `"id", "message_id", "command_type", "payload", "status", "retry_count", "next_retry_at", "error",
-  "received_at", "processed_at", "correlation_id", "causation_id", "metadata", "locked_by", "locked_until", "lock_token"`;
+const COLUMN_NAMES = [
+  'id', 'message_id', 'command_type', 'payload', 'status', 'retry_count', 'next_retry_at', 'error', 'received_at',
+  'processed_at', 'correlation_id', 'causation_id', 'metadata', 'locked_by', 'locked_until', 'lock_token',
+  'dead_letter_reason', 'dead_lettered_at', 'discarded_at',
+];
+const COLUMNS = COLUMN_NAMES.map((name) => `"${name}"`).join(', ');
+const columnsOf = (alias: string) => COLUMN_NAMES.map((name) => `${alias}."${name}"`).join(', ');
 
 /** A row as node-postgres returns it. */
 export interface InboxRow {
   id: string;
   message_id: string;
   command_type: string;
-  payload: Record<string, unknown>;
+  payload: Record<string, unknown> | null;
   status: InboxStatus;
   retry_count: number;
   next_retry_at: Date | null;
@@ -43,6 +49,9 @@ export interface InboxRow {
   locked_by: string | null;
   locked_until: Date | null;
   lock_token: string | null;
+  dead_letter_reason: DeadLetterReason | null;
+  dead_lettered_at: Date | null;
+  discarded_at: Date | null;
 }
 
 export function toEntry(row: InboxRow): InboxEntry {
@@ -63,12 +72,74 @@ export function toEntry(row: InboxRow): InboxEntry {
   entry.lockedBy = row.locked_by;
   entry.lockedUntil = row.locked_until;
   entry.lockToken = row.lock_token;
+  entry.deadLetterReason = row.dead_letter_reason;
+  entry.deadLetteredAt = row.dead_lettered_at;
+  entry.discardedAt = row.discarded_at;
   return entry;
 }
 
+export interface HistoryRow {
+  id: string;
+  entry_id: string;
+  event: HistoryEvent;
+  attempt: number | null;
+  outcome: AttemptOutcome | null;
+  started_at: Date | null;
+  finished_at: Date | null;
+  duration_ms: number | null;
+  error_class: string | null;
+  error_message: string | null;
+  error_stack: string | null;
+  worker_id: string | null;
+  actor: string | null;
+  reason: string | null;
+  previous_payload: Record<string, unknown> | null;
+  recorded_at: Date;
+}
+
+export function toHistoryRecord(row: HistoryRow): InboxHistoryRecord {
+  return {
+    id: String(row.id),
+    entryId: row.entry_id,
+    event: row.event,
+    attempt: row.attempt,
+    outcome: row.outcome,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    durationMs: row.duration_ms,
+    errorClass: row.error_class,
+    errorMessage: row.error_message,
+    errorStack: row.error_stack,
+    workerId: row.worker_id,
+    actor: row.actor,
+    reason: row.reason,
+    previousPayload: row.previous_payload,
+    recordedAt: row.recorded_at,
+  };
+}
+
+/** The filter operators use to find entries (list, count, bulk replay). */
+export interface EntryFilter {
+  status?: InboxStatus;
+  commandType?: string;
+  deadLetterReason?: DeadLetterReason;
+  /** Case-insensitive substring of the last error. */
+  errorContains?: string;
+  receivedAfter?: Date;
+  receivedBefore?: Date;
+  /** false: only dead letters that were not discarded. */
+  includeDiscarded?: boolean;
+}
+
+/** The history table that belongs to an inbox table. */
+export function historyTableOf(tableName: string): string {
+  return `${tableName}_history`;
+}
+
 /**
- * Every statement the library runs against its table, parameterised; the table name is the
- * only interpolated part and is checked against a strict identifier pattern at boot.
+ * Every statement the library runs against its tables, parameterised; the table name is the
+ * only interpolated part and is checked against a strict identifier pattern at boot. Writing an
+ * outcome and its history record is one statement (a data-modifying CTE): no extra round trip.
  */
 export class InboxSql {
   readonly insert: string;
@@ -76,35 +147,79 @@ export class InboxSql {
   readonly selectById: string;
   readonly selectByMessageId: string;
   readonly countByStatus: string;
+  readonly selectHistory: string;
   readonly replay: string;
+  readonly discard: string;
+  readonly deadLetter: string;
   readonly claim: string;
   readonly lockClaimed: string;
   readonly complete: string;
   readonly recordOutcome: string;
   readonly selectExpiredLeases: string;
+  readonly stripPayloads: string;
+  readonly deleteCompleted: string;
 
   private readonly table: string;
+  private readonly history: string;
   private readonly statusType: string;
 
-  constructor(tableName: string) {
+  constructor(tableName: string, recordAttempts = true) {
     const t = quoteTable(tableName);
+    const h = quoteTable(historyTableOf(tableName));
     this.table = t;
+    this.history = h;
     this.statusType = statusTypeOf(tableName);
     const status = (s: InboxStatus) => `'${s}'::${this.statusType}`;
+    const clearClaim = `"locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL`;
+    const resetForReplay = `"status" = ${status(InboxStatus.Pending)}, "retry_count" = 0, "next_retry_at" = NULL, "processed_at" = NULL,
+        ${clearClaim}, "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL`;
+
     this.insert = `INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
       VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, $7)
       ON CONFLICT ("message_id") DO NOTHING
       RETURNING ${COLUMNS}`;
-    // jsonb equality ignores key order and whitespace: the same command re-sent by another client matches.
-    this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ("command_type" = $2 AND "payload" = $3::jsonb) AS "same_command"
+    // jsonb equality ignores key order and whitespace: the same command re-sent by another client
+    // matches. After retention removed the payload, its digest stands in for it.
+    this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ("command_type" = $2 AND CASE WHEN "payload" IS NULL
+        THEN "payload_digest" = md5($3::jsonb::text) ELSE "payload" = $3::jsonb END) AS "same_command"
       FROM ${t} WHERE "message_id" = $1`;
     this.selectById = `SELECT ${COLUMNS} FROM ${t} WHERE "id" = $1`;
     this.selectByMessageId = `SELECT ${COLUMNS} FROM ${t} WHERE "message_id" = $1`;
     this.countByStatus = `SELECT "status", count(*)::int AS "count" FROM ${t} GROUP BY "status"`;
-    this.replay = `UPDATE ${t} SET "status" = ${status(InboxStatus.Pending)}, "retry_count" = 0, "next_retry_at" = NULL,
-        "processed_at" = NULL, "locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL
-      WHERE "id" = $1 AND "status" IN (${status(InboxStatus.DeadLetter)}, ${status(InboxStatus.Failed)})
-      RETURNING ${COLUMNS}`;
+    this.selectHistory = `SELECT * FROM ${h} WHERE "entry_id" = $1 ORDER BY "id"`;
+
+    // $1 id, $2 corrected payload or NULL, $3 actor, $4 reason.
+    this.replay = `WITH previous AS (
+        SELECT "id", "payload" FROM ${t} WHERE "id" = $1 AND "status" IN (${status(InboxStatus.DeadLetter)}, ${status(InboxStatus.Failed)}) FOR UPDATE
+      ), replayed AS (
+        UPDATE ${t} AS e SET ${resetForReplay}, "payload" = COALESCE($2::jsonb, e."payload")
+        FROM previous WHERE e."id" = previous."id"
+        RETURNING ${columnsOf('e')}, previous."payload" AS "previous_payload"
+      ), recorded AS (
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "previous_payload")
+        SELECT "id", 'replayed', $3, $4, CASE WHEN $2::jsonb IS NULL THEN NULL ELSE "previous_payload" END FROM replayed
+      )
+      SELECT ${COLUMNS} FROM replayed`;
+    // $1 id, $2 now, $3 actor, $4 reason.
+    this.discard = `WITH discarded AS (
+        UPDATE ${t} SET "discarded_at" = $2
+        WHERE "id" = $1 AND "status" = ${status(InboxStatus.DeadLetter)} AND "discarded_at" IS NULL
+        RETURNING ${COLUMNS}
+      ), recorded AS (
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason") SELECT "id", 'discarded', $3, $4 FROM discarded
+      )
+      SELECT ${COLUMNS} FROM discarded`;
+    // $1 id, $2 now, $3 actor, $4 reason.
+    this.deadLetter = `WITH dead AS (
+        UPDATE ${t} SET "status" = ${status(InboxStatus.DeadLetter)}, "dead_letter_reason" = 'manual', "dead_lettered_at" = $2,
+          "error" = 'Dead-lettered by ' || $3::varchar || ': ' || $4::text, "next_retry_at" = NULL
+        WHERE "id" = $1 AND "status" IN (${status(InboxStatus.Pending)}, ${status(InboxStatus.Failed)})
+        RETURNING ${COLUMNS}
+      ), recorded AS (
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason") SELECT "id", 'dead_lettered', $3::varchar, $4::text FROM dead
+      )
+      SELECT ${COLUMNS} FROM dead`;
+
     // Due = Pending, or Failed whose retry time has come; oldest due first. SKIP LOCKED lets
     // several workers claim side by side without waiting on each other's rows.
     this.claim = `WITH due AS (
@@ -117,35 +232,107 @@ export class InboxSql {
       )
       UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Processing)}, "locked_by" = $3, "locked_until" = $4, "lock_token" = $5
       FROM due WHERE e."id" = due."id"
-      RETURNING ${COLUMNS.replace(/"(\w+)"/g, 'e."$1"')}`;
+      RETURNING ${columnsOf('e')}`;
     // Taken inside the handler's transaction: holds the row lock until commit, and proves the claim
-    // is still ours (the fencing token did not change).
-    // It also bounds how long the transaction may sit idle: if this worker freezes (SIGSTOP, a
-    // blocked event loop), the server ends the session after $3 ms, so the lock cannot outlive the lease.
+    // is still ours (the fencing token did not change). It also bounds how long the transaction may
+    // sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server ends the session
+    // after $3 ms, so the lock cannot outlive the lease.
     this.lockClaimed = `SELECT set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
       WHERE "id" = $1 AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`;
-    this.complete = `UPDATE ${t} SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = $3, "error" = NULL,
-        "next_retry_at" = NULL, "locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL
+
+    // $1 id, $2 token, $3 finished at, then the attempt record ($4..).
+    const completeUpdate = `UPDATE ${t} SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = $3, "error" = NULL,
+        "next_retry_at" = NULL, ${clearClaim}
       WHERE "id" = $1 AND "lock_token" = $2`;
-    // Failure or dead letter, fenced by the claim's token.
-    this.recordOutcome = `UPDATE ${t} SET "status" = $3::${this.statusType}, "retry_count" = "retry_count" + 1, "error" = $4,
-        "next_retry_at" = $5, "locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL
+    this.complete = recordAttempts
+      ? `WITH done AS (${completeUpdate} RETURNING "id", "retry_count")
+        INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms", "worker_id")
+        SELECT "id", 'attempt', "retry_count" + 1, 'completed', $4, $3, $5, $6 FROM done`
+      : completeUpdate;
+    // Failure or dead letter, fenced by the claim's token. $1 id, $2 token, $3 status, $4 error,
+    // $5 next retry, $6 dead-letter reason, $7 finished at, then the attempt record ($8..).
+    const outcomeUpdate = `UPDATE ${t} SET "status" = $3::${this.statusType}, "retry_count" = "retry_count" + 1, "error" = $4,
+        "next_retry_at" = $5, "dead_letter_reason" = $6::varchar, "dead_lettered_at" = CASE WHEN $6::varchar IS NULL THEN NULL ELSE $7::timestamptz END,
+        ${clearClaim}
       WHERE "id" = $1 AND "lock_token" = $2`;
+    this.recordOutcome = recordAttempts
+      ? `WITH outcome AS (${outcomeUpdate} RETURNING "id", "retry_count")
+        INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
+          "error_class", "error_message", "error_stack", "worker_id")
+        SELECT "id", 'attempt', "retry_count", $8, $9, $7, $10, $11, $4, $12, $13 FROM outcome`
+      : outcomeUpdate;
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).
     this.selectExpiredLeases = `SELECT ${COLUMNS} FROM ${t}
       WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1
       ORDER BY "locked_until" LIMIT $2 FOR UPDATE SKIP LOCKED`;
+
+    // Retention, in small batches that skip rows others hold. $1 cutoff, $2 batch size.
+    this.stripPayloads = `UPDATE ${t} SET "payload_digest" = md5("payload"::text), "payload" = NULL, "metadata" = '{}'
+      WHERE "id" IN (SELECT "id" FROM ${t}
+        WHERE "status" = ${status(InboxStatus.Completed)} AND "payload" IS NOT NULL AND "processed_at" < $1
+        ORDER BY "processed_at" LIMIT $2 FOR UPDATE SKIP LOCKED)`;
+    this.deleteCompleted = `DELETE FROM ${t}
+      WHERE "id" IN (SELECT "id" FROM ${t}
+        WHERE "status" = ${status(InboxStatus.Completed)} AND "processed_at" < $1
+        ORDER BY "processed_at" LIMIT $2 FOR UPDATE SKIP LOCKED)`;
   }
 
-  list(filter: { status?: boolean; commandType?: boolean }): string {
-    const where: string[] = [];
-    let n = 1;
-    if (filter.status) where.push(`"status" = $${n++}::${this.statusType}`);
-    if (filter.commandType) where.push(`"command_type" = $${n++}`);
-    return `SELECT ${COLUMNS} FROM ${this.table}
-      ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY "received_at" DESC, "id" LIMIT $${n}`;
+  /** WHERE clause and params for an operator's filter; `first` is the number of the first param. */
+  where(filter: EntryFilter, first = 1): { clause: string; params: unknown[] } {
+    const conditions: string[] = [];
+    const params: unknown[] = [];
+    const param = (value: unknown) => {
+      params.push(value);
+      return `$${first + params.length - 1}`;
+    };
+    if (filter.status !== undefined) conditions.push(`"status" = ${param(filter.status)}::${this.statusType}`);
+    if (filter.commandType !== undefined) conditions.push(`"command_type" = ${param(filter.commandType)}`);
+    if (filter.deadLetterReason !== undefined) conditions.push(`"dead_letter_reason" = ${param(filter.deadLetterReason)}`);
+    if (filter.errorContains !== undefined) {
+      const escaped = filter.errorContains.replace(/[\\%_]/g, (c) => `\\${c}`);
+      conditions.push(`"error" ILIKE ${param(`%${escaped}%`)}`);
+    }
+    if (filter.receivedAfter !== undefined) conditions.push(`"received_at" >= ${param(filter.receivedAfter)}`);
+    if (filter.receivedBefore !== undefined) conditions.push(`"received_at" < ${param(filter.receivedBefore)}`);
+    if (filter.includeDiscarded === false) conditions.push(`"discarded_at" IS NULL`);
+    return { clause: conditions.length ? `WHERE ${conditions.join(' AND ')}` : '', params };
+  }
+
+  list(filter: EntryFilter, limit: number): { sql: string; params: unknown[] } {
+    const { clause, params } = this.where(filter);
+    return { sql: `SELECT ${COLUMNS} FROM ${this.table} ${clause} ORDER BY "received_at" DESC, "id" LIMIT $${params.length + 1}`, params: [...params, limit] };
+  }
+
+  count(filter: EntryFilter): { sql: string; params: unknown[] } {
+    const { clause, params } = this.where(filter);
+    return { sql: `SELECT count(*)::int AS "count" FROM ${this.table} ${clause}`, params };
+  }
+
+  /**
+   * One batch of a bulk replay: the next `batchSize` matching entries after `afterId` (keyset, so
+   * each batch is a short statement of its own and the table is never locked as a whole).
+   * Params: ...filter, afterId, batchSize, actor, reason.
+   */
+  replayBatch(filter: EntryFilter): { sql: string; params: unknown[] } {
+    const { clause, params } = this.where(filter);
+    const n = params.length;
+    const keyset = `${clause ? `${clause} AND` : 'WHERE'} "id" > $${n + 1}`;
+    const status = (s: InboxStatus) => `'${s}'::${this.statusType}`;
+    return {
+      sql: `WITH batch AS (
+          SELECT "id" FROM ${this.table} ${keyset} ORDER BY "id" LIMIT $${n + 2} FOR UPDATE SKIP LOCKED
+        ), replayed AS (
+          UPDATE ${this.table} AS e SET "status" = ${status(InboxStatus.Pending)}, "retry_count" = 0, "next_retry_at" = NULL,
+            "processed_at" = NULL, "locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL,
+            "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL
+          FROM batch WHERE e."id" = batch."id" RETURNING e."id"
+        ), recorded AS (
+          INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason") SELECT "id", 'replayed', $${n + 3}, $${n + 4} FROM replayed
+        )
+        SELECT "id" FROM replayed ORDER BY "id"`,
+      params,
+    };
   }
 }
 

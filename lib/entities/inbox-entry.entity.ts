@@ -1,6 +1,7 @@
 import { Column, Entity, Index, PrimaryGeneratedColumn, Unique } from 'typeorm';
 import { DEFAULT_TABLE_NAME, STATUS_ENUM_NAME } from '../inbox.constants';
 import { InboxStatus } from '../inbox-status.enum';
+import type { DeadLetterReason } from '../inbox-history.types';
 
 /**
  * One received command. The schema is created by the shipped migration (`InboxMigration`);
@@ -21,8 +22,13 @@ export class InboxEntry {
   @Column({ name: 'command_type', type: 'varchar', length: 255 })
   commandType!: string;
 
-  @Column({ type: 'jsonb' })
-  payload!: Record<string, unknown>;
+  /** The command's payload; null once retention removed it (the entry stays for deduplication). */
+  @Column({ type: 'jsonb', nullable: true })
+  payload!: Record<string, unknown> | null;
+
+  /** md5 of the payload's jsonb text, kept when retention removes the payload. */
+  @Column({ name: 'payload_digest', type: 'varchar', length: 32, nullable: true, select: false })
+  payloadDigest?: string | null;
 
   @Column({ type: 'enum', enum: InboxStatus, enumName: STATUS_ENUM_NAME, default: InboxStatus.Pending })
   status!: InboxStatus;
@@ -65,4 +71,15 @@ export class InboxEntry {
   /** Fencing token of the current claim: only its holder may record the outcome. */
   @Column({ name: 'lock_token', type: 'uuid', nullable: true })
   lockToken!: string | null;
+
+  /** Why the entry is in DeadLetter. */
+  @Column({ name: 'dead_letter_reason', type: 'varchar', length: 32, nullable: true })
+  deadLetterReason!: DeadLetterReason | null;
+
+  @Column({ name: 'dead_lettered_at', type: 'timestamptz', nullable: true })
+  deadLetteredAt!: Date | null;
+
+  /** Set when an operator closed a dead letter without running it; kept for deduplication and audit. */
+  @Column({ name: 'discarded_at', type: 'timestamptz', nullable: true })
+  discardedAt!: Date | null;
 }

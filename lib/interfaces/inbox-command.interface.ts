@@ -1,6 +1,7 @@
 import type { EntityManager } from 'typeorm';
 import type { InboxEntry } from '../entities/inbox-entry.entity';
-import type { InboxStatus } from '../inbox-status.enum';
+import type { EntryFilter } from '../inbox.sql';
+export type { EntryFilter };
 
 /** A command as it arrives, before it is stored. */
 export interface IncomingCommand {
@@ -27,9 +28,37 @@ export interface ReceiveResult {
   duplicate: boolean;
 }
 
-export interface ListEntriesQuery {
-  status?: InboxStatus;
-  commandType?: string;
+export interface ListEntriesQuery extends EntryFilter {
   /** 1..1000, default 100. Newest first. */
   limit?: number;
+}
+
+/** Which entries a bulk replay takes: DeadLetter by default (or Failed); discarded ones never. */
+export type ReplayFilter = Omit<EntryFilter, 'includeDiscarded'>;
+
+/** Who asks for an operator action, and why; both end up in the entry's history. */
+export interface OperatorAction {
+  /** Free-form: a user name, a ticket, a service. 1–255 characters. */
+  actor: string;
+  reason?: string;
+}
+
+export interface ReplayOptions extends Partial<OperatorAction> {
+  /** A corrected payload; it must pass the handler's validation. The old one is kept in the history. */
+  payload?: Record<string, unknown>;
+}
+
+export interface BulkReplayOptions extends OperatorAction {
+  /** Count only; change nothing. */
+  dryRun?: boolean;
+  /** Entries per statement. Default 500. */
+  batchSize?: number;
+  /** Called after each batch with the number replayed so far and the number matched. */
+  onProgress?: (replayed: number, matched: number) => void;
+}
+
+export interface BulkReplayResult {
+  matched: number;
+  replayed: number;
+  dryRun: boolean;
 }

@@ -12,6 +12,18 @@ export interface BackoffOptions {
   jitter: number;
 }
 
+/** Cleanup of completed entries that keeps deduplication working. */
+export interface RetentionOptions {
+  /** Remove completed entries' payloads (keeping a digest for deduplication) after this long. Default 7 days. */
+  payloadRetentionMs: number;
+  /** Delete completed entries after this long: the deduplication window. Default 30 days. */
+  deduplicationWindowMs: number;
+  /** How often the cleanup runs (worker instances only). Default 1 hour; 0 disables it. */
+  intervalMs: number;
+  /** Rows per statement, so that no lock is held for long. Default 500. */
+  batchSize: number;
+}
+
 /** Source of the current time; inject one in tests to move through backoff without waiting. */
 export interface InboxClock {
   now(): Date;
@@ -46,6 +58,10 @@ export interface InboxModuleOptions {
   acceptUnknownCommandTypes?: boolean;
   /** Largest accepted payload (and metadata), in bytes of JSON. Default 1 MiB. */
   maxPayloadBytes?: number;
+  /** Record every attempt in the history table (one statement with the outcome, no extra round trip). Default true. */
+  attemptHistory?: boolean;
+  /** Retention of completed entries; dead letters are never deleted automatically. */
+  retention?: Partial<RetentionOptions>;
   /** Name of this worker in `lockedBy`. Default: hostname, pid and a random suffix. */
   workerId?: string;
   /** Time source. Default: the system clock. */
@@ -77,4 +93,6 @@ export interface ResolvedInboxOptions {
   maxPayloadBytes: number;
   workerId: string;
   clock: InboxClock;
+  attemptHistory: boolean;
+  retention: RetentionOptions;
 }

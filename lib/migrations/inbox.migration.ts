@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { DEFAULT_TABLE_NAME } from '../inbox.constants';
 import { resolveInboxOptions } from '../inbox-options';
-import { quoteTable, statusTypeOf, tableIndexPrefix } from '../inbox.sql';
+import { historyTableOf, quoteTable, statusTypeOf, tableIndexPrefix } from '../inbox.sql';
 
 const MIGRATION_TIMESTAMP = 1764000000000;
 
@@ -10,6 +10,8 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
   const table = quoteTable(tableName);
   const ix = tableIndexPrefix(tableName);
   const statusType = statusTypeOf(tableName);
+  const history = quoteTable(historyTableOf(tableName));
+  const hx = tableIndexPrefix(historyTableOf(tableName));
   return {
     up: [
       // CREATE TYPE has no IF NOT EXISTS; several inbox tables share the type.
@@ -20,7 +22,8 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
          "id" uuid NOT NULL DEFAULT gen_random_uuid(),
          "message_id" varchar(255) NOT NULL,
          "command_type" varchar(255) NOT NULL,
-         "payload" jsonb NOT NULL,
+         "payload" jsonb,
+         "payload_digest" varchar(32),
          "status" ${statusType} NOT NULL DEFAULT 'pending',
          "retry_count" integer NOT NULL DEFAULT 0,
          "next_retry_at" timestamptz,
@@ -33,8 +36,13 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
          "locked_by" varchar(255),
          "locked_until" timestamptz,
          "lock_token" uuid,
+         "dead_letter_reason" varchar(32),
+         "dead_lettered_at" timestamptz,
+         "discarded_at" timestamptz,
          CONSTRAINT "pk_${ix}" PRIMARY KEY ("id"),
-         CONSTRAINT "uq_${ix}_message_id" UNIQUE ("message_id")
+         CONSTRAINT "uq_${ix}_message_id" UNIQUE ("message_id"),
+         CONSTRAINT "ck_${ix}_dead_letter_reason" CHECK ("dead_letter_reason" IN
+           ('retries_exhausted', 'permanent_error', 'invalid_payload', 'no_handler', 'lease_expired', 'manual'))
        )`,
       // The claim query: due Pending/Failed entries, oldest due first.
       `CREATE INDEX IF NOT EXISTS "ix_${ix}_due" ON ${table} ((COALESCE("next_retry_at", "received_at")))
@@ -43,8 +51,37 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
       `CREATE INDEX IF NOT EXISTS "ix_${ix}_lease" ON ${table} ("locked_until") WHERE "status" = 'processing'`,
       // Operators' listings by status.
       `CREATE INDEX IF NOT EXISTS "ix_${ix}_status_received" ON ${table} ("status", "received_at")`,
+      // Dead letters by reason.
+      `CREATE INDEX IF NOT EXISTS "ix_${ix}_dead_letter_reason" ON ${table} ("dead_letter_reason", "dead_lettered_at")
+         WHERE "status" = 'dead_letter'`,
+      // Retention: completed entries by age (payload removal, then deletion).
+      `CREATE INDEX IF NOT EXISTS "ix_${ix}_completed_payload" ON ${table} ("processed_at")
+         WHERE "status" = 'completed' AND "payload" IS NOT NULL`,
+      `CREATE INDEX IF NOT EXISTS "ix_${ix}_completed" ON ${table} ("processed_at") WHERE "status" = 'completed'`,
+      // Append-only history: every attempt and every operator action. Deleted with its entry.
+      `CREATE TABLE IF NOT EXISTS ${history} (
+         "id" bigint GENERATED ALWAYS AS IDENTITY,
+         "entry_id" uuid NOT NULL,
+         "event" varchar(32) NOT NULL,
+         "attempt" integer,
+         "outcome" varchar(32),
+         "started_at" timestamptz,
+         "finished_at" timestamptz,
+         "duration_ms" integer,
+         "error_class" varchar(255),
+         "error_message" text,
+         "error_stack" text,
+         "worker_id" varchar(255),
+         "actor" varchar(255),
+         "reason" text,
+         "previous_payload" jsonb,
+         "recorded_at" timestamptz NOT NULL DEFAULT now(),
+         CONSTRAINT "pk_${hx}" PRIMARY KEY ("id"),
+         CONSTRAINT "fk_${hx}_entry" FOREIGN KEY ("entry_id") REFERENCES ${table} ("id") ON DELETE CASCADE
+       )`,
+      `CREATE INDEX IF NOT EXISTS "ix_${hx}_entry" ON ${history} ("entry_id", "id")`,
     ],
-    down: [`DROP TABLE IF EXISTS ${table}`],
+    down: [`DROP TABLE IF EXISTS ${history}`, `DROP TABLE IF EXISTS ${table}`],
   };
 }
 

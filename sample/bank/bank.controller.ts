@@ -115,7 +115,7 @@ function toView(entry: InboxEntry): EntryView {
     messageId: entry.messageId,
     commandType: entry.commandType,
     status: entry.status,
-    payload: entry.payload,
+    payload: entry.payload ?? {},
     retryCount: entry.retryCount,
     error: entry.error,
     nextRetryAt: entry.nextRetryAt,

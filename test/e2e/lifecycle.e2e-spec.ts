@@ -48,7 +48,7 @@ describe('lifecycle', () => {
     const timersBefore = activeTimers();
     const app = await createTestApp({ url: db.url, handlers: [GatedHandler], inbox: { pollIntervalMs: 20, shutdownTimeoutMs: 20_000 } });
     const registry = app.get(SchedulerRegistry);
-    expect(registry.getIntervals()).toEqual(['nestjs-inbox:inbox_entries']);
+    expect(registry.getIntervals().sort()).toEqual(['nestjs-inbox:inbox_entries', 'nestjs-inbox:inbox_entries:retention']);
     const handler = app.get(GatedHandler);
     await app.inbox.receive({ messageId: 'slow-1', commandType: 'test.gated', payload: {} });
     await waitFor(() => handler.started, 'the slow handler to start');
@@ -90,7 +90,7 @@ describe('lifecycle', () => {
       imports: [InboxModule.forRoot({ pollIntervalMs: 20 })],
     });
     try {
-      expect(app.get(SchedulerRegistry).getIntervals()).toEqual(['nestjs-inbox:inbox_entries']);
+      expect(app.get(SchedulerRegistry).getIntervals().sort()).toEqual(['nestjs-inbox:inbox_entries', 'nestjs-inbox:inbox_entries:retention']);
       const handler = app.get(ScriptedHandler);
       for (let i = 0; i < 30; i++) await app.inbox.receive({ messageId: `twice-${i}`, commandType: 'test.scripted', payload: {} });
       await waitFor(async () => (await app.inbox.countByStatus()).pending === 0, 'all entries to be processed');

@@ -1,0 +1,89 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  Optional,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { SchedulerRegistry } from '@nestjs/schedule';
+import type { DataSource } from 'typeorm';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { InboxSql, runQuery } from './inbox.sql';
+import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+
+export interface RetentionResult {
+  /** Completed entries whose payload (and metadata) was removed; a digest keeps deduplication working. */
+  payloadsRemoved: number;
+  /** Completed entries deleted after the deduplication window (with their history). */
+  deleted: number;
+}
+
+/**
+ * Cleans up completed entries on a schedule: first their payloads, later (after the deduplication
+ * window) the rows. Dead letters are never touched. Works in small batches that skip locked rows,
+ * so it never holds long locks. Same lifecycle as the processor: worker instances only, started at
+ * bootstrap, never overlapping, stopped (and awaited) on shutdown.
+ */
+@Injectable()
+export class InboxRetention implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger(InboxRetention.name);
+  private readonly sql: InboxSql;
+  private readonly timerName: string;
+  private timer?: NodeJS.Timeout;
+  private running: Promise<RetentionResult> | null = null;
+  private stopping = false;
+
+  constructor(
+    @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
+    @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
+  ) {
+    this.sql = new InboxSql(options.tableName);
+    this.timerName = `nestjs-inbox:${options.tableName}:retention`;
+  }
+
+  onApplicationBootstrap(): void {
+    const { worker, retention } = this.options;
+    if (!worker || retention.intervalMs === 0 || !this.schedulerRegistry) return;
+    if (this.schedulerRegistry.doesExist('interval', this.timerName)) return; // a second import of the module
+    this.timer = setInterval(() => void this.runOnce().catch((error: unknown) => this.logger.error(`Inbox retention failed: ${(error as Error).message}`)), retention.intervalMs);
+    this.schedulerRegistry.addInterval(this.timerName, this.timer);
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    this.stopping = true;
+    if (this.schedulerRegistry?.doesExist('interval', this.timerName)) this.schedulerRegistry.deleteInterval(this.timerName);
+    clearInterval(this.timer);
+    // A batch is one short statement: let the current one finish.
+    await this.running?.catch(() => undefined);
+  }
+
+  /** Runs one cleanup now (or joins the running one). */
+  runOnce(): Promise<RetentionResult> {
+    this.running ??= this.cleanUp().finally(() => (this.running = null));
+    return this.running;
+  }
+
+  private async cleanUp(): Promise<RetentionResult> {
+    const now = this.options.clock.now().getTime();
+    const { payloadRetentionMs, deduplicationWindowMs } = this.options.retention;
+    const deleted = await this.inBatches(this.sql.deleteCompleted, new Date(now - deduplicationWindowMs));
+    const payloadsRemoved = await this.inBatches(this.sql.stripPayloads, new Date(now - payloadRetentionMs));
+    if (deleted + payloadsRemoved > 0) {
+      this.logger.log(`Inbox retention removed ${payloadsRemoved} payload(s) and deleted ${deleted} completed entr(ies).`);
+    }
+    return { payloadsRemoved, deleted };
+  }
+
+  private async inBatches(statement: string, cutoff: Date): Promise<number> {
+    const { batchSize } = this.options.retention;
+    let total = 0;
+    while (!this.stopping) {
+      const { affected } = await runQuery(this.dataSource, statement, [cutoff, batchSize]);
+      total += affected;
+      if (affected < batchSize) break;
+    }
+    return total;
+  }
+}

@@ -1,0 +1,14 @@
+import type { InboxEntry } from '../entities/inbox-entry.entity';
+import type { DeadLetterReason } from '../inbox-history.types';
+
+export type InboxEventType = 'completed' | 'failed' | 'dead_letter';
+
+/** What an `@OnInbox…` listener receives; `entry` is the state just committed. */
+export interface InboxEvent {
+  type: InboxEventType;
+  entry: InboxEntry;
+  /** Set for dead letters. */
+  reason: DeadLetterReason | null;
+  /** The failure's message (failed and dead-lettered entries). */
+  error: string | null;
+}
