@@ -107,6 +107,18 @@ describe('lease expiry of a killed worker', () => {
     await sweeper.kill();
     expect(dead.retry_count).toBe(2);
     expect(dead.error).toMatch(/Lease expired/);
+    const [{ reason }] = await sql<{ reason: string }>(db.url, 'SELECT dead_letter_reason AS reason FROM inbox_entries WHERE id = $1', [dead.id]);
+    expect(reason).toBe('lease_expired');
+    const history = await sql<{ attempt: number; outcome: string; worker_id: string }>(
+      db.url,
+      'SELECT attempt, outcome, worker_id FROM inbox_entries_history WHERE entry_id = $1 ORDER BY id',
+      [dead.id],
+    );
+    expect(history.map((h) => [h.attempt, h.outcome])).toEqual([
+      [1, 'lease_expired'],
+      [2, 'dead_lettered'],
+    ]);
+    expect(history.every((h) => h.worker_id.startsWith('crash-worker-'))).toBe(true);
     expect(await sql(db.url, 'SELECT 1 FROM effects WHERE message_id = $1', ['poison'])).toEqual([]);
   });
 });

@@ -1,0 +1,357 @@
+import { Injectable } from '@nestjs/common';
+import {
+  AttemptOutcome,
+  DeadLetterReason,
+  HistoryEvent,
+  InboxArgumentError,
+  InboxStatus,
+  OnInboxCompleted,
+  OnInboxDeadLetter,
+  OnInboxFailed,
+  PayloadValidationError,
+  type InboxEntry,
+  type InboxEvent,
+} from 'nestjs-inbox';
+import { EFFECTS_TABLE_SQL, ScriptedHandler, ShortLivedHandler, TransferHandler } from '../fixtures/handlers';
+import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+/** Listens to every outcome; throws on dead letters of one command type to prove errors are contained. */
+@Injectable()
+class OutcomeListener {
+  readonly deadLetters: InboxEvent[] = [];
+  readonly failures: InboxEvent[] = [];
+  readonly completions: InboxEvent[] = [];
+
+  @OnInboxDeadLetter()
+  onDeadLetter(event: InboxEvent): void {
+    this.deadLetters.push(event);
+    if (event.entry.commandType === 'test.short-lived') throw new Error('listener exploded');
+  }
+
+  @OnInboxFailed()
+  async onFailed(event: InboxEvent): Promise<void> {
+    this.failures.push(event);
+  }
+
+  @OnInboxCompleted()
+  onCompleted(event: InboxEvent): void {
+    this.completions.push(event);
+  }
+}
+
+describe('dead-letter operations', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  let listener: OutcomeListener;
+  const clock = new ManualClock();
+  let seq = 0;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('deadletters');
+    await sql(db.url, EFFECTS_TABLE_SQL);
+    app = await createTestApp({
+      url: db.url,
+      handlers: [ScriptedHandler, ShortLivedHandler, TransferHandler, OutcomeListener],
+      inbox: { clock, maxAttempts: 2, backoff: { initialDelayMs: 100, maxDelayMs: 100, jitter: 0 }, workerId: 'dl-worker' },
+    });
+    listener = app.get(OutcomeListener);
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  async function run(commandType: string, payload: Record<string, unknown>, messageId = `dl-${++seq}`): Promise<InboxEntry> {
+    const { entry } = await app.inbox.receive({ messageId, commandType, payload });
+    await app.processor.runOnce();
+    return (await app.inbox.get(entry.id))!;
+  }
+
+  /** Runs retries until the entry leaves Failed. */
+  async function settle(entry: InboxEntry): Promise<InboxEntry> {
+    let current = entry;
+    while (current.status === InboxStatus.Failed) {
+      clock.advance(current.nextRetryAt!.getTime() - clock.now().getTime());
+      await app.processor.runOnce();
+      current = (await app.inbox.get(entry.id))!;
+    }
+    return current;
+  }
+
+  describe('attempt history', () => {
+    it('records a successful attempt', async () => {
+      const entry = await run('test.scripted', {});
+      const history = await app.inbox.history(entry.id);
+      expect(history).toHaveLength(1);
+      expect(history[0]).toMatchObject({
+        entryId: entry.id,
+        event: HistoryEvent.Attempt,
+        attempt: 1,
+        outcome: AttemptOutcome.Completed,
+        workerId: 'dl-worker',
+        errorClass: null,
+      });
+      expect(history[0].durationMs).toBeGreaterThanOrEqual(0);
+      expect(history[0].finishedAt!.getTime()).toBeGreaterThanOrEqual(history[0].startedAt!.getTime());
+    });
+
+    it('records each failed attempt with error class, message and a cut stack, then the dead-lettering one', async () => {
+      const entry = await settle(await run('test.scripted', { alwaysFail: true }));
+      expect(entry.status).toBe(InboxStatus.DeadLetter);
+      const history = await app.inbox.history(entry.id);
+      expect(history.map((h) => [h.attempt, h.outcome])).toEqual([
+        [1, AttemptOutcome.Failed],
+        [2, AttemptOutcome.DeadLettered],
+      ]);
+      expect(history[0].errorClass).toBe('Error');
+      expect(history[0].errorMessage).toContain('flaky dependency down (attempt 1)');
+      expect(history[0].errorStack).toContain('ScriptedHandler.execute');
+      expect(history[0].errorStack!.length).toBeLessThanOrEqual(4000);
+    });
+
+    it('records an expired lease as its own outcome, with the worker that held it', async () => {
+      // A claim whose worker vanished: Processing, lease in the past, nobody holding the row.
+      const [{ id }] = await sql<{ id: string }>(
+        db.url,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, status, locked_by, locked_until, lock_token, received_at)
+         VALUES ('dl-lease', 'test.scripted', '{"alwaysFail": true}', 'processing', 'gone-worker', $1, gen_random_uuid(), $1) RETURNING id`,
+        [new Date(clock.now().getTime() - 1)],
+      );
+      await app.processor.runOnce();
+      const entry = await settle((await app.inbox.get(id))!);
+      const history = await app.inbox.history(id);
+      expect(history[0]).toMatchObject({ attempt: 1, outcome: AttemptOutcome.LeaseExpired, workerId: 'gone-worker', errorClass: 'LeaseExpiredError' });
+      expect(history[0].errorMessage).toMatch(/Lease expired/);
+      expect(entry.status).toBe(InboxStatus.DeadLetter);
+      expect(entry.deadLetterReason).toBe(DeadLetterReason.RetriesExhausted); // the last attempt failed normally
+    });
+
+    it('fails history() for a missing entry', async () => {
+      await expect(app.inbox.history('00000000-0000-4000-8000-000000000000')).rejects.toMatchObject({ name: 'InboxEntryNotFoundError' });
+      await expect(app.inbox.history('nope')).rejects.toBeInstanceOf(InboxArgumentError);
+    });
+  });
+
+  describe('dead-letter reasons', () => {
+    it.each([
+      ['permanent_error', 'test.scripted', { permanent: true }],
+      ['invalid_payload', 'test.transfer', { account: '', amount: -1 }],
+      ['retries_exhausted', 'test.scripted', { alwaysFail: true }],
+    ])('records %s with the time it died', async (reason, commandType, payload) => {
+      const entry = await settle(await run(commandType, payload));
+      expect(entry.status).toBe(InboxStatus.DeadLetter);
+      expect(entry.deadLetterReason).toBe(reason);
+      expect(entry.deadLetteredAt).toEqual(clock.now());
+    });
+
+    it('records no_handler', async () => {
+      await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('dl-orphan', 'nobody.handles', '{}', $1)`, [clock.now()]);
+      await app.processor.runOnce();
+      expect((await app.inbox.findByMessageId('dl-orphan'))!.deadLetterReason).toBe(DeadLetterReason.NoHandler);
+    });
+
+    it('records lease_expired when the last allowed attempt was a crash (a poison message)', async () => {
+      const [{ id }] = await sql<{ id: string }>(
+        db.url,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, received_at)
+         VALUES ('dl-poison', 'test.scripted', '{}', 'processing', 1, 'crashed-worker', $1, gen_random_uuid(), $1) RETURNING id`,
+        [new Date(clock.now().getTime() - 1)],
+      );
+      await app.processor.runOnce();
+      const entry = (await app.inbox.get(id))!;
+      expect(entry).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.LeaseExpired, retryCount: 2 });
+    });
+
+    it('filters dead letters by reason', async () => {
+      const permanent = await app.inbox.list({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.PermanentError });
+      expect(permanent.length).toBeGreaterThan(0);
+      expect(permanent.every((e) => e.deadLetterReason === DeadLetterReason.PermanentError)).toBe(true);
+      expect(await app.inbox.count({ deadLetterReason: DeadLetterReason.NoHandler })).toBe(1);
+      await expect(app.inbox.list({ deadLetterReason: 'bored' as never })).rejects.toMatchObject({ argument: 'query.deadLetterReason' });
+    });
+  });
+
+  describe('replay', () => {
+    it('records who asked and why', async () => {
+      const dead = await run('test.scripted', { permanent: true });
+      const replayed = await app.inbox.replay(dead.id, { actor: 'alice', reason: 'rule relaxed (TICKET-1)' });
+      expect(replayed).toMatchObject({ status: InboxStatus.Pending, retryCount: 0, deadLetterReason: null, messageId: dead.messageId });
+      const history = await app.inbox.history(dead.id);
+      expect(history.at(-1)).toMatchObject({ event: HistoryEvent.Replayed, actor: 'alice', reason: 'rule relaxed (TICKET-1)', previousPayload: null });
+    });
+
+    it('accepts a corrected payload that passes the handler validation, keeping the old one in the history', async () => {
+      const dead = await run('test.transfer', { account: '', amount: 0 });
+      expect(dead.deadLetterReason).toBe(DeadLetterReason.InvalidPayload);
+      const replayed = await app.inbox.replay(dead.id, { actor: 'bob', reason: 'fixed account', payload: { account: 'acc-9', amount: 9 } });
+      expect(replayed.payload).toEqual({ account: 'acc-9', amount: 9 });
+      await app.processor.runOnce();
+      const done = (await app.inbox.get(dead.id))!;
+      expect(done.status).toBe(InboxStatus.Completed);
+      const history = await app.inbox.history(dead.id);
+      expect(history.find((h) => h.event === HistoryEvent.Replayed)).toMatchObject({ actor: 'bob', previousPayload: { account: '', amount: 0 } });
+      expect(await sql(db.url, 'SELECT note FROM effects WHERE message_id = $1', [dead.messageId])).toEqual([{ note: 'acc-9:9' }]);
+      // Still one entry for the key: deduplication holds (the corrected payload is now the stored one).
+      expect((await app.inbox.receive({ messageId: dead.messageId, commandType: 'test.transfer', payload: { account: 'acc-9', amount: 9 } })).duplicate).toBe(true);
+    });
+
+    it('refuses a corrected payload that fails validation, changing nothing', async () => {
+      const dead = await run('test.transfer', { account: '', amount: 0 });
+      await expect(app.inbox.replay(dead.id, { actor: 'bob', payload: { account: 'acc-1', amount: 'lots' } })).rejects.toBeInstanceOf(
+        PayloadValidationError,
+      );
+      const after = (await app.inbox.get(dead.id))!;
+      expect(after).toMatchObject({ status: InboxStatus.DeadLetter, payload: { account: '', amount: 0 } });
+      expect((await app.inbox.history(dead.id)).some((h) => h.event === HistoryEvent.Replayed)).toBe(false);
+      await expect(app.inbox.replay(dead.id, { actor: 'bob', payload: [] as never })).rejects.toMatchObject({ argument: 'options.payload' });
+    });
+
+    describe('in bulk', () => {
+      const typeA = 'test.scripted';
+      let before: Date;
+      let between: Date;
+
+      beforeAll(async () => {
+        clock.advance(1_000);
+        before = clock.now();
+        // Two permanent-error dead letters, then (later) two with exhausted retries.
+        for (let i = 0; i < 2; i++) await run(typeA, { permanent: true }, `bulk-perm-${i}`);
+        clock.advance(60_000);
+        between = clock.now();
+        for (let i = 0; i < 2; i++) await settle(await run(typeA, { alwaysFail: true }, `bulk-exh-${i}`));
+        await settle(await run('test.short-lived', {}, 'bulk-short'));
+      });
+
+      const statusOf = async (messageId: string) => (await app.inbox.findByMessageId(messageId))!.status;
+
+      it('counts without changing anything on a dry run', async () => {
+        const result = await app.inbox.replayMany({ deadLetterReason: DeadLetterReason.RetriesExhausted, receivedAfter: between }, { actor: 'ops', dryRun: true });
+        expect(result).toEqual({ matched: 3, replayed: 0, dryRun: true }); // bulk-exh-0, bulk-exh-1, bulk-short
+        expect(await statusOf('bulk-exh-0')).toBe(InboxStatus.DeadLetter);
+      });
+
+      it('replays by command type and received time, in batches, with an audit record each', async () => {
+        const progress: Array<[number, number]> = [];
+        const result = await app.inbox.replayMany(
+          { commandType: typeA, receivedAfter: between },
+          { actor: 'ops', reason: 'dependency fixed', batchSize: 1, onProgress: (done, total) => progress.push([done, total]) },
+        );
+        expect(result).toEqual({ matched: 2, replayed: 2, dryRun: false });
+        expect(progress).toEqual([
+          [1, 2],
+          [2, 2],
+          [2, 2],
+        ]);
+        // Replayed entries run again at once (and fail again: attempt 1 of 2 after the reset).
+        await app.processor.runOnce();
+        const replayed = await Promise.all(['bulk-exh-0', 'bulk-exh-1'].map(async (messageId) => (await app.inbox.findByMessageId(messageId))!));
+        for (const entry of replayed) {
+          expect(entry).toMatchObject({ status: InboxStatus.Failed, retryCount: 1 });
+          const events = (await app.inbox.history(entry.id)).map((h) => h.event);
+          expect(events).toEqual([HistoryEvent.Attempt, HistoryEvent.Attempt, HistoryEvent.Replayed, HistoryEvent.Attempt]);
+          expect((await app.inbox.history(entry.id))[2]).toMatchObject({ actor: 'ops', reason: 'dependency fixed' });
+        }
+        for (const entry of replayed) await settle(entry);
+        expect(await statusOf('bulk-perm-0')).toBe(InboxStatus.DeadLetter); // received before `between`
+        expect(await statusOf('bulk-short')).toBe(InboxStatus.DeadLetter); // other command type
+      });
+
+      it('replays by reason', async () => {
+        const result = await app.inbox.replayMany({ deadLetterReason: DeadLetterReason.PermanentError, receivedAfter: before, receivedBefore: between }, { actor: 'ops' });
+        expect(result.replayed).toBe(2);
+        await app.processor.runOnce(); // they ran again and failed permanently again
+        for (const messageId of ['bulk-perm-0', 'bulk-perm-1']) {
+          const history = await app.inbox.history((await app.inbox.findByMessageId(messageId))!.id);
+          expect(history.map((h) => h.event)).toEqual([HistoryEvent.Attempt, HistoryEvent.Replayed, HistoryEvent.Attempt]);
+        }
+      });
+
+      it('replays by error text', async () => {
+        const result = await app.inbox.replayMany({ errorContains: 'ALWAYS FAILS' }, { actor: 'ops' }); // case-insensitive
+        expect(result).toMatchObject({ matched: 1, replayed: 1 });
+        await app.processor.runOnce();
+        const history = await app.inbox.history((await app.inbox.findByMessageId('bulk-short'))!.id);
+        expect(history.filter((h) => h.event === HistoryEvent.Replayed)).toHaveLength(1);
+        expect((await app.inbox.replayMany({ errorContains: '%' }, { actor: 'ops', dryRun: true })).matched).toBe(0); // wildcards are literal
+      });
+
+      it('validates its arguments', async () => {
+        await expect(app.inbox.replayMany({}, {} as never)).rejects.toMatchObject({ argument: 'options.actor' });
+        await expect(app.inbox.replayMany({ status: InboxStatus.Completed }, { actor: 'x' })).rejects.toMatchObject({ argument: 'filter.status' });
+        await expect(app.inbox.replayMany({ receivedAfter: 'yesterday' as never }, { actor: 'x' })).rejects.toMatchObject({ argument: 'filter.receivedAfter' });
+        await expect(app.inbox.replayMany({}, { actor: 'x', batchSize: 0 })).rejects.toMatchObject({ argument: 'options.batchSize' });
+      });
+    });
+  });
+
+  describe('closing without running', () => {
+    it('discards a dead letter: kept, distinguishable, out of bulk replays, audited', async () => {
+      const dead = await run('test.scripted', { permanent: true }, 'dl-discard');
+      const discarded = await app.inbox.discard(dead.id, { actor: 'carol', reason: 'duplicate order, refunded by hand' });
+      expect(discarded.status).toBe(InboxStatus.DeadLetter);
+      expect(discarded.discardedAt).toEqual(clock.now());
+      expect(discarded.processedAt).toBeNull();
+      expect((await app.inbox.history(dead.id)).at(-1)).toMatchObject({ event: HistoryEvent.Discarded, actor: 'carol' });
+      expect(await app.inbox.count({ commandType: 'test.scripted', errorContains: 'business rule', includeDiscarded: false, status: InboxStatus.DeadLetter })).toBeGreaterThanOrEqual(0);
+      const dry = await app.inbox.replayMany({ commandType: 'test.scripted', deadLetterReason: DeadLetterReason.PermanentError }, { actor: 'x', dryRun: true });
+      const withDiscarded = await app.inbox.count({ commandType: 'test.scripted', deadLetterReason: DeadLetterReason.PermanentError, status: InboxStatus.DeadLetter });
+      expect(dry.matched).toBe(withDiscarded - 1);
+      // Deduplication still holds.
+      expect((await app.inbox.receive({ messageId: 'dl-discard', commandType: 'test.scripted', payload: { permanent: true } })).duplicate).toBe(true);
+      // Not twice, not other states.
+      await expect(app.inbox.discard(dead.id, { actor: 'carol' })).rejects.toMatchObject({ name: 'InvalidEntryStateError' });
+      const done = await run('test.scripted', {});
+      await expect(app.inbox.discard(done.id, { actor: 'carol' })).rejects.toMatchObject({ name: 'InvalidEntryStateError', status: 'completed' });
+      await expect(app.inbox.discard('00000000-0000-4000-8000-000000000000', { actor: 'carol' })).rejects.toMatchObject({ name: 'InboxEntryNotFoundError' });
+      await expect(app.inbox.discard(dead.id, {} as never)).rejects.toMatchObject({ argument: 'options.actor' });
+    });
+
+    it('dead-letters a Pending or Failed entry by hand, with the reason, and it never runs', async () => {
+      const handler = app.get(ScriptedHandler);
+      // Pending: stored behind the processor's back so that it is still Pending.
+      const [{ id }] = await sql<{ id: string }>(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('dl-manual', 'test.scripted', '{}', $1) RETURNING id`, [clock.now()]);
+      const dead = await app.inbox.deadLetter(id, { actor: 'dave', reason: 'customer cancelled' });
+      expect(dead).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.Manual, error: 'Dead-lettered by dave: customer cancelled' });
+      await app.processor.runOnce();
+      expect(handler.calls.some((c) => c.messageId === 'dl-manual')).toBe(false);
+      expect((await app.inbox.history(id)).at(-1)).toMatchObject({ event: HistoryEvent.DeadLettered, actor: 'dave', reason: 'customer cancelled' });
+      expect(listener.deadLetters.filter((e) => e.entry.id === id)).toHaveLength(1);
+
+      const failed = await run('test.scripted', { failUntilAttempt: 1 });
+      expect((await app.inbox.deadLetter(failed.id, { actor: 'dave' })).status).toBe(InboxStatus.DeadLetter);
+      const completed = await run('test.scripted', {});
+      await expect(app.inbox.deadLetter(completed.id, { actor: 'dave' })).rejects.toMatchObject({ name: 'InvalidEntryStateError' });
+    });
+  });
+
+  describe('listeners', () => {
+    it('fire once per dead letter, after the state is committed', async () => {
+      const observed: string[] = [];
+      const dead = await run('test.scripted', { permanent: true });
+      const events = listener.deadLetters.filter((e) => e.entry.id === dead.id);
+      expect(events).toHaveLength(1);
+      expect(events[0]).toMatchObject({ type: 'dead_letter', reason: DeadLetterReason.PermanentError, error: 'business rule violated' });
+      expect(events[0].entry).toMatchObject({ status: InboxStatus.DeadLetter, retryCount: 1 });
+      // Committed: another connection already sees the state the listener was told about.
+      observed.push((await sql<{ status: string }>(db.url, 'SELECT status FROM inbox_entries WHERE id = $1', [dead.id]))[0].status);
+      expect(observed).toEqual(['dead_letter']);
+    });
+
+    it('report failures and completions the same way', async () => {
+      const entry = await settle(await run('test.scripted', { failUntilAttempt: 1 }));
+      expect(entry.status).toBe(InboxStatus.Completed);
+      expect(listener.failures.filter((e) => e.entry.id === entry.id)).toHaveLength(1);
+      expect(listener.completions.filter((e) => e.entry.id === entry.id)).toHaveLength(1);
+    });
+
+    it('a throwing listener does not affect the entry or the processing', async () => {
+      const dead = await settle(await run('test.short-lived', {}));
+      expect(dead.status).toBe(InboxStatus.DeadLetter);
+      expect(listener.deadLetters.filter((e) => e.entry.id === dead.id)).toHaveLength(1);
+      const next = await run('test.scripted', {});
+      expect(next.status).toBe(InboxStatus.Completed);
+    });
+  });
+});
