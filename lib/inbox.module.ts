@@ -3,6 +3,7 @@ import { DiscoveryModule } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
 import { InboxEvents } from './inbox.events';
+import { InboxExecutor } from './inbox.executor';
 import { InboxExplorer } from './inbox.explorer';
 import {
   ConfigurableInboxModule,
@@ -42,6 +43,7 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
     },
     { provide: INBOX_DATA_SOURCE, useExisting: getDataSourceToken(extras.dataSource) },
     InboxEvents,
+    InboxExecutor,
     InboxExplorer,
     InboxProcessor,
     InboxRetention,

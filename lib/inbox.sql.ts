@@ -233,24 +233,27 @@ export class InboxSql {
       UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Processing)}, "locked_by" = $3, "locked_until" = $4, "lock_token" = $5
       FROM due WHERE e."id" = due."id"
       RETURNING ${columnsOf('e')}`;
-    // Taken inside the handler's transaction: holds the row lock until commit, and proves the claim
-    // is still ours (the fencing token did not change). It also bounds how long the transaction may
-    // sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server ends the session
-    // after $3 ms, so the lock cannot outlive the lease.
-    this.lockClaimed = `SELECT set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
-      WHERE "id" = $1 AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`;
+    // First statement of a batch's transaction: locks the claimed rows until commit, and proves the
+    // claims are still ours (the fencing token did not change). It also bounds how long the
+    // transaction may sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server
+    // ends the session after $3 ms, so the locks cannot outlive the lease. $1 ids, $2 token.
+    this.lockClaimed = `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
+      WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`;
 
-    // $1 id, $2 token, $3 finished at, then the attempt record ($4..).
-    const completeUpdate = `UPDATE ${t} SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = $3, "error" = NULL,
-        "next_retry_at" = NULL, ${clearClaim}
-      WHERE "id" = $1 AND "lock_token" = $2`;
+    // Completes a batch in one statement. $1 ids, $2 token, $3 finish times, then $4 start times, $5 worker.
+    const completeUpdate = `UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = d."finished_at",
+        "error" = NULL, "next_retry_at" = NULL, ${clearClaim}
+      FROM unnest($1::uuid[], $3::timestamptz[]${recordAttempts ? ', $4::timestamptz[]' : ''}) AS d("id", "finished_at"${recordAttempts ? ', "started_at"' : ''})
+      WHERE e."id" = d."id" AND e."lock_token" = $2`;
     this.complete = recordAttempts
-      ? `WITH done AS (${completeUpdate} RETURNING "id", "retry_count")
+      ? `WITH done AS (${completeUpdate} RETURNING e."id", e."retry_count", d."started_at", d."finished_at")
         INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms", "worker_id")
-        SELECT "id", 'attempt', "retry_count" + 1, 'completed', $4, $3, $5, $6 FROM done`
+        SELECT "id", 'attempt', "retry_count" + 1, 'completed', "started_at", "finished_at",
+          (extract(epoch FROM "finished_at" - "started_at") * 1000)::int, $5 FROM done`
       : completeUpdate;
     // Failure or dead letter, fenced by the claim's token. $1 id, $2 token, $3 status, $4 error,
-    // $5 next retry, $6 dead-letter reason, $7 finished at, then the attempt record ($8..).
+    // $5 next retry, $6 dead-letter reason, $7 finished at, then the attempt record ($8..$14; $14 is
+    // the error's own message, without the "Gave up after …" prefix the entry's error gets).
     const outcomeUpdate = `UPDATE ${t} SET "status" = $3::${this.statusType}, "retry_count" = "retry_count" + 1, "error" = $4,
         "next_retry_at" = $5, "dead_letter_reason" = $6::varchar, "dead_lettered_at" = CASE WHEN $6::varchar IS NULL THEN NULL ELSE $7::timestamptz END,
         ${clearClaim}
@@ -259,7 +262,7 @@ export class InboxSql {
       ? `WITH outcome AS (${outcomeUpdate} RETURNING "id", "retry_count")
         INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
           "error_class", "error_message", "error_stack", "worker_id")
-        SELECT "id", 'attempt', "retry_count", $8, $9, $7, $10, $11, $4, $12, $13 FROM outcome`
+        SELECT "id", 'attempt', "retry_count", $8, $9, $7, $10, $11, $14, $12, $13 FROM outcome`
       : outcomeUpdate;
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).

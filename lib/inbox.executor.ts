@@ -1,0 +1,339 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { DataSource, QueryRunner } from 'typeorm';
+import { backoffDelayMs } from './backoff';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { HandlerTimeoutError, PayloadValidationError, PermanentError } from './errors/inbox.error';
+import { InboxEvents } from './inbox.events';
+import { InboxExplorer, type RegisteredInboxHandler } from './inbox.explorer';
+import { AttemptOutcome, DeadLetterReason } from './inbox-history.types';
+import { materializeCommand } from './inbox-payload';
+import { destroyConnection, InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
+import { InboxStatus } from './inbox-status.enum';
+import type { InboxContext } from './interfaces/inbox-handler.interface';
+import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+
+/** Stored error messages and stack traces are cut to this many characters. */
+const MAX_ERROR_LENGTH = 4000;
+const MAX_STACK_LENGTH = 4000;
+/** Start of the error the lease sweep records; such an entry runs alone next time. */
+const LEASE_EXPIRED_PREFIX = 'Lease expired';
+
+export class LeaseExpiredError extends Error {
+  override readonly name = 'LeaseExpiredError';
+}
+
+class NoHandlerError extends PermanentError {}
+
+/** One claimed entry on its way through a batch. */
+interface Job {
+  row: InboxRow;
+  handler: RegisteredInboxHandler;
+  command: unknown;
+  startedAt: Date;
+  finishedAt?: Date;
+}
+
+type GroupResult =
+  | { committed: true; completed: Job[]; failed: Array<{ job: Job; error: unknown }> }
+  | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[] };
+
+/**
+ * Runs claimed entries. A batch runs in one transaction, optimistically without savepoints: its
+ * handlers' writes and every entry's Completed status commit together, in one commit. When a
+ * handler fails, the transaction rolls back, that attempt is recorded as failed (in its own
+ * statement), and the rest of the batch runs again with a savepoint per entry, so that a failing
+ * handler only loses its own writes. Entries whose last attempt crashed a worker run alone.
+ */
+@Injectable()
+export class InboxExecutor {
+  private readonly logger = new Logger('InboxProcessor');
+  private readonly sql: InboxSql;
+  /** Every connection held right now, so that shutdown can cut them when it runs out of time. */
+  private readonly connections = new Set<QueryRunner>();
+  private abandoning = false;
+
+  constructor(
+    @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
+    @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    private readonly explorer: InboxExplorer,
+    private readonly events: InboxEvents,
+  ) {
+    this.sql = new InboxSql(options.tableName, options.attemptHistory);
+  }
+
+  /** Lends a tracked connection to `work` and always gives it back. */
+  async withConnection<T>(work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
+    const queryRunner = this.dataSource.createQueryRunner();
+    this.connections.add(queryRunner);
+    try {
+      return await work(queryRunner);
+    } finally {
+      this.connections.delete(queryRunner);
+      await queryRunner.release();
+    }
+  }
+
+  /** Shutdown ran out of time: cut every connection, so open transactions roll back and nothing hangs. */
+  abandon(): void {
+    this.abandoning = true;
+    for (const queryRunner of this.connections) void destroyConnection(queryRunner, new Error('nestjs-inbox shutdown timeout'));
+  }
+
+  /** Executes one claimed batch (all rows share the claim's lock token). */
+  async executeBatch(rows: InboxRow[]): Promise<void> {
+    const suspects = rows.filter((row) => row.error?.startsWith(LEASE_EXPIRED_PREFIX));
+    for (const row of suspects) await this.executeGroup([row]);
+    const others = suspects.length ? rows.filter((row) => !suspects.includes(row)) : rows;
+    if (others.length) await this.executeGroup(others);
+  }
+
+  private async executeGroup(rows: InboxRow[]): Promise<void> {
+    let jobs: Job[] = [];
+    for (const row of rows) {
+      const startedAt = this.options.clock.now();
+      const handler = this.explorer.get(row.command_type);
+      if (!handler) {
+        await this.recordFailure(row, undefined, new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`), startedAt);
+        continue;
+      }
+      try {
+        jobs.push({ row, handler, command: await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass), startedAt });
+      } catch (error) {
+        await this.recordFailure(row, handler, error, startedAt);
+      }
+    }
+    let isolated = false;
+    while (jobs.length > 0 && !this.abandoning) {
+      const result = await this.withConnection((queryRunner) => this.runGroup(jobs, queryRunner, isolated && jobs.length > 1));
+      if (this.abandoning) return; // leases will expire; nothing more to record from here
+      if (result.committed) {
+        await this.emitCompleted(result.completed);
+        for (const { job, error } of result.failed) await this.recordFailure(job.row, job.handler, error, job.startedAt);
+        return;
+      }
+      if (result.culprit) {
+        await this.recordFailure(result.culprit.job.row, result.culprit.job.handler, result.culprit.error, result.culprit.job.startedAt);
+      } else if (isolated || jobs.length === 1) {
+        // The transaction itself failed (commit, connection): every attempt in it failed.
+        for (const job of jobs) await this.recordFailure(job.row, job.handler, result.error, job.startedAt);
+        return;
+      }
+      jobs = result.rest;
+      isolated = true;
+    }
+  }
+
+  /**
+   * One transaction over a group: lock the claimed rows (proving the claims are still ours), run
+   * the handlers, complete the successful entries in one statement, commit.
+   */
+  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean): Promise<GroupResult> {
+    const completed: Job[] = [];
+    const failed: Array<{ job: Job; error: unknown }> = [];
+    try {
+      await queryRunner.startTransaction();
+      const locked = await runQuery<{ id: string }>(queryRunner, this.sql.lockClaimed, [
+        jobs.map((job) => job.row.id),
+        jobs[0].row.lock_token,
+        String(this.options.leaseMs),
+      ]);
+      const ours = new Set(locked.rows.map((row) => row.id));
+      for (const [index, job] of jobs.entries()) {
+        if (!ours.has(job.row.id)) {
+          this.logger.warn(`Inbox entry ${job.row.id} (${job.row.command_type}): claim lost before the handler started; skipped.`);
+          continue;
+        }
+        if (savepoints) await queryRunner.query('SAVEPOINT inbox_entry');
+        try {
+          job.startedAt = this.options.clock.now();
+          await this.runHandler(job, queryRunner);
+          job.finishedAt = this.options.clock.now();
+          completed.push(job);
+        } catch (error) {
+          // A timeout cut the connection: the whole transaction is gone.
+          if (!savepoints || queryRunner.isReleased) {
+            await this.rollback(queryRunner, error);
+            return { committed: false, culprit: { job, error }, rest: jobs.slice(0, index).concat(jobs.slice(index + 1)).filter((j) => ours.has(j.row.id)) };
+          }
+          await queryRunner.query('ROLLBACK TO SAVEPOINT inbox_entry');
+          failed.push({ job, error });
+        }
+      }
+      if (completed.length > 0) {
+        const { affected } = await runQuery(queryRunner, this.sql.complete, this.completeParams(completed));
+        if (affected !== completed.length) throw new LeaseExpiredError('claim lost while the handlers ran');
+      }
+      await queryRunner.commitTransaction();
+      return { committed: true, completed, failed };
+    } catch (error) {
+      await this.rollback(queryRunner, error);
+      return { committed: false, error, rest: jobs };
+    }
+  }
+
+  private completeParams(jobs: Job[]): unknown[] {
+    const params: unknown[] = [jobs.map((job) => job.row.id), jobs[0].row.lock_token, jobs.map((job) => job.finishedAt)];
+    if (this.options.attemptHistory) params.push(jobs.map((job) => job.startedAt), this.options.workerId);
+    return params;
+  }
+
+  private async rollback(queryRunner: QueryRunner, cause: unknown): Promise<void> {
+    if (!queryRunner.isTransactionActive || queryRunner.isReleased) return;
+    await queryRunner.rollbackTransaction().catch(() => destroyConnection(queryRunner, toError(cause)));
+  }
+
+  /**
+   * Runs the handler within its time limit. On overrun the connection is destroyed rather than
+   * rolled back: the handler may still be running, and its later queries must fail, not autocommit.
+   */
+  private async runHandler(job: Job, queryRunner: QueryRunner): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const running = job.handler.instance.execute(job.command, this.contextFor(job.row, queryRunner));
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HandlerTimeoutError(job.handler.timeoutMs)), job.handler.timeoutMs);
+    });
+    try {
+      await Promise.race([running, timedOut]);
+    } catch (error) {
+      if (error instanceof HandlerTimeoutError) {
+        running.catch(() => undefined);
+        await destroyConnection(queryRunner, error);
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private contextFor(row: InboxRow, queryRunner: QueryRunner): InboxContext {
+    return {
+      manager: queryRunner.manager,
+      entry: Object.freeze({
+        id: row.id,
+        messageId: row.message_id,
+        commandType: row.command_type,
+        attempt: row.retry_count + 1,
+        correlationId: row.correlation_id,
+        causationId: row.causation_id,
+        metadata: row.metadata,
+        receivedAt: row.received_at,
+      }),
+    };
+  }
+
+  private async emitCompleted(jobs: Job[]): Promise<void> {
+    if (!this.events.has('completed')) return;
+    for (const job of jobs) {
+      const entry = toEntry({
+        ...job.row,
+        status: InboxStatus.Completed,
+        processed_at: job.finishedAt!,
+        error: null,
+        next_retry_at: null,
+        locked_by: null,
+        locked_until: null,
+        lock_token: null,
+      });
+      await this.events.emit({ type: 'completed', entry, reason: null, error: null });
+    }
+  }
+
+  /**
+   * Records a failed attempt in its own statement (the handler's writes are already rolled back),
+   * together with its history record: Failed with a backoff, or DeadLetter when the error is
+   * permanent or the attempts are used up. Returns a listener call to run once `on`'s transaction
+   * commits (when given), or runs the listeners itself.
+   */
+  async recordFailure(
+    row: InboxRow,
+    handler: RegisteredInboxHandler | undefined,
+    error: unknown,
+    startedAt: Date,
+    on?: QueryRunner,
+  ): Promise<(() => Promise<void>) | undefined> {
+    const failedAttempts = row.retry_count + 1;
+    const maxAttempts = handler?.maxAttempts ?? this.explorer.maxAttemptsFor(row.command_type);
+    const permanent = error instanceof PermanentError;
+    const deadLetter = permanent || failedAttempts >= maxAttempts;
+    const reason = deadLetter ? deadLetterReasonOf(error) : null;
+    const now = this.options.clock.now();
+    let message = describe(error);
+    if (deadLetter && !permanent) message = `Gave up after ${failedAttempts} attempt(s): ${message}`;
+    message = message.slice(0, MAX_ERROR_LENGTH);
+    const nextRetryAt = deadLetter
+      ? null
+      : new Date(now.getTime() + backoffDelayMs(failedAttempts, handler?.backoff ?? this.explorer.backoffFor(row.command_type)));
+    const status = deadLetter ? InboxStatus.DeadLetter : InboxStatus.Failed;
+    const params: unknown[] = [row.id, row.lock_token, status, message, nextRetryAt, reason, now];
+    if (this.options.attemptHistory) {
+      params.push(
+        attemptOutcomeOf(error, deadLetter),
+        startedAt,
+        Math.max(0, now.getTime() - startedAt.getTime()),
+        error instanceof Error ? error.name : typeof error,
+        stackOf(error)?.slice(0, MAX_STACK_LENGTH) ?? null,
+        error instanceof LeaseExpiredError ? row.locked_by : this.options.workerId,
+        describe(error).slice(0, MAX_ERROR_LENGTH),
+      );
+    }
+    const { affected } = on
+      ? await runQuery(on, this.sql.recordOutcome, params)
+      : await this.withConnection((queryRunner) => runQuery(queryRunner, this.sql.recordOutcome, params));
+    const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failedAttempts}/${maxAttempts}`;
+    if (affected !== 1) {
+      this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
+      return undefined;
+    }
+    if (deadLetter) {
+      this.logger.error(`${label} dead-lettered (${reason}): ${message}`, permanent ? undefined : stackOf(error));
+    } else {
+      this.logger.warn(`${label} failed, retry at ${nextRetryAt!.toISOString()}: ${message}`);
+    }
+    const type = deadLetter ? 'dead_letter' : 'failed';
+    if (!this.events.has(type)) return undefined;
+    const entry = toEntry({
+      ...row,
+      status,
+      retry_count: failedAttempts,
+      error: message,
+      next_retry_at: nextRetryAt,
+      dead_letter_reason: reason,
+      dead_lettered_at: deadLetter ? now : null,
+      locked_by: null,
+      locked_until: null,
+      lock_token: null,
+    });
+    const emit = () => this.events.emit({ type, entry, reason, error: message });
+    if (on) return emit;
+    await emit();
+    return undefined;
+  }
+}
+
+function deadLetterReasonOf(error: unknown): DeadLetterReason {
+  if (error instanceof NoHandlerError) return DeadLetterReason.NoHandler;
+  if (error instanceof PayloadValidationError) return DeadLetterReason.InvalidPayload;
+  if (error instanceof PermanentError) return DeadLetterReason.PermanentError;
+  if (error instanceof LeaseExpiredError) return DeadLetterReason.LeaseExpired;
+  return DeadLetterReason.RetriesExhausted;
+}
+
+function attemptOutcomeOf(error: unknown, deadLettered: boolean): AttemptOutcome {
+  if (deadLettered) return AttemptOutcome.DeadLettered;
+  if (error instanceof LeaseExpiredError) return AttemptOutcome.LeaseExpired;
+  if (error instanceof HandlerTimeoutError) return AttemptOutcome.TimedOut;
+  return AttemptOutcome.Failed;
+}
+
+export function describe(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}
+
+function toError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+export function stackOf(error: unknown): string | undefined {
+  return error instanceof Error ? error.stack : undefined;
+}

@@ -1,0 +1,95 @@
+import { Injectable } from '@nestjs/common';
+import { InboxHandler, InboxStatus, PermanentError, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
+import { createTestApp, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+interface BatchPayload {
+  fail?: 'transient' | 'permanent';
+}
+
+/** Writes an effect and notes the transaction it ran in. */
+@Injectable()
+@InboxHandler('test.batch', { backoff: { initialDelayMs: 60_000, maxDelayMs: 60_000, jitter: 0 } })
+class BatchHandler implements InboxCommandHandler<BatchPayload> {
+  readonly runs: Array<{ messageId: string; txid: string }> = [];
+
+  async execute(command: BatchPayload, context: InboxContext): Promise<void> {
+    const [{ txid }] = (await context.manager.query('SELECT txid_current()::text AS txid')) as Array<{ txid: string }>;
+    this.runs.push({ messageId: context.entry.messageId, txid });
+    await context.manager.query('INSERT INTO batch_effects (message_id, txid) VALUES ($1, $2)', [context.entry.messageId, txid]);
+    if (command.fail === 'permanent') throw new PermanentError('rule');
+    if (command.fail === 'transient') throw new Error('blip');
+  }
+}
+
+describe('batches', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('batching');
+    await sql(db.url, 'CREATE TABLE batch_effects (message_id text NOT NULL, txid text NOT NULL)');
+    app = await createTestApp({ url: db.url, handlers: [BatchHandler], inbox: { batchSize: 10, concurrency: 1 } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  /** Stores entries without waking the processor, so that one claim takes them all. */
+  const store = (rows: Array<[string, BatchPayload, string | null]>) =>
+    sql(
+      db.url,
+      `INSERT INTO inbox_entries (message_id, command_type, payload, error, received_at)
+       SELECT m, 'test.batch', p::jsonb, e, now() - (o || ' ms')::interval FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS x(m, p, e, o)`,
+      [rows.map((r) => r[0]), rows.map((r) => JSON.stringify(r[1])), rows.map((r) => r[2]), rows.map((_, i) => 1000 - i)],
+    );
+
+  it('commits a batch in one transaction; a failing handler loses only its own writes and its neighbours are not charged', async () => {
+    const payloads: BatchPayload[] = Array.from({ length: 10 }, (_, i) => (i === 3 ? { fail: 'transient' } : i === 6 ? { fail: 'permanent' } : {}));
+    await store(payloads.map((p, i) => [`b-${i}`, p, null]));
+    await app.processor.runOnce();
+
+    const rows = await sql<{ message_id: string; status: string; retry_count: number }>(
+      db.url,
+      `SELECT message_id, status, retry_count FROM inbox_entries WHERE message_id LIKE 'b-%' ORDER BY message_id`,
+    );
+    const expected = payloads.map((p, i) => ({
+      message_id: `b-${i}`,
+      status: p.fail === 'transient' ? InboxStatus.Failed : p.fail === 'permanent' ? InboxStatus.DeadLetter : InboxStatus.Completed,
+      retry_count: p.fail ? 1 : 0,
+    }));
+    expect(rows).toEqual(expected);
+    // One effect per completed entry, none for the failed ones, all from one transaction.
+    const effects = await sql<{ message_id: string; txid: string }>(db.url, `SELECT message_id, txid FROM batch_effects WHERE message_id LIKE 'b-%' ORDER BY message_id`);
+    expect(effects.map((e) => e.message_id)).toEqual(expected.filter((e) => e.status === InboxStatus.Completed).map((e) => e.message_id));
+    expect(new Set(effects.map((e) => e.txid)).size).toBe(1);
+    // Neighbours completed on their first attempt: one completed attempt each in the history.
+    const attempts = await sql<{ message_id: string; outcome: string }>(
+      db.url,
+      `SELECT e.message_id, h.outcome FROM inbox_entries_history h JOIN inbox_entries e ON e.id = h.entry_id
+       WHERE e.message_id IN ('b-0', 'b-9') ORDER BY e.message_id, h.id`,
+    );
+    expect(attempts).toEqual([
+      { message_id: 'b-0', outcome: 'completed' },
+      { message_id: 'b-9', outcome: 'completed' },
+    ]);
+  });
+
+  it('runs an entry whose last attempt crashed its worker in a transaction of its own', async () => {
+    const handler = app.get(BatchHandler);
+    await store([
+      ['s-0', {}, null],
+      ['s-1', {}, 'Lease expired: worker w1 did not finish within 60000 ms (crash, kill or hang).'],
+      ['s-2', {}, null],
+    ]);
+    await app.processor.runOnce();
+    const runs = handler.runs.filter((r) => r.messageId.startsWith('s-'));
+    expect(runs.map((r) => r.messageId).sort()).toEqual(['s-0', 's-1', 's-2']);
+    const txOf = (id: string) => runs.find((r) => r.messageId === id)!.txid;
+    expect(txOf('s-0')).toBe(txOf('s-2'));
+    expect(txOf('s-1')).not.toBe(txOf('s-0'));
+    expect(await app.inbox.count({ status: InboxStatus.Completed, commandType: 'test.batch' })).toBe(11);
+  });
+});
