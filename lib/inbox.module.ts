@@ -5,6 +5,7 @@ import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
 import { InboxEvents } from './inbox.events';
 import { InboxExecutor } from './inbox.executor';
 import { InboxExplorer } from './inbox.explorer';
+import { InboxNotifier } from './inbox.notifier';
 import {
   ConfigurableInboxModule,
   INBOX_ASYNC_OPTIONS_TYPE,
@@ -45,6 +46,7 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
     InboxEvents,
     InboxExecutor,
     InboxExplorer,
+    InboxNotifier,
     InboxProcessor,
     InboxRetention,
     InboxService,

@@ -13,6 +13,7 @@ import { INBOX_RESOLVED_OPTIONS } from './inbox.constants';
 import { InboxConfigurationError } from './errors/inbox.error';
 import { describe, InboxExecutor, LeaseExpiredError, stackOf } from './inbox.executor';
 import { InboxExplorer } from './inbox.explorer';
+import { InboxNotifier } from './inbox.notifier';
 import { InboxSql, runQuery, type InboxRow } from './inbox.sql';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
@@ -36,6 +37,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private readonly sql: InboxSql;
   private readonly timerName: string;
   private timer?: NodeJS.Timeout;
+  private retryTimer?: NodeJS.Timeout;
   /** The processor that already runs this table in this application, when this one is a duplicate. */
   private leader?: InboxProcessor;
   private started = false;
@@ -53,6 +55,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
     private readonly executor: InboxExecutor,
+    private readonly notifier: InboxNotifier,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
     this.sql = new InboxSql(options.tableName, options.attemptHistory);
@@ -86,14 +89,17 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     this.schedulerRegistry.addInterval(this.timerName, this.timer);
     this.started = true;
     void this.runOnce();
+    void this.notifier.listen(() => this.wake());
   }
 
   async beforeApplicationShutdown(): Promise<void> {
     if (!this.started || this.stopping) return;
     this.stopping = true;
     leadersBySchedule.get(this.schedulerRegistry!)?.delete(this.timerName);
+    await this.notifier.close();
     if (this.schedulerRegistry?.doesExist('interval', this.timerName)) this.schedulerRegistry.deleteInterval(this.timerName);
     clearInterval(this.timer);
+    clearTimeout(this.retryTimer);
     const pass = this.pass ?? Promise.resolve(0);
     let deadline: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
@@ -219,6 +225,9 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       jitter: 0.2,
     });
     this.resumeAt = Date.now() + delay;
+    // Retry when the backoff ends rather than at the next poll, which may be far away.
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.runOnce(), delay + 1);
     if (this.failedPasses === 1) {
       this.logger.error(`Inbox processor cannot reach the database; retrying with backoff up to ${MAX_RECONNECT_DELAY_MS} ms: ${describe(error)}`);
     }

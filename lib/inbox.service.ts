@@ -33,6 +33,7 @@ import {
 } from './inbox.sql';
 import { DEAD_LETTER_REASONS, DeadLetterReason, type InboxHistoryRecord } from './inbox-history.types';
 import { InboxEvents } from './inbox.events';
+import { InboxNotifier } from './inbox.notifier';
 import { materializeCommand } from './inbox-payload';
 import { INBOX_STATUSES, InboxStatus } from './inbox-status.enum';
 import type {
@@ -61,6 +62,7 @@ export class InboxService {
     private readonly explorer: InboxExplorer,
     private readonly processor: InboxProcessor,
     private readonly events: InboxEvents,
+    private readonly notifier: InboxNotifier,
   ) {
     this.sql = new InboxSql(options.tableName, options.attemptHistory);
   }
@@ -79,8 +81,14 @@ export class InboxService {
       return this.store(manager.queryRunner, incoming).catch((error: unknown) => rethrowUnavailable(error));
     }
     const result = await this.withTimeout((queryRunner) => this.store(queryRunner, incoming));
-    if (!result.duplicate) this.processor.wake();
+    if (!result.duplicate) this.wakeWorkers();
     return result;
+  }
+
+  /** New due commands: this instance's processor now, other instances through a coalesced NOTIFY. */
+  private wakeWorkers(): void {
+    this.processor.wake();
+    this.notifier.notify();
   }
 
   /** Inserts once per messageId; on a conflict returns the stored entry or reports a mismatch. */
@@ -198,7 +206,7 @@ export class InboxService {
     }
     const { rows } = await runQuery(this.dataSource, this.sql.replay, [id, payloadJson, audit.actor, audit.reason]);
     if (rows[0]) {
-      this.processor.wake();
+      this.wakeWorkers();
       return toEntry(rows[0]);
     }
     throw await this.stateError(id, 'replay', [InboxStatus.DeadLetter, InboxStatus.Failed]);
@@ -236,7 +244,7 @@ export class InboxService {
       if (rows.length < batchSize) break;
       afterId = rows[rows.length - 1].id;
     }
-    if (replayed > 0) this.processor.wake();
+    if (replayed > 0) this.wakeWorkers();
     return { matched, replayed, dryRun: false };
   }
 

@@ -58,6 +58,11 @@ export interface InboxModuleOptions {
   acceptUnknownCommandTypes?: boolean;
   /** Largest accepted payload (and metadata), in bytes of JSON. Default 1 MiB. */
   maxPayloadBytes?: number;
+  /**
+   * Wake workers in other processes at once when commands arrive (a coalesced NOTIFY after the
+   * receive commits; workers LISTEN). false: they find new commands at their next poll. Default true.
+   */
+  notify?: boolean;
   /** Record every attempt in the history table (one statement with the outcome, no extra round trip). Default true. */
   attemptHistory?: boolean;
   /** Retention of completed entries; dead letters are never deleted automatically. */
@@ -94,5 +99,6 @@ export interface ResolvedInboxOptions {
   workerId: string;
   clock: InboxClock;
   attemptHistory: boolean;
+  notify: boolean;
   retention: RetentionOptions;
 }

@@ -1,0 +1,290 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { InboxStatus } from 'nestjs-inbox';
+import { EFFECTS_TABLE_SQL, ScriptedHandler, TransferHandler } from '../fixtures/handlers';
+import { proxyFor } from '../support/tcp-proxy';
+import { createTestApp, ManualClock } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+const ROOT = path.join(__dirname, '..', '..');
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI from source in a child process, as an operator would run the built one. */
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  const { DATABASE_URL: _ignored, ...inherited } = process.env;
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['-r', './scripts/register-ts.cjs', 'lib/cli/main.ts', ...args],
+      { cwd: ROOT, timeout: 30_000, env: { ...inherited, ...env } },
+      (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** No stack trace, one clear line: what every expected error must look like. */
+function expectFailure(result: CliResult, code: number, message: string | RegExp): void {
+  expect({ code: result.code, stdout: result.stdout }).toEqual({ code, stdout: '' });
+  expect(result.stderr).toMatch(message);
+  expect(result.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('operator CLI', () => {
+  let db: TestDatabase;
+  const ids: Record<string, string> = {};
+  let afterAdvance: Date;
+
+  /** Runs against the spec's database and expects success. */
+  const cli = async (...args: string[]): Promise<string> => {
+    const result = await run(['--database-url', db.url, ...args]);
+    if (result.code !== 0) throw new Error(`exit ${result.code} for ${args.join(' ')}:\n${result.stderr}`);
+    return result.stdout;
+  };
+  const cliJson = async <T = any>(...args: string[]): Promise<T> => JSON.parse(await cli(...args, '--json')) as T;
+  const row = async (messageId: string) =>
+    (await sql<{ status: string; dead_letter_reason: string | null; discarded_at: Date | null; retry_count: number }>(
+      db.url,
+      'SELECT status, dead_letter_reason, discarded_at, retry_count FROM inbox_entries WHERE message_id = $1',
+      [messageId],
+    ))[0];
+
+  beforeAll(async () => {
+    db = await createTestDatabase('cli');
+    await sql(db.url, EFFECTS_TABLE_SQL);
+    // Entries in every state, produced by the library itself; the CLI runs after this app is gone.
+    const clock = new ManualClock();
+    const app = await createTestApp({
+      url: db.url,
+      handlers: [ScriptedHandler, TransferHandler],
+      inbox: { clock, maxAttempts: 2, backoff: { initialDelayMs: 1000, maxDelayMs: 1000, jitter: 0 }, acceptUnknownCommandTypes: true },
+    });
+    try {
+      const receive = (messageId: string, commandType: string, payload: Record<string, unknown>) =>
+        app.inbox.receive({ messageId, commandType, payload });
+      await receive('ok-1', 'test.scripted', {});
+      await receive('perm-1', 'test.scripted', { permanent: true });
+      await receive('perm-2', 'test.scripted', { permanent: true });
+      await receive('invalid-1', 'test.transfer', { account: '', amount: 0 });
+      await receive('orphan-1', 'test.unknown', {});
+      await receive('flaky-1', 'test.scripted', { alwaysFail: true });
+      await app.processor.runOnce();
+      clock.advance(5_000); // past flaky-1's backoff: its second and last attempt
+      afterAdvance = clock.now();
+      await app.processor.runOnce();
+      await receive('failing-1', 'test.scripted', { alwaysFail: true }); // fails once, retries later
+      await app.processor.runOnce();
+    } finally {
+      await app.close();
+    }
+    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('pending-1', 'test.scripted', '{}', '2020-01-01T00:00:00Z')`);
+    for (const { id, message_id } of await sql<{ id: string; message_id: string }>(db.url, 'SELECT id, message_id FROM inbox_entries')) {
+      ids[message_id] = id;
+    }
+    expect(await row('flaky-1')).toMatchObject({ status: InboxStatus.DeadLetter, dead_letter_reason: 'retries_exhausted' });
+    expect(await row('failing-1')).toMatchObject({ status: InboxStatus.Failed });
+  });
+
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  describe('reading', () => {
+    it('stats: counts by status and dead letters by reason', async () => {
+      const stats = await cliJson('stats');
+      expect(stats).toEqual({
+        byStatus: { pending: 1, processing: 0, completed: 1, failed: 1, dead_letter: 5 },
+        deadLetters: {
+          retries_exhausted: { open: 1, discarded: 0 },
+          permanent_error: { open: 2, discarded: 0 },
+          invalid_payload: { open: 1, discarded: 0 },
+          no_handler: { open: 1, discarded: 0 },
+          lease_expired: { open: 0, discarded: 0 },
+          manual: { open: 0, discarded: 0 },
+        },
+        total: 8,
+      });
+      const text = await cli('stats');
+      expect(text).toMatch(/^dead_letter\s+5$/m);
+      expect(text).toMatch(/^permanent_error\s+2\s+0$/m);
+      expect(text).toMatch(/^total\s+8$/m);
+    });
+
+    it('takes the database URL from DATABASE_URL', async () => {
+      const result = await run(['stats', '--json'], { DATABASE_URL: db.url });
+      expect(result.code).toBe(0);
+      expect(JSON.parse(result.stdout).total).toBe(8);
+    });
+
+    it('list: filters, newest first; --json prints full entries', async () => {
+      const dead = await cliJson<Array<Record<string, unknown>>>('list', '--status', 'dead_letter', '--dead-letter-reason', 'permanent_error');
+      expect(dead.map((e) => e.messageId).sort()).toEqual(['perm-1', 'perm-2']);
+      expect(dead[0]).toMatchObject({ status: 'dead_letter', deadLetterReason: 'permanent_error', payload: { permanent: true }, error: 'business rule violated' });
+      expect(new Date(dead[0].receivedAt as string).getTime()).not.toBeNaN();
+
+      expect((await cliJson<unknown[]>('list')).length).toBe(8);
+      expect((await cliJson<unknown[]>('list', '--limit', '3')).length).toBe(3);
+      expect((await cliJson<Array<{ messageId: string }>>('list', '--type', 'test.transfer')).map((e) => e.messageId)).toEqual(['invalid-1']);
+      expect((await cliJson<Array<{ messageId: string }>>('list', '--error-contains', 'FLAKY')).map((e) => e.messageId).sort()).toEqual(['failing-1', 'flaky-1']);
+      expect((await cliJson<Array<{ messageId: string }>>('list', '--received-before', '2021-01-01')).map((e) => e.messageId)).toEqual(['pending-1']);
+      const recent = await cliJson<Array<{ messageId: string }>>('list', '--received-after', afterAdvance.toISOString());
+      expect(recent.map((e) => e.messageId)).toEqual(['failing-1']);
+    });
+
+    it('list: a table with one line per entry, and a note when --limit cuts it', async () => {
+      const text = await cli('list', '--status', 'failed');
+      const lines = text.trimEnd().split('\n');
+      expect(lines[0]).toMatch(/^id\s+messageId\s+type\s+status\s+retries\s+reason\s+receivedAt\s+error$/);
+      expect(lines).toHaveLength(2);
+      expect(lines[1]).toContain(ids['failing-1']);
+      expect(lines[1]).toMatch(/failing-1\s+test\.scripted\s+failed\s+1\s+-\s+\S+Z\s+flaky dependency down \(attempt 1\)/);
+      expect(await cli('list', '--limit', '2')).toContain('(newest 2 of 8 matching entries;');
+      expect(await cli('list', '--type', 'nobody')).toBe('No matching entries.\n');
+    });
+
+    it('show: the entry and every attempt', async () => {
+      const { entry, history } = await cliJson('show', ids['flaky-1']);
+      expect(entry).toMatchObject({ id: ids['flaky-1'], status: 'dead_letter', retryCount: 2, deadLetterReason: 'retries_exhausted' });
+      expect(history).toEqual([
+        expect.objectContaining({ event: 'attempt', attempt: 1, outcome: 'failed', errorClass: 'Error', errorMessage: 'flaky dependency down (attempt 1)' }),
+        expect.objectContaining({ event: 'attempt', attempt: 2, outcome: 'dead_lettered', errorMessage: expect.stringContaining('flaky dependency down (attempt 2)') }),
+      ]);
+      const text = await cli('show', ids['perm-1']);
+      expect(text).toMatch(/^status\s+dead_letter$/m);
+      expect(text).toMatch(/^deadLetterReason\s+permanent_error$/m);
+      expect(text).toMatch(/^1\s+attempt\s+dead_lettered\s+\S+Z\s+\d+ ms\s+\S+\s+PermanentError: business rule violated$/m);
+    });
+
+    it('show: an unknown id exits 1', async () => {
+      expectFailure(await run(['--database-url', db.url, 'show', '00000000-0000-4000-8000-000000000000']), 1, /No inbox entry with id 00000000-0000-4000-8000-000000000000/);
+    });
+  });
+
+  describe('operating', () => {
+    it('replay --all --dry-run counts and changes nothing', async () => {
+      expect(await cliJson('replay', '--all', '--dead-letter-reason', 'permanent_error', '--actor', 'ops', '--dry-run')).toEqual({
+        matched: 2,
+        replayed: 0,
+        dryRun: true,
+      });
+      expect(await cli('replay', '--all', '--actor', 'ops', '--dry-run')).toBe('Dry run: 5 dead_letter entries match; nothing was changed.\n');
+      expect(await row('perm-1')).toMatchObject({ status: InboxStatus.DeadLetter });
+      expect(await row('perm-2')).toMatchObject({ status: InboxStatus.DeadLetter });
+    });
+
+    it('replay --all replays the matching dead letters, with a progress bar on request', async () => {
+      const result = await run(
+        ['--database-url', db.url, 'replay', '--all', '--dead-letter-reason', 'permanent_error', '--actor', 'ops', '--reason', 'fixed', '--batch-size', '1', '--progress'],
+      );
+      expect(result.code).toBe(0);
+      expect(result.stdout).toBe('Replayed 2 of 2 matching dead_letter entries.\n');
+      expect(result.stderr).toContain('2/2 entries');
+      for (const messageId of ['perm-1', 'perm-2']) expect(await row(messageId)).toMatchObject({ status: InboxStatus.Pending, retry_count: 0 });
+      expect(await row('flaky-1')).toMatchObject({ status: InboxStatus.DeadLetter }); // another reason: untouched
+
+      const { entry, history } = await cliJson('show', ids['perm-1']);
+      expect(entry).toMatchObject({ status: 'pending', deadLetterReason: null });
+      expect(history.at(-1)).toMatchObject({ event: 'replayed', actor: 'ops', reason: 'fixed' });
+      expect(await cli('show', ids['perm-1'])).toMatch(/^\s+replayed\s+\S+Z\s+ops\s+fixed$/m);
+    });
+
+    it('replay without a bar prints only the summary; --json prints it as JSON', async () => {
+      const result = await run(['--database-url', db.url, 'replay', '--all', '--status', 'failed', '--type', 'test.scripted', '--actor', 'ops', '--json']);
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(JSON.parse(result.stdout)).toEqual({ matched: 1, replayed: 1, dryRun: false });
+      expect(await row('failing-1')).toMatchObject({ status: InboxStatus.Pending });
+    });
+
+    it('replay <id> replays one entry and records who asked', async () => {
+      expect(await cli('replay', ids['invalid-1'], '--actor', 'alice', '--reason', 'schema fixed')).toContain(`Replayed ${ids['invalid-1']}`);
+      expect(await row('invalid-1')).toMatchObject({ status: InboxStatus.Pending });
+      const { history } = await cliJson('show', ids['invalid-1']);
+      expect(history.at(-1)).toMatchObject({ event: 'replayed', actor: 'alice', reason: 'schema fixed' });
+    });
+
+    it('replay of an entry in the wrong state exits 1', async () => {
+      expectFailure(await run(['--database-url', db.url, 'replay', ids['ok-1'], '--actor', 'ops']), 1, /Cannot replay inbox entry .*"completed"/);
+    });
+
+    it('discard closes a dead letter, which bulk replay then skips', async () => {
+      const discarded = await cliJson('discard', ids['orphan-1'], '--actor', 'ops', '--reason', 'obsolete command');
+      expect(discarded).toMatchObject({ id: ids['orphan-1'], status: 'dead_letter', deadLetterReason: 'no_handler' });
+      expect(discarded.discardedAt).not.toBeNull();
+      expect((await row('orphan-1')).discarded_at).not.toBeNull();
+      const { history } = await cliJson('show', ids['orphan-1']);
+      expect(history.at(-1)).toMatchObject({ event: 'discarded', actor: 'ops', reason: 'obsolete command' });
+      expect(await cliJson('replay', '--all', '--dead-letter-reason', 'no_handler', '--actor', 'ops', '--dry-run')).toMatchObject({ matched: 0 });
+      expect((await cliJson('stats')).deadLetters.no_handler).toEqual({ open: 0, discarded: 1 });
+      expect(await cli('list', '--type', 'test.unknown')).toContain('dead_letter (discarded)');
+
+      expectFailure(await run(['--database-url', db.url, 'discard', ids['orphan-1'], '--actor', 'ops']), 1, /Cannot discard .*"dead_letter \(discarded\)"/);
+    });
+
+    it('dead-letter stops a pending entry by hand', async () => {
+      expect(await cli('dead-letter', ids['pending-1'], '--actor', 'bob', '--reason', 'customer cancelled')).toContain(`Dead-lettered ${ids['pending-1']}`);
+      expect(await row('pending-1')).toMatchObject({ status: InboxStatus.DeadLetter, dead_letter_reason: 'manual' });
+      const { history } = await cliJson('show', ids['pending-1']);
+      expect(history).toEqual([expect.objectContaining({ event: 'dead_lettered', actor: 'bob', reason: 'customer cancelled' })]);
+      expectFailure(await run(['--database-url', db.url, 'dead-letter', ids['ok-1'], '--actor', 'bob']), 1, /Cannot dead-letter .*"completed"/);
+    });
+  });
+
+  describe('errors', () => {
+    const url = () => ['--database-url', db.url];
+    const usage: Array<[string, () => string[], RegExp]> = [
+      ['an unknown command', () => [...url(), 'frobnicate'], /unknown command 'frobnicate'/],
+      ['an invalid status', () => [...url(), 'list', '--status', 'done'], /argument 'done' is invalid\. Allowed choices are pending, processing/],
+      ['an invalid dead-letter reason', () => [...url(), 'list', '--dead-letter-reason', 'bad'], /Allowed choices are retries_exhausted/],
+      ['a status bulk replay cannot take', () => [...url(), 'replay', '--all', '--status', 'completed', '--actor', 'ops'], /Allowed choices are dead_letter, failed/],
+      ['a non-UUID id', () => [...url(), 'show', '42'], /expected an entry id \(a UUID\)/],
+      ['an invalid date', () => [...url(), 'list', '--received-after', 'yesterday'], /expected an ISO 8601 date/],
+      ['an impossible date', () => [...url(), 'list', '--received-before', '2025-13-45'], /expected an ISO 8601 date/],
+      ['a limit out of range', () => [...url(), 'list', '--limit', '0'], /expected an integer from 1 to 1000/],
+      ['a missing --actor', () => [...url(), 'discard', ids['perm-1']], /required option '--actor <name>' not specified/],
+      ['replay without id or --all', () => [...url(), 'replay', '--actor', 'ops'], /give an entry id, or --all/],
+      ['replay with both id and --all', () => [...url(), 'replay', ids['perm-1'], '--all', '--actor', 'ops'], /either an entry id or --all/],
+      ['filters on a single replay', () => [...url(), 'replay', ids['perm-1'], '--type', 'x', '--actor', 'ops'], /apply only with --all/],
+      ['an invalid table name', () => [...url(), '--table', 'Robert"; DROP', 'stats'], /Invalid nestjs-inbox option "tableName"/],
+      ['a missing database URL', () => ['stats'], /no database URL: pass --database-url or set DATABASE_URL/],
+      ['a database URL that is not one', () => ['--database-url', 'localhost:5432', 'stats'], /must start with postgres:\/\//],
+    ];
+
+    it.each(usage)('exits 2 on %s', async (_name, args, message) => {
+      expectFailure(await run(args()), 2, message);
+    });
+
+    it('exits 1 on a table that does not exist', async () => {
+      expectFailure(await run([...url(), '--table', 'nope', 'stats']), 1, /relation "nope" does not exist \(wrong --table/);
+    });
+
+    it('exits 3, password masked, on a refused connection', async () => {
+      const result = await run(['--database-url', 'postgres://postgres:s3cret@127.0.0.1:1/x', 'stats']);
+      expectFailure(result, 3, /^error: cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/x: connect ECONNREFUSED 127\.0\.0\.1:1\n$/);
+      expect(result.stderr).not.toContain('s3cret');
+    });
+
+    it('exits 3 when the server never answers (connection timeout)', async () => {
+      const proxy = proxyFor(db.url);
+      const silent = await proxy.start(db.url);
+      proxy.set('blackhole');
+      try {
+        const started = Date.now();
+        expectFailure(await run([...['--database-url', silent], 'stats']), 3, /cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/inbox_cli_\w+: .*timeout/i);
+        expect(Date.now() - started).toBeLessThan(20_000);
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it('shows help on --help (exit 0), without touching the database', async () => {
+      const result = await run(['replay', '--help']);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('--dead-letter-reason <reason>');
+      expect(result.stdout).toContain('corrected payload is not offered here');
+    });
+  });
+});

@@ -1,0 +1,48 @@
+import { InboxStatus } from 'nestjs-inbox';
+import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
+import { proxyFor, type TcpProxy } from '../support/tcp-proxy';
+import { createTestApp, waitFor, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+describe('cross-instance wake-up', () => {
+  let db: TestDatabase;
+  let proxy: TcpProxy;
+  let api: TestApp;
+  let worker: TestApp;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('notify');
+    await sql(db.url, EFFECTS_TABLE_SQL);
+    proxy = proxyFor(db.url);
+    const proxied = await proxy.start(db.url);
+    // The worker polls once an hour: only a notification can make it run a command quickly.
+    worker = await createTestApp({ url: proxied, handlers: [ScriptedHandler], inbox: { pollIntervalMs: 3_600_000 } });
+    api = await createTestApp({ url: db.url, inbox: { worker: false } });
+  });
+
+  afterAll(async () => {
+    await api?.close();
+    await worker?.close();
+    await proxy?.close();
+    await db?.drop();
+  });
+
+  const statusOf = async (id: string) => (await api.inbox.get(id))?.status;
+
+  it('a command received by a receive-only instance is run at once by a worker elsewhere', async () => {
+    // Let the worker's listener connect (its first pass runs right after LISTEN succeeds).
+    await waitFor(() => (worker.processor as unknown as { notifier: { client?: unknown } }).notifier.client, 'the worker to listen');
+    const { entry } = await api.inbox.receive({ messageId: 'n-1', commandType: 'test.scripted', payload: {} });
+    await waitFor(async () => (await statusOf(entry.id)) === InboxStatus.Completed, 'the worker to run the command', 5_000);
+  });
+
+  it('keeps listening after the connection to the database was cut', async () => {
+    proxy.set('refuse');
+    const { entry: during } = await api.inbox.receive({ messageId: 'n-2', commandType: 'test.scripted', payload: {} });
+    proxy.set('forward');
+    // On reconnecting, the listener wakes the worker, which finds the command received meanwhile.
+    await waitFor(async () => (await statusOf(during.id)) === InboxStatus.Completed, 'the command received during the cut', 15_000);
+    const { entry: after } = await api.inbox.receive({ messageId: 'n-3', commandType: 'test.scripted', payload: {} });
+    await waitFor(async () => (await statusOf(after.id)) === InboxStatus.Completed, 'the command received after the cut', 5_000);
+  });
+});
