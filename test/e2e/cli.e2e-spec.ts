@@ -126,13 +126,22 @@ describe('operator CLI', () => {
       expect(dead[0]).toMatchObject({ status: 'dead_letter', deadLetterReason: 'permanent_error', payload: { permanent: true }, error: 'business rule violated' });
       expect(new Date(dead[0].receivedAt as string).getTime()).not.toBeNaN();
 
-      expect((await cliJson<unknown[]>('list')).length).toBe(8);
-      expect((await cliJson<unknown[]>('list', '--limit', '3')).length).toBe(3);
-      expect((await cliJson<Array<{ messageId: string }>>('list', '--type', 'test.transfer')).map((e) => e.messageId)).toEqual(['invalid-1']);
-      expect((await cliJson<Array<{ messageId: string }>>('list', '--error-contains', 'FLAKY')).map((e) => e.messageId).sort()).toEqual(['failing-1', 'flaky-1']);
-      expect((await cliJson<Array<{ messageId: string }>>('list', '--received-before', '2021-01-01')).map((e) => e.messageId)).toEqual(['pending-1']);
-      const recent = await cliJson<Array<{ messageId: string }>>('list', '--received-after', afterAdvance.toISOString());
-      expect(recent.map((e) => e.messageId)).toEqual(['failing-1']);
+      const messageIds = (...args: string[]) => cliJson<Array<{ messageId: string }>>('list', ...args).then((entries) => entries.map((e) => e.messageId));
+      const [all, limited, byType, byError, before, after] = await Promise.all([
+        messageIds(),
+        messageIds('--limit', '3'),
+        messageIds('--type', 'test.transfer'),
+        messageIds('--error-contains', 'FLAKY'),
+        messageIds('--received-before', '2021-01-01'),
+        messageIds('--received-after', afterAdvance.toISOString()),
+      ]);
+      expect(all).toHaveLength(8);
+      expect([all[0], all[7]]).toEqual(['failing-1', 'pending-1']); // newest first
+      expect(limited).toHaveLength(3);
+      expect(byType).toEqual(['invalid-1']);
+      expect(byError.sort()).toEqual(['failing-1', 'flaky-1']);
+      expect(before).toEqual(['pending-1']);
+      expect(after).toEqual(['failing-1']);
     });
 
     it('list: a table with one line per entry, and a note when --limit cuts it', async () => {

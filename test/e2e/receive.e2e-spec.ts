@@ -148,9 +148,12 @@ describe('InboxService.receive', () => {
       commandType: 'test.scripted',
       payload: { [evil]: evil },
       correlationId: evil,
-      metadata: { evil },
+      causationId: evil,
+      metadata: { evil, [evil]: [evil] },
     });
-    expect((await app.inbox.findByMessageId(evil))?.id).toBe(entry.id);
+    const stored = (await app.inbox.findByMessageId(evil))!;
+    expect(stored).toMatchObject({ id: entry.id, messageId: evil, correlationId: evil, causationId: evil, payload: { [evil]: evil }, metadata: { evil, [evil]: [evil] } });
+    await expect(app.inbox.receive({ messageId: 'sql-type', commandType: `x' OR '1'='1`, payload: {} })).rejects.toBeInstanceOf(UnknownCommandTypeError);
     expect(await app.inbox.list({ commandType: `test.scripted' OR '1'='1`, limit: 5 })).toEqual([]);
   });
 

@@ -1,0 +1,94 @@
+import type { INestApplication } from '@nestjs/common';
+import { waitFor } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+/** The sample bank's HTTP API, booted as `npm start` boots it, against a database of its own. */
+describe('sample HTTP API: bad input', () => {
+  let db: TestDatabase;
+  let app: INestApplication;
+  let base: string;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('sample');
+    process.env.DATABASE_URL = db.url;
+    process.env.PORT = '0';
+    const { bootstrap } = await import('../../sample/main');
+    app = await bootstrap();
+    base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    delete process.env.PORT;
+    await db?.drop();
+  });
+
+  const stored = async () => Number((await sql<{ n: string }>(db.url, 'SELECT count(*) AS n FROM inbox_entries'))[0].n);
+
+  async function post(path: string, body: string, headers: Record<string, string> = {}) {
+    const response = await fetch(`${base}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+    const text = await response.text();
+    return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  }
+
+  it('accepts a good command (202) and runs it', async () => {
+    const opened = await post('/commands/bank.open-account', JSON.stringify({ accountId: 'acc-t', owner: 'T' }), { 'idempotency-key': 'open-t' });
+    expect(opened).toMatchObject({ status: 202, body: { status: 'pending', duplicate: false } });
+    await waitFor(async () => {
+      const response = await fetch(`${base}/commands/${opened.body.id as string}`);
+      return ((await response.json()) as { status: string }).status === 'completed';
+    }, 'the command to complete');
+  });
+
+  const deposit = JSON.stringify({ accountId: 'acc-t', amount: 100 });
+  const rows: Array<[string, () => Promise<{ status: number; body: Record<string, unknown> }>, number, string]> = [
+    ['a missing Idempotency-Key', () => post('/commands/bank.deposit', deposit), 400, 'MissingIdempotencyKey'],
+    ['an Idempotency-Key with spaces', () => post('/commands/bank.deposit', deposit, { 'idempotency-key': 'a b' }), 400, 'InvalidIdempotencyKey'],
+    ['an over-long Idempotency-Key', () => post('/commands/bank.deposit', deposit, { 'idempotency-key': 'k'.repeat(300) }), 400, 'InvalidIdempotencyKey'],
+    ['malformed JSON', () => post('/commands/bank.deposit', '{"accountId": "acc-t", "amount": 1', { 'idempotency-key': 'bad-json' }), 400, 'MalformedJson'],
+    ['an oversized body', () => post('/commands/bank.deposit', JSON.stringify({ accountId: 'acc-t', amount: 1, pad: 'x'.repeat(200_000) }), { 'idempotency-key': 'big' }), 413, 'PayloadTooLarge'],
+    ['a JSON array body', () => post('/commands/bank.deposit', '[1,2]', { 'idempotency-key': 'array-body' }), 400, 'InvalidBody'],
+    ['a string where a number belongs', () => post('/commands/bank.deposit', JSON.stringify({ accountId: 'acc-t', amount: 'ten' }), { 'idempotency-key': 'wrong-type' }), 400, 'PayloadValidationError'],
+    ['a negative amount', () => post('/commands/bank.withdraw', JSON.stringify({ accountId: 'acc-t', amount: -5 }), { 'idempotency-key': 'negative' }), 400, 'PayloadValidationError'],
+    ['an unknown field', () => post('/commands/bank.deposit', JSON.stringify({ accountId: 'acc-t', amount: 1, admin: true }), { 'idempotency-key': 'extra-field' }), 400, 'PayloadValidationError'],
+    ['an unknown command type', () => post('/commands/bank.rob', deposit, { 'idempotency-key': 'rob' }), 400, 'UnknownCommandTypeError'],
+    ['an accountId crafted as SQL', () => post('/commands/bank.deposit', JSON.stringify({ accountId: "a'; DROP TABLE x; --", amount: 1 }), { 'idempotency-key': 'sql-account' }), 400, 'PayloadValidationError'],
+    ["a command type crafted as SQL", () => post(`/commands/${encodeURIComponent("x'; DROP TABLE inbox_entries; --")}`, deposit, { 'idempotency-key': 'sql-type' }), 400, 'UnknownCommandTypeError'],
+  ];
+
+  it.each(rows)('answers %s with a 4xx and a useful body, storing nothing', async (_label, call, status, error) => {
+    const before = await stored();
+    const response = await call();
+    expect(response.status).toBe(status);
+    expect(response.body.error).toBe(error);
+    expect(typeof response.body.message).toBe('string');
+    expect(await stored()).toBe(before);
+  });
+
+  it('refuses a reused key with another body (409), keeping the first command only', async () => {
+    await post('/commands/bank.deposit', deposit, { 'idempotency-key': 'reuse-1' });
+    const before = await stored();
+    const again = await post('/commands/bank.deposit', JSON.stringify({ accountId: 'acc-t', amount: 999 }), { 'idempotency-key': 'reuse-1' });
+    expect(again).toMatchObject({ status: 409, body: { error: 'IdempotencyConflictError' } });
+    expect(await stored()).toBe(before);
+  });
+
+  it('answers unknown and malformed ids, and replays in the wrong state, with 4xx', async () => {
+    expect((await fetch(`${base}/commands/not-a-uuid`)).status).toBe(400);
+    expect((await fetch(`${base}/commands/00000000-0000-4000-8000-000000000000`)).status).toBe(404);
+    expect((await post('/commands/00000000-0000-4000-8000-000000000000/replay', '{}')).status).toBe(404);
+    const [{ id }] = await sql<{ id: string }>(db.url, `SELECT id FROM inbox_entries WHERE message_id = 'open-t'`);
+    expect(await post(`/commands/${id}/replay`, '{}')).toMatchObject({ status: 409, body: { error: 'InvalidEntryStateError' } });
+    expect((await fetch(`${base}/commands?status=bogus`)).status).toBe(400);
+  });
+
+  it('stores keys and values crafted as SQL verbatim', async () => {
+    const key = `k');DELETE/**/FROM/**/inbox_entries;--`;
+    const owner = `O'Brien'); DROP TABLE account_events; --`;
+    const response = await post('/commands/bank.open-account', JSON.stringify({ accountId: 'acc-sql', owner }), { 'idempotency-key': key });
+    expect(response.status).toBe(202);
+    const [row] = await sql(db.url, 'SELECT message_id, payload FROM inbox_entries WHERE id = $1', [response.body.id]);
+    expect(row).toEqual({ message_id: key, payload: { accountId: 'acc-sql', owner } });
+    expect(await stored()).toBeGreaterThan(1);
+  });
+});
