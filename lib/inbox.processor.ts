@@ -44,6 +44,8 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private stopping = false;
   private pass: Promise<number> | null = null;
   private wakeRequested = false;
+  /** Set by polls and explicit runs; wake-ups after a receive skip the lease sweep. */
+  private sweepRequested = false;
   /** Consecutive passes that failed on the database; drives the reconnect backoff. */
   private failedPasses = 0;
   /** While the database is down, passes are skipped until this time (ms since epoch). */
@@ -115,7 +117,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
 
   /** Asks for a pass soon; called after a receive so new commands do not wait for the next poll. */
   wake(): void {
-    void this.runOnce();
+    void this.startPass(false);
   }
 
   /**
@@ -124,7 +126,12 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    * executed. Useful in tests to drive the processor without waiting for the poll interval.
    */
   runOnce(): Promise<number> {
-    if (this.leader) return this.leader.runOnce();
+    return this.startPass(true);
+  }
+
+  private startPass(sweep: boolean): Promise<number> {
+    if (this.leader) return this.leader.startPass(sweep);
+    if (sweep) this.sweepRequested = true;
     // Receive-only instances, an idle duplicate module and a stopping processor run nothing.
     if (!this.started || this.stopping) return this.pass ?? Promise.resolve(0);
     if (Date.now() < this.resumeAt) return Promise.resolve(0);
@@ -143,7 +150,10 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     try {
       do {
         this.wakeRequested = false;
-        await this.sweepExpiredLeases();
+        if (this.sweepRequested) {
+          this.sweepRequested = false;
+          await this.sweepExpiredLeases();
+        }
         executed += await this.claimAndExecute();
       } while (this.wakeRequested && !this.stopping);
       this.reportDatabaseUp();
@@ -194,6 +204,9 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private async sweepExpiredLeases(): Promise<void> {
     const listeners = await this.executor.withConnection(async (queryRunner) => {
       const calls: Array<() => Promise<void>> = [];
+      // The usual answer is "none": find that out with one cheap statement, no transaction.
+      const expired = await runQuery(queryRunner, this.sql.anyExpiredLease, [this.options.clock.now()]);
+      if (expired.rows.length === 0) return calls;
       try {
         await queryRunner.startTransaction();
         const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [this.options.clock.now(), LEASE_SWEEP_LIMIT]);
@@ -227,7 +240,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     this.resumeAt = Date.now() + delay;
     // Retry when the backoff ends rather than at the next poll, which may be far away.
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => void this.runOnce(), delay + 1);
+    this.retryTimer = setTimeout(() => void this.startPass(true), delay + 1);
     if (this.failedPasses === 1) {
       this.logger.error(`Inbox processor cannot reach the database; retrying with backoff up to ${MAX_RECONNECT_DELAY_MS} ms: ${describe(error)}`);
     }

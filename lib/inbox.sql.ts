@@ -156,6 +156,7 @@ export class InboxSql {
   readonly complete: string;
   readonly recordOutcome: string;
   readonly selectExpiredLeases: string;
+  readonly anyExpiredLease: string;
   readonly stripPayloads: string;
   readonly deleteCompleted: string;
 
@@ -266,6 +267,7 @@ export class InboxSql {
       : outcomeUpdate;
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).
+    this.anyExpiredLease = `SELECT 1 FROM ${t} WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1 LIMIT 1`;
     this.selectExpiredLeases = `SELECT ${COLUMNS} FROM ${t}
       WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1
       ORDER BY "locked_until" LIMIT $2 FOR UPDATE SKIP LOCKED`;
