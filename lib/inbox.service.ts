@@ -204,7 +204,7 @@ export class InboxService {
       payloadJson = this.toJsonObject('options.payload', options.payload, true);
       await this.validateCorrectedPayload(id, options.payload);
     }
-    const { rows } = await runQuery(this.dataSource, this.sql.replay, [id, payloadJson, audit.actor, audit.reason]);
+    const { rows } = await runQuery(this.dataSource, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, this.options.clock.now()]);
     if (rows[0]) {
       this.wakeWorkers();
       return toEntry(rows[0]);
@@ -238,7 +238,7 @@ export class InboxService {
     let replayed = 0;
     let afterId = '00000000-0000-0000-0000-000000000000';
     for (;;) {
-      const { rows } = await runQuery<{ id: string }>(this.dataSource, sql, [...params, afterId, batchSize, audit.actor, audit.reason]);
+      const { rows } = await runQuery<{ id: string }>(this.dataSource, sql, [...params, afterId, batchSize, audit.actor, audit.reason, this.options.clock.now()]);
       replayed += rows.length;
       options.onProgress?.(replayed, matched);
       if (rows.length < batchSize) break;
@@ -254,25 +254,25 @@ export class InboxService {
     const audit = this.validateAudit('options', options, true);
     const { rows } = await runQuery(this.dataSource, this.sql.discard, [id, this.options.clock.now(), audit.actor, audit.reason]);
     if (rows[0]) return toEntry(rows[0]);
-    throw await this.stateError(id, 'discard', [InboxStatus.DeadLetter], 'a dead letter that is not discarded yet');
+    throw await this.stateError(id, 'discard', ['dead_letter (not yet discarded)']);
   }
 
   /** Dead-letters a Pending or Failed entry by hand (reason `manual`), so that it will not run. */
   async deadLetter(id: string, options: OperatorAction): Promise<InboxEntry> {
     this.assertUuid('id', id);
     const audit = this.validateAudit('options', options, true);
-    const { rows } = await runQuery(this.dataSource, this.sql.deadLetter, [id, this.options.clock.now(), audit.actor, audit.reason ?? 'no reason given']);
+    const { rows } = await runQuery(this.dataSource, this.sql.deadLetter, [id, this.options.clock.now(), audit.actor, audit.reason]);
     if (!rows[0]) throw await this.stateError(id, 'dead-letter', [InboxStatus.Pending, InboxStatus.Failed]);
     const entry = toEntry(rows[0]);
     await this.events.emit({ type: 'dead_letter', entry, reason: DeadLetterReason.Manual, error: entry.error });
     return entry;
   }
 
-  private async stateError(id: string, operation: string, allowed: InboxStatus[], expected?: string): Promise<Error> {
+  private async stateError(id: string, operation: string, allowed: string[]): Promise<Error> {
     const current = await this.get(id);
     if (!current) return new InboxEntryNotFoundError(id);
     const status = current.discardedAt ? `${current.status} (discarded)` : current.status;
-    return new InvalidEntryStateError(id, status, operation, expected ? [expected] : allowed);
+    return new InvalidEntryStateError(id, status, operation, allowed);
   }
 
   /** A corrected payload must pass the handler's own validation before it replaces the stored one. */

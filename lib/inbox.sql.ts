@@ -189,7 +189,7 @@ export class InboxSql {
     this.countByStatus = `SELECT "status", count(*)::int AS "count" FROM ${t} GROUP BY "status"`;
     this.selectHistory = `SELECT * FROM ${h} WHERE "entry_id" = $1 ORDER BY "id"`;
 
-    // $1 id, $2 corrected payload or NULL, $3 actor, $4 reason.
+    // $1 id, $2 corrected payload or NULL, $3 actor, $4 reason, $5 now.
     this.replay = `WITH previous AS (
         SELECT "id", "payload" FROM ${t} WHERE "id" = $1 AND "status" IN (${status(InboxStatus.DeadLetter)}, ${status(InboxStatus.Failed)}) FOR UPDATE
       ), replayed AS (
@@ -197,8 +197,8 @@ export class InboxSql {
         FROM previous WHERE e."id" = previous."id"
         RETURNING ${columnsOf('e')}, previous."payload" AS "previous_payload"
       ), recorded AS (
-        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "previous_payload")
-        SELECT "id", 'replayed', $3, $4, CASE WHEN $2::jsonb IS NULL THEN NULL ELSE "previous_payload" END FROM replayed
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "previous_payload", "recorded_at")
+        SELECT "id", 'replayed', $3, $4, CASE WHEN $2::jsonb IS NULL THEN NULL ELSE "previous_payload" END, $5 FROM replayed
       )
       SELECT ${COLUMNS} FROM replayed`;
     // $1 id, $2 now, $3 actor, $4 reason.
@@ -207,17 +207,17 @@ export class InboxSql {
         WHERE "id" = $1 AND "status" = ${status(InboxStatus.DeadLetter)} AND "discarded_at" IS NULL
         RETURNING ${COLUMNS}
       ), recorded AS (
-        INSERT INTO ${h} ("entry_id", "event", "actor", "reason") SELECT "id", 'discarded', $3, $4 FROM discarded
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "recorded_at") SELECT "id", 'discarded', $3, $4, $2 FROM discarded
       )
       SELECT ${COLUMNS} FROM discarded`;
     // $1 id, $2 now, $3 actor, $4 reason.
     this.deadLetter = `WITH dead AS (
         UPDATE ${t} SET "status" = ${status(InboxStatus.DeadLetter)}, "dead_letter_reason" = 'manual', "dead_lettered_at" = $2,
-          "error" = 'Dead-lettered by ' || $3::varchar || ': ' || $4::text, "next_retry_at" = NULL
+          "error" = 'Dead-lettered by ' || $3::varchar || COALESCE(': ' || $4::text, ''), "next_retry_at" = NULL
         WHERE "id" = $1 AND "status" IN (${status(InboxStatus.Pending)}, ${status(InboxStatus.Failed)})
         RETURNING ${COLUMNS}
       ), recorded AS (
-        INSERT INTO ${h} ("entry_id", "event", "actor", "reason") SELECT "id", 'dead_lettered', $3::varchar, $4::text FROM dead
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "recorded_at") SELECT "id", 'dead_lettered', $3::varchar, $4::text, $2 FROM dead
       )
       SELECT ${COLUMNS} FROM dead`;
 
@@ -248,9 +248,9 @@ export class InboxSql {
       WHERE e."id" = d."id" AND e."lock_token" = $2`;
     this.complete = recordAttempts
       ? `WITH done AS (${completeUpdate} RETURNING e."id", e."retry_count", d."started_at", d."finished_at")
-        INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms", "worker_id")
+        INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms", "worker_id", "recorded_at")
         SELECT "id", 'attempt', "retry_count" + 1, 'completed', "started_at", "finished_at",
-          (extract(epoch FROM "finished_at" - "started_at") * 1000)::int, $5 FROM done`
+          (extract(epoch FROM "finished_at" - "started_at") * 1000)::int, $5, "finished_at" FROM done`
       : completeUpdate;
     // Failure or dead letter, fenced by the claim's token. $1 id, $2 token, $3 status, $4 error,
     // $5 next retry, $6 dead-letter reason, $7 finished at, then the attempt record ($8..$14; $14 is
@@ -262,8 +262,8 @@ export class InboxSql {
     this.recordOutcome = recordAttempts
       ? `WITH outcome AS (${outcomeUpdate} RETURNING "id", "retry_count")
         INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
-          "error_class", "error_message", "error_stack", "worker_id")
-        SELECT "id", 'attempt', "retry_count", $8, $9, $7, $10, $11, $14, $12, $13 FROM outcome`
+          "error_class", "error_message", "error_stack", "worker_id", "recorded_at")
+        SELECT "id", 'attempt', "retry_count", $8, $9, $7, $10, $11, $14, $12, $13, $7 FROM outcome`
       : outcomeUpdate;
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).
@@ -317,7 +317,7 @@ export class InboxSql {
   /**
    * One batch of a bulk replay: the next `batchSize` matching entries after `afterId` (keyset, so
    * each batch is a short statement of its own and the table is never locked as a whole).
-   * Params: ...filter, afterId, batchSize, actor, reason.
+   * Params: ...filter, afterId, batchSize, actor, reason, now.
    */
   replayBatch(filter: EntryFilter): { sql: string; params: unknown[] } {
     const { clause, params } = this.where(filter);
@@ -333,7 +333,8 @@ export class InboxSql {
             "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL
           FROM batch WHERE e."id" = batch."id" RETURNING e."id"
         ), recorded AS (
-          INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason") SELECT "id", 'replayed', $${n + 3}, $${n + 4} FROM replayed
+          INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason", "recorded_at")
+          SELECT "id", 'replayed', $${n + 3}, $${n + 4}, $${n + 5} FROM replayed
         )
         SELECT "id" FROM replayed ORDER BY "id"`,
       params,

@@ -19,15 +19,19 @@ function databaseUrl(): string {
 
 @Module({
   imports: [
-    TypeOrmModule.forRoot({
-      type: 'postgres',
-      url: databaseUrl(),
-      entities: [InboxEntry, AccountEvent],
-      migrations: [InboxMigration, CreateAccountEvents1764000100000],
-      migrationsRun: true,
-      synchronize: false,
-      retryAttempts: 3,
-      retryDelay: 1000,
+    // Read at boot, not at import, so that the URL can be set after this file is loaded.
+    TypeOrmModule.forRootAsync({
+      useFactory: () => ({
+        type: 'postgres',
+        url: databaseUrl(),
+        entities: [InboxEntry, AccountEvent],
+        migrations: [InboxMigration, CreateAccountEvents1764000100000],
+        migrationsRun: true,
+        synchronize: false,
+        installExtensions: false,
+        retryAttempts: 3,
+        retryDelay: 1000,
+      }),
     }),
     ScheduleModule.forRoot(),
     InboxModule.forRoot({

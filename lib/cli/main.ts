@@ -13,8 +13,9 @@ import { DEFAULT_LIST_LIMIT, DEFAULT_TABLE_NAME, MAX_LIST_LIMIT } from '../inbox
 import { DEAD_LETTER_REASONS, type DeadLetterReason } from '../inbox-history.types';
 import { INBOX_STATUSES, InboxStatus } from '../inbox-status.enum';
 import type { InboxService } from '../inbox.service';
+import type { BulkReplayResult } from '../interfaces/inbox-command.interface';
 import type { EntryFilter } from '../inbox.sql';
-import { createCliApp } from './cli-app';
+import type { CliApp } from './cli-app';
 import { formatEntry, formatEntryTable, formatStats, toJson, type Stats } from './cli-format';
 
 const EXIT_FAILED = 1;
@@ -51,7 +52,10 @@ function parseUuid(value: string): string {
 
 function parseDate(value: string): Date {
   const date = new Date(value);
-  if (!ISO_DATE.test(value) || Number.isNaN(date.getTime())) {
+  // Date rolls 2025-02-30 over into March; an operator mistyped it.
+  const [year, month, day] = value.slice(0, 10).split('-').map(Number);
+  const realDay = new Date(Date.UTC(year, month - 1, day)).getUTCDate() === day;
+  if (!ISO_DATE.test(value) || Number.isNaN(date.getTime()) || !realDay) {
     throw new InvalidArgumentError('expected an ISO 8601 date or time, e.g. 2025-01-31 or 2025-01-31T08:00:00Z.');
   }
   return date;
@@ -115,13 +119,18 @@ async function withInbox(command: Command, work: (inbox: InboxService, json: boo
   const { databaseUrl, table, json } = command.optsWithGlobals<GlobalOptions>();
   if (!databaseUrl) throw new UsageError('no database URL: pass --database-url or set DATABASE_URL.');
   if (!/^postgres(ql)?:\/\//i.test(databaseUrl)) throw new UsageError(`the database URL must start with postgres:// or postgresql:// (got ${maskUrl(databaseUrl)}).`);
-  let app: Awaited<ReturnType<typeof createCliApp>>;
+  // Loaded on demand, so that --help and argument errors answer without loading Nest and TypeORM.
+  const { createCliApp } = require('./cli-app') as typeof import('./cli-app');
+  let app: CliApp;
   try {
     app = await createCliApp(databaseUrl, table);
   } catch (error) {
     if (error instanceof InboxConfigurationError) throw new UsageError(error.message);
-    // Anything else at boot is the connection: refused, timed out, DNS, authentication, no such database.
-    throw new UnreachableError(`cannot reach the database at ${maskUrl(databaseUrl)}: ${describe(error)}`);
+    // Refused, timed out, DNS, or the server said no (authentication, no such database: a SQLSTATE).
+    if (isConnectionError(error) || typeof (error as { code?: unknown })?.code === 'string') {
+      throw new UnreachableError(`cannot reach the database at ${maskUrl(databaseUrl)}: ${describe(error)}`);
+    }
+    throw error;
   }
   try {
     await work(app.inbox, json === true);
@@ -176,13 +185,19 @@ interface ReplayOptions extends FilterOptions {
   progress?: boolean;
 }
 
-async function replay(inbox: InboxService, json: boolean, id: string | undefined, options: ReplayOptions): Promise<void> {
-  const filter = toFilter(options);
-  const bulkOnly = [...Object.keys(filter), ...(['dryRun', 'batchSize', 'progress'] as const).filter((k) => options[k] !== undefined)];
+/** One entry or --all with filters; checked before anything connects. */
+function checkReplayArguments(id: string | undefined, options: ReplayOptions): void {
   if (id && options.all) throw new UsageError('give either an entry id or --all, not both.');
   if (!id && !options.all) throw new UsageError('give an entry id, or --all with filters to replay in bulk.');
+  const bulkOnly = (['status', 'type', 'deadLetterReason', 'errorContains', 'receivedAfter', 'receivedBefore', 'dryRun', 'batchSize', 'progress'] as const)
+    .filter((key) => options[key] !== undefined)
+    .map((key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  if (id && bulkOnly.length > 0) throw new UsageError(`${bulkOnly.join(', ')} apply only with --all, not to a single entry.`);
+}
+
+async function replay(inbox: InboxService, json: boolean, id: string | undefined, options: ReplayOptions): Promise<void> {
+  const filter = toFilter(options);
   if (id) {
-    if (bulkOnly.length > 0) throw new UsageError(`filters and --dry-run/--batch-size/--progress apply only with --all (got ${bulkOnly.join(', ')}).`);
     const entry = await inbox.replay(id, { actor: options.actor, reason: options.reason });
     return out(json ? toJson(entry) : `Replayed ${entry.id}: it is pending again, and a worker will run it on its next poll.`);
   }
@@ -202,7 +217,7 @@ async function replay(inbox: InboxService, json: boolean, id: string | undefined
     bar.setTotal(Math.max(matched, replayed)); // entries dead-lettered meanwhile may join a batch
     bar.update(replayed);
   };
-  let result;
+  let result: BulkReplayResult;
   try {
     result = await inbox.replayMany(filter, {
       actor: options.actor,
@@ -286,7 +301,10 @@ export function buildProgram(): Command {
         '  nestjs-inbox replay <id> --actor alice --reason "customer fixed"\n' +
         '  nestjs-inbox replay --all --dead-letter-reason retries_exhausted --type mail.send --actor alice --dry-run',
     )
-    .action((id: string | undefined, options: ReplayOptions, command: Command) => withInbox(command, (inbox, json) => replay(inbox, json, id, options)));
+    .action(async (id: string | undefined, options: ReplayOptions, command: Command) => {
+      checkReplayArguments(id, options);
+      await withInbox(command, (inbox, json) => replay(inbox, json, id, options));
+    });
 
   audit(program.command('discard').description('close a dead letter without running it; it stays for deduplication and audit').addArgument(idArgument()))
     .action((id: string, options: { actor: string; reason?: string }, command: Command) => withInbox(command, (inbox, json) => discard(inbox, json, id, options)));
@@ -325,6 +343,11 @@ export async function main(argv: string[] = process.argv): Promise<number> {
 }
 
 if (require.main === module) {
+  // `nestjs-inbox list | head` closes the pipe early: stop quietly, as other Unix tools do.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(0);
+  });
   void main().then((code) => {
     process.exitCode = code;
     // Every pool is closed by now; should a stray handle remain, do not hang the shell.

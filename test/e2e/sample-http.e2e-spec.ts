@@ -1,4 +1,5 @@
 import type { INestApplication } from '@nestjs/common';
+import { bootstrap } from '../../sample/main';
 import { waitFor } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
@@ -12,7 +13,6 @@ describe('sample HTTP API: bad input', () => {
     db = await createTestDatabase('sample');
     process.env.DATABASE_URL = db.url;
     process.env.PORT = '0';
-    const { bootstrap } = await import('../../sample/main');
     app = await bootstrap();
     base = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
   });
