@@ -7,7 +7,7 @@ import { InboxEvents } from './inbox.events';
 import { InboxExplorer, type RegisteredInboxHandler } from './inbox.explorer';
 import { AttemptOutcome, DeadLetterReason } from './inbox-history.types';
 import { materializeCommand } from './inbox-payload';
-import { destroyConnection, InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
+import { destroyConnection, InboxSql, LEASE_EXPIRED_PREFIX, runQuery, toEntry, type InboxRow } from './inbox.sql';
 import { InboxStatus } from './inbox-status.enum';
 import type { InboxContext } from './interfaces/inbox-handler.interface';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
@@ -15,8 +15,6 @@ import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface'
 /** Stored error messages and stack traces are cut to this many characters. */
 const MAX_ERROR_LENGTH = 4000;
 const MAX_STACK_LENGTH = 4000;
-/** Start of the error the lease sweep records; such an entry runs alone next time. */
-const LEASE_EXPIRED_PREFIX = 'Lease expired';
 
 export class LeaseExpiredError extends Error {
   override readonly name = 'LeaseExpiredError';

@@ -150,11 +150,13 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     try {
       do {
         this.wakeRequested = false;
-        if (this.sweepRequested) {
+        // Polls (not wake-ups) sweep expired leases and look for crash suspects.
+        const polling = this.sweepRequested;
+        if (polling) {
           this.sweepRequested = false;
           await this.sweepExpiredLeases();
         }
-        executed += await this.claimAndExecute();
+        executed += await this.claimAndExecute(polling);
       } while (this.wakeRequested && !this.stopping);
       this.reportDatabaseUp();
     } catch (error) {
@@ -164,12 +166,24 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     return executed;
   }
 
-  /** Keeps up to `concurrency` batches running until nothing is due. */
-  private async claimAndExecute(): Promise<number> {
+  /**
+   * Keeps up to `concurrency` batches running until nothing is due. Crash suspects (entries whose
+   * last attempt ended with its worker gone) first run one at a time with nothing else in flight
+   * in this process, so that a poison message can only take itself down.
+   */
+  private async claimAndExecute(suspectsFirst: boolean): Promise<number> {
     let executed = 0;
-    while (!this.stopping) {
+    while (suspectsFirst && !this.stopping) {
+      const [suspect] = await this.claim(1, true);
+      if (!suspect) break;
+      await this.executor.executeBatch([suspect]);
+      executed++;
+    }
+    // A poll that arrives while work keeps flowing ends this round (once the running batches are
+    // done) so that the sweep and the suspects are not starved.
+    while (!this.stopping && !this.sweepRequested) {
       if (this.inFlight.size < this.options.concurrency) {
-        const claimed = await this.claim(this.options.batchSize);
+        const claimed = await this.claim(this.options.batchSize, false);
         if (claimed.length > 0) {
           const done: Promise<void> = this.executor
             .executeBatch(claimed)
@@ -184,14 +198,15 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       // Full, or nothing due right now: wait for a batch to finish, then look again.
       await Promise.race(this.inFlight);
     }
+    await Promise.allSettled(this.inFlight);
     return executed;
   }
 
-  private async claim(limit: number): Promise<InboxRow[]> {
+  private async claim(limit: number, suspects: boolean): Promise<InboxRow[]> {
     const now = this.options.clock.now();
     const lockedUntil = new Date(now.getTime() + this.options.leaseMs);
     const { rows } = await this.executor.withConnection((queryRunner) =>
-      runQuery(queryRunner, this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID()]),
+      runQuery(queryRunner, this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID(), suspects]),
     );
     return rows.sort((a, b) => dueTime(a) - dueTime(b));
   }

@@ -4,6 +4,9 @@ import { InboxEntry } from './entities/inbox-entry.entity';
 import { InboxStatus } from './inbox-status.enum';
 import type { AttemptOutcome, DeadLetterReason, HistoryEvent, InboxHistoryRecord } from './inbox-history.types';
 
+/** Start of the error the lease sweep records: such an entry is a crash suspect. */
+export const LEASE_EXPIRED_PREFIX = 'Lease expired';
+
 /** Quotes a table name that already passed the identifier check (`schema.table` or `table`). */
 export function quoteTable(tableName: string): string {
   return tableName
@@ -222,11 +225,13 @@ export class InboxSql {
       SELECT ${COLUMNS} FROM dead`;
 
     // Due = Pending, or Failed whose retry time has come; oldest due first. SKIP LOCKED lets
-    // several workers claim side by side without waiting on each other's rows.
+    // several workers claim side by side without waiting on each other's rows. Entries whose last
+    // attempt ended with its worker gone ("crash suspects") are claimed apart, one at a time ($6).
     this.claim = `WITH due AS (
         SELECT "id" FROM ${t}
         WHERE "status" IN (${status(InboxStatus.Pending)}, ${status(InboxStatus.Failed)})
           AND COALESCE("next_retry_at", "received_at") <= $1
+          AND (COALESCE("error", '') LIKE '${LEASE_EXPIRED_PREFIX}%') = $6
         ORDER BY COALESCE("next_retry_at", "received_at")
         LIMIT $2
         FOR UPDATE SKIP LOCKED

@@ -1,0 +1,83 @@
+// The end-of-run summary: what ran, what was injected, what came out, and every violation.
+import path from 'node:path';
+import type { PostgresHandle } from '../scripts/postgres.mjs';
+import { MAX_ATTEMPTS, WORKER_INBOX_OPTIONS, type PlannedCommand } from './chaos-commands';
+import type { FaultLog } from './faults';
+import type { ProducerStats } from './producer';
+import type { Verification } from './verify';
+import type { WorkerPool } from './workers';
+
+const ROOT = path.resolve(__dirname, '..');
+
+export interface RunReport {
+  form: string;
+  startedAt: number;
+  plannedKills: number;
+  ratePerSecond: number;
+  producerLoops: number;
+  drainMs: number;
+  commands: PlannedCommand[];
+  producer: ProducerStats;
+  faults: FaultLog;
+  result: Verification;
+  drainedInMs: number | undefined;
+  stopProblems: string[];
+  pool: WorkerPool;
+  postgres: PostgresHandle;
+  database: string;
+}
+
+/** Prints the summary and every violation; returns the exit code. */
+export function printSummary(r: RunReport): number {
+  const violations = [
+    ...r.result.violations,
+    ...r.faults.violations,
+    ...r.stopProblems,
+    ...r.pool.events.filter((e) => e.kind === 'unexpected-exit').map((e) => `${e.worker} (pid ${e.pid}) ${e.detail}`),
+  ];
+  if (r.drainedInMs === undefined) violations.push(`entries still Pending/Failed/Processing after ${r.drainMs} ms of draining`);
+  const p = r.producer;
+  if (p.rejected.length) violations.push(`receive calls rejected for good: ${p.rejected.slice(0, 5).join('; ')}`);
+  if (p.givenUp.length) violations.push(`commands the producers could not store before their retry deadline: ${p.givenUp.length}`);
+  if (p.unexpectedDuplicates.length) violations.push(`first sends answered as duplicates: ${p.unexpectedDuplicates.length}`);
+  if (p.stored !== r.commands.length) violations.push(`producers stored ${p.stored} of ${r.commands.length} commands`);
+  if (r.pool.events.filter((e) => e.kind === 'harness-kill').length < r.plannedKills) violations.push('fewer SIGKILLs than planned');
+  // Without one worker followed through an outage the run proves nothing about surviving it.
+  if (!r.faults.outages.some((o) => o.workers.some((w) => w.survived))) {
+    violations.push('inconclusive: no running worker was followed through a PostgreSQL restart (all were killed or crashed meanwhile)');
+  }
+
+  const kinds = countBy(r.commands.map((c) => c.kind));
+  const events = countBy(r.pool.events.map((e) => e.kind));
+  const s = r.result.byStatus;
+  const elapsed = `${((Date.now() - r.startedAt) / 1000).toFixed(1)} s`;
+  const sec = (ms: number | undefined) => (ms === undefined ? 'n/a' : `${(ms / 1000).toFixed(1)} s`);
+  const lines = [
+    '',
+    `nestjs-inbox chaos run (${r.form}): ${violations.length === 0 ? 'PASSED' : `FAILED with ${violations.length} violation(s)`} in ${elapsed}`,
+    `  server       ${r.postgres.embedded ? 'embedded' : 'system'} PostgreSQL, database ${r.database} (dropped)`,
+    `  workers      ${r.pool.size} processes, concurrency ${WORKER_INBOX_OPTIONS.concurrency}, batch ${WORKER_INBOX_OPTIONS.batchSize}, poll ${WORKER_INBOX_OPTIONS.pollIntervalMs} ms, lease ${WORKER_INBOX_OPTIONS.leaseMs} ms, maxAttempts ${MAX_ATTEMPTS}; ${r.pool.starts} processes started in total`,
+    `  commands     ${r.commands.length} generated: ${['ok', 'transient', 'permanent', 'invalid', 'poison'].map((k) => `${kinds[k] ?? 0} ${k}`).join(', ')}`,
+    `  producers    ${r.producerLoops} loops at ${r.ratePerSecond}/s; ${p.stored} stored; ${p.failedCalls} receive calls failed and were reported to the caller (${p.affected.size} commands), all retried with the same messageId; ${p.storedByFailedCall} retries found the command already stored`,
+    ...[...p.errorSamples].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([text, n]) => `                 ${n} x ${text.slice(0, 150)}`),
+    `  faults       ${events['harness-kill'] ?? 0} SIGKILLs by the harness, ${events['poison-crash'] ?? 0} crashes by poison commands, ${events['unexpected-exit'] ?? 0} unexpected worker exits`,
+    ...r.faults.outages.map(
+      (o, i) =>
+        `  db restart ${i + 1} at ${((o.startedAt - r.startedAt) / 1000).toFixed(1)} s, down ${sec(o.upAt - o.startedAt)}; workers running then: ${o.workers.map((w) => `${w.worker} ${w.fate}`).join(', ') || 'none'}`,
+    ),
+    `  outcome      ${s.completed} Completed, ${s.dead_letter} DeadLetter (permanent ${r.result.deadLetters.permanent}, invalid ${r.result.deadLetters.invalid}, poison ${r.result.deadLetters.poison}, undesigned ${r.result.deadLetters.other}), ${s.pending + s.failed + s.processing} left open; drained ${sec(r.drainedInMs)} after the last send`,
+    `  effects      ${r.result.effects} effect rows for ${s.completed} Completed entries; ${r.result.attempts} attempts in all; ${r.result.okRetried} ok commands needed a retry (crash or outage)`,
+    `  logs         ${r.pool.logFiles.map((f) => path.relative(ROOT, f)).join('  ')}`,
+  ];
+  console.log(lines.join('\n'));
+  if (violations.length) console.log(['', 'VIOLATIONS:', ...violations.map((v) => `  - ${v}`)].join('\n'));
+  else console.log('  checks       all commands stored once; all Completed or DeadLetter; effects = Completed; no double effect; dead letters = designed set');
+  return violations.length === 0 ? 0 : 1;
+}
+
+function countBy(values: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
+}
+
