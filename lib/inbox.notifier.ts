@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { backoffDelayMs } from './backoff';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
@@ -15,6 +15,7 @@ interface ListenClient {
 }
 
 const MAX_RECONNECT_DELAY_MS = 10_000;
+const MIN_NOTIFY_SPACING_MS = 2;
 
 /**
  * Wakes workers in other processes when commands arrive, without a NOTIFY in the receiving
@@ -24,7 +25,7 @@ const MAX_RECONNECT_DELAY_MS = 10_000;
  * with bounded backoff, logging once per outage.
  */
 @Injectable()
-export class InboxNotifier {
+export class InboxNotifier implements BeforeApplicationShutdown {
   private readonly logger = new Logger('InboxProcessor');
   readonly channel: string;
   private sending = false;
@@ -33,6 +34,8 @@ export class InboxNotifier {
   private closed = false;
   private failures = 0;
   private reconnectTimer?: NodeJS.Timeout;
+  private spacingTimer?: NodeJS.Timeout;
+  private lastSentAt = 0;
 
   constructor(
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
@@ -41,14 +44,28 @@ export class InboxNotifier {
     this.channel = `nestjs_inbox_${options.tableName.replace('.', '_')}`;
   }
 
-  /** Tells other instances that new commands are due; coalesced, never throws. */
+  /**
+   * Tells other instances that new commands are due; never throws. At most one NOTIFY is on its
+   * way at a time and they are at least MIN_NOTIFY_SPACING_MS apart: a burst of receives costs a
+   * few notifications, a lone receive is announced at once.
+   */
   notify(): void {
-    if (!this.options.notify) return;
-    if (this.sending) {
+    if (!this.options.notify || this.closed) return;
+    if (this.sending || this.spacingTimer) {
       this.again = true;
       return;
     }
+    const wait = this.lastSentAt + MIN_NOTIFY_SPACING_MS - Date.now();
+    if (wait > 0) {
+      this.spacingTimer = setTimeout(() => {
+        this.spacingTimer = undefined;
+        this.again = false;
+        this.notify();
+      }, wait);
+      return;
+    }
     this.sending = true;
+    this.lastSentAt = Date.now();
     this.dataSource
       .query('SELECT pg_notify($1, NULL)', [this.channel])
       .catch(() => undefined) // the next poll finds the commands anyway
@@ -61,10 +78,15 @@ export class InboxNotifier {
       });
   }
 
+  beforeApplicationShutdown(): void {
+    this.closed = true;
+    clearTimeout(this.spacingTimer);
+    this.spacingTimer = undefined;
+  }
+
   /** Calls `onWake` whenever another instance received commands. */
   async listen(onWake: () => void): Promise<void> {
     if (!this.options.notify) return;
-    this.closed = false;
     await this.connect(onWake);
   }
 

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource, EntityManager, type QueryRunner } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { isConnectionError } from './database-errors';
 import {
   DEFAULT_LIST_LIMIT,
@@ -22,8 +22,9 @@ import {
 import { InboxExplorer } from './inbox.explorer';
 import { InboxProcessor } from './inbox.processor';
 import {
-  destroyConnection,
   InboxSql,
+  pgPoolOf,
+  type PgPoolClient,
   runQuery,
   toEntry,
   toHistoryRecord,
@@ -75,10 +76,12 @@ export class InboxService {
   async receive(command: IncomingCommand, options: ReceiveOptions = {}): Promise<ReceiveResult> {
     const incoming = this.validateIncoming(command);
     const manager = this.validateReceiveOptions(options);
-    if (manager?.queryRunner) {
+    const queryRunner = manager?.queryRunner;
+    if (queryRunner) {
       // The caller's transaction owns the connection (and its timeouts); the row is invisible until
       // the caller commits, so the next poll finds it rather than a wake-up.
-      return this.store(manager.queryRunner, incoming).catch((error: unknown) => rethrowUnavailable(error));
+      const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
+      return this.store(query, incoming).catch((error: unknown) => rethrowUnavailable(error));
     }
     const result = await this.withTimeout((queryRunner) => this.store(queryRunner, incoming));
     if (!result.duplicate) this.wakeWorkers();
@@ -92,55 +95,71 @@ export class InboxService {
   }
 
   /** Inserts once per messageId; on a conflict returns the stored entry or reports a mismatch. */
-  private async store(on: QueryRunner, incoming: ValidatedCommand): Promise<ReceiveResult> {
+  private async store(query: RunStatement, incoming: ValidatedCommand): Promise<ReceiveResult> {
+    const params = [
+      incoming.messageId,
+      incoming.commandType,
+      incoming.payloadJson,
+      incoming.correlationId,
+      incoming.causationId,
+      incoming.metadataJson,
+      this.options.clock.now(),
+    ];
     for (;;) {
-      const inserted = await runQuery(on, this.sql.insert, [
-        incoming.messageId,
-        incoming.commandType,
-        incoming.payloadJson,
-        incoming.correlationId,
-        incoming.causationId,
-        incoming.metadataJson,
-        this.options.clock.now(),
-      ]);
-      if (inserted.rows.length === 1) return { entry: toEntry(inserted.rows[0]), duplicate: false };
-      const existing = await runQuery<InboxRow & { same_command: boolean }>(on, this.sql.selectByMessageIdWithMatch, [
-        incoming.messageId,
-        incoming.commandType,
-        incoming.payloadJson,
-      ]);
-      const row = existing.rows[0];
-      // No row: it was deleted between the two statements, so storing again is correct.
+      const rows = await query<StoredRow>(this.sql.insert, params);
+      // No row: the conflicting row was committed after this statement's snapshot; ask again.
+      const row = rows[0] ?? (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
+      // Still none: it was deleted between the two statements, so storing again is correct.
       if (!row) continue;
+      if (row.inserted) return { entry: toEntry(row), duplicate: false };
       if (!row.same_command) throw new IdempotencyConflictError(incoming.messageId, row.id);
       return { entry: toEntry(row), duplicate: true };
     }
   }
 
   /**
-   * Runs `work` on a connection of its own, failing with InboxUnavailableError when the database
-   * is unreachable or silent for `receiveTimeoutMs`; a timed-out connection is destroyed, which
-   * makes the server roll back whatever the statement had not committed.
+   * Runs `work` on a pool connection of its own (node-postgres directly: this is the hot path),
+   * failing with InboxUnavailableError when the database is unreachable or silent for
+   * `receiveTimeoutMs`; a timed-out connection is destroyed, which makes the server roll back
+   * whatever the statement had not committed.
    */
-  private async withTimeout<T>(work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
-    const queryRunner = this.dataSource.createQueryRunner();
+  private async withTimeout<T>(work: (query: RunStatement) => Promise<T>): Promise<T> {
     const timeoutMs = this.options.receiveTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
-    const running = work(queryRunner);
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`)), timeoutMs);
+    let client: PgPoolClient | undefined;
+    let timedOut = false;
+    const connecting = pgPoolOf(this.dataSource).connect();
+    // A checked-out node-postgres client has no 'error' listener of its own: without this one, a
+    // connection that breaks while we hold it would crash the process (the query fails anyway).
+    const onError = () => undefined;
+    const running = connecting.then((connected) => {
+      client = connected;
+      connected.on('error', onError);
+      if (timedOut) throw new InboxUnavailableError('timed out');
+      return work(async <R>(sql: string, params: unknown[]) => (await connected.query(sql, params)).rows as R[]);
     });
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        timedOut = true;
+        reject(new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`));
+      }, timeoutMs);
+    });
+    let broken = false;
     try {
-      return await Promise.race([running, timedOut]);
+      return await Promise.race([running, deadline]);
     } catch (error) {
-      if (error instanceof InboxUnavailableError) {
-        running.catch(() => undefined);
-        await destroyConnection(queryRunner, error);
-      }
+      broken = isConnectionError(error);
       return rethrowUnavailable(error);
     } finally {
       clearTimeout(timer);
-      await queryRunner.release();
+      if (timedOut) {
+        running.catch(() => undefined);
+        // Destroy the connection, now or whenever the pool hands it over.
+        void connecting.then((connected) => connected.release(true)).catch(() => undefined);
+      } else if (client) {
+        client.removeListener('error', onError);
+        client.release(broken || undefined);
+      }
     }
   }
 
@@ -405,6 +424,11 @@ export class InboxService {
     return json;
   }
 }
+
+/** Runs one statement and returns its rows. */
+type RunStatement = <R>(sql: string, params: unknown[]) => Promise<R[]>;
+
+type StoredRow = InboxRow & { inserted?: boolean; same_command: boolean };
 
 interface ValidatedCommand {
   messageId: string;

@@ -1,0 +1,100 @@
+// The line protocol between the orchestrator and its child processes: the child prints
+// `@bench {json}` lines on stdout, the orchestrator writes one command word per line on stdin.
+import { createInterface } from 'node:readline';
+import type { SystemName } from './common';
+
+export const MARKER = '@bench ';
+
+export type Role = 'send' | 'work' | 'latency-send';
+export type Handler = 'event' | 'fail' | 'latency';
+
+/** What a child is asked to do (passed as JSON in argv). */
+export interface ChildSpec {
+  system: SystemName;
+  role: Role;
+  url: string;
+  /** send: calls to time; latency-send: commands after the warm-up. */
+  count: number;
+  warmup: number;
+  /** send: 'plain' (distinct keys) or 'dedup' (each key twice). */
+  mode?: 'plain' | 'dedup';
+  /** work: what the handler does. */
+  handler?: Handler;
+  /** raw-pg work: one transaction per batch or per command. */
+  variant?: 'batch' | 'per-command';
+  /** latency-send: commands per second. */
+  rate?: number;
+}
+
+export interface ChildMessage {
+  type: 'ready' | 'result' | 'error';
+  [key: string]: unknown;
+}
+
+export function emit(message: ChildMessage): void {
+  process.stdout.write(`${MARKER}${JSON.stringify(message)}\n`);
+}
+
+/** Commands from the orchestrator ('go', 'stop'), one per line on stdin. */
+export class Commands {
+  private readonly queue: string[] = [];
+  private waiting: ((command: string) => void) | undefined;
+  private readonly listeners = new Map<string, () => void>();
+
+  constructor() {
+    const lines = createInterface({ input: process.stdin });
+    lines.on('line', (line) => {
+      const command = line.trim();
+      if (!command) return;
+      const listener = this.listeners.get(command);
+      if (listener) return listener();
+      if (this.waiting) {
+        const resolve = this.waiting;
+        this.waiting = undefined;
+        resolve(command);
+      } else {
+        this.queue.push(command);
+      }
+    });
+    // Orchestrator gone: nothing will tell us to stop.
+    lines.on('close', () => {
+      if (this.waiting) this.waiting('stop');
+      else this.queue.push('stop');
+    });
+  }
+
+  /** Calls `fn` for every `command` line instead of queueing it. */
+  on(command: string, fn: () => void): void {
+    this.listeners.set(command, fn);
+  }
+
+  next(): Promise<string> {
+    const queued = this.queue.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+
+  async expect(command: string): Promise<void> {
+    const got = await this.next();
+    if (got !== command && got !== 'stop') throw new Error(`expected "${command}", got "${got}"`);
+    if (got === 'stop' && command !== 'stop') throw new Error(`stopped while waiting for "${command}"`);
+  }
+}
+
+/** p-th percentile (0..100) of a sorted array, nearest-rank. */
+export function percentileOfSorted(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+export function latencySummary(values: number[]): { n: number; p50: number; p99: number; max: number; mean: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  return {
+    n: sorted.length,
+    p50: percentileOfSorted(sorted, 50),
+    p99: percentileOfSorted(sorted, 99),
+    max: sorted[sorted.length - 1] ?? NaN,
+    mean: sorted.reduce((a, b) => a + b, 0) / (sorted.length || 1),
+  };
+}

@@ -1,0 +1,111 @@
+// Child-side flows shared by every system: the system files only supply "how to send one
+// command" and "how to start/stop a worker".
+import { CALLERS, makePayload, monoMs, runCallers, sleep } from './common';
+import { emit, latencySummary, type ChildSpec, type Commands } from './protocol';
+import { queriesSent } from './query-counter';
+
+export interface Sender {
+  /** Sends one command; resolves when the system acknowledged it. */
+  call(messageId: string, payload: Record<string, unknown>): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+export interface RunningWorker {
+  /** Tell idle workers that work was just enqueued (what a same-process producer would do). */
+  nudge(): void;
+  /** Graceful stop; may return extra numbers for the result. */
+  stop(): Promise<Record<string, unknown> | void>;
+}
+
+/** Keys and payloads of a send run: plain = distinct keys; dedup = every key twice (first pass, then again). */
+export function sendPlan(spec: ChildSpec): { keys: string[]; payloads: Array<Record<string, unknown>> } {
+  const distinct = spec.mode === 'dedup' ? Math.ceil(spec.count / 2) : spec.count;
+  const base = Array.from({ length: distinct }, (_, i) => makePayload(i));
+  const keys: string[] = [];
+  const payloads: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < spec.count; i++) {
+    keys.push(`cmd-${i % distinct}`);
+    payloads.push(base[i % distinct]);
+  }
+  return { keys, payloads };
+}
+
+/** receive / dedup: warm up, wait for go, time `count` calls from CALLERS concurrent callers. */
+export async function runSendRole(spec: ChildSpec, commands: Commands, open: () => Promise<Sender>): Promise<void> {
+  const sender = await open();
+  const { keys, payloads } = sendPlan(spec);
+  const warm = Array.from({ length: spec.warmup }, (_, i) => makePayload(1_000_000 + i));
+  await runCallers(spec.warmup, CALLERS, (i) => sender.call(`warm-${i}`, warm[i]));
+  emit({ type: 'ready' });
+  await commands.expect('go');
+  const q0 = queriesSent();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await runCallers(spec.count, CALLERS, (i) => sender.call(keys[i], payloads[i]));
+  const elapsedMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  emit({ type: 'result', elapsedMs, calls: spec.count, queries: queriesSent() - q0, cpuMs: (cpu.user + cpu.system) / 1000 });
+  await commands.next();
+  await sender.close();
+}
+
+/** Latencies (ms, send → handler start) recorded by latency handlers in this process. */
+export const recordedLatencies: number[] = [];
+
+export function recordLatency(payload: unknown): void {
+  const { sentAt, warmup } = payload as { sentAt?: number; warmup?: boolean };
+  if (typeof sentAt === 'number' && !warmup) recordedLatencies.push(monoMs() - sentAt);
+}
+
+/** work: start the worker, nudge it on every go, report after stop. */
+export async function runWorkRole(spec: ChildSpec, commands: Commands, start: () => Promise<RunningWorker>): Promise<void> {
+  const worker = await start();
+  emit({ type: 'ready' });
+  // Statements sent and CPU used so far, at every go (work was enqueued) and mark (the orchestrator saw it done).
+  const queryMarks: number[] = [];
+  const cpuMarksMs: number[] = [];
+  const mark = () => {
+    const cpu = process.cpuUsage();
+    queryMarks.push(queriesSent());
+    cpuMarksMs.push((cpu.user + cpu.system) / 1000);
+  };
+  commands.on('go', () => {
+    mark();
+    worker.nudge();
+  });
+  commands.on('mark', mark);
+  await commands.next(); // stop
+  const extra = (await worker.stop()) ?? {};
+  const latency = spec.handler === 'latency' ? latencySummary(recordedLatencies) : undefined;
+  emit({ type: 'result', ...extra, latency, queryMarks, cpuMarksMs, rssMiB: process.memoryUsage().rss / 1048576 });
+}
+
+/** latency-send: on go, send warm-up + count commands at a steady rate, each stamped just before the call. */
+export async function runLatencySendRole(spec: ChildSpec, commands: Commands, open: () => Promise<Sender>): Promise<void> {
+  const sender = await open();
+  const total = spec.warmup + spec.count;
+  const payloads = Array.from({ length: total }, (_, i) => makePayload(i, { warmup: i < spec.warmup, sentAt: 0 }));
+  emit({ type: 'ready' });
+  await commands.expect('go');
+  const intervalMs = 1000 / (spec.rate ?? 200);
+  const pending: Array<Promise<unknown>> = [];
+  let errors = 0;
+  let worstLateMs = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < total; i++) {
+    const target = t0 + i * intervalMs;
+    let wait = target - performance.now();
+    while (wait > 0.05) {
+      await sleep(wait);
+      wait = target - performance.now();
+    }
+    worstLateMs = Math.max(worstLateMs, -wait);
+    const payload = payloads[i];
+    payload.sentAt = monoMs();
+    pending.push(sender.call(`lat-${i}`, payload).catch(() => errors++));
+  }
+  await Promise.all(pending);
+  emit({ type: 'result', sent: total, errors, elapsedMs: performance.now() - t0, worstLateMs });
+  await commands.next();
+  await sender.close();
+}

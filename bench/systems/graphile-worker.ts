@@ -1,0 +1,118 @@
+// graphile-worker 0.17: addJob per command (WorkerUtils), run() with the settings of its
+// performance page (https://worker.graphile.org/docs/performance): local queue + batched completion.
+import { Logger, makeWorkerUtils, run, type Runner, type Task, type WorkerUtils } from 'graphile-worker';
+import { COMMAND_TYPE, EVENT_INSERT, EVENTS_DDL } from '../common';
+import type { Handler } from '../protocol';
+import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
+import { commandTypeFor } from './inbox-table';
+import type { SystemAdapter } from './types';
+
+function envInt(name: string, fallback: number): number {
+  const value = process.env[name];
+  return value ? Number.parseInt(value, 10) : fallback;
+}
+
+/** Worker settings (env overrides for tuning runs: BENCH_GW_CONCURRENCY, _LOCAL_QUEUE). */
+export const GW_WORKER = {
+  concurrency: envInt('BENCH_GW_CONCURRENCY', 16),
+  localQueueSize: envInt('BENCH_GW_LOCAL_QUEUE', 500),
+  completeJobBatchDelay: 0,
+  failJobBatchDelay: 0,
+  /** Only for future/retry jobs: new jobs arrive through LISTEN/NOTIFY. Default 2000. */
+  pollInterval: 2000,
+};
+/** The docs' rule: concurrency + 2 or more when tasks use the pool (ours insert one row each). */
+export const GW_WORKER_POOL = envInt('BENCH_GW_POOL', GW_WORKER.concurrency + 4);
+const GW_SENDER_POOL = 10;
+
+/** Errors only: the default logger prints a line per job start/finish at info level. */
+const quietLogger = new Logger(() => (level, message) => {
+  if (level === 'error') process.stderr.write(`graphile-worker: ${message}\n`);
+});
+
+async function openUtils(url: string, maxPoolSize: number): Promise<WorkerUtils> {
+  return makeWorkerUtils({ connectionString: url, maxPoolSize, logger: quietLogger, noPreparedStatements: false });
+}
+
+async function openSender(url: string, task: string, dedup: boolean): Promise<Sender> {
+  const utils = await openUtils(url, GW_SENDER_POOL);
+  return {
+    // jobKeyMode 'unsafe_dedupe': a job with the same key that still exists wins; the new one is dropped.
+    call: (messageId, payload) => (dedup ? utils.addJob(task, payload, { jobKey: messageId, jobKeyMode: 'unsafe_dedupe' }) : utils.addJob(task, payload)),
+    close: async () => {
+      await utils.release();
+    },
+  };
+}
+
+function taskFor(handler: Handler): Task {
+  return async (payload, helpers) => {
+    if (handler === 'fail') throw new Error('bench: this task always fails');
+    if (handler === 'latency') recordLatency(payload);
+    await helpers.query(EVENT_INSERT, [helpers.job.id, JSON.stringify(payload)]);
+  };
+}
+
+export const graphileWorkerAdapter: SystemAdapter = {
+  name: 'graphile-worker',
+  settings: () => [
+    `run({ concurrency: ${GW_WORKER.concurrency}, maxPoolSize: ${GW_WORKER_POOL}, pollInterval: ${GW_WORKER.pollInterval}, noPreparedStatements: false, ` +
+      `preset.worker: { localQueue: { size: ${GW_WORKER.localQueueSize} }, completeJobBatchDelay: ${GW_WORKER.completeJobBatchDelay}, failJobBatchDelay: ${GW_WORKER.failJobBatchDelay} } }); ` +
+      `task inserts through helpers.query; senders: makeWorkerUtils (pool ${GW_SENDER_POOL}) addJob; dedup: jobKey + jobKeyMode 'unsafe_dedupe'`,
+  ],
+  async prepare(url) {
+    const utils = await openUtils(url, 2);
+    try {
+      await utils.migrate();
+      await utils.withPgClient((client) => client.query(EVENTS_DDL));
+    } finally {
+      await utils.release();
+    }
+  },
+  async openEnqueuer(url) {
+    const utils = await openUtils(url, 2);
+    return {
+      enqueue: async (items, kind) => {
+        await utils.addJobs(items.map((item) => ({ identifier: commandTypeFor(kind), payload: item.payload })));
+      },
+      close: async () => {
+      await utils.release();
+    },
+    };
+  },
+  // Completed jobs are deleted: done when no job is left (failed jobs stay; the failure path is not run here).
+  async finished(client) {
+    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM graphile_worker._private_jobs');
+    return rows[0].n === 0;
+  },
+  async stored(client) {
+    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM graphile_worker._private_jobs');
+    return rows[0].n;
+  },
+  roles: {
+    send: (spec, commands) => runSendRole(spec, commands, () => openSender(spec.url, COMMAND_TYPE, spec.mode === 'dedup')),
+    'latency-send': (spec, commands) => runLatencySendRole(spec, commands, () => openSender(spec.url, commandTypeFor('latency'), false)),
+    work: (spec, commands) =>
+      runWorkRole(spec, commands, async () => {
+        const handler = spec.handler ?? 'event';
+        const runner: Runner = await run({
+          connectionString: spec.url,
+          concurrency: GW_WORKER.concurrency,
+          maxPoolSize: GW_WORKER_POOL,
+          pollInterval: GW_WORKER.pollInterval,
+          noPreparedStatements: false,
+          noHandleSignals: true,
+          logger: quietLogger,
+          taskList: { [commandTypeFor(handler)]: taskFor(handler) },
+          preset: {
+            worker: {
+              localQueue: { size: GW_WORKER.localQueueSize },
+              completeJobBatchDelay: GW_WORKER.completeJobBatchDelay,
+              failJobBatchDelay: GW_WORKER.failJobBatchDelay,
+            },
+          },
+        });
+        return { nudge: () => undefined, stop: () => runner.stop() };
+      }),
+  },
+};

@@ -1,0 +1,75 @@
+// The `inbox_entries` table as both nestjs-inbox and the raw-pg floors use it: the floors run on
+// the very schema the library's migration creates (same columns, enum, indexes).
+import type { Client } from 'pg';
+import { COMMAND_TYPE, EVENTS_DDL, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, withClient } from '../common';
+import type { Handler } from '../protocol';
+
+export const TABLE = 'inbox_entries';
+
+export function commandTypeFor(kind: Handler): string {
+  return kind === 'fail' ? FAIL_COMMAND_TYPE : kind === 'latency' ? LATENCY_COMMAND_TYPE : COMMAND_TYPE;
+}
+
+/** Creates the table through TypeORM's migration runner (as an application would). */
+export async function migrateWithTypeOrm(url: string): Promise<void> {
+  const { DataSource } = require('typeorm') as typeof import('typeorm');
+  const { InboxEntry, InboxMigration } = require('../../lib') as typeof import('../../lib');
+  const dataSource = new DataSource({
+    type: 'postgres',
+    url,
+    entities: [InboxEntry],
+    migrations: [InboxMigration],
+    installExtensions: false,
+    logging: false,
+  });
+  await dataSource.initialize();
+  try {
+    await dataSource.runMigrations();
+    await dataSource.query(EVENTS_DDL);
+  } finally {
+    await dataSource.destroy();
+  }
+}
+
+/** Runs the library's migration DDL on a bare pg client (the raw floors have no TypeORM). */
+export async function migrateWithPg(url: string): Promise<void> {
+  // Loaded lazily: raw-pg child processes import this file and should not carry Nest/TypeORM.
+  const { InboxMigration } = require('../../lib') as typeof import('../../lib');
+  await withClient(url, async (client) => {
+    const runner = { query: (sql: string) => client.query(sql) };
+    await new InboxMigration().up(runner as never);
+    await client.query(EVENTS_DDL);
+  });
+}
+
+/**
+ * Stores commands as Pending entries in one statement (so they become visible together): the
+ * rows a `receive` would store, received in order.
+ */
+export async function enqueueRows(client: Client, items: Array<{ messageId: string; payload: Record<string, unknown> }>, kind: Handler): Promise<void> {
+  await client.query(
+    `INSERT INTO ${TABLE} ("message_id", "command_type", "payload", "received_at")
+     SELECT m, $3, p, clock_timestamp() FROM unnest($1::text[], $2::jsonb[]) AS t(m, p)`,
+    [items.map((i) => i.messageId), items.map((i) => JSON.stringify(i.payload)), commandTypeFor(kind)],
+  );
+}
+
+/**
+ * Commands of this kind that reached their final state. Event handlers write their event row in
+ * the completing transaction, so the (small) events table counts Completed entries exactly without
+ * scanning a large history; the failure path counts DeadLetter entries.
+ */
+export async function finishedRows(client: Client, kind: Handler): Promise<number> {
+  const { rows } =
+    kind === 'fail'
+      ? await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${TABLE} WHERE "status" = 'dead_letter' AND "command_type" = $1`, [
+          commandTypeFor(kind),
+        ])
+      : await client.query<{ n: number }>('SELECT count(*)::int AS n FROM events');
+  return rows[0].n;
+}
+
+export async function storedRows(client: Client): Promise<number> {
+  const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${TABLE}`);
+  return rows[0].n;
+}

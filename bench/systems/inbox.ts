@@ -1,0 +1,154 @@
+// nestjs-inbox: receive through InboxService in a real Nest application context, process with the
+// library's own processor in a Nest worker application (child process).
+import 'reflect-metadata';
+import { Injectable, Module, type DynamicModule, type LogLevel, type Provider } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { ScheduleModule } from '@nestjs/schedule';
+import { TypeOrmModule } from '@nestjs/typeorm';
+
+import {
+  InboxEntry,
+  InboxHandler,
+  InboxMigration,
+  InboxModule,
+  InboxProcessor,
+  InboxService,
+  resolveInboxOptions,
+  type InboxCommandHandler,
+  type InboxContext,
+  type InboxModuleOptions,
+} from '../../lib';
+import { COMMAND_TYPE, connectClient, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE } from '../common';
+import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
+import type { Handler } from '../protocol';
+import { commandTypeFor, enqueueRows, finishedRows, migrateWithTypeOrm, storedRows } from './inbox-table';
+import type { SystemAdapter } from './types';
+
+function envInt(name: string, fallback: number): number {
+  const value = process.env[name];
+  return value ? Number.parseInt(value, 10) : fallback;
+}
+
+/**
+ * Worker settings (env overrides exist for tuning runs: BENCH_INBOX_CONCURRENCY, _BATCH, _POLL_MS, _POOL,
+ * and BENCH_INBOX_OPTIONS, JSON merged into the options of every InboxModule here, e.g. '{"attemptHistory":false}').
+ */
+export const INBOX_WORKER: Required<Pick<InboxModuleOptions, 'concurrency' | 'batchSize' | 'pollIntervalMs'>> = {
+  concurrency: envInt('BENCH_INBOX_CONCURRENCY', 8),
+  batchSize: envInt('BENCH_INBOX_BATCH', 100),
+  pollIntervalMs: envInt('BENCH_INBOX_POLL_MS', 100),
+};
+const EXTRA_OPTIONS = JSON.parse(process.env.BENCH_INBOX_OPTIONS ?? '{}') as InboxModuleOptions;
+/** Nest logger levels of the benchmark's applications (BENCH_NEST_LOGGER=none|error|error,warn|…). */
+const NEST_LOGGER: LogLevel[] | false =
+  process.env.BENCH_NEST_LOGGER === 'none' ? false : ((process.env.BENCH_NEST_LOGGER ?? 'error,warn').split(',') as LogLevel[]);
+/** Connections: one per handler in flight, plus the claim/sweep and a spare. */
+export const INBOX_WORKER_POOL = envInt('BENCH_INBOX_POOL', INBOX_WORKER.concurrency + 4);
+/** Receive-only instances: 8 callers + spare. */
+export const INBOX_SENDER_POOL = 10;
+
+@Injectable()
+@InboxHandler(COMMAND_TYPE)
+class AppendEventHandler implements InboxCommandHandler<Record<string, unknown>> {
+  async execute(command: Record<string, unknown>, context: InboxContext): Promise<void> {
+    await context.manager.query(EVENT_INSERT, [context.entry.messageId, JSON.stringify(command)]);
+  }
+}
+
+@Injectable()
+@InboxHandler(FAIL_COMMAND_TYPE, { maxAttempts: 3, backoff: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } })
+class AlwaysFailsHandler implements InboxCommandHandler<Record<string, unknown>> {
+  async execute(): Promise<void> {
+    throw new Error('bench: this handler always fails');
+  }
+}
+
+@Injectable()
+@InboxHandler(LATENCY_COMMAND_TYPE)
+class LatencyHandler implements InboxCommandHandler<Record<string, unknown>> {
+  async execute(command: Record<string, unknown>, context: InboxContext): Promise<void> {
+    recordLatency(command);
+    await context.manager.query(EVENT_INSERT, [context.entry.messageId, JSON.stringify(command)]);
+  }
+}
+
+const HANDLERS: Record<Handler, Provider> = { event: AppendEventHandler, fail: AlwaysFailsHandler, latency: LatencyHandler };
+
+@Module({})
+class BenchInboxApp {}
+
+function appModule(url: string, inbox: InboxModuleOptions, poolMax: number, handlers: Provider[]): DynamicModule {
+  return {
+    module: BenchInboxApp,
+    imports: [
+      TypeOrmModule.forRoot({
+        type: 'postgres',
+        url,
+        entities: [InboxEntry],
+        migrations: [InboxMigration],
+        migrationsRun: true,
+        installExtensions: false,
+        logging: false,
+        retryAttempts: 0,
+        extra: { max: poolMax },
+      }),
+      ...(inbox.worker === false ? [] : [ScheduleModule.forRoot()]),
+      InboxModule.forRoot({ ...inbox, ...EXTRA_OPTIONS }),
+    ],
+    providers: handlers,
+  };
+}
+
+async function openSender(url: string, commandType: string): Promise<Sender> {
+  const app = await NestFactory.createApplicationContext(appModule(url, { worker: false }, INBOX_SENDER_POOL, []), {
+    logger: NEST_LOGGER,
+  });
+  const inbox = app.get(InboxService);
+  return {
+    call: (messageId, payload) => inbox.receive({ messageId, commandType, payload }),
+    close: () => app.close(),
+  };
+}
+
+/** The worker's options after the library's defaults (so the report says what was measured). */
+function resolvedWorkerOptions(): string {
+  const resolved = resolveInboxOptions({ ...INBOX_WORKER, worker: true, ...EXTRA_OPTIONS }) as unknown as Record<string, unknown>;
+  const shown = Object.entries(resolved).filter(([key]) => key !== 'clock' && key !== 'workerId');
+  return shown.map(([key, value]) => `${key}: ${JSON.stringify(value)}`).join(', ');
+}
+
+export const inboxAdapter: SystemAdapter = {
+  name: 'nestjs-inbox',
+  settings: () => [
+    `InboxModule.forRoot({ concurrency: ${INBOX_WORKER.concurrency}, batchSize: ${INBOX_WORKER.batchSize}, pollIntervalMs: ${INBOX_WORKER.pollIntervalMs} }), ` +
+      `TypeORM pool max ${INBOX_WORKER_POOL} (worker) / ${INBOX_SENDER_POOL} (receive-only, worker: false); Nest logger: ${NEST_LOGGER === false ? 'off' : NEST_LOGGER.join('+')}` +
+      (Object.keys(EXTRA_OPTIONS).length ? `; BENCH_INBOX_OPTIONS ${JSON.stringify(EXTRA_OPTIONS)}` : ''),
+    `resolved worker options: ${resolvedWorkerOptions()}`,
+  ],
+  prepare: (url) => migrateWithTypeOrm(url),
+  async openEnqueuer(url) {
+    const client = await connectClient(url);
+    return { enqueue: (items, kind) => enqueueRows(client, items, kind), close: () => client.end() };
+  },
+  finished: async (client, kind, expected) => (await finishedRows(client, kind)) >= expected,
+  stored: (client) => storedRows(client),
+  roles: {
+    send: (spec, commands) => runSendRole(spec, commands, () => openSender(spec.url, COMMAND_TYPE)),
+    'latency-send': (spec, commands) => runLatencySendRole(spec, commands, () => openSender(spec.url, commandTypeFor('latency'))),
+    work: (spec, commands) =>
+      runWorkRole(spec, commands, async () => {
+        const handler = HANDLERS[spec.handler ?? 'event'];
+        const app = await NestFactory.createApplicationContext(
+          appModule(spec.url, { ...INBOX_WORKER, worker: true }, INBOX_WORKER_POOL, [handler]),
+          { logger: NEST_LOGGER },
+        );
+        const processor = app.get(InboxProcessor);
+        return {
+          nudge: () => processor.wake(),
+          stop: async () => {
+            await app.close();
+          },
+        };
+      }),
+  },
+};

@@ -1,0 +1,368 @@
+// The six workloads, orchestrator side: fresh database, child process(es), timing, checks.
+import { randomUUID } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
+import type { Client } from 'pg';
+import { InboxSql } from '../lib/inbox.sql';
+import { BenchChild } from './child-process';
+import {
+  connectClient,
+  createDatabase,
+  dropDatabase,
+  LATENCY_RATE_PER_S,
+  makePayload,
+  pollUntil,
+  serverCpuMs,
+  withClient,
+  type Sizes,
+  type SystemName,
+} from './common';
+import type { Handler } from './protocol';
+import { Results } from './stats';
+import { loadAdapter } from './systems';
+import { INBOX_WORKER } from './systems/inbox';
+import type { EnqueueItem, SystemAdapter } from './systems/types';
+
+export type WorkloadName = 'receive' | 'drain' | 'latency' | 'dedup' | 'failure' | 'scale';
+export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'latency', 'dedup', 'failure', 'scale'];
+
+/** A system as one workload runs it (raw-pg has two drain floors; scale runs nestjs-inbox twice). */
+export interface Entrant {
+  system: SystemName;
+  label: string;
+  variant?: 'batch' | 'per-command' | 'empty' | 'history';
+}
+
+export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
+  receive: [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox' },
+    { system: 'raw-pg', label: 'raw-pg bare insert' },
+    { system: 'pg-boss', label: 'pg-boss' },
+    { system: 'graphile-worker', label: 'graphile-worker' },
+  ],
+  drain: [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox' },
+    { system: 'graphile-worker', label: 'graphile-worker' },
+    { system: 'pg-boss', label: 'pg-boss' },
+    { system: 'raw-pg', label: 'raw-pg batch floor', variant: 'batch' },
+    { system: 'raw-pg', label: 'raw-pg per-command floor', variant: 'per-command' },
+  ],
+  latency: [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox' },
+    { system: 'graphile-worker', label: 'graphile-worker' },
+    { system: 'pg-boss', label: 'pg-boss' },
+  ],
+  dedup: [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox' },
+    { system: 'raw-pg', label: 'raw-pg bare insert' },
+    { system: 'pg-boss', label: 'pg-boss (short + singletonKey)' },
+    { system: 'graphile-worker', label: 'graphile-worker (jobKey unsafe_dedupe)' },
+  ],
+  failure: [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox' },
+    { system: 'pg-boss', label: 'pg-boss' },
+  ],
+  scale: [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox, empty table', variant: 'empty' },
+    { system: 'nestjs-inbox', label: 'nestjs-inbox, with history', variant: 'history' },
+  ],
+};
+
+export interface RunContext {
+  adminUrl: string;
+  /** Set when the server runs on this machine: its CPU per command is reported too. */
+  postmasterPid?: number;
+  sizes: Sizes;
+  /** 0-based repetition. */
+  rep: number;
+  results: Results;
+  cpuProfileDir?: string;
+  plansFile: string;
+  scaleTemplate?: string;
+  log(line: string): void;
+}
+
+const TIMEOUT_MS = 300_000;
+
+function dbName(workload: WorkloadName, entrant: Entrant, rep: number): string {
+  const system = entrant.system.replace(/[^a-z0-9]/g, '_');
+  return `bench_${system}${entrant.variant ? `_${entrant.variant.replace('-', '_')}` : ''}_${workload}_${rep + 1}`;
+}
+
+function items(prefix: string, count: number, offset = 0): EnqueueItem[] {
+  return Array.from({ length: count }, (_, i) => ({ messageId: `${prefix}-${i}`, payload: makePayload(offset + i) }));
+}
+
+function spawnOptions(ctx: RunContext, system: SystemName) {
+  return system === 'nestjs-inbox' && ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {};
+}
+
+/** Runs one (workload, entrant) measurement in a fresh database, dropped afterwards. */
+export async function runEntrant(ctx: RunContext, workload: WorkloadName, entrant: Entrant): Promise<void> {
+  const name = dbName(workload, entrant, ctx.rep);
+  const adapter = loadAdapter(entrant.system);
+  const children: BenchChild[] = [];
+  const track = (child: BenchChild) => (children.push(child), child);
+  try {
+    let url: string;
+    if (workload === 'scale' && entrant.variant === 'history') {
+      url = await createDatabase(ctx.adminUrl, name, ctx.scaleTemplate);
+    } else {
+      url = await createDatabase(ctx.adminUrl, name);
+      await adapter.prepare(url);
+    }
+    switch (workload) {
+      case 'receive':
+      case 'dedup':
+        return await receive(ctx, workload, entrant, adapter, url, track);
+      case 'drain':
+      case 'scale':
+        return await drain(ctx, workload, entrant, adapter, url, track);
+      case 'latency':
+        return await latency(ctx, entrant, adapter, url, track);
+      case 'failure':
+        return await failure(ctx, entrant, adapter, url, track);
+    }
+  } finally {
+    for (const child of children) child.kill();
+    await dropDatabase(ctx.adminUrl, name).catch((error: unknown) => ctx.log(`  (could not drop ${name}: ${String(error)})`));
+  }
+}
+
+type Track = (child: BenchChild) => BenchChild;
+
+async function receive(ctx: RunContext, workload: 'receive' | 'dedup', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+  const dedup = workload === 'dedup';
+  const count = dedup ? ctx.sizes.dedupKeys * 2 : ctx.sizes.receive;
+  const child = track(
+    new BenchChild(
+      { system: entrant.system, role: 'send', url, count, warmup: ctx.sizes.receiveWarmup, mode: dedup ? 'dedup' : 'plain' },
+      spawnOptions(ctx, entrant.system),
+    ),
+  );
+  await child.waitFor('ready');
+  const server0 = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) : NaN;
+  child.send('go');
+  const result = await child.waitFor('result', TIMEOUT_MS);
+  const serverMs = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) - server0 : NaN;
+  child.send('stop');
+  await child.exit();
+  const rate = (count / (result.elapsedMs as number)) * 1000;
+  ctx.results.add({ workload, system: entrant.label, metric: 'calls/s', unit: 'calls/s', digits: 0 }, ctx.rep, rate);
+  ctx.results.add({ workload, system: entrant.label, metric: 'statements per call', unit: 'stmt', digits: 2 }, ctx.rep, (result.queries as number) / count);
+  ctx.results.add({ workload, system: entrant.label, metric: 'client CPU per call', unit: 'µs', digits: 0 }, ctx.rep, ((result.cpuMs as number) * 1000) / count);
+  if (Number.isFinite(serverMs)) {
+    ctx.results.add({ workload, system: entrant.label, metric: 'PostgreSQL CPU per call', unit: 'µs', digits: 0 }, ctx.rep, (serverMs * 1000) / count);
+  }
+  const expected = ctx.sizes.receiveWarmup + (dedup ? ctx.sizes.dedupKeys : count);
+  const stored = await withClient(url, (client) => adapter.stored(client, dedup ? 'dedup' : 'plain'));
+  if (stored !== expected) throw new Error(`${entrant.label}: ${stored} commands stored, expected ${expected}`);
+  ctx.log(`  ${workload} ${entrant.label}: ${rate.toFixed(0)} calls/s (${count} calls in ${(result.elapsedMs as number).toFixed(0)} ms)`);
+}
+
+async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+  const n = ctx.sizes.drain;
+  const warm = ctx.sizes.drainWarmup;
+  const variant = entrant.variant === 'batch' || entrant.variant === 'per-command' ? entrant.variant : undefined;
+  const child = track(
+    new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: 'event', variant }, spawnOptions(ctx, entrant.system)),
+  );
+  await child.waitFor('ready');
+  const bootRss = child.peakRssMiB();
+  const enqueuer = await adapter.openEnqueuer(url);
+  const poll = await connectClient(url);
+  try {
+    const done = (expected: number) => () => adapter.finished(poll, 'event', expected);
+    // Warm-up: same path, not timed.
+    await enqueuer.enqueue(items('warm', warm, 1_000_000), 'event');
+    child.send('go');
+    await pollUntil(done(warm), `${entrant.label} warm-up`, TIMEOUT_MS);
+    // Timed: from the commit of one INSERT holding all N commands until all are finished.
+    await enqueuer.enqueue(items('cmd', n), 'event');
+    const t0 = performance.now();
+    child.send('go');
+    const server0 = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) : NaN;
+    const t1 = await pollUntil(done(warm + n), `${entrant.label} drain`, TIMEOUT_MS);
+    child.send('mark');
+    const serverMs = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) - server0 : NaN;
+    const rss = child.peakRssMiB();
+    const result = await child.stop();
+    const marks = result.queryMarks as number[];
+    const cpuMarks = result.cpuMarksMs as number[];
+    const rate = (n / (t1 - t0)) * 1000;
+    const metricWorkload = workload === 'scale' ? 'scale' : 'drain';
+    ctx.results.add({ workload: metricWorkload, system: entrant.label, metric: 'commands/s', unit: 'cmd/s', digits: 0 }, ctx.rep, rate);
+    if (workload === 'drain') {
+      if (rss !== undefined) ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'worker peak RSS', unit: 'MiB', digits: 1 }, ctx.rep, rss);
+      if (rss !== undefined && bootRss !== undefined) {
+        // What the drain itself added over the booted, idle worker (the framework's load-time share excluded).
+        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'peak RSS growth after boot', unit: 'MiB', digits: 1 }, ctx.rep, rss - bootRss);
+      }
+      // marks: [warm-up go, timed go, done]; idle polls inside the window count too.
+      if (marks.length === 3) {
+        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'worker statements per command', unit: 'stmt', digits: 2 }, ctx.rep, (marks[2] - marks[1]) / n);
+        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'worker CPU per command', unit: 'µs', digits: 0 }, ctx.rep, ((cpuMarks[2] - cpuMarks[1]) * 1000) / n);
+      }
+      if (Number.isFinite(serverMs)) {
+        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'PostgreSQL CPU per command', unit: 'µs', digits: 0 }, ctx.rep, (serverMs * 1000) / n);
+      }
+    }
+    const { rows } = await poll.query<{ n: number; d: number }>('SELECT count(*)::int AS n, count(DISTINCT message_id)::int AS d FROM events');
+    const exactlyOnce = entrant.system === 'nestjs-inbox' || entrant.system === 'raw-pg';
+    if (rows[0].d !== warm + n || (exactlyOnce && rows[0].n !== warm + n)) {
+      throw new Error(`${entrant.label}: ${rows[0].n} event rows (${rows[0].d} distinct) for ${warm + n} commands`);
+    }
+    ctx.log(
+      `  ${workload} ${entrant.label}: ${rate.toFixed(0)} cmd/s (${n} in ${(t1 - t0).toFixed(0)} ms)${rss ? `, worker peak RSS ${rss.toFixed(1)} MiB` : ''}`,
+    );
+    if (workload === 'scale') await claimProbe(ctx, entrant, poll, enqueuer);
+  } finally {
+    await enqueuer.close().catch(() => undefined);
+    await poll.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Claim latency: with N Pending entries waiting (plus the history, if any), run the library's own
+ * claim statement (InboxSql.claim) through pg, each time in a transaction rolled back; then
+ * EXPLAIN (ANALYZE, BUFFERS) it once.
+ */
+async function claimProbe(ctx: RunContext, entrant: Entrant, client: Client, enqueuer: { enqueue(items: EnqueueItem[], kind: Handler): Promise<void> }) {
+  await enqueuer.enqueue(items('probe', ctx.sizes.drain), 'event');
+  const sql = new InboxSql('inbox_entries');
+  // The probe binds the parameters the processor binds for its regular claim: $1 now, $2 limit,
+  // $3 worker id, $4 lease end, $5 token, and since be063c9 $6 = false (not the crash-suspect claim).
+  const placeholders = new Set(sql.claim.match(/\$\d+/g) ?? []).size;
+  if (placeholders !== 5 && placeholders !== 6) {
+    throw new Error(`InboxSql.claim now takes ${placeholders} parameters; update the claim probe in bench/workloads.ts`);
+  }
+  const params = () => {
+    const bound: unknown[] = [new Date(), INBOX_WORKER.batchSize, 'bench-claim-probe', new Date(Date.now() + 60_000), randomUUID()];
+    if (placeholders === 6) bound.push(false);
+    return bound;
+  };
+  const timings: number[] = [];
+  for (let i = 0; i < ctx.sizes.claimSamples + 3; i++) {
+    await client.query('BEGIN');
+    const t0 = performance.now();
+    const { rowCount } = await client.query(sql.claim, params());
+    const dt = performance.now() - t0;
+    await client.query('ROLLBACK');
+    if (rowCount !== INBOX_WORKER.batchSize) throw new Error(`claim probe took ${rowCount} rows, expected ${INBOX_WORKER.batchSize}`);
+    if (i >= 3) timings.push(dt);
+  }
+  await client.query('BEGIN');
+  const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql.claim}`, params());
+  await client.query('ROLLBACK');
+  const plan = rows.map((r) => r['QUERY PLAN']);
+  const sorted = [...timings].sort((a, b) => a - b);
+  const med = sorted[sorted.length >> 1];
+  const execMs = Number(/Execution Time: ([\d.]+) ms/.exec(plan.join('\n'))?.[1] ?? NaN);
+  // Key line: the scan that finds due entries, with its own Buffers line.
+  const scanAt = plan.findIndex((line) => /Scan.* on inbox_entries/.test(line));
+  const scan = scanAt >= 0 ? plan[scanAt].trim().replace(/^->\s*/, '') : '?';
+  let scanBuffers = '';
+  for (let i = scanAt + 1; scanAt >= 0 && i < plan.length && !plan[i].includes('->'); i++) {
+    if (plan[i].trim().startsWith('Buffers:')) scanBuffers = plan[i].trim();
+  }
+  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim latency (client)', unit: 'ms', digits: 3 }, ctx.rep, med);
+  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim EXPLAIN exec', unit: 'ms', digits: 3 }, ctx.rep, execMs);
+  ctx.results.notes.push(
+    `rep ${ctx.rep + 1} ${entrant.label}: ${scan.replace(/\s+/g, ' ')}${scanBuffers ? `; ${scanBuffers}` : ''}; Execution Time ${execMs.toFixed(3)} ms`,
+  );
+  appendFileSync(
+    ctx.plansFile,
+    `-- ${entrant.label}, repetition ${ctx.rep + 1}, ${new Date().toISOString()}\n` +
+      `-- claim of ${INBOX_WORKER.batchSize} with ${ctx.sizes.drain} Pending entries; client-side median ${med.toFixed(3)} ms over ${timings.length}\n` +
+      `${plan.join('\n')}\n\n`,
+  );
+  ctx.log(`  scale claim ${entrant.label}: median ${med.toFixed(3)} ms, EXPLAIN ${execMs.toFixed(3)} ms — ${scan.replace(/\s+/g, ' ')}`);
+}
+
+async function latency(ctx: RunContext, entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+  const count = Math.round(LATENCY_RATE_PER_S * ctx.sizes.latencySeconds);
+  const warm = ctx.sizes.latencyWarmup;
+  const worker = track(
+    new BenchChild({ system: entrant.system, role: 'work', url, count, warmup: warm, handler: 'latency' }, spawnOptions(ctx, entrant.system)),
+  );
+  const sender = track(new BenchChild({ system: entrant.system, role: 'latency-send', url, count, warmup: warm, rate: LATENCY_RATE_PER_S }));
+  await Promise.all([worker.waitFor('ready'), sender.waitFor('ready')]);
+  sender.send('go');
+  const sent = await sender.waitFor('result', TIMEOUT_MS);
+  sender.send('stop');
+  await sender.exit();
+  if (sent.errors) throw new Error(`${entrant.label}: ${String(sent.errors)} sends failed`);
+  await withClient(url, (client) => pollUntil(() => adapter.finished(client, 'latency', warm + count), `${entrant.label} latency run`, 60_000, 20));
+  const result = await worker.stop();
+  const summary = result.latency as { n: number; p50: number; p99: number; max: number };
+  if (summary.n !== count) throw new Error(`${entrant.label}: ${summary.n} latencies recorded, expected ${count}`);
+  ctx.results.add({ workload: 'latency', system: entrant.label, metric: 'p50 send→handler', unit: 'ms', digits: 2 }, ctx.rep, summary.p50);
+  ctx.results.add({ workload: 'latency', system: entrant.label, metric: 'p99 send→handler', unit: 'ms', digits: 2 }, ctx.rep, summary.p99);
+  ctx.log(
+    `  latency ${entrant.label}: p50 ${summary.p50.toFixed(2)} ms, p99 ${summary.p99.toFixed(2)} ms, max ${summary.max.toFixed(2)} ms ` +
+      `(${count} at ${LATENCY_RATE_PER_S}/s, sender worst lateness ${(sent.worstLateMs as number).toFixed(1)} ms)`,
+  );
+}
+
+async function failure(ctx: RunContext, entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+  const n = ctx.sizes.failure;
+  const child = track(new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: 0, handler: 'fail' }, spawnOptions(ctx, entrant.system)));
+  await child.waitFor('ready');
+  const enqueuer = await adapter.openEnqueuer(url);
+  const poll = await connectClient(url);
+  try {
+    await enqueuer.enqueue(items('fail', n), 'fail');
+    const t0 = performance.now();
+    child.send('go');
+    const server0 = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) : NaN;
+    const t1 = await pollUntil(() => adapter.finished(poll, 'fail', n), `${entrant.label} failure path`, TIMEOUT_MS);
+    child.send('mark');
+    const serverMs = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) - server0 : NaN;
+    const result = await child.stop();
+    const marks = result.queryMarks as number[];
+    const cpuMarks = result.cpuMarksMs as number[];
+    // Every command must have had exactly 3 attempts.
+    const check =
+      entrant.system === 'nestjs-inbox'
+        ? `SELECT count(*)::int AS n FROM inbox_entries WHERE status = 'dead_letter' AND retry_count = 3`
+        : `SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'bench-fail' AND state = 'failed' AND retry_count = 2`;
+    const attempts = (await poll.query<{ n: number }>(check)).rows[0].n;
+    if (attempts !== n) throw new Error(`${entrant.label}: ${attempts} of ${n} commands show exactly 3 attempts`);
+    const seconds = (t1 - t0) / 1000;
+    ctx.results.add({ workload: 'failure', system: entrant.label, metric: 'to dead letter (3 attempts)', unit: 'cmd/s', digits: 0 }, ctx.rep, n / seconds);
+    ctx.results.add({ workload: 'failure', system: entrant.label, metric: 'time to all dead', unit: 's', digits: 2 }, ctx.rep, seconds);
+    if (marks.length === 2) {
+      ctx.results.add({ workload: 'failure', system: entrant.label, metric: 'worker statements per command', unit: 'stmt', digits: 2 }, ctx.rep, (marks[1] - marks[0]) / n);
+      ctx.results.add({ workload: 'failure', system: entrant.label, metric: 'worker CPU per command', unit: 'µs', digits: 0 }, ctx.rep, ((cpuMarks[1] - cpuMarks[0]) * 1000) / n);
+    }
+    if (Number.isFinite(serverMs)) {
+      ctx.results.add({ workload: 'failure', system: entrant.label, metric: 'PostgreSQL CPU per command', unit: 'µs', digits: 0 }, ctx.rep, (serverMs * 1000) / n);
+    }
+    ctx.log(`  failure ${entrant.label}: ${n} commands dead after 3 attempts in ${seconds.toFixed(2)} s (${(n / seconds).toFixed(0)} cmd/s)`);
+  } finally {
+    await enqueuer.close().catch(() => undefined);
+    await poll.end().catch(() => undefined);
+  }
+}
+
+/** The 1M-row history database the scale workload copies (CREATE DATABASE … TEMPLATE, FILE_COPY). */
+export async function buildScaleTemplate(adminUrl: string, name: string, historyRows: number, log: (line: string) => void): Promise<void> {
+  const t0 = performance.now();
+  const url = await createDatabase(adminUrl, name);
+  await loadAdapter('nestjs-inbox').prepare(url);
+  await withClient(url, async (client) => {
+    // 90% Completed, 10% DeadLetter (3 attempts), received over the past ~12 days; another command type.
+    await client.query(
+      `INSERT INTO inbox_entries ("message_id", "command_type", "payload", "status", "retry_count", "error", "received_at", "processed_at")
+       SELECT 'hist-' || g, 'bench.history', $1::jsonb,
+         (CASE WHEN g % 10 = 0 THEN 'dead_letter' ELSE 'completed' END)::inbox_status,
+         CASE WHEN g % 10 = 0 THEN 3 ELSE 0 END,
+         CASE WHEN g % 10 = 0 THEN 'Gave up after 3 attempt(s): upstream said no' END,
+         now() - interval '30 days' + g * interval '1 second',
+         now() - interval '30 days' + g * interval '1 second' + interval '40 milliseconds'
+       FROM generate_series(1, $2::int) AS g`,
+      [JSON.stringify(makePayload(42)), historyRows],
+    );
+    await client.query('VACUUM (ANALYZE) inbox_entries');
+  });
+  log(`scale template ${name}: ${historyRows.toLocaleString('en-US')} history rows in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
