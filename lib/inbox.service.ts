@@ -96,6 +96,7 @@ export class InboxService {
 
   /** Inserts once per messageId; on a conflict returns the stored entry or reports a mismatch. */
   private async store(query: RunStatement, incoming: ValidatedCommand): Promise<ReceiveResult> {
+    const receivedAt = this.options.clock.now();
     const params = [
       incoming.messageId,
       incoming.commandType,
@@ -103,18 +104,42 @@ export class InboxService {
       incoming.correlationId,
       incoming.causationId,
       incoming.metadataJson,
-      this.options.clock.now(),
+      receivedAt.toISOString(),
     ];
     for (;;) {
-      const rows = await query<StoredRow>(this.sql.insert, params);
-      // No row: the conflicting row was committed after this statement's snapshot; ask again.
-      const row = rows[0] ?? (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
+      const [inserted] = await query<{ id: string }>(this.sql.insert, params);
+      if (inserted) return { entry: this.newEntry(inserted.id, incoming, receivedAt), duplicate: false };
+      const [row] = await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3));
       // Still none: it was deleted between the two statements, so storing again is correct.
       if (!row) continue;
-      if (row.inserted) return { entry: toEntry(row), duplicate: false };
       if (!row.same_command) throw new IdempotencyConflictError(incoming.messageId, row.id);
       return { entry: toEntry(row), duplicate: true };
     }
+  }
+
+  /** The entry just inserted, built from what was stored (the statement returns only its id). */
+  private newEntry(id: string, incoming: ValidatedCommand, receivedAt: Date): InboxEntry {
+    return toEntry({
+      id,
+      message_id: incoming.messageId,
+      command_type: incoming.commandType,
+      payload: JSON.parse(incoming.payloadJson) as Record<string, unknown>,
+      status: InboxStatus.Pending,
+      retry_count: 0,
+      next_retry_at: null,
+      error: null,
+      received_at: receivedAt,
+      processed_at: null,
+      correlation_id: incoming.correlationId,
+      causation_id: incoming.causationId,
+      metadata: JSON.parse(incoming.metadataJson) as Record<string, unknown>,
+      locked_by: null,
+      locked_until: null,
+      lock_token: null,
+      dead_letter_reason: null,
+      dead_lettered_at: null,
+      discarded_at: null,
+    });
   }
 
   /**
@@ -428,7 +453,7 @@ export class InboxService {
 /** Runs one statement and returns its rows. */
 type RunStatement = <R>(sql: string, params: unknown[]) => Promise<R[]>;
 
-type StoredRow = InboxRow & { inserted?: boolean; same_command: boolean };
+type StoredRow = InboxRow & { same_command: boolean };
 
 interface ValidatedCommand {
   messageId: string;
