@@ -86,18 +86,19 @@ export class InboxExecutor {
   }
 
   private async executeGroup(rows: InboxRow[]): Promise<void> {
+    const failures: FailedAttempt[] = [];
     let jobs: Job[] = [];
     for (const row of rows) {
       const startedAt = this.options.clock.now();
       const handler = this.explorer.get(row.command_type);
       if (!handler) {
-        await this.recordFailure(row, undefined, new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`), startedAt);
+        failures.push({ row, handler, error: new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`), startedAt });
         continue;
       }
       try {
         jobs.push({ row, handler, command: await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass), startedAt });
       } catch (error) {
-        await this.recordFailure(row, handler, error, startedAt);
+        failures.push({ row, handler, error, startedAt });
       }
     }
     let isolated = false;
@@ -106,19 +107,22 @@ export class InboxExecutor {
       if (this.abandoning) return; // leases will expire; nothing more to record from here
       if (result.committed) {
         await this.emitCompleted(result.completed);
-        for (const { job, error } of result.failed) await this.recordFailure(job.row, job.handler, error, job.startedAt);
-        return;
+        for (const { job, error } of result.failed) failures.push({ row: job.row, handler: job.handler, error, startedAt: job.startedAt });
+        break;
       }
       if (result.culprit) {
-        await this.recordFailure(result.culprit.job.row, result.culprit.job.handler, result.culprit.error, result.culprit.job.startedAt);
+        const { job, error } = result.culprit;
+        failures.push({ row: job.row, handler: job.handler, error, startedAt: job.startedAt });
       } else if (isolated || jobs.length === 1) {
         // The transaction itself failed (commit, connection): every attempt in it failed.
-        for (const job of jobs) await this.recordFailure(job.row, job.handler, result.error, job.startedAt);
-        return;
+        for (const job of jobs) failures.push({ row: job.row, handler: job.handler, error: result.error, startedAt: job.startedAt });
+        break;
       }
       jobs = result.rest;
       isolated = true;
     }
+    // In their own statement, after the batch's transaction: the handlers' writes are gone.
+    if (failures.length > 0 && !this.abandoning) await this.recordFailures(failures);
   }
 
   /**
@@ -239,8 +243,8 @@ export class InboxExecutor {
   /**
    * Records a failed attempt in its own statement (the handler's writes are already rolled back),
    * together with its history record: Failed with a backoff, or DeadLetter when the error is
-   * permanent or the attempts are used up. Returns a listener call to run once `on`'s transaction
-   * commits (when given), or runs the listeners itself.
+   * permanent or the attempts are used up. With `on` (the lease sweep's transaction) it returns the
+   * listener call to make once that transaction has committed; otherwise it makes it itself.
    */
   async recordFailure(
     row: InboxRow,
@@ -249,63 +253,139 @@ export class InboxExecutor {
     startedAt: Date,
     on?: QueryRunner,
   ): Promise<(() => Promise<void>) | undefined> {
-    const failedAttempts = row.retry_count + 1;
-    const maxAttempts = handler?.maxAttempts ?? this.explorer.maxAttemptsFor(row.command_type);
-    const permanent = error instanceof PermanentError;
-    const deadLetter = permanent || failedAttempts >= maxAttempts;
-    const reason = deadLetter ? deadLetterReasonOf(error) : null;
-    const now = this.options.clock.now();
-    let message = describe(error);
-    if (deadLetter && !permanent) message = `Gave up after ${failedAttempts} attempt(s): ${message}`;
-    message = message.slice(0, MAX_ERROR_LENGTH);
-    const nextRetryAt = deadLetter
-      ? null
-      : new Date(now.getTime() + backoffDelayMs(failedAttempts, handler?.backoff ?? this.explorer.backoffFor(row.command_type)));
-    const status = deadLetter ? InboxStatus.DeadLetter : InboxStatus.Failed;
-    const params: unknown[] = [row.id, row.lock_token, status, message, nextRetryAt, reason, now];
+    const failure = this.describeFailure({ row, handler, error, startedAt });
+    const params: unknown[] = [row.id, row.lock_token, failure.status, failure.message, failure.nextRetryAt, failure.reason, failure.finishedAt];
     if (this.options.attemptHistory) {
-      params.push(
-        attemptOutcomeOf(error, deadLetter),
-        startedAt,
-        Math.max(0, now.getTime() - startedAt.getTime()),
-        error instanceof Error ? error.name : typeof error,
-        stackOf(error)?.slice(0, MAX_STACK_LENGTH) ?? null,
-        error instanceof LeaseExpiredError ? row.locked_by : this.options.workerId,
-        describe(error).slice(0, MAX_ERROR_LENGTH),
-      );
+      params.push(failure.outcome, startedAt, failure.durationMs, failure.errorClass, failure.stack, failure.workerId, failure.rawMessage);
     }
     const { affected } = on
       ? await runQuery(on, this.sql.recordOutcome, params)
       : await this.withConnection((queryRunner) => runQuery(queryRunner, this.sql.recordOutcome, params));
-    const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failedAttempts}/${maxAttempts}`;
-    if (affected !== 1) {
+    const emit = this.reportFailure(failure, affected === 1);
+    if (!emit || !on) {
+      await emit?.();
+      return undefined;
+    }
+    return emit;
+  }
+
+  /** Records the failed attempts of a batch in one statement. */
+  private async recordFailures(items: FailedAttempt[]): Promise<void> {
+    if (items.length === 1) {
+      await this.recordFailure(items[0].row, items[0].handler, items[0].error, items[0].startedAt);
+      return;
+    }
+    const failures = items.map((item) => this.describeFailure(item));
+    const column = <K extends keyof DescribedFailure>(key: K) => failures.map((failure) => failure[key]);
+    const { rows } = await this.withConnection((queryRunner) =>
+      runQuery<{ id: string }>(queryRunner, this.sql.recordOutcomes, [
+        failures.map((f) => f.row.id),
+        failures.map((f) => f.row.lock_token),
+        column('status'),
+        column('message'),
+        column('nextRetryAt'),
+        column('reason'),
+        column('finishedAt'),
+        column('outcome'),
+        column('startedAt'),
+        column('durationMs'),
+        column('errorClass'),
+        column('stack'),
+        column('workerId'),
+        column('rawMessage'),
+      ]),
+    );
+    const recorded = new Set(rows.map((row) => row.id));
+    for (const failure of failures) await this.reportFailure(failure, recorded.has(failure.row.id))?.();
+  }
+
+  /** Works out what a failed attempt means for its entry: Failed with a backoff, or DeadLetter. */
+  private describeFailure({ row, handler, error, startedAt }: FailedAttempt): DescribedFailure {
+    const failedAttempts = row.retry_count + 1;
+    const maxAttempts = handler?.maxAttempts ?? this.explorer.maxAttemptsFor(row.command_type);
+    const permanent = error instanceof PermanentError;
+    const deadLetter = permanent || failedAttempts >= maxAttempts;
+    const finishedAt = this.options.clock.now();
+    const rawMessage = describe(error).slice(0, MAX_ERROR_LENGTH);
+    const message = (deadLetter && !permanent ? `Gave up after ${failedAttempts} attempt(s): ${rawMessage}` : rawMessage).slice(0, MAX_ERROR_LENGTH);
+    const backoff = handler?.backoff ?? this.explorer.backoffFor(row.command_type);
+    return {
+      row,
+      error,
+      failedAttempts,
+      maxAttempts,
+      permanent,
+      status: deadLetter ? InboxStatus.DeadLetter : InboxStatus.Failed,
+      reason: deadLetter ? deadLetterReasonOf(error) : null,
+      message,
+      rawMessage,
+      nextRetryAt: deadLetter ? null : new Date(finishedAt.getTime() + backoffDelayMs(failedAttempts, backoff)),
+      finishedAt,
+      startedAt,
+      durationMs: Math.max(0, finishedAt.getTime() - startedAt.getTime()),
+      outcome: attemptOutcomeOf(error, deadLetter),
+      errorClass: error instanceof Error ? error.name : typeof error,
+      stack: stackOf(error)?.slice(0, MAX_STACK_LENGTH) ?? null,
+      workerId: error instanceof LeaseExpiredError ? row.locked_by : this.options.workerId,
+    };
+  }
+
+  /** Logs a recorded failure and returns the listener call for it, if anyone listens. */
+  private reportFailure(failure: DescribedFailure, recorded: boolean): (() => Promise<void>) | undefined {
+    const { row, status, reason, message, nextRetryAt } = failure;
+    const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failure.failedAttempts}/${failure.maxAttempts}`;
+    if (!recorded) {
       this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
       return undefined;
     }
-    if (deadLetter) {
-      this.logger.error(`${label} dead-lettered (${reason}): ${message}`, permanent ? undefined : stackOf(error));
+    if (status === InboxStatus.DeadLetter) {
+      this.logger.error(`${label} dead-lettered (${reason}): ${message}`, failure.permanent ? undefined : (failure.stack ?? undefined));
     } else {
       this.logger.warn(`${label} failed, retry at ${nextRetryAt!.toISOString()}: ${message}`);
     }
-    const type = deadLetter ? 'dead_letter' : 'failed';
+    const type = status === InboxStatus.DeadLetter ? 'dead_letter' : 'failed';
     if (!this.events.has(type)) return undefined;
     const entry = toEntry({
       ...row,
       status,
-      retry_count: failedAttempts,
+      retry_count: failure.failedAttempts,
       error: message,
       next_retry_at: nextRetryAt,
       dead_letter_reason: reason,
-      dead_lettered_at: deadLetter ? now : null,
+      dead_lettered_at: reason ? failure.finishedAt : null,
       locked_by: null,
       locked_until: null,
       lock_token: null,
     });
-    const emit = () => this.events.emit({ type, entry, reason, error: message });
-    if (on) return emit;
-    await emit();
-    return undefined;
+    return () => this.events.emit({ type, entry, reason, error: message });
   }
+}
+
+interface FailedAttempt {
+  row: InboxRow;
+  handler: RegisteredInboxHandler | undefined;
+  error: unknown;
+  startedAt: Date;
+}
+
+interface DescribedFailure {
+  row: InboxRow;
+  error: unknown;
+  failedAttempts: number;
+  maxAttempts: number;
+  permanent: boolean;
+  status: InboxStatus;
+  reason: DeadLetterReason | null;
+  message: string;
+  rawMessage: string;
+  nextRetryAt: Date | null;
+  finishedAt: Date;
+  startedAt: Date;
+  durationMs: number;
+  outcome: AttemptOutcome;
+  errorClass: string;
+  stack: string | null;
+  workerId: string | null;
 }
 
 function deadLetterReasonOf(error: unknown): DeadLetterReason {

@@ -158,6 +158,7 @@ export class InboxSql {
   readonly lockClaimed: string;
   readonly complete: string;
   readonly recordOutcome: string;
+  readonly recordOutcomes: string;
   readonly selectExpiredLeases: string;
   readonly anyExpiredLease: string;
   readonly stripPayloads: string;
@@ -275,6 +276,26 @@ export class InboxSql {
           "error_class", "error_message", "error_stack", "worker_id", "recorded_at")
         SELECT "id", 'attempt', "retry_count", $8, $9, $7, $10, $11, $14, $12, $13, $7 FROM outcome`
       : outcomeUpdate;
+    // The same for many failed attempts at once (one statement per batch). Arrays, one element per
+    // entry: $1 ids, $2 tokens, $3 statuses, $4 errors, $5 next retries, $6 reasons, $7 finish times,
+    // $8 outcomes, $9 start times, $10 durations, $11 error classes, $12 stacks, $13 workers, $14 messages.
+    const outcomesUpdate = `UPDATE ${t} AS e SET "status" = d."status"::${this.statusType}, "retry_count" = e."retry_count" + 1,
+        "error" = d."error", "next_retry_at" = d."next_retry_at", "dead_letter_reason" = d."reason",
+        "dead_lettered_at" = CASE WHEN d."reason" IS NULL THEN NULL ELSE d."finished_at" END, ${clearClaim}
+      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::timestamptz[],
+        $8::text[], $9::timestamptz[], $10::int[], $11::text[], $12::text[], $13::text[], $14::text[])
+        AS d("id", "token", "status", "error", "next_retry_at", "reason", "finished_at",
+          "outcome", "started_at", "duration_ms", "error_class", "error_stack", "worker_id", "error_message")
+      WHERE e."id" = d."id" AND e."lock_token" = d."token"`;
+    this.recordOutcomes = recordAttempts
+      ? `WITH outcome AS (${outcomesUpdate} RETURNING e."id", e."retry_count", d."outcome", d."started_at", d."finished_at",
+            d."duration_ms", d."error_class", d."error_message", d."error_stack", d."worker_id")
+        INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
+          "error_class", "error_message", "error_stack", "worker_id", "recorded_at")
+        SELECT "id", 'attempt', "retry_count", "outcome", "started_at", "finished_at", "duration_ms",
+          "error_class", "error_message", "error_stack", "worker_id", "finished_at" FROM outcome
+        RETURNING "entry_id" AS "id"`
+      : `${outcomesUpdate} RETURNING e."id"`;
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).
     this.anyExpiredLease = `SELECT 1 FROM ${t} WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1 LIMIT 1`;
