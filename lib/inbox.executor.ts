@@ -339,7 +339,8 @@ export class InboxExecutor {
       return undefined;
     }
     if (status === InboxStatus.DeadLetter) {
-      this.logger.error(`${label} dead-lettered (${reason}): ${message}`, failure.permanent ? undefined : (failure.stack ?? undefined));
+      // The stack trace is in the entry's history; the log line stays one line.
+      this.logger.error(`${label} dead-lettered (${reason}): ${message}`);
     } else {
       this.logger.warn(`${label} failed, retry at ${nextRetryAt!.toISOString()}: ${message}`);
     }
