@@ -150,13 +150,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     try {
       do {
         this.wakeRequested = false;
-        // Polls (not wake-ups) sweep expired leases and look for crash suspects.
-        const polling = this.sweepRequested;
-        if (polling) {
-          this.sweepRequested = false;
-          await this.sweepExpiredLeases();
-        }
-        executed += await this.claimAndExecute(polling);
+        executed += await this.claimAndExecute();
       } while (this.wakeRequested && !this.stopping);
       this.reportDatabaseUp();
     } catch (error) {
@@ -167,21 +161,22 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   }
 
   /**
-   * Keeps up to `concurrency` batches running until nothing is due. Crash suspects (entries whose
-   * last attempt ended with its worker gone) first run one at a time with nothing else in flight
-   * in this process, so that a poison message can only take itself down.
+   * Keeps up to `concurrency` batches running until nothing is due. Polls (not wake-ups) also
+   * sweep expired leases, alongside the running batches. Crash suspects (entries whose last attempt
+   * ended with its worker gone) run one at a time with nothing else in flight in this process, so
+   * that a poison message can only take itself down.
    */
-  private async claimAndExecute(suspectsFirst: boolean): Promise<number> {
+  private async claimAndExecute(): Promise<number> {
     let executed = 0;
-    while (suspectsFirst && !this.stopping) {
-      const [suspect] = await this.claim(1, true);
-      if (!suspect) break;
-      await this.executor.executeBatch([suspect]);
-      executed++;
-    }
-    // A poll that arrives while work keeps flowing ends this round (once the running batches are
-    // done) so that the sweep and the suspects are not starved.
-    while (!this.stopping && !this.sweepRequested) {
+    while (!this.stopping) {
+      if (this.sweepRequested) {
+        this.sweepRequested = false;
+        await this.sweepExpiredLeases();
+        if (await this.suspectsDue()) {
+          await Promise.allSettled(this.inFlight);
+          executed += await this.runSuspects();
+        }
+      }
       if (this.inFlight.size < this.options.concurrency) {
         const claimed = await this.claim(this.options.batchSize, false);
         if (claimed.length > 0) {
@@ -199,6 +194,22 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       await Promise.race(this.inFlight);
     }
     await Promise.allSettled(this.inFlight);
+    return executed;
+  }
+
+  private async suspectsDue(): Promise<boolean> {
+    const { rows } = await this.executor.withConnection((queryRunner) => runQuery(queryRunner, this.sql.anySuspectDue, [this.options.clock.now()]));
+    return rows.length > 0;
+  }
+
+  private async runSuspects(): Promise<number> {
+    let executed = 0;
+    while (!this.stopping) {
+      const [suspect] = await this.claim(1, true);
+      if (!suspect) break;
+      await this.executor.executeBatch([suspect]);
+      executed++;
+    }
     return executed;
   }
 

@@ -161,6 +161,7 @@ export class InboxSql {
   readonly recordOutcomes: string;
   readonly selectExpiredLeases: string;
   readonly anyExpiredLease: string;
+  readonly anySuspectDue: string;
   readonly stripPayloads: string;
   readonly deleteCompleted: string;
 
@@ -298,6 +299,10 @@ export class InboxSql {
       : `${outcomesUpdate} RETURNING e."id"`;
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).
+    // Served by a partial index that only holds crash suspects: usually empty, always cheap.
+    this.anySuspectDue = `SELECT 1 FROM ${t}
+      WHERE "status" IN (${status(InboxStatus.Pending)}, ${status(InboxStatus.Failed)})
+        AND COALESCE("error", '') LIKE '${LEASE_EXPIRED_PREFIX}%' AND COALESCE("next_retry_at", "received_at") <= $1 LIMIT 1`;
     this.anyExpiredLease = `SELECT 1 FROM ${t} WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1 LIMIT 1`;
     this.selectExpiredLeases = `SELECT ${COLUMNS} FROM ${t}
       WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1

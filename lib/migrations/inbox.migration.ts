@@ -47,6 +47,9 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
       // The claim query: due Pending/Failed entries, oldest due first.
       `CREATE INDEX IF NOT EXISTS "ix_${ix}_due" ON ${table} ((COALESCE("next_retry_at", "received_at")))
          WHERE "status" IN ('pending', 'failed')`,
+      // Crash suspects (last attempt ended in an expired lease): claimed apart, one at a time.
+      `CREATE INDEX IF NOT EXISTS "ix_${ix}_suspects" ON ${table} ((COALESCE("next_retry_at", "received_at")))
+         WHERE "status" IN ('pending', 'failed') AND COALESCE("error", '') LIKE 'Lease expired%'`,
       // The lease sweep: Processing entries whose claim ran out.
       `CREATE INDEX IF NOT EXISTS "ix_${ix}_lease" ON ${table} ("locked_until") WHERE "status" = 'processing'`,
       // Operators' listings by status.
