@@ -122,7 +122,9 @@ export class InboxExecutor {
       isolated = true;
     }
     // In their own statement, after the batch's transaction: the handlers' writes are gone.
-    if (failures.length > 0 && !this.abandoning) await this.recordFailures(failures);
+    if (failures.length > 0 && !this.abandoning) {
+      for (const emit of await this.recordFailures(failures)) await emit();
+    }
   }
 
   /**
@@ -241,62 +243,36 @@ export class InboxExecutor {
   }
 
   /**
-   * Records a failed attempt in its own statement (the handler's writes are already rolled back),
-   * together with its history record: Failed with a backoff, or DeadLetter when the error is
-   * permanent or the attempts are used up. With `on` (the lease sweep's transaction) it returns the
-   * listener call to make once that transaction has committed; otherwise it makes it itself.
+   * Records failed attempts in one statement of their own (the handlers' writes are already rolled
+   * back), each with its history record: Failed with a backoff, or DeadLetter when the error is
+   * permanent or the attempts are used up. With `on` (the lease sweep's transaction) the statement
+   * joins that transaction. Returns the listener calls to make once the outcome is committed.
    */
-  async recordFailure(
-    row: InboxRow,
-    handler: RegisteredInboxHandler | undefined,
-    error: unknown,
-    startedAt: Date,
-    on?: QueryRunner,
-  ): Promise<(() => Promise<void>) | undefined> {
-    const failure = this.describeFailure({ row, handler, error, startedAt });
-    const params: unknown[] = [row.id, row.lock_token, failure.status, failure.message, failure.nextRetryAt, failure.reason, failure.finishedAt];
-    if (this.options.attemptHistory) {
-      params.push(failure.outcome, startedAt, failure.durationMs, failure.errorClass, failure.stack, failure.workerId, failure.rawMessage);
-    }
-    const { affected } = on
-      ? await runQuery(on, this.sql.recordOutcome, params)
-      : await this.withConnection((queryRunner) => runQuery(queryRunner, this.sql.recordOutcome, params));
-    const emit = this.reportFailure(failure, affected === 1);
-    if (!emit || !on) {
-      await emit?.();
-      return undefined;
-    }
-    return emit;
-  }
-
-  /** Records the failed attempts of a batch in one statement. */
-  private async recordFailures(items: FailedAttempt[]): Promise<void> {
-    if (items.length === 1) {
-      await this.recordFailure(items[0].row, items[0].handler, items[0].error, items[0].startedAt);
-      return;
-    }
+  async recordFailures(items: FailedAttempt[], on?: QueryRunner): Promise<Array<() => Promise<void>>> {
+    if (items.length === 0) return [];
     const failures = items.map((item) => this.describeFailure(item));
     const column = <K extends keyof DescribedFailure>(key: K) => failures.map((failure) => failure[key]);
-    const { rows } = await this.withConnection((queryRunner) =>
-      runQuery<{ id: string }>(queryRunner, this.sql.recordOutcomes, [
-        failures.map((f) => f.row.id),
-        failures.map((f) => f.row.lock_token),
-        column('status'),
-        column('message'),
-        column('nextRetryAt'),
-        column('reason'),
-        column('finishedAt'),
-        column('outcome'),
-        column('startedAt'),
-        column('durationMs'),
-        column('errorClass'),
-        column('stack'),
-        column('workerId'),
-        column('rawMessage'),
-      ]),
-    );
+    const params = [
+      failures.map((f) => f.row.id),
+      failures.map((f) => f.row.lock_token),
+      column('status'),
+      column('message'),
+      column('nextRetryAt'),
+      column('reason'),
+      column('finishedAt'),
+      column('outcome'),
+      column('startedAt'),
+      column('durationMs'),
+      column('errorClass'),
+      column('stack'),
+      column('workerId'),
+      column('rawMessage'),
+    ];
+    const { rows } = on
+      ? await runQuery<{ id: string }>(on, this.sql.recordOutcomes, params)
+      : await this.withConnection((queryRunner) => runQuery<{ id: string }>(queryRunner, this.sql.recordOutcomes, params));
     const recorded = new Set(rows.map((row) => row.id));
-    for (const failure of failures) await this.reportFailure(failure, recorded.has(failure.row.id))?.();
+    return failures.flatMap((failure) => this.reportFailure(failure, recorded.has(failure.row.id)) ?? []);
   }
 
   /** Works out what a failed attempt means for its entry: Failed with a backoff, or DeadLetter. */

@@ -229,20 +229,20 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    */
   private async sweepExpiredLeases(): Promise<void> {
     const listeners = await this.executor.withConnection(async (queryRunner) => {
-      const calls: Array<() => Promise<void>> = [];
       // The usual answer is "none": find that out with one cheap statement, no transaction.
       const expired = await runQuery(queryRunner, this.sql.anyExpiredLease, [this.options.clock.now()]);
-      if (expired.rows.length === 0) return calls;
+      if (expired.rows.length === 0) return [];
       try {
         await queryRunner.startTransaction();
         const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [this.options.clock.now(), LEASE_SWEEP_LIMIT]);
-        for (const row of rows) {
-          const error = new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`);
+        const failures = rows.map((row) => ({
+          row,
+          handler: this.explorer.get(row.command_type),
+          error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
           // The attempt began when the lease did.
-          const startedAt = new Date(row.locked_until!.getTime() - this.options.leaseMs);
-          const call = await this.executor.recordFailure(row, this.explorer.get(row.command_type), error, startedAt, queryRunner);
-          if (call) calls.push(call);
-        }
+          startedAt: new Date(row.locked_until!.getTime() - this.options.leaseMs),
+        }));
+        const calls = await this.executor.recordFailures(failures, queryRunner);
         await queryRunner.commitTransaction();
         return calls;
       } catch (error) {

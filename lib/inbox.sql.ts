@@ -157,7 +157,6 @@ export class InboxSql {
   readonly claim: string;
   readonly lockClaimed: string;
   readonly complete: string;
-  readonly recordOutcome: string;
   readonly recordOutcomes: string;
   readonly selectExpiredLeases: string;
   readonly anyExpiredLease: string;
@@ -264,21 +263,8 @@ export class InboxSql {
         SELECT "id", 'attempt', "retry_count" + 1, 'completed', "started_at", "finished_at",
           (extract(epoch FROM "finished_at" - "started_at") * 1000)::int, $5, "finished_at" FROM done`
       : completeUpdate;
-    // Failure or dead letter, fenced by the claim's token. $1 id, $2 token, $3 status, $4 error,
-    // $5 next retry, $6 dead-letter reason, $7 finished at, then the attempt record ($8..$14; $14 is
-    // the error's own message, without the "Gave up after …" prefix the entry's error gets).
-    const outcomeUpdate = `UPDATE ${t} SET "status" = $3::${this.statusType}, "retry_count" = "retry_count" + 1, "error" = $4,
-        "next_retry_at" = $5, "dead_letter_reason" = $6::varchar, "dead_lettered_at" = CASE WHEN $6::varchar IS NULL THEN NULL ELSE $7::timestamptz END,
-        ${clearClaim}
-      WHERE "id" = $1 AND "lock_token" = $2`;
-    this.recordOutcome = recordAttempts
-      ? `WITH outcome AS (${outcomeUpdate} RETURNING "id", "retry_count")
-        INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
-          "error_class", "error_message", "error_stack", "worker_id", "recorded_at")
-        SELECT "id", 'attempt', "retry_count", $8, $9, $7, $10, $11, $14, $12, $13, $7 FROM outcome`
-      : outcomeUpdate;
-    // The same for many failed attempts at once (one statement per batch). Arrays, one element per
-    // entry: $1 ids, $2 tokens, $3 statuses, $4 errors, $5 next retries, $6 reasons, $7 finish times,
+    // Failures and dead letters, fenced by each claim's token, with their history records: one
+    // statement for all the failed attempts of a batch (or a sweep). Arrays, one element per entry: $1 ids, $2 tokens, $3 statuses, $4 errors, $5 next retries, $6 reasons, $7 finish times,
     // $8 outcomes, $9 start times, $10 durations, $11 error classes, $12 stacks, $13 workers, $14 messages.
     const outcomesUpdate = `UPDATE ${t} AS e SET "status" = d."status"::${this.statusType}, "retry_count" = e."retry_count" + 1,
         "error" = d."error", "next_retry_at" = d."next_retry_at", "dead_letter_reason" = d."reason",
