@@ -91,7 +91,11 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     this.schedulerRegistry.addInterval(this.timerName, this.timer);
     this.started = true;
     void this.runOnce();
-    void this.notifier.listen(() => this.wake());
+    // A notification (or the listener's reconnect) proves the database answers: end any outage backoff.
+    void this.notifier.listen(() => {
+      this.resumeAt = 0;
+      this.wake();
+    });
   }
 
   async beforeApplicationShutdown(): Promise<void> {
@@ -258,9 +262,9 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private reportDatabaseDown(error: unknown): void {
     this.failedPasses++;
     const delay = backoffDelayMs(this.failedPasses, {
-      initialDelayMs: this.options.pollIntervalMs,
+      initialDelayMs: Math.min(this.options.pollIntervalMs, MAX_RECONNECT_DELAY_MS),
       multiplier: 2,
-      maxDelayMs: Math.max(this.options.pollIntervalMs, MAX_RECONNECT_DELAY_MS),
+      maxDelayMs: MAX_RECONNECT_DELAY_MS,
       jitter: 0.2,
     });
     this.resumeAt = Date.now() + delay;
