@@ -228,10 +228,10 @@ async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entr
  */
 async function claimProbe(ctx: RunContext, entrant: Entrant, client: Client, enqueuer: { enqueue(items: EnqueueItem[], kind: Handler): Promise<void> }) {
   await enqueuer.enqueue(items('probe', ctx.sizes.drain), 'event');
-  const sql = new InboxSql('inbox_entries');
+  const sql = new InboxSql('inbox_entries', true, false);
   // The probe binds the parameters the processor binds for its regular claim: $1 now, $2 limit,
   // $3 worker id, $4 lease end, $5 token, and since be063c9 $6 = false (not the crash-suspect claim).
-  const placeholders = new Set(sql.claim.match(/\$\d+/g) ?? []).size;
+  const placeholders = new Set(sql.claim.text.match(/\$\d+/g) ?? []).size;
   if (placeholders !== 5 && placeholders !== 6) {
     throw new Error(`InboxSql.claim now takes ${placeholders} parameters; update the claim probe in bench/workloads.ts`);
   }
@@ -244,14 +244,14 @@ async function claimProbe(ctx: RunContext, entrant: Entrant, client: Client, enq
   for (let i = 0; i < ctx.sizes.claimSamples + 3; i++) {
     await client.query('BEGIN');
     const t0 = performance.now();
-    const { rowCount } = await client.query(sql.claim, params());
+    const { rowCount } = await client.query(sql.claim.text, params());
     const dt = performance.now() - t0;
     await client.query('ROLLBACK');
     if (rowCount !== INBOX_WORKER.batchSize) throw new Error(`claim probe took ${rowCount} rows, expected ${INBOX_WORKER.batchSize}`);
     if (i >= 3) timings.push(dt);
   }
   await client.query('BEGIN');
-  const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql.claim}`, params());
+  const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql.claim.text}`, params());
   await client.query('ROLLBACK');
   const plan = rows.map((r) => r['QUERY PLAN']);
   const sorted = [...timings].sort((a, b) => a - b);

@@ -24,7 +24,7 @@ const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,54}(\.[a-z_][a-z0-9_]{0,54})?$/; 
 
 const KNOWN_OPTIONS = new Set([
   'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'handlerTimeoutMs', 'receiveTimeoutMs', 'worker',
-  'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock', 'attemptHistory', 'notify', 'retention',
+  'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock', 'attemptHistory', 'preparedStatements', 'notify', 'retention',
 ]);
 const KNOWN_BACKOFF = new Set(Object.keys(DEFAULT_BACKOFF));
 
@@ -172,6 +172,7 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     workerId,
     clock: clock as unknown as InboxClock,
     attemptHistory: boolean('attemptHistory', raw.attemptHistory, true),
+    preparedStatements: boolean('preparedStatements', raw.preparedStatements, true),
     notify: boolean('notify', raw.notify, true),
     retention: resolveRetention(raw.retention),
   };

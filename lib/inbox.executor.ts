@@ -56,7 +56,7 @@ export class InboxExecutor {
     private readonly explorer: InboxExplorer,
     private readonly events: InboxEvents,
   ) {
-    this.sql = new InboxSql(options.tableName, options.attemptHistory);
+    this.sql = new InboxSql(options.tableName, options.attemptHistory, options.preparedStatements);
   }
 
   /** Lends a tracked connection to `work` and always gives it back. */

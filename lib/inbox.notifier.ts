@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nes
 import type { DataSource } from 'typeorm';
 import { backoffDelayMs } from './backoff';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { pgPoolOf } from './inbox.sql';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
 /** The bits of node-postgres' Client this class uses. */
@@ -15,21 +16,24 @@ interface ListenClient {
 }
 
 const MAX_RECONNECT_DELAY_MS = 10_000;
+const NOTIFY = { name: 'nestjs_inbox_notify', text: 'SELECT pg_notify($1, NULL)' };
 const MIN_NOTIFY_SPACING_MS = 2;
 
 /**
- * Wakes workers in other processes when commands arrive, without a NOTIFY in the receiving
- * transaction (PostgreSQL serialises the commits of notifying transactions). After a receive
- * commits, `notify()` sends one `pg_notify` on its own; while one is on its way, further calls
- * are folded into a single follow-up. Workers LISTEN on a dedicated connection that reconnects
- * with bounded backoff, logging once per outage.
+ * Wakes workers in other processes when commands arrive, without a NOTIFY in every receiving
+ * transaction (PostgreSQL serialises the commits of notifying transactions). At most one
+ * notification per MIN_NOTIFY_SPACING_MS: the first receive of each interval carries it in its own
+ * statement (`takeInline`, no extra round trip); receives inside the interval are folded into one
+ * `pg_notify` sent when it ends. A lone receive is always announced at once. Workers LISTEN on a
+ * dedicated connection that reconnects with bounded backoff, logging once per outage.
  */
 @Injectable()
 export class InboxNotifier implements BeforeApplicationShutdown {
   private readonly logger = new Logger('InboxProcessor');
   readonly channel: string;
+  /** Receives committed since the last notification went out, not yet announced. */
+  private pending = false;
   private sending = false;
-  private again = false;
   private client?: ListenClient;
   private closed = false;
   private failures = 0;
@@ -45,36 +49,47 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   }
 
   /**
-   * Tells other instances that new commands are due; never throws. At most one NOTIFY is on its
-   * way at a time and they are at least MIN_NOTIFY_SPACING_MS apart: a burst of receives costs a
-   * few notifications, a lone receive is announced at once.
+   * Called before a receive: returns the channel when this receive should send the notification
+   * itself (inside its INSERT), or undefined when one went out less than the spacing ago. A
+   * receive that took it and stored nothing new must call `notify()`, or earlier receives may
+   * wait for the next poll.
    */
+  takeInline(): string | undefined {
+    if (!this.options.notify || this.closed || this.sending) return undefined;
+    const now = Date.now();
+    if (now - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return undefined;
+    this.lastSentAt = now;
+    this.pending = false; // delivered with that receive's commit, after every earlier one
+    return this.channel;
+  }
+
+  /** Tells other instances, soon, that new commands are due (after a receive that carried no notification); never throws. */
   notify(): void {
     if (!this.options.notify || this.closed) return;
-    if (this.sending || this.spacingTimer) {
-      this.again = true;
-      return;
-    }
+    this.pending = true;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.sending || this.spacingTimer) return;
     const wait = this.lastSentAt + MIN_NOTIFY_SPACING_MS - Date.now();
     if (wait > 0) {
       this.spacingTimer = setTimeout(() => {
         this.spacingTimer = undefined;
-        this.again = false;
-        this.notify();
+        this.schedule();
       }, wait);
       return;
     }
+    if (!this.pending || this.closed) return;
+    this.pending = false;
     this.sending = true;
     this.lastSentAt = Date.now();
-    this.dataSource
-      .query('SELECT pg_notify($1, NULL)', [this.channel])
+    pgPoolOf(this.dataSource)
+      .query({ text: NOTIFY.text, name: this.options.preparedStatements ? NOTIFY.name : undefined, values: [this.channel] })
       .catch(() => undefined) // the next poll finds the commands anyway
       .finally(() => {
         this.sending = false;
-        if (this.again) {
-          this.again = false;
-          this.notify();
-        }
+        if (this.pending) this.schedule();
       });
   }
 

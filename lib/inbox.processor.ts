@@ -60,7 +60,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     private readonly notifier: InboxNotifier,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
-    this.sql = new InboxSql(options.tableName, options.attemptHistory);
+    this.sql = new InboxSql(options.tableName, options.attemptHistory, options.preparedStatements);
     this.timerName = `nestjs-inbox:${options.tableName}`;
   }
 

@@ -25,7 +25,9 @@ import {
   InboxSql,
   pgPoolOf,
   type PgPoolClient,
+  rowFromJson,
   runQuery,
+  type Statement,
   toEntry,
   toHistoryRecord,
   type EntryFilter,
@@ -65,7 +67,7 @@ export class InboxService {
     private readonly events: InboxEvents,
     private readonly notifier: InboxNotifier,
   ) {
-    this.sql = new InboxSql(options.tableName, options.attemptHistory);
+    this.sql = new InboxSql(options.tableName, options.attemptHistory, options.preparedStatements);
   }
 
   /**
@@ -83,19 +85,32 @@ export class InboxService {
       const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
       return this.store(query, incoming).catch((error: unknown) => rethrowUnavailable(error));
     }
-    const result = await this.withTimeout((queryRunner) => this.store(queryRunner, incoming));
-    if (!result.duplicate) this.wakeWorkers();
+    // The first receive after a quiet spell tells other instances itself, inside its statement.
+    const channel = this.notifier.takeInline();
+    let result: ReceiveResult;
+    try {
+      result = await this.withTimeout((query) => this.store(query, incoming, channel));
+    } catch (error) {
+      if (channel) this.notifier.notify(); // earlier receives may have counted on that notification
+      throw error;
+    }
+    if (!result.duplicate) this.processor.wake();
+    // A new entry without the notification, or a duplicate that took it and sent none: announce later.
+    if (result.duplicate === Boolean(channel)) this.notifier.notify();
     return result;
   }
 
-  /** New due commands: this instance's processor now, other instances through a coalesced NOTIFY. */
+  /** New due commands (replays): this instance's processor now, other instances through a coalesced NOTIFY. */
   private wakeWorkers(): void {
     this.processor.wake();
     this.notifier.notify();
   }
 
-  /** Inserts once per messageId; on a conflict returns the stored entry or reports a mismatch. */
-  private async store(query: RunStatement, incoming: ValidatedCommand): Promise<ReceiveResult> {
+  /**
+   * Inserts once per messageId (notifying `channel` when it stores a new entry); on a conflict
+   * returns the stored entry or reports a mismatch.
+   */
+  private async store(query: RunStatement, incoming: ValidatedCommand, channel?: string): Promise<ReceiveResult> {
     const receivedAt = this.options.clock.now();
     const params = [
       incoming.messageId,
@@ -106,14 +121,16 @@ export class InboxService {
       incoming.metadataJson,
       receivedAt.toISOString(),
     ];
+    const [statement, values] = channel ? [this.sql.receiveAndNotify, [...params, channel]] : [this.sql.receive, params];
     for (;;) {
-      const [inserted] = await query<{ id: string }>(this.sql.insert, params);
-      if (inserted) return { entry: this.newEntry(inserted.id, incoming, receivedAt), duplicate: false };
-      const [row] = await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3));
-      // Still none: it was deleted between the two statements, so storing again is correct.
-      if (!row) continue;
-      if (!row.same_command) throw new IdempotencyConflictError(incoming.messageId, row.id);
-      return { entry: toEntry(row), duplicate: true };
+      const [received] = await query<ReceivedRow>(statement, values);
+      if (received?.same_command === null) return { entry: this.newEntry(received.id, incoming, receivedAt), duplicate: false };
+      // No row: a concurrent receive committed this messageId after the statement's snapshot.
+      const stored = received ? { ...rowFromJson(received.stored!), same_command: received.same_command } : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
+      // Still none: that entry was deleted meanwhile, so storing again is correct.
+      if (!stored) continue;
+      if (!stored.same_command) throw new IdempotencyConflictError(incoming.messageId, stored.id);
+      return { entry: toEntry(stored), duplicate: true };
     }
   }
 
@@ -161,7 +178,9 @@ export class InboxService {
       client = connected;
       connected.on('error', onError);
       if (timedOut) throw new InboxUnavailableError('timed out');
-      return work(async <R>(sql: string, params: unknown[]) => (await connected.query(sql, params)).rows as R[]);
+      return work(async <R>(sql: string | Statement, values: unknown[]) =>
+        typeof sql === 'string' ? ((await connected.query({ text: sql, values })).rows as R[]) : ((await connected.query({ ...sql, values })).rows as R[]),
+      );
     });
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -451,9 +470,16 @@ export class InboxService {
 }
 
 /** Runs one statement and returns its rows. */
-type RunStatement = <R>(sql: string, params: unknown[]) => Promise<R[]>;
+type RunStatement = <R>(sql: string | Statement, params: unknown[]) => Promise<R[]>;
 
 type StoredRow = InboxRow & { same_command: boolean };
+
+/** What the receive statement returns: `same_command` and `stored` are null for a new entry. */
+interface ReceivedRow {
+  id: string;
+  same_command: boolean | null;
+  stored: Record<string, unknown> | null;
+}
 
 interface ValidatedCommand {
   messageId: string;

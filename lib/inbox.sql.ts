@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { STATUS_ENUM_NAME } from './inbox.constants';
 import { InboxEntry } from './entities/inbox-entry.entity';
@@ -33,6 +34,20 @@ const COLUMN_NAMES = [
 ];
 const COLUMNS = COLUMN_NAMES.map((name) => `"${name}"`).join(', ');
 const columnsOf = (alias: string) => COLUMN_NAMES.map((name) => `${alias}."${name}"`).join(', ');
+/**
+ * A statement of the hot path. With a name, node-postgres prepares it once per connection and
+ * later runs only bind/execute: no parsing or planning per call (the name carries a digest of
+ * the text, so two tables or versions never share one).
+ */
+export interface Statement {
+  readonly name?: string;
+  readonly text: string;
+}
+
+function statement(purpose: string, text: string, prepared: boolean): Statement {
+  if (!prepared) return { text };
+  return { name: `nestjs_inbox_${purpose}_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, text };
+}
 
 /** A row as node-postgres returns it. */
 export interface InboxRow {
@@ -79,6 +94,15 @@ export function toEntry(row: InboxRow): InboxEntry {
   entry.deadLetteredAt = row.dead_lettered_at;
   entry.discardedAt = row.discarded_at;
   return entry;
+}
+
+const TIMESTAMP_COLUMNS = ['next_retry_at', 'received_at', 'processed_at', 'locked_until', 'dead_lettered_at', 'discarded_at'] as const;
+
+/** A row that came back as jsonb (timestamps as ISO strings). */
+export function rowFromJson(json: Record<string, unknown>): InboxRow {
+  const row = { ...json } as Record<string, unknown>;
+  for (const column of TIMESTAMP_COLUMNS) if (row[column] !== null) row[column] = new Date(row[column] as string);
+  return row as unknown as InboxRow;
 }
 
 export interface HistoryRow {
@@ -145,7 +169,8 @@ export function historyTableOf(tableName: string): string {
  * outcome and its history record is one statement (a data-modifying CTE): no extra round trip.
  */
 export class InboxSql {
-  readonly insert: string;
+  readonly receive: Statement;
+  readonly receiveAndNotify: Statement;
   readonly selectByMessageIdWithMatch: string;
   readonly selectById: string;
   readonly selectByMessageId: string;
@@ -154,13 +179,13 @@ export class InboxSql {
   readonly replay: string;
   readonly discard: string;
   readonly deadLetter: string;
-  readonly claim: string;
-  readonly lockClaimed: string;
-  readonly complete: string;
-  readonly recordOutcomes: string;
+  readonly claim: Statement;
+  readonly lockClaimed: Statement;
+  readonly complete: Statement;
+  readonly recordOutcomes: Statement;
   readonly selectExpiredLeases: string;
-  readonly anyExpiredLease: string;
-  readonly anySuspectDue: string;
+  readonly anyExpiredLease: Statement;
+  readonly anySuspectDue: Statement;
   readonly stripPayloads: string;
   readonly deleteCompleted: string;
 
@@ -168,31 +193,44 @@ export class InboxSql {
   private readonly history: string;
   private readonly statusType: string;
 
-  constructor(tableName: string, recordAttempts = true) {
+  /**
+   * `recordAttempts`: write an attempt record with every outcome. `prepared`: name the hot-path
+   * statements so node-postgres prepares them (off for poolers that cannot keep them).
+   */
+  constructor(tableName: string, recordAttempts = true, prepared = true) {
     const t = quoteTable(tableName);
     const h = quoteTable(historyTableOf(tableName));
     this.table = t;
     this.history = h;
     this.statusType = statusTypeOf(tableName);
     const status = (s: InboxStatus) => `'${s}'::${this.statusType}`;
+    const sameCommand = `("command_type" = $2 AND CASE WHEN "payload" IS NULL
+        THEN "payload_digest" = md5($3::jsonb::text) ELSE "payload" = $3::jsonb END)`;
     const clearClaim = `"locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL`;
     const resetForReplay = `"status" = ${status(InboxStatus.Pending)}, "retry_count" = 0, "next_retry_at" = NULL, "processed_at" = NULL,
         ${clearClaim}, "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL`;
 
-    // A plain INSERT … RETURNING: measured twice as fast as one statement that also returns the
-    // existing row (a CTE with UNION ALL), and a duplicate costs only one more cheap lookup.
-    // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 received at.
-    // Only the id comes back: every other column of a new entry is known to the caller, and
-    // parsing twenty columns per receive costs more than the insert itself.
-    this.insert = `INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
-      VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, $7::timestamptz)
-      ON CONFLICT ("message_id") DO NOTHING
-      RETURNING "id"`;
+    // Receive in one statement: insert, or when the messageId is taken, return the stored entry (as
+    // jsonb: three narrow columns parse faster than twenty) and whether it holds the same command.
+    // A new entry comes back as its id alone, `same_command` NULL: the caller knows the rest.
     // jsonb equality ignores key order and whitespace: the same command re-sent by another client
-    // matches. After retention removed the payload, its digest stands in for it.
-    this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ("command_type" = $2 AND CASE WHEN "payload" IS NULL
-        THEN "payload_digest" = md5($3::jsonb::text) ELSE "payload" = $3::jsonb END) AS "same_command"
-      FROM ${t} WHERE "message_id" = $1`;
+    // matches. After retention removed the payload, its digest stands in for it. No row at all
+    // means a concurrent receive committed the key after this statement's snapshot: look again.
+    // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 received at.
+    const receive = (notify: boolean) => `WITH inserted AS (
+        INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
+        VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, $7::timestamptz)
+        ON CONFLICT ("message_id") DO NOTHING
+        RETURNING "id"${notify ? ', pg_notify($8, NULL)' : ''}
+      )
+      SELECT "id", NULL::boolean AS "same_command", NULL::jsonb AS "stored" FROM inserted
+      UNION ALL
+      SELECT "id", ${sameCommand}, jsonb_build_object(${COLUMN_NAMES.map((name) => `'${name}', "${name}"`).join(', ')})
+      FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)`;
+    this.receive = statement('receive', receive(false), prepared);
+    // The same, also notifying $8 when a new entry was stored (delivered when it commits).
+    this.receiveAndNotify = statement('receive_notify', receive(true), prepared);
+    this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ${sameCommand} AS "same_command" FROM ${t} WHERE "message_id" = $1`;
     this.selectById = `SELECT ${COLUMNS} FROM ${t} WHERE "id" = $1`;
     this.selectByMessageId = `SELECT ${COLUMNS} FROM ${t} WHERE "message_id" = $1`;
     this.countByStatus = `SELECT "status", count(*)::int AS "count" FROM ${t} GROUP BY "status"`;
@@ -233,7 +271,7 @@ export class InboxSql {
     // Due = Pending, or Failed whose retry time has come; oldest due first. SKIP LOCKED lets
     // several workers claim side by side without waiting on each other's rows. Entries whose last
     // attempt ended with its worker gone ("crash suspects") are claimed apart, one at a time ($6).
-    this.claim = `WITH due AS (
+    this.claim = statement('claim', `WITH due AS (
         SELECT "id" FROM ${t}
         WHERE "status" IN (${status(InboxStatus.Pending)}, ${status(InboxStatus.Failed)})
           AND COALESCE("next_retry_at", "received_at") <= $1
@@ -244,25 +282,25 @@ export class InboxSql {
       )
       UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Processing)}, "locked_by" = $3, "locked_until" = $4, "lock_token" = $5
       FROM due WHERE e."id" = due."id"
-      RETURNING ${columnsOf('e')}`;
+      RETURNING ${columnsOf('e')}`, prepared);
     // First statement of a batch's transaction: locks the claimed rows until commit, and proves the
     // claims are still ours (the fencing token did not change). It also bounds how long the
     // transaction may sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server
     // ends the session after $3 ms, so the locks cannot outlive the lease. $1 ids, $2 token.
-    this.lockClaimed = `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
-      WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`;
+    this.lockClaimed = statement('lock', `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
+      WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`, prepared);
 
     // Completes a batch in one statement. $1 ids, $2 token, $3 finish times, then $4 start times, $5 worker.
     const completeUpdate = `UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = d."finished_at",
         "error" = NULL, "next_retry_at" = NULL, ${clearClaim}
       FROM unnest($1::uuid[], $3::timestamptz[]${recordAttempts ? ', $4::timestamptz[]' : ''}) AS d("id", "finished_at"${recordAttempts ? ', "started_at"' : ''})
       WHERE e."id" = d."id" AND e."lock_token" = $2`;
-    this.complete = recordAttempts
+    this.complete = statement('complete', recordAttempts
       ? `WITH done AS (${completeUpdate} RETURNING e."id", e."retry_count", d."started_at", d."finished_at")
         INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms", "worker_id", "recorded_at")
         SELECT "id", 'attempt', "retry_count" + 1, 'completed', "started_at", "finished_at",
           (extract(epoch FROM "finished_at" - "started_at") * 1000)::int, $5, "finished_at" FROM done`
-      : completeUpdate;
+      : completeUpdate, prepared);
     // Failures and dead letters, fenced by each claim's token, with their history records: one
     // statement for all the failed attempts of a batch (or a sweep). Arrays, one element per entry: $1 ids, $2 tokens, $3 statuses, $4 errors, $5 next retries, $6 reasons, $7 finish times,
     // $8 outcomes, $9 start times, $10 durations, $11 error classes, $12 stacks, $13 workers, $14 messages.
@@ -274,7 +312,7 @@ export class InboxSql {
         AS d("id", "token", "status", "error", "next_retry_at", "reason", "finished_at",
           "outcome", "started_at", "duration_ms", "error_class", "error_stack", "worker_id", "error_message")
       WHERE e."id" = d."id" AND e."lock_token" = d."token"`;
-    this.recordOutcomes = recordAttempts
+    this.recordOutcomes = statement('outcomes', recordAttempts
       ? `WITH outcome AS (${outcomesUpdate} RETURNING e."id", e."retry_count", d."outcome", d."started_at", d."finished_at",
             d."duration_ms", d."error_class", d."error_message", d."error_stack", d."worker_id")
         INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
@@ -282,14 +320,14 @@ export class InboxSql {
         SELECT "id", 'attempt', "retry_count", "outcome", "started_at", "finished_at", "duration_ms",
           "error_class", "error_message", "error_stack", "worker_id", "finished_at" FROM outcome
         RETURNING "entry_id" AS "id"`
-      : `${outcomesUpdate} RETURNING e."id"`;
+      : `${outcomesUpdate} RETURNING e."id"`, prepared);
     // Claims whose lease ran out. A live worker holds the row lock while its handler runs, so
     // SKIP LOCKED only finds claims whose worker is gone (crashed, killed, disconnected).
     // Served by a partial index that only holds crash suspects: usually empty, always cheap.
-    this.anySuspectDue = `SELECT 1 FROM ${t}
+    this.anySuspectDue = statement('suspect', `SELECT 1 FROM ${t}
       WHERE "status" IN (${status(InboxStatus.Pending)}, ${status(InboxStatus.Failed)})
-        AND COALESCE("error", '') LIKE '${LEASE_EXPIRED_PREFIX}%' AND COALESCE("next_retry_at", "received_at") <= $1 LIMIT 1`;
-    this.anyExpiredLease = `SELECT 1 FROM ${t} WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1 LIMIT 1`;
+        AND COALESCE("error", '') LIKE '${LEASE_EXPIRED_PREFIX}%' AND COALESCE("next_retry_at", "received_at") <= $1 LIMIT 1`, prepared);
+    this.anyExpiredLease = statement('expired', `SELECT 1 FROM ${t} WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1 LIMIT 1`, prepared);
     this.selectExpiredLeases = `SELECT ${COLUMNS} FROM ${t}
       WHERE "status" = ${status(InboxStatus.Processing)} AND "locked_until" <= $1
       ORDER BY "locked_until" LIMIT $2 FOR UPDATE SKIP LOCKED`;
@@ -371,20 +409,38 @@ export interface QueryOutcome<T> {
 
 /**
  * Runs one statement on a query runner, or on a fresh one from the data source (released after).
- * Returns rows and the affected-row count whatever the statement kind.
+ * Returns rows and the affected-row count whatever the statement kind. A named statement on a
+ * query runner goes straight to its node-postgres connection, prepared (the hot path); everything
+ * else goes through TypeORM.
  */
 export async function runQuery<T = InboxRow>(
   on: DataSource | QueryRunner,
-  sql: string,
+  sql: string | Statement,
   params: unknown[],
 ): Promise<QueryOutcome<T>> {
+  const text = typeof sql === 'string' ? sql : sql.text;
+  const name = typeof sql === 'string' ? undefined : sql.name;
+  if (name && isQueryRunner(on)) return runPrepared(on, name, text, params);
   const queryRunner = isQueryRunner(on) ? on : on.createQueryRunner();
   try {
-    const result = (await queryRunner.query(sql, params, true)) as { records?: T[]; affected?: number };
+    const result = (await queryRunner.query(text, params, true)) as { records?: T[]; affected?: number };
     return { rows: result.records ?? [], affected: result.affected ?? 0 };
   } finally {
     if (queryRunner !== on) await queryRunner.release();
   }
+}
+
+async function runPrepared<T>(queryRunner: QueryRunner, name: string, text: string, values: unknown[]): Promise<QueryOutcome<T>> {
+  // A released runner (a timed-out handler's, say) must fail like TypeORM's own queries do.
+  if (queryRunner.isReleased) throw new Error('nestjs-inbox: the connection was released; statement not run');
+  const client = (await queryRunner.connect()) as PgQueryable;
+  const result = await client.query({ name, text, values });
+  return { rows: result.rows as T[], affected: result.rowCount ?? 0 };
+}
+
+/** The one method of a node-postgres client or pool that the hot path uses. */
+export interface PgQueryable {
+  query(config: { name?: string; text: string; values: unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
 }
 
 function isQueryRunner(value: DataSource | QueryRunner): value is QueryRunner {
@@ -403,13 +459,12 @@ export async function destroyConnection(queryRunner: QueryRunner, reason: Error)
 }
 
 /** The node-postgres pool behind a TypeORM data source (the receive path uses it directly). */
-export interface PgPoolClient {
-  query(sql: string, params: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
+export interface PgPoolClient extends PgQueryable {
   release(destroy?: boolean | Error): void;
   on(event: 'error', listener: (error: Error) => void): void;
   removeListener(event: 'error', listener: (error: Error) => void): void;
 }
 
-export function pgPoolOf(dataSource: DataSource): { connect(): Promise<PgPoolClient> } {
-  return (dataSource.driver as unknown as { master: { connect(): Promise<PgPoolClient> } }).master;
+export function pgPoolOf(dataSource: DataSource): PgQueryable & { connect(): Promise<PgPoolClient> } {
+  return (dataSource.driver as unknown as { master: PgQueryable & { connect(): Promise<PgPoolClient> } }).master;
 }

@@ -65,6 +65,12 @@ export interface InboxModuleOptions {
   notify?: boolean;
   /** Record every attempt in the history table (one statement with the outcome, no extra round trip). Default true. */
   attemptHistory?: boolean;
+  /**
+   * Run the hot-path statements (receive, claim, lock, complete, failure) as named prepared
+   * statements, parsed and planned once per connection. Turn off behind a pooler that cannot keep
+   * prepared statements across transactions (PgBouncer before 1.21 in transaction mode). Default true.
+   */
+  preparedStatements?: boolean;
   /** Retention of completed entries; dead letters are never deleted automatically. */
   retention?: Partial<RetentionOptions>;
   /** Name of this worker in `lockedBy`. Default: hostname, pid and a random suffix. */
@@ -99,6 +105,7 @@ export interface ResolvedInboxOptions {
   workerId: string;
   clock: InboxClock;
   attemptHistory: boolean;
+  preparedStatements: boolean;
   notify: boolean;
   retention: RetentionOptions;
 }

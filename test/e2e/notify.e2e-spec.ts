@@ -36,6 +36,20 @@ describe('cross-instance wake-up', () => {
     await waitFor(async () => (await statusOf(entry.id)) === InboxStatus.Completed, 'the worker to run the command', 5_000);
   });
 
+  it('announces every command of a burst: receives inside the spacing are folded into a later notification', async () => {
+    const received = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => api.inbox.receive({ messageId: `burst-${i}`, commandType: 'test.scripted', payload: {} })),
+    );
+    // Duplicates carry no notification of their own; the burst must still be announced.
+    await Promise.all(received.map(({ entry }) => api.inbox.receive({ messageId: entry.messageId, commandType: 'test.scripted', payload: {} })));
+    const last = await api.inbox.receive({ messageId: 'burst-last', commandType: 'test.scripted', payload: {} });
+    await waitFor(
+      async () => (await Promise.all([...received, last].map(({ entry }) => statusOf(entry.id)))).every((status) => status === InboxStatus.Completed),
+      'the worker to run the whole burst',
+      5_000,
+    );
+  });
+
   it('keeps listening after the connection to the database was cut', async () => {
     proxy.set('refuse');
     const { entry: during } = await api.inbox.receive({ messageId: 'n-2', commandType: 'test.scripted', payload: {} });

@@ -195,3 +195,31 @@ describe('processing', () => {
     expect(fresh.calls.map((c) => c.messageId).filter((m) => m.startsWith('order-'))).toEqual(ids);
   });
 });
+
+describe('processing without prepared statements (for poolers that cannot keep them)', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('unprepared');
+    await sql(db.url, EFFECTS_TABLE_SQL);
+    app = await createTestApp({ url: db.url, handlers: [ScriptedHandler], inbox: { preparedStatements: false, maxAttempts: 1 } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  it('receives, deduplicates, completes and dead-letters exactly as with them', async () => {
+    const ok = await app.inbox.receive({ messageId: 'u-1', commandType: 'test.scripted', payload: {} });
+    const again = await app.inbox.receive({ messageId: 'u-1', commandType: 'test.scripted', payload: {} });
+    const bad = await app.inbox.receive({ messageId: 'u-2', commandType: 'test.scripted', payload: { failUntilAttempt: 1 } });
+    expect(again).toMatchObject({ duplicate: true, entry: { id: ok.entry.id } });
+    await app.processor.runOnce();
+    expect((await app.inbox.get(ok.entry.id))!.status).toBe(InboxStatus.Completed);
+    expect((await app.inbox.get(bad.entry.id))!.status).toBe(InboxStatus.DeadLetter);
+    const prepared = await app.dataSource.query(`SELECT count(*)::int AS n FROM pg_prepared_statements WHERE name LIKE 'nestjs_inbox%'`);
+    expect(prepared).toEqual([{ n: 0 }]);
+  });
+});

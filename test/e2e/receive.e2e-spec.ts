@@ -57,6 +57,9 @@ describe('InboxService.receive', () => {
     const again = await app.inbox.receive({ messageId: 'dup-1', commandType: 'test.scripted', payload: { b: [1, 2], a: 1 } });
     expect(again.duplicate).toBe(true);
     expect(again.entry.id).toBe(first.entry.id);
+    // The stored entry, column for column (it comes back from the receive statement as jsonb).
+    expect(again.entry).toEqual(await app.inbox.get(first.entry.id));
+    expect(again.entry.receivedAt).toBeInstanceOf(Date);
     expect((await sql(db.url, `SELECT 1 FROM inbox_entries WHERE message_id = 'dup-1'`)).length).toBe(1);
   });
 

@@ -15,6 +15,8 @@ describe('resolveInboxOptions', () => {
       tableName: 'inbox_entries',
       acceptUnknownCommandTypes: false,
       maxPayloadBytes: 1_048_576,
+      preparedStatements: true,
+      notify: true,
     });
     expect(options.workerId).toMatch(/:\d+:[0-9a-f]{6}$/);
     expect(options.clock.now()).toBeInstanceOf(Date);
@@ -54,6 +56,7 @@ describe('resolveInboxOptions', () => {
     [{ acceptUnknownCommandTypes: 'yes' }, 'acceptUnknownCommandTypes'],
     [{ maxPayloadBytes: 0 }, 'maxPayloadBytes'],
     [{ workerId: '' }, 'workerId'],
+    [{ preparedStatements: 'off' }, 'preparedStatements'],
     [{ clock: Date }, 'clock'],
     [{ retries: 3 }, 'retries'],
   ])('rejects %j naming "%s"', (options, name) => {
