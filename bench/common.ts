@@ -38,9 +38,11 @@ export interface Sizes {
 
 export const FULL_SIZES: Sizes = {
   receive: 10_000,
-  receiveWarmup: 300,
+  receiveWarmup: 1_000,
   drain: 10_000,
-  drainWarmup: 300,
+  // Steady state, for every system alike: enough to compile the hot paths and to use every pooled
+  // connection at least once (a cold start is a boot cost, not a drain rate).
+  drainWarmup: 3_000,
   latencySeconds: 5,
   latencyWarmup: 100,
   dedupKeys: 5_000,

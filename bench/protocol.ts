@@ -20,8 +20,8 @@ export interface ChildSpec {
   mode?: 'plain' | 'dedup';
   /** work: what the handler does. */
   handler?: Handler;
-  /** raw-pg work: one transaction per batch or per command. */
-  variant?: 'batch' | 'per-command';
+  /** raw-pg work: one transaction per batch or per command; graphile-worker work: inside a Nest + TypeORM app. */
+  variant?: 'batch' | 'per-command' | 'nest-host';
   /** latency-send: commands per second. */
   rate?: number;
 }

@@ -19,7 +19,7 @@ import {
 import type { Handler } from './protocol';
 import { Results } from './stats';
 import { loadAdapter } from './systems';
-import { INBOX_WORKER } from './systems/inbox';
+import { INBOX_WORKER } from './systems/inbox-settings';
 import type { EnqueueItem, SystemAdapter } from './systems/types';
 
 export type WorkloadName = 'receive' | 'drain' | 'latency' | 'dedup' | 'failure' | 'scale';
@@ -29,7 +29,7 @@ export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'latency', 'dedup'
 export interface Entrant {
   system: SystemName;
   label: string;
-  variant?: 'batch' | 'per-command' | 'empty' | 'history';
+  variant?: 'batch' | 'per-command' | 'empty' | 'history' | 'nest-host';
 }
 
 export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
@@ -42,6 +42,9 @@ export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
   drain: [
     { system: 'nestjs-inbox', label: 'nestjs-inbox' },
     { system: 'graphile-worker', label: 'graphile-worker' },
+    // The same worker booted inside the Nest + TypeORM application nestjs-inbox runs in: what a Nest
+    // application that chose graphile-worker would carry (memory like for like).
+    { system: 'graphile-worker', label: 'graphile-worker in a Nest + TypeORM app', variant: 'nest-host' },
     { system: 'pg-boss', label: 'pg-boss' },
     { system: 'raw-pg', label: 'raw-pg batch floor', variant: 'batch' },
     { system: 'raw-pg', label: 'raw-pg per-command floor', variant: 'per-command' },
@@ -162,7 +165,7 @@ async function receive(ctx: RunContext, workload: 'receive' | 'dedup', entrant: 
 async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
   const n = ctx.sizes.drain;
   const warm = ctx.sizes.drainWarmup;
-  const variant = entrant.variant === 'batch' || entrant.variant === 'per-command' ? entrant.variant : undefined;
+  const variant = entrant.variant === 'batch' || entrant.variant === 'per-command' || entrant.variant === 'nest-host' ? entrant.variant : undefined;
   const child = track(
     new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: 'event', variant }, spawnOptions(ctx, entrant.system)),
   );

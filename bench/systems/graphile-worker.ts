@@ -30,6 +30,27 @@ const quietLogger = new Logger(() => (level, message) => {
   if (level === 'error') process.stderr.write(`graphile-worker: ${message}\n`);
 });
 
+/**
+ * The application nestjs-inbox's benchmark worker runs in, minus InboxModule: Nest, TypeORM with
+ * the same pool, @nestjs/schedule. Loaded lazily, so that the plain variant carries none of it.
+ */
+async function bootNestHost(url: string): Promise<{ close(): Promise<void> }> {
+  require('reflect-metadata');
+  const { Module } = require('@nestjs/common') as typeof import('@nestjs/common');
+  const { NestFactory } = require('@nestjs/core') as typeof import('@nestjs/core');
+  const { ScheduleModule } = require('@nestjs/schedule') as typeof import('@nestjs/schedule');
+  const { TypeOrmModule } = require('@nestjs/typeorm') as typeof import('@nestjs/typeorm');
+  const { INBOX_WORKER_POOL } = require('./inbox-settings') as typeof import('./inbox-settings');
+  class HostModule {}
+  Module({
+    imports: [
+      TypeOrmModule.forRoot({ type: 'postgres', url, installExtensions: false, logging: false, retryAttempts: 0, extra: { max: INBOX_WORKER_POOL } }),
+      ScheduleModule.forRoot(),
+    ],
+  })(HostModule);
+  return NestFactory.createApplicationContext(HostModule, { logger: ['error', 'warn'] });
+}
+
 async function openUtils(url: string, maxPoolSize: number): Promise<WorkerUtils> {
   return makeWorkerUtils({ connectionString: url, maxPoolSize, logger: quietLogger, noPreparedStatements: false });
 }
@@ -95,6 +116,7 @@ export const graphileWorkerAdapter: SystemAdapter = {
     work: (spec, commands) =>
       runWorkRole(spec, commands, async () => {
         const handler = spec.handler ?? 'event';
+        const host = spec.variant === 'nest-host' ? await bootNestHost(spec.url) : undefined;
         const runner: Runner = await run({
           connectionString: spec.url,
           concurrency: GW_WORKER.concurrency,
@@ -112,7 +134,13 @@ export const graphileWorkerAdapter: SystemAdapter = {
             },
           },
         });
-        return { nudge: () => undefined, stop: () => runner.stop() };
+        return {
+          nudge: () => undefined,
+          stop: async () => {
+            await runner.stop();
+            await host?.close();
+          },
+        };
       }),
   },
 };

@@ -9,7 +9,6 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import {
   InboxEntry,
   InboxHandler,
-  InboxMigration,
   InboxModule,
   InboxProcessor,
   InboxService,
@@ -22,28 +21,14 @@ import { COMMAND_TYPE, connectClient, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_C
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { Handler } from '../protocol';
 import { commandTypeFor, enqueueRows, finishedRows, migrateWithTypeOrm, storedRows } from './inbox-table';
+import { INBOX_WORKER, INBOX_WORKER_POOL } from './inbox-settings';
 import type { SystemAdapter } from './types';
 
-function envInt(name: string, fallback: number): number {
-  const value = process.env[name];
-  return value ? Number.parseInt(value, 10) : fallback;
-}
-
-/**
- * Worker settings (env overrides exist for tuning runs: BENCH_INBOX_CONCURRENCY, _BATCH, _POLL_MS, _POOL,
- * and BENCH_INBOX_OPTIONS, JSON merged into the options of every InboxModule here, e.g. '{"attemptHistory":false}').
- */
-export const INBOX_WORKER: Required<Pick<InboxModuleOptions, 'concurrency' | 'batchSize' | 'pollIntervalMs'>> = {
-  concurrency: envInt('BENCH_INBOX_CONCURRENCY', 8),
-  batchSize: envInt('BENCH_INBOX_BATCH', 100),
-  pollIntervalMs: envInt('BENCH_INBOX_POLL_MS', 100),
-};
+// BENCH_INBOX_OPTIONS: JSON merged into the options of every InboxModule here, e.g. '{"attemptHistory":false}'.
 const EXTRA_OPTIONS = JSON.parse(process.env.BENCH_INBOX_OPTIONS ?? '{}') as InboxModuleOptions;
 /** Nest logger levels of the benchmark's applications (BENCH_NEST_LOGGER=none|error|error,warn|…). */
 const NEST_LOGGER: LogLevel[] | false =
   process.env.BENCH_NEST_LOGGER === 'none' ? false : ((process.env.BENCH_NEST_LOGGER ?? 'error,warn').split(',') as LogLevel[]);
-/** Connections: one per handler in flight, plus the claim/sweep and a spare. */
-export const INBOX_WORKER_POOL = envInt('BENCH_INBOX_POOL', INBOX_WORKER.concurrency + 4);
 /** Receive-only instances: 8 callers + spare. */
 export const INBOX_SENDER_POOL = 10;
 
@@ -84,9 +69,8 @@ function appModule(url: string, inbox: InboxModuleOptions, poolMax: number, hand
       TypeOrmModule.forRoot({
         type: 'postgres',
         url,
+        // The schema is in place (prepare ran the migration): boot like any worker would.
         entities: [InboxEntry],
-        migrations: [InboxMigration],
-        migrationsRun: true,
         installExtensions: false,
         logging: false,
         retryAttempts: 0,
