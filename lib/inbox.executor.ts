@@ -176,9 +176,7 @@ export class InboxExecutor {
   }
 
   private completeParams(jobs: Job[]): unknown[] {
-    const params: unknown[] = [jobs.map((job) => job.row.id), jobs[0].row.lock_token, jobs.map((job) => job.finishedAt)];
-    if (this.options.attemptHistory) params.push(jobs.map((job) => job.startedAt), this.options.workerId);
-    return params;
+    return [jobs.map((job) => job.row.id), jobs[0].row.lock_token, jobs.map((job) => job.finishedAt), jobs.map((job) => job.startedAt), this.options.workerId];
   }
 
   private async rollback(queryRunner: QueryRunner, cause: unknown): Promise<void> {
@@ -232,6 +230,8 @@ export class InboxExecutor {
         ...job.row,
         status: InboxStatus.Completed,
         processed_at: job.finishedAt!,
+        processing_started_at: job.startedAt,
+        processed_by: this.options.workerId,
         error: null,
         next_retry_at: null,
         locked_by: null,

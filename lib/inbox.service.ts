@@ -34,7 +34,7 @@ import {
   type HistoryRow,
   type InboxRow,
 } from './inbox.sql';
-import { DEAD_LETTER_REASONS, DeadLetterReason, type InboxHistoryRecord } from './inbox-history.types';
+import { AttemptOutcome, DEAD_LETTER_REASONS, DeadLetterReason, HistoryEvent, type InboxHistoryRecord } from './inbox-history.types';
 import { InboxEvents } from './inbox.events';
 import { InboxNotifier } from './inbox.notifier';
 import { materializeCommand } from './inbox-payload';
@@ -147,6 +147,8 @@ export class InboxService {
       error: null,
       received_at: receivedAt,
       processed_at: null,
+      processing_started_at: null,
+      processed_by: null,
       correlation_id: incoming.correlationId,
       causation_id: incoming.causationId,
       metadata: JSON.parse(incoming.metadataJson) as Record<string, unknown>,
@@ -249,9 +251,11 @@ export class InboxService {
   /** Every attempt and operator action recorded for an entry, oldest first. */
   async history(id: string): Promise<InboxHistoryRecord[]> {
     this.assertUuid('id', id);
-    const { rows } = await runQuery<HistoryRow>(this.dataSource, this.sql.selectHistory, [id]);
-    if (rows.length === 0 && !(await this.get(id))) throw new InboxEntryNotFoundError(id);
-    return rows.map(toHistoryRecord);
+    const [{ rows }, entry] = await Promise.all([runQuery<HistoryRow>(this.dataSource, this.sql.selectHistory, [id]), this.get(id)]);
+    if (!entry) throw new InboxEntryNotFoundError(id);
+    const history = rows.map(toHistoryRecord);
+    const completed = completedAttemptOf(entry);
+    return completed ? [...history, completed] : history;
   }
 
   /**
@@ -488,6 +492,32 @@ interface ValidatedCommand {
   metadataJson: string;
   correlationId: string | null;
   causationId: string | null;
+}
+
+/**
+ * The attempt that completed an entry, which is kept on the entry row (Completed is final, so it
+ * can never change) rather than in the history table.
+ */
+function completedAttemptOf(entry: InboxEntry): InboxHistoryRecord | undefined {
+  if (entry.status !== InboxStatus.Completed || !entry.processedAt || !entry.processingStartedAt) return undefined;
+  return {
+    id: `${entry.id}:completed`,
+    entryId: entry.id,
+    event: HistoryEvent.Attempt,
+    attempt: entry.retryCount + 1,
+    outcome: AttemptOutcome.Completed,
+    startedAt: entry.processingStartedAt,
+    finishedAt: entry.processedAt,
+    durationMs: Math.max(0, entry.processedAt.getTime() - entry.processingStartedAt.getTime()),
+    errorClass: null,
+    errorMessage: null,
+    errorStack: null,
+    workerId: entry.processedBy,
+    actor: null,
+    reason: null,
+    previousPayload: null,
+    recordedAt: entry.processedAt,
+  };
 }
 
 /** Connection failures become InboxUnavailableError; anything else is rethrown as is. */

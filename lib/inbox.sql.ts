@@ -29,7 +29,7 @@ export function tableIndexPrefix(tableName: string): string {
 
 const COLUMN_NAMES = [
   'id', 'message_id', 'command_type', 'payload', 'status', 'retry_count', 'next_retry_at', 'error', 'received_at',
-  'processed_at', 'correlation_id', 'causation_id', 'metadata', 'locked_by', 'locked_until', 'lock_token',
+  'processed_at', 'processing_started_at', 'processed_by', 'correlation_id', 'causation_id', 'metadata', 'locked_by', 'locked_until', 'lock_token',
   'dead_letter_reason', 'dead_lettered_at', 'discarded_at',
 ];
 const COLUMNS = COLUMN_NAMES.map((name) => `"${name}"`).join(', ');
@@ -61,6 +61,8 @@ export interface InboxRow {
   error: string | null;
   received_at: Date;
   processed_at: Date | null;
+  processing_started_at: Date | null;
+  processed_by: string | null;
   correlation_id: string | null;
   causation_id: string | null;
   metadata: Record<string, unknown>;
@@ -84,6 +86,8 @@ export function toEntry(row: InboxRow): InboxEntry {
   entry.error = row.error;
   entry.receivedAt = row.received_at;
   entry.processedAt = row.processed_at;
+  entry.processingStartedAt = row.processing_started_at;
+  entry.processedBy = row.processed_by;
   entry.correlationId = row.correlation_id;
   entry.causationId = row.causation_id;
   entry.metadata = row.metadata;
@@ -96,7 +100,7 @@ export function toEntry(row: InboxRow): InboxEntry {
   return entry;
 }
 
-const TIMESTAMP_COLUMNS = ['next_retry_at', 'received_at', 'processed_at', 'locked_until', 'dead_lettered_at', 'discarded_at'] as const;
+const TIMESTAMP_COLUMNS = ['next_retry_at', 'received_at', 'processed_at', 'processing_started_at', 'locked_until', 'dead_lettered_at', 'discarded_at'] as const;
 
 /** A row that came back as jsonb (timestamps as ISO strings). */
 export function rowFromJson(json: Record<string, unknown>): InboxRow {
@@ -208,6 +212,7 @@ export class InboxSql {
         THEN "payload_digest" = md5($3::jsonb::text) ELSE "payload" = $3::jsonb END)`;
     const clearClaim = `"locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL`;
     const resetForReplay = `"status" = ${status(InboxStatus.Pending)}, "retry_count" = 0, "next_retry_at" = NULL, "processed_at" = NULL,
+        "processing_started_at" = NULL, "processed_by" = NULL,
         ${clearClaim}, "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL`;
 
     // Receive in one statement: insert, or when the messageId is taken, return the stored entry (as
@@ -290,17 +295,18 @@ export class InboxSql {
     this.lockClaimed = statement('lock', `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
       WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND "status" = ${status(InboxStatus.Processing)} FOR UPDATE`, prepared);
 
-    // Completes a batch in one statement. $1 ids, $2 token, $3 finish times, then $4 start times, $5 worker.
-    const completeUpdate = `UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = d."finished_at",
-        "error" = NULL, "next_retry_at" = NULL, ${clearClaim}
-      FROM unnest($1::uuid[], $3::timestamptz[]${recordAttempts ? ', $4::timestamptz[]' : ''}) AS d("id", "finished_at"${recordAttempts ? ', "started_at"' : ''})
-      WHERE e."id" = d."id" AND e."lock_token" = $2`;
-    this.complete = statement('complete', recordAttempts
-      ? `WITH done AS (${completeUpdate} RETURNING e."id", e."retry_count", d."started_at", d."finished_at")
-        INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms", "worker_id", "recorded_at")
-        SELECT "id", 'attempt', "retry_count" + 1, 'completed', "started_at", "finished_at",
-          (extract(epoch FROM "finished_at" - "started_at") * 1000)::int, $5, "finished_at" FROM done`
-      : completeUpdate, prepared);
+    // Completes a batch in one statement. Completed is final, so the completing attempt is kept on
+    // the entry itself (start, finish, worker) rather than as a history row: the success path writes
+    // no extra row, and history() reads that attempt from here. $1 ids, $2 token, $3 finish times,
+    // $4 start times, $5 worker.
+    this.complete = statement(
+      'complete',
+      `UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Completed)}, "processed_at" = d."finished_at",
+        "processing_started_at" = d."started_at", "processed_by" = $5, "error" = NULL, "next_retry_at" = NULL, ${clearClaim}
+      FROM unnest($1::uuid[], $3::timestamptz[], $4::timestamptz[]) AS d("id", "finished_at", "started_at")
+      WHERE e."id" = d."id" AND e."lock_token" = $2`,
+      prepared,
+    );
     // Failures and dead letters, fenced by each claim's token, with their history records: one
     // statement for all the failed attempts of a batch (or a sweep). Arrays, one element per entry: $1 ids, $2 tokens, $3 statuses, $4 errors, $5 next retries, $6 reasons, $7 finish times,
     // $8 outcomes, $9 start times, $10 durations, $11 error classes, $12 stacks, $13 workers, $14 messages.

@@ -51,6 +51,14 @@ export class InboxEntry {
   @Column({ name: 'processed_at', type: 'timestamptz', nullable: true })
   processedAt!: Date | null;
 
+  /** When the attempt that completed the entry started (its record in `history()` is read from here). */
+  @Column({ name: 'processing_started_at', type: 'timestamptz', nullable: true })
+  processingStartedAt!: Date | null;
+
+  /** The worker whose attempt completed the entry. */
+  @Column({ name: 'processed_by', type: 'varchar', length: 255, nullable: true })
+  processedBy!: string | null;
+
   @Column({ name: 'correlation_id', type: 'varchar', length: 255, nullable: true })
   correlationId!: string | null;
 

@@ -30,6 +30,8 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
          "error" text,
          "received_at" timestamptz NOT NULL DEFAULT now(),
          "processed_at" timestamptz,
+         "processing_started_at" timestamptz,
+         "processed_by" varchar(255),
          "correlation_id" varchar(255),
          "causation_id" varchar(255),
          "metadata" jsonb NOT NULL DEFAULT '{}',

@@ -95,6 +95,21 @@ describe('dead-letter operations', () => {
       });
       expect(history[0].durationMs).toBeGreaterThanOrEqual(0);
       expect(history[0].finishedAt!.getTime()).toBeGreaterThanOrEqual(history[0].startedAt!.getTime());
+      // Completed is final: the completing attempt lives on the entry, the success path adds no history row.
+      expect(history[0]).toMatchObject({ startedAt: entry.processingStartedAt, finishedAt: entry.processedAt, recordedAt: entry.processedAt });
+      expect(entry.processedBy).toBe('dl-worker');
+      expect(await sql(db.url, 'SELECT id FROM inbox_entries_history WHERE entry_id = $1', [entry.id])).toEqual([]);
+    });
+
+    it('lists failed attempts, then the one that completed the entry', async () => {
+      const entry = await settle(await run('test.scripted', { failUntilAttempt: 1 }));
+      expect(entry.status).toBe(InboxStatus.Completed);
+      const history = await app.inbox.history(entry.id);
+      expect(history.map((h) => [h.attempt, h.outcome])).toEqual([
+        [1, AttemptOutcome.Failed],
+        [2, AttemptOutcome.Completed],
+      ]);
+      expect(history[1].startedAt!.getTime()).toBeGreaterThanOrEqual(history[0].finishedAt!.getTime());
     });
 
     it('records each failed attempt with error class, message and a cut stack, then the dead-lettering one', async () => {
