@@ -126,7 +126,9 @@ export class InboxService {
       const [received] = await query<ReceivedRow>(statement, values);
       if (received?.same_command === null) return { entry: this.newEntry(received.id, incoming, receivedAt), duplicate: false };
       // No row: a concurrent receive committed this messageId after the statement's snapshot.
-      const stored = received ? { ...rowFromJson(received.stored!), same_command: received.same_command } : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
+      const stored = received
+        ? { ...rowFromJson(received.stored!), payload: received.stored!.payload_removed ? null : (JSON.parse(incoming.payloadJson) as Record<string, unknown>), same_command: received.same_command }
+        : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
       // Still none: that entry was deleted meanwhile, so storing again is correct.
       if (!stored) continue;
       if (!stored.same_command) throw new IdempotencyConflictError(incoming.messageId, stored.id);
@@ -167,46 +169,51 @@ export class InboxService {
    * `receiveTimeoutMs`; a timed-out connection is destroyed, which makes the server roll back
    * whatever the statement had not committed.
    */
-  private async withTimeout<T>(work: (query: RunStatement) => Promise<T>): Promise<T> {
+  private withTimeout<T>(work: (query: RunStatement) => Promise<T>): Promise<T> {
     const timeoutMs = this.options.receiveTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    let client: PgPoolClient | undefined;
-    let timedOut = false;
-    const connecting = pgPoolOf(this.dataSource).connect();
-    // A checked-out node-postgres client has no 'error' listener of its own: without this one, a
-    // connection that breaks while we hold it would crash the process (the query fails anyway).
-    const onError = () => undefined;
-    const running = connecting.then((connected) => {
-      client = connected;
-      connected.on('error', onError);
-      if (timedOut) throw new InboxUnavailableError('timed out');
-      return work(async <R>(sql: string | Statement, values: unknown[]) =>
-        typeof sql === 'string' ? ((await connected.query({ text: sql, values })).rows as R[]) : ((await connected.query({ ...sql, values })).rows as R[]),
-      );
-    });
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        timedOut = true;
+    // Callbacks rather than a race of promises: this runs once per receive.
+    return new Promise<T>((resolve, reject) => {
+      let client: PgPoolClient | undefined;
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
         reject(new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`));
+        // Destroy the connection, now or (below) whenever the pool hands it over.
+        client?.release(true);
       }, timeoutMs);
+      const finish = (error: unknown, result?: T) => {
+        if (settled) return; // timed out: the connection is gone already
+        settled = true;
+        clearTimeout(timer);
+        client!.removeListener('error', ignoreError);
+        client!.release(error !== undefined && isConnectionError(error) ? true : undefined);
+        if (error === undefined) resolve(result as T);
+        else reject(asUnavailable(error));
+      };
+      pgPoolOf(this.dataSource)
+        .connect()
+        .then(
+          (connected) => {
+            if (settled) return connected.release(true);
+            client = connected;
+            // A checked-out node-postgres client has no 'error' listener of its own: without this
+            // one, a connection that breaks while we hold it would crash the process.
+            connected.on('error', ignoreError);
+            const query: RunStatement = async <R>(sql: string | Statement, values: unknown[]) =>
+              (await connected.query(typeof sql === 'string' ? { text: sql, values } : { name: sql.name, text: sql.text, values })).rows as R[];
+            work(query).then(
+              (result) => finish(undefined, result),
+              (error: unknown) => finish(error ?? new Error('undefined thrown')),
+            );
+          },
+          (error: unknown) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            reject(asUnavailable(error));
+          },
+        );
     });
-    let broken = false;
-    try {
-      return await Promise.race([running, deadline]);
-    } catch (error) {
-      broken = isConnectionError(error);
-      return rethrowUnavailable(error);
-    } finally {
-      clearTimeout(timer);
-      if (timedOut) {
-        running.catch(() => undefined);
-        // Destroy the connection, now or whenever the pool hands it over.
-        void connecting.then((connected) => connected.release(true)).catch(() => undefined);
-      } else if (client) {
-        client.removeListener('error', onError);
-        client.release(broken || undefined);
-      }
-    }
   }
 
   async get(id: string): Promise<InboxEntry | null> {
@@ -522,10 +529,15 @@ function completedAttemptOf(entry: InboxEntry): InboxHistoryRecord | undefined {
 
 /** Connection failures become InboxUnavailableError; anything else is rethrown as is. */
 function rethrowUnavailable(error: unknown): never {
-  if (error instanceof InboxUnavailableError) throw error;
-  if (isConnectionError(error)) throw new InboxUnavailableError((error as Error).message, { cause: error });
-  throw error;
+  throw asUnavailable(error);
 }
+
+function asUnavailable(error: unknown): unknown {
+  if (error instanceof InboxUnavailableError || !isConnectionError(error)) return error;
+  return new InboxUnavailableError((error as Error).message, { cause: error });
+}
+
+function ignoreError(): void {}
 
 function describeType(value: unknown): string {
   if (value === null) return 'null';

@@ -222,6 +222,9 @@ export class InboxSql {
     // matches. After retention removed the payload, its digest stands in for it. No row at all
     // means a concurrent receive committed the key after this statement's snapshot: look again.
     // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 received at.
+    // The stored entry of a duplicate, but its payload: when the command is the same, the stored
+    // payload equals the incoming one (jsonb equality), so only whether it was removed comes back.
+    const storedColumns = [...COLUMN_NAMES.filter((name) => name !== 'payload').map((name) => `'${name}', "${name}"`), `'payload_removed', "payload" IS NULL`].join(', ');
     const receive = (notify: boolean) => `WITH inserted AS (
         INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
         VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, $7::timestamptz)
@@ -230,7 +233,7 @@ export class InboxSql {
       )
       SELECT "id", NULL::boolean AS "same_command", NULL::jsonb AS "stored" FROM inserted
       UNION ALL
-      SELECT "id", ${sameCommand}, jsonb_build_object(${COLUMN_NAMES.map((name) => `'${name}', "${name}"`).join(', ')})
+      SELECT "id", ${sameCommand}, jsonb_build_object(${storedColumns})
       FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)`;
     this.receive = statement('receive', receive(false), prepared);
     // The same, also notifying $8 when a new entry was stored (delivered when it commits).

@@ -59,6 +59,7 @@ describe('InboxService.receive', () => {
     expect(again.entry.id).toBe(first.entry.id);
     // The stored entry, column for column (it comes back from the receive statement as jsonb).
     expect(again.entry).toEqual(await app.inbox.get(first.entry.id));
+    expect(again.entry.payload).toEqual({ a: 1, b: [1, 2] });
     expect(again.entry.receivedAt).toBeInstanceOf(Date);
     expect((await sql(db.url, `SELECT 1 FROM inbox_entries WHERE message_id = 'dup-1'`)).length).toBe(1);
   });
