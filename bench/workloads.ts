@@ -233,16 +233,12 @@ async function claimProbe(ctx: RunContext, entrant: Entrant, client: Client, enq
   await enqueuer.enqueue(items('probe', ctx.sizes.drain), 'event');
   const sql = new InboxSql('inbox_entries', true, false);
   // The probe binds the parameters the processor binds for its regular claim: $1 now, $2 limit,
-  // $3 worker id, $4 lease end, $5 token, and since be063c9 $6 = false (not the crash-suspect claim).
+  // $3 worker id, $4 lease end, $5 token (the crash-suspect claim is a statement of its own).
   const placeholders = new Set(sql.claim.text.match(/\$\d+/g) ?? []).size;
-  if (placeholders !== 5 && placeholders !== 6) {
+  if (placeholders !== 5) {
     throw new Error(`InboxSql.claim now takes ${placeholders} parameters; update the claim probe in bench/workloads.ts`);
   }
-  const params = () => {
-    const bound: unknown[] = [new Date(), INBOX_WORKER.batchSize, 'bench-claim-probe', new Date(Date.now() + 60_000), randomUUID()];
-    if (placeholders === 6) bound.push(false);
-    return bound;
-  };
+  const params = () => [new Date(), INBOX_WORKER.batchSize, 'bench-claim-probe', new Date(Date.now() + 60_000), randomUUID()];
   const timings: number[] = [];
   for (let i = 0; i < ctx.sizes.claimSamples + 3; i++) {
     await client.query('BEGIN');

@@ -1,6 +1,6 @@
 import type { Type } from '@nestjs/common';
 import type { ValidationError } from 'class-validator';
-import { PayloadValidationError } from './errors/inbox.error';
+import { InboxConfigurationError, PayloadValidationError } from './errors/inbox.error';
 
 type PayloadValidation = Pick<typeof import('class-transformer'), 'plainToInstance'> & Pick<typeof import('class-validator'), 'validate'>;
 let validation: PayloadValidation | undefined;
@@ -9,6 +9,17 @@ let validation: PayloadValidation | undefined;
  * class-transformer and class-validator, loaded on first use: a worker whose handlers take plain
  * payloads never pays for them (together about 15 MiB of memory).
  */
+/** Loads them now (at boot, when a handler declares a payload class), so a missing one fails the boot, not every entry. */
+export function loadPayloadValidation(): void {
+  try {
+    payloadValidation();
+  } catch (error) {
+    throw new InboxConfigurationError(
+      `nestjs-inbox needs class-validator and class-transformer for handlers with a payload class: ${(error as Error).message}`,
+    );
+  }
+}
+
 function payloadValidation(): PayloadValidation {
   validation ??= {
     plainToInstance: (require('class-transformer') as typeof import('class-transformer')).plainToInstance,

@@ -3,6 +3,7 @@ import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { INBOX_HANDLER_METADATA, INBOX_LISTENER_METADATA, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
 import { InboxEvents } from './inbox.events';
 import type { InboxEventType } from './interfaces/inbox-event.interface';
+import { loadPayloadValidation } from './inbox-payload';
 import { InboxConfigurationError } from './errors/inbox.error';
 import { resolveBackoff, resolveHandlerTimeout } from './inbox-options';
 import type { InboxCommandHandler, InboxHandlerMetadata } from './interfaces/inbox-handler.interface';
@@ -123,6 +124,7 @@ export class InboxExplorer implements OnModuleInit {
     if (problems.length > 0) {
       throw new InboxConfigurationError(`nestjs-inbox found invalid handlers:\n  - ${problems.join('\n  - ')}`);
     }
+    if ([...this.handlers.values()].some((handler) => handler.payloadClass)) loadPayloadValidation();
     this.logger.log(`Registered ${this.handlers.size} inbox handler(s): ${this.commandTypes().join(', ') || '(none)'}`);
   }
 }

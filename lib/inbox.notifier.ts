@@ -22,9 +22,9 @@ const MIN_NOTIFY_SPACING_MS = 2;
 /**
  * Wakes workers in other processes when commands arrive, without a NOTIFY in every receiving
  * transaction (PostgreSQL serialises the commits of notifying transactions). At most one
- * notification per MIN_NOTIFY_SPACING_MS: the first receive of each interval carries it in its own
- * statement (`takeInline`, no extra round trip); receives inside the interval are folded into one
- * `pg_notify` sent when it ends. A lone receive is always announced at once. Workers LISTEN on a
+ * notification per MIN_NOTIFY_SPACING_MS: the first receive after a quiet spell carries it in its
+ * own statement (`takeInline`, no extra round trip); receives inside the interval are folded into
+ * one `pg_notify` sent when it ends. A lone receive is always announced at once. Workers LISTEN on a
  * dedicated connection that reconnects with bounded backoff, logging once per outage.
  */
 @Injectable()
@@ -55,11 +55,11 @@ export class InboxNotifier implements BeforeApplicationShutdown {
    * wait for the next poll.
    */
   takeInline(): string | undefined {
-    if (!this.options.notify || this.closed || this.sending) return undefined;
+    // Not while an announcement is owed or on its way: that one must not wait for this receive.
+    if (!this.options.notify || this.closed || this.sending || this.pending || this.spacingTimer) return undefined;
     const now = Date.now();
     if (now - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return undefined;
     this.lastSentAt = now;
-    this.pending = false; // delivered with that receive's commit, after every earlier one
     return this.channel;
   }
 

@@ -221,7 +221,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     const now = this.options.clock.now();
     const lockedUntil = new Date(now.getTime() + this.options.leaseMs);
     const { rows } = await this.executor.withConnection((queryRunner) =>
-      runQuery(queryRunner, this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID(), suspects]),
+      runQuery(queryRunner, suspects ? this.sql.claimSuspects : this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID()]),
     );
     return rows.sort((a, b) => dueTime(a) - dueTime(b));
   }

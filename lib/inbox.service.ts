@@ -91,7 +91,12 @@ export class InboxService {
     try {
       result = await this.withTimeout((query) => this.store(query, incoming, channel));
     } catch (error) {
-      if (channel) this.notifier.notify(); // earlier receives may have counted on that notification
+      // A timed-out statement may still have committed; and a receive that took the notification
+      // must hand it on. Either way, announce (a spare wake-up costs one claim that finds nothing).
+      if (channel || error instanceof InboxUnavailableError) {
+        this.processor.wake();
+        this.notifier.notify();
+      }
       throw error;
     }
     if (!result.duplicate) this.processor.wake();

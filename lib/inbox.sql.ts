@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { DataSource, QueryRunner } from 'typeorm';
+import { QueryFailedError, type DataSource, type QueryRunner } from 'typeorm';
 import { STATUS_ENUM_NAME } from './inbox.constants';
 import { InboxEntry } from './entities/inbox-entry.entity';
 import { InboxStatus } from './inbox-status.enum';
@@ -184,6 +184,7 @@ export class InboxSql {
   readonly discard: string;
   readonly deadLetter: string;
   readonly claim: Statement;
+  readonly claimSuspects: Statement;
   readonly lockClaimed: Statement;
   readonly complete: Statement;
   readonly recordOutcomes: Statement;
@@ -208,8 +209,9 @@ export class InboxSql {
     this.history = h;
     this.statusType = statusTypeOf(tableName);
     const status = (s: InboxStatus) => `'${s}'::${this.statusType}`;
-    const sameCommand = `("command_type" = $2 AND CASE WHEN "payload" IS NULL
-        THEN "payload_digest" = md5($3::jsonb::text) ELSE "payload" = $3::jsonb END)`;
+    // Never NULL (a row with neither payload nor digest is a conflict, not a new entry).
+    const sameCommand = `COALESCE("command_type" = $2 AND CASE WHEN "payload" IS NULL
+        THEN "payload_digest" = md5($3::jsonb::text) ELSE "payload" = $3::jsonb END, false)`;
     const clearClaim = `"locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL`;
     const resetForReplay = `"status" = ${status(InboxStatus.Pending)}, "retry_count" = 0, "next_retry_at" = NULL, "processed_at" = NULL,
         "processing_started_at" = NULL, "processed_by" = NULL,
@@ -278,19 +280,22 @@ export class InboxSql {
 
     // Due = Pending, or Failed whose retry time has come; oldest due first. SKIP LOCKED lets
     // several workers claim side by side without waiting on each other's rows. Entries whose last
-    // attempt ended with its worker gone ("crash suspects") are claimed apart, one at a time ($6).
-    this.claim = statement('claim', `WITH due AS (
+    // attempt ended with its worker gone ("crash suspects") are claimed apart, one at a time.
+    const claim = (suspects: boolean) => `WITH due AS (
         SELECT "id" FROM ${t}
         WHERE "status" IN (${status(InboxStatus.Pending)}, ${status(InboxStatus.Failed)})
           AND COALESCE("next_retry_at", "received_at") <= $1
-          AND (COALESCE("error", '') LIKE '${LEASE_EXPIRED_PREFIX}%') = $6
+          AND ${suspects ? '' : 'NOT '}(COALESCE("error", '') LIKE '${LEASE_EXPIRED_PREFIX}%')
         ORDER BY COALESCE("next_retry_at", "received_at")
         LIMIT $2
         FOR UPDATE SKIP LOCKED
       )
       UPDATE ${t} AS e SET "status" = ${status(InboxStatus.Processing)}, "locked_by" = $3, "locked_until" = $4, "lock_token" = $5
       FROM due WHERE e."id" = due."id"
-      RETURNING ${columnsOf('e')}`, prepared);
+      RETURNING ${columnsOf('e')}`;
+    // Two statements, not a parameter: a generic plan must still see which partial index applies.
+    this.claim = statement('claim', claim(false), prepared);
+    this.claimSuspects = statement('claim_suspects', claim(true), prepared);
     // First statement of a batch's transaction: locks the claimed rows until commit, and proves the
     // claims are still ours (the fencing token did not change). It also bounds how long the
     // transaction may sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server
@@ -443,8 +448,13 @@ async function runPrepared<T>(queryRunner: QueryRunner, name: string, text: stri
   // A released runner (a timed-out handler's, say) must fail like TypeORM's own queries do.
   if (queryRunner.isReleased) throw new Error('nestjs-inbox: the connection was released; statement not run');
   const client = (await queryRunner.connect()) as PgQueryable;
-  const result = await client.query({ name, text, values });
-  return { rows: result.rows as T[], affected: result.rowCount ?? 0 };
+  try {
+    const result = await client.query({ name, text, values });
+    return { rows: result.rows as T[], affected: result.rowCount ?? 0 };
+  } catch (error) {
+    // The error TypeORM's own queries throw, whichever way the statement went.
+    throw new QueryFailedError(text, values, error as Error);
+  }
 }
 
 /** The one method of a node-postgres client or pool that the hot path uses. */

@@ -3,7 +3,13 @@ import { DEFAULT_TABLE_NAME } from '../inbox.constants';
 import { resolveInboxOptions } from '../inbox-options';
 import { historyTableOf, quoteTable, statusTypeOf, tableIndexPrefix } from '../inbox.sql';
 
-const MIGRATION_TIMESTAMP = 1764000000000;
+/**
+ * The library ships one migration and keeps every statement of it idempotent (IF NOT EXISTS). When
+ * the schema grows, the migration gets a new timestamp: TypeORM then runs it again on a database
+ * made by an earlier version, which creates nothing twice and adds only what is missing.
+ * 1764000000000: the first schema; 1764100000000: + processing_started_at, processed_by.
+ */
+const MIGRATION_TIMESTAMP = 1764100000000;
 
 /** The DDL of the inbox table, for the default or a custom table name. */
 export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: string[]; down: string[] } {
@@ -46,6 +52,9 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
          CONSTRAINT "ck_${ix}_dead_letter_reason" CHECK ("dead_letter_reason" IN
            ('retries_exhausted', 'permanent_error', 'invalid_payload', 'no_handler', 'lease_expired', 'manual'))
        )`,
+      // Columns added after the first schema (a table made by an earlier version gets them here).
+      `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS "processing_started_at" timestamptz,
+         ADD COLUMN IF NOT EXISTS "processed_by" varchar(255)`,
       // The claim query: due Pending/Failed entries, oldest due first.
       `CREATE INDEX IF NOT EXISTS "ix_${ix}_due" ON ${table} ((COALESCE("next_retry_at", "received_at")))
          WHERE "status" IN ('pending', 'failed')`,

@@ -261,3 +261,32 @@ describe('fencing', () => {
     }
   });
 });
+
+describe('schema migration', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('migration');
+  });
+
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('brings a table made by the first schema up to date, and runs again without effect', async () => {
+    const { createInboxMigration } = await import('nestjs-inbox');
+    const migration = new (createInboxMigration('legacy_inbox'))();
+    const runner = { query: (statement: string) => sql(db.url, statement) };
+    await migration.up(runner as never);
+    // The first schema had neither column: take them away, as on a database made by it.
+    await sql(db.url, 'ALTER TABLE legacy_inbox DROP COLUMN processing_started_at, DROP COLUMN processed_by');
+    await migration.up(runner as never);
+    await migration.up(runner as never);
+    const columns = await sql<{ column_name: string }>(
+      db.url,
+      `SELECT column_name FROM information_schema.columns WHERE table_name = 'legacy_inbox' AND column_name IN ('processing_started_at', 'processed_by') ORDER BY 1`,
+    );
+    expect(columns.map((c) => c.column_name)).toEqual(['processed_by', 'processing_started_at']);
+    expect(migration.name).toMatch(/1764100000000$/);
+  });
+});

@@ -4,6 +4,7 @@ import {
   InboxStatus,
   UnknownCommandTypeError,
 } from 'nestjs-inbox';
+import { QueryFailedError } from 'typeorm';
 import { EFFECTS_TABLE_SQL, ScriptedHandler, TransferHandler } from '../fixtures/handlers';
 import { createTestApp, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
@@ -83,6 +84,21 @@ describe('InboxService.receive', () => {
     ).rejects.toBeInstanceOf(IdempotencyConflictError);
     const stored = await app.inbox.findByMessageId('conflict-1');
     expect(stored?.payload).toEqual({ amount: 1 });
+  });
+
+  it('treats a stored row with neither payload nor digest as a conflict, not as a new entry', async () => {
+    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('bare-1', 'test.scripted', NULL)`);
+    await expect(app.inbox.receive({ messageId: 'bare-1', commandType: 'test.scripted', payload: {} })).rejects.toBeInstanceOf(IdempotencyConflictError);
+  });
+
+  it("fails inside the caller's transaction with TypeORM's QueryFailedError, as the caller's own queries do", async () => {
+    await expect(
+      app.dataSource.transaction(async (manager) => {
+        await manager.query('SELECT 1 / 0').catch(() => undefined); // the transaction is now aborted
+        await app.inbox.receive({ messageId: 'tx-aborted', commandType: 'test.scripted', payload: {} }, { manager });
+      }),
+    ).rejects.toBeInstanceOf(QueryFailedError);
+    expect(await app.inbox.findByMessageId('tx-aborted')).toBeNull();
   });
 
   it('joins the caller transaction: a rollback removes the entry, a commit keeps it', async () => {
