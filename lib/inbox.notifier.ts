@@ -22,9 +22,9 @@ const MIN_NOTIFY_SPACING_MS = 2;
 /**
  * Wakes workers in other processes when commands arrive, without a NOTIFY in every receiving
  * transaction (PostgreSQL serialises the commits of notifying transactions). At most one
- * notification per MIN_NOTIFY_SPACING_MS: the first receive after a quiet spell carries it in its
- * own statement (`takeInline`, no extra round trip); receives inside the interval are folded into
- * one `pg_notify` sent when it ends. A lone receive is always announced at once. Workers LISTEN on a
+ * notification per MIN_NOTIFY_SPACING_MS, carried by the next receive statement to go out once the
+ * interval is over (`takeInline`, no extra round trip), or, when none goes out, by one `pg_notify`
+ * sent at its end for all the receives of the interval. A lone receive is always announced at once. Workers LISTEN on a
  * dedicated connection that reconnects with bounded backoff, logging once per outage.
  */
 @Injectable()
@@ -39,6 +39,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   private failures = 0;
   private reconnectTimer?: NodeJS.Timeout;
   private spacingTimer?: NodeJS.Timeout;
+  private inlineGuard?: NodeJS.Timeout;
   private lastSentAt = 0;
 
   constructor(
@@ -49,18 +50,32 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   }
 
   /**
-   * Called before a receive: returns the channel when this receive should send the notification
-   * itself (inside its INSERT), or undefined when one went out less than the spacing ago. A
-   * receive that took it and stored nothing new must call `notify()`, or earlier receives may
-   * wait for the next poll.
+   * Called by a receive right before it sends its statement: returns the channel when that
+   * statement should carry the notification (inside its INSERT, delivered at its commit), or
+   * undefined when one went out less than the spacing ago or is on its way. The statement also
+   * covers every receive that committed before it and still waits for an announcement. A receive
+   * that took it and stored nothing new must call `notify()`; every taker calls `inlineSettled()`.
    */
   takeInline(): string | undefined {
-    // Not while an announcement is owed or on its way: that one must not wait for this receive.
-    if (!this.options.notify || this.closed || this.sending || this.pending || this.spacingTimer) return undefined;
+    if (!this.options.notify || this.closed || this.sending) return undefined;
     const now = Date.now();
     if (now - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return undefined;
     this.lastSentAt = now;
+    if (this.pending) {
+      this.pending = false;
+      // Should that statement be held up (a lock on the same key), the owed announcement goes out anyway.
+      this.inlineGuard = setTimeout(() => {
+        this.inlineGuard = undefined;
+        this.notify();
+      }, MIN_NOTIFY_SPACING_MS);
+    }
     return this.channel;
+  }
+
+  /** The statement that carried the notification has finished. */
+  inlineSettled(): void {
+    clearTimeout(this.inlineGuard);
+    this.inlineGuard = undefined;
   }
 
   /** Tells other instances, soon, that new commands are due (after a receive that carried no notification); never throws. */
@@ -97,6 +112,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     this.closed = true;
     clearTimeout(this.spacingTimer);
     this.spacingTimer = undefined;
+    this.inlineSettled();
   }
 
   /** Calls `onWake` whenever another instance received commands. */

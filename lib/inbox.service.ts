@@ -85,23 +85,19 @@ export class InboxService {
       const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
       return this.store(query, incoming).catch((error: unknown) => rethrowUnavailable(error));
     }
-    // The first receive after a quiet spell tells other instances itself, inside its statement.
-    const channel = this.notifier.takeInline();
     let result: ReceiveResult;
     try {
-      result = await this.withTimeout((query) => this.store(query, incoming, channel));
+      result = await this.withTimeout((query) => this.store(query, incoming, true));
     } catch (error) {
-      // A timed-out statement may still have committed; and a receive that took the notification
-      // must hand it on. Either way, announce (a spare wake-up costs one claim that finds nothing).
-      if (channel || error instanceof InboxUnavailableError) {
+      // A timed-out statement may still have committed: announce it (a spare wake-up costs one
+      // claim that finds nothing).
+      if (error instanceof InboxUnavailableError) {
         this.processor.wake();
         this.notifier.notify();
       }
       throw error;
     }
     if (!result.duplicate) this.processor.wake();
-    // A new entry without the notification, or a duplicate that took it and sent none: announce later.
-    if (result.duplicate === Boolean(channel)) this.notifier.notify();
     return result;
   }
 
@@ -112,10 +108,11 @@ export class InboxService {
   }
 
   /**
-   * Inserts once per messageId (notifying `channel` when it stores a new entry); on a conflict
-   * returns the stored entry or reports a mismatch.
+   * Inserts once per messageId; on a conflict returns the stored entry or reports a mismatch. With
+   * `announce`, a new entry is announced to other instances: inside the statement itself when the
+   * notifier hands this receive the notification, otherwise by a coalesced `pg_notify` after it.
    */
-  private async store(query: RunStatement, incoming: ValidatedCommand, channel?: string): Promise<ReceiveResult> {
+  private async store(query: RunStatement, incoming: ValidatedCommand, announce = false): Promise<ReceiveResult> {
     const receivedAt = this.options.clock.now();
     const params = [
       incoming.messageId,
@@ -126,14 +123,26 @@ export class InboxService {
       incoming.metadataJson,
       receivedAt.toISOString(),
     ];
-    const [statement, values] = channel ? [this.sql.receiveAndNotify, [...params, channel]] : [this.sql.receive, params];
     for (;;) {
-      const [received] = await query<ReceivedRow>(statement, values);
-      if (received?.same_command === null) return { entry: this.newEntry(received.id, incoming, receivedAt), duplicate: false };
+      // Taken with the connection in hand, right before the statement goes: it commits one round trip later.
+      const channel = announce ? this.notifier.takeInline() : undefined;
+      let received: ReceivedRow | undefined;
+      try {
+        [received] = channel ? await query<ReceivedRow>(this.sql.receiveAndNotify, [...params, channel]) : await query<ReceivedRow>(this.sql.receive, params);
+      } catch (error) {
+        if (channel) this.notifier.notify(); // what it would have announced is still owed
+        throw error;
+      } finally {
+        if (channel) this.notifier.inlineSettled();
+      }
+      if (received?.same_command === null) {
+        if (announce && !channel) this.notifier.notify();
+        return { entry: this.newEntry(received.id, incoming, receivedAt), duplicate: false };
+      }
+      // Took the notification but stored nothing new, so sent none: hand it on.
+      if (channel) this.notifier.notify();
       // No row: a concurrent receive committed this messageId after the statement's snapshot.
-      const stored = received
-        ? { ...rowFromJson(received.stored!), payload: received.stored!.payload_removed ? null : (JSON.parse(incoming.payloadJson) as Record<string, unknown>), same_command: received.same_command }
-        : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
+      const stored = received ? storedFrom(received, incoming.payloadJson) : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
       // Still none: that entry was deleted meanwhile, so storing again is correct.
       if (!stored) continue;
       if (!stored.same_command) throw new IdempotencyConflictError(incoming.messageId, stored.id);
@@ -504,6 +513,18 @@ interface ValidatedCommand {
   metadataJson: string;
   correlationId: string | null;
   causationId: string | null;
+}
+
+/**
+ * The stored entry of a duplicate, from the receive statement's jsonb column. Its payload was not
+ * sent back: when the command is the same it equals the incoming one (jsonb equality), unless
+ * retention removed it.
+ */
+function storedFrom(received: ReceivedRow, incomingPayloadJson: string): StoredRow {
+  const stored = received.stored!;
+  stored.payload = stored.payload_removed ? null : JSON.parse(incomingPayloadJson);
+  stored.same_command = received.same_command;
+  return rowFromJson(stored) as StoredRow;
 }
 
 /**

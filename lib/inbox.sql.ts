@@ -102,11 +102,10 @@ export function toEntry(row: InboxRow): InboxEntry {
 
 const TIMESTAMP_COLUMNS = ['next_retry_at', 'received_at', 'processed_at', 'processing_started_at', 'locked_until', 'dead_lettered_at', 'discarded_at'] as const;
 
-/** A row that came back as jsonb (timestamps as ISO strings). */
+/** A row that came back as jsonb (timestamps as ISO strings), converted in place. */
 export function rowFromJson(json: Record<string, unknown>): InboxRow {
-  const row = { ...json } as Record<string, unknown>;
-  for (const column of TIMESTAMP_COLUMNS) if (row[column] !== null) row[column] = new Date(row[column] as string);
-  return row as unknown as InboxRow;
+  for (const column of TIMESTAMP_COLUMNS) if (json[column] !== null) json[column] = new Date(json[column] as string);
+  return json as unknown as InboxRow;
 }
 
 export interface HistoryRow {
