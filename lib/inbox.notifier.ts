@@ -40,6 +40,8 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   private reconnectTimer?: NodeJS.Timeout;
   private spacingTimer?: NodeJS.Timeout;
   private inlineGuard?: NodeJS.Timeout;
+  /** The statement that took the notification also carries announcements owed by earlier receives. */
+  private inlineOwes = false;
   private lastSentAt = 0;
 
   constructor(
@@ -53,14 +55,15 @@ export class InboxNotifier implements BeforeApplicationShutdown {
    * Called by a receive right before it sends its statement: returns the channel when that
    * statement should carry the notification (inside its INSERT, delivered at its commit), or
    * undefined when one went out less than the spacing ago or is on its way. The statement also
-   * covers every receive that committed before it and still waits for an announcement. A receive
-   * that took it and stored nothing new must call `notify()`; every taker calls `inlineSettled()`.
+   * covers every receive that committed before it and still waits for an announcement. Every
+   * taker calls `inlineSettled()` once its statement has finished.
    */
   takeInline(): string | undefined {
     if (!this.options.notify || this.closed || this.sending) return undefined;
     const now = Date.now();
     if (now - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return undefined;
     this.lastSentAt = now;
+    this.inlineOwes = this.pending;
     if (this.pending) {
       this.pending = false;
       // Should that statement be held up (a lock on the same key), the owed announcement goes out anyway.
@@ -72,10 +75,15 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     return this.channel;
   }
 
-  /** The statement that carried the notification has finished. */
-  inlineSettled(): void {
+  /**
+   * The statement that took the notification has finished; `sent`: it stored a new entry, so its
+   * commit delivered the notification. If not, what was owed before it is owed again.
+   */
+  inlineSettled(sent: boolean): void {
     clearTimeout(this.inlineGuard);
     this.inlineGuard = undefined;
+    if (!sent && this.inlineOwes) this.notify();
+    this.inlineOwes = false;
   }
 
   /** Tells other instances, soon, that new commands are due (after a receive that carried no notification); never throws. */
@@ -86,16 +94,17 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   }
 
   private schedule(): void {
-    if (this.sending || this.spacingTimer) return;
-    const wait = this.lastSentAt + MIN_NOTIFY_SPACING_MS - Date.now();
-    if (wait > 0) {
-      this.spacingTimer = setTimeout(() => {
-        this.spacingTimer = undefined;
-        this.schedule();
-      }, wait);
-      return;
-    }
-    if (!this.pending || this.closed) return;
+    if (this.sending || this.spacingTimer || this.closed) return;
+    // Even when the interval is over, wait a moment (a timer runs after pending I/O): a receive
+    // statement about to go out takes the notification, and this one has nothing left to send.
+    const wait = Math.max(0, this.lastSentAt + MIN_NOTIFY_SPACING_MS - Date.now());
+    this.spacingTimer = setTimeout(() => this.flush(), wait);
+  }
+
+  private flush(): void {
+    this.spacingTimer = undefined;
+    if (!this.pending || this.closed || this.sending) return;
+    if (Date.now() - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return this.schedule(); // a receive carried one meanwhile
     this.pending = false;
     this.sending = true;
     this.lastSentAt = Date.now();
@@ -112,7 +121,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     this.closed = true;
     clearTimeout(this.spacingTimer);
     this.spacingTimer = undefined;
-    this.inlineSettled();
+    clearTimeout(this.inlineGuard);
   }
 
   /** Calls `onWake` whenever another instance received commands. */

@@ -129,18 +129,13 @@ export class InboxService {
       let received: ReceivedRow | undefined;
       try {
         [received] = channel ? await query<ReceivedRow>(this.sql.receiveAndNotify, [...params, channel]) : await query<ReceivedRow>(this.sql.receive, params);
-      } catch (error) {
-        if (channel) this.notifier.notify(); // what it would have announced is still owed
-        throw error;
       } finally {
-        if (channel) this.notifier.inlineSettled();
+        if (channel) this.notifier.inlineSettled(received?.same_command === null);
       }
       if (received?.same_command === null) {
         if (announce && !channel) this.notifier.notify();
         return { entry: this.newEntry(received.id, incoming, receivedAt), duplicate: false };
       }
-      // Took the notification but stored nothing new, so sent none: hand it on.
-      if (channel) this.notifier.notify();
       // No row: a concurrent receive committed this messageId after the statement's snapshot.
       const stored = received ? storedFrom(received, incoming.payloadJson) : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
       // Still none: that entry was deleted meanwhile, so storing again is correct.

@@ -102,8 +102,9 @@ export function toEntry(row: InboxRow): InboxEntry {
 
 const TIMESTAMP_COLUMNS = ['next_retry_at', 'received_at', 'processed_at', 'processing_started_at', 'locked_until', 'dead_lettered_at', 'discarded_at'] as const;
 
-/** A row that came back as jsonb (timestamps as ISO strings), converted in place. */
+/** A row that came back as jsonb without its null columns (timestamps as ISO strings), converted in place. */
 export function rowFromJson(json: Record<string, unknown>): InboxRow {
+  for (const column of COLUMN_NAMES) json[column] ??= null;
   for (const column of TIMESTAMP_COLUMNS) if (json[column] !== null) json[column] = new Date(json[column] as string);
   return json as unknown as InboxRow;
 }
@@ -225,7 +226,10 @@ export class InboxSql {
     // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 received at.
     // The stored entry of a duplicate, but its payload: when the command is the same, the stored
     // payload equals the incoming one (jsonb equality), so only whether it was removed comes back.
-    const storedColumns = [...COLUMN_NAMES.filter((name) => name !== 'payload').map((name) => `'${name}', "${name}"`), `'payload_removed', "payload" IS NULL`].join(', ');
+    // Null columns are left out (fewer keys to parse), metadata is added as it is (stripping nulls
+    // would reach inside it).
+    const scalarColumns = COLUMN_NAMES.filter((name) => name !== 'payload' && name !== 'metadata').map((name) => `'${name}', "${name}"`);
+    const storedColumns = `jsonb_strip_nulls(jsonb_build_object(${scalarColumns.join(', ')}, 'payload_removed', "payload" IS NULL)) || jsonb_build_object('metadata', "metadata")`;
     const receive = (notify: boolean) => `WITH inserted AS (
         INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
         VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, $7::timestamptz)
@@ -234,7 +238,7 @@ export class InboxSql {
       )
       SELECT "id", NULL::boolean AS "same_command", NULL::jsonb AS "stored" FROM inserted
       UNION ALL
-      SELECT "id", ${sameCommand}, jsonb_build_object(${storedColumns})
+      SELECT "id", ${sameCommand}, ${storedColumns}
       FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)`;
     this.receive = statement('receive', receive(false), prepared);
     // The same, also notifying $8 when a new entry was stored (delivered when it commits).

@@ -54,13 +54,13 @@ describe('InboxService.receive', () => {
   });
 
   it('returns the stored entry for a repeated messageId, whatever the key order of the payload', async () => {
-    const first = await app.inbox.receive({ messageId: 'dup-1', commandType: 'test.scripted', payload: { a: 1, b: [1, 2] } });
+    const first = await app.inbox.receive({ messageId: 'dup-1', commandType: 'test.scripted', payload: { a: 1, b: [1, 2] }, metadata: { trace: null, n: 1 }, correlationId: 'c-1' });
     const again = await app.inbox.receive({ messageId: 'dup-1', commandType: 'test.scripted', payload: { b: [1, 2], a: 1 } });
     expect(again.duplicate).toBe(true);
     expect(again.entry.id).toBe(first.entry.id);
     // The stored entry, column for column (it comes back from the receive statement as jsonb).
     expect(again.entry).toEqual(await app.inbox.get(first.entry.id));
-    expect(again.entry.payload).toEqual({ a: 1, b: [1, 2] });
+    expect(again.entry).toMatchObject({ payload: { a: 1, b: [1, 2] }, metadata: { trace: null, n: 1 }, correlationId: 'c-1', causationId: null });
     expect(again.entry.receivedAt).toBeInstanceOf(Date);
     expect((await sql(db.url, `SELECT 1 FROM inbox_entries WHERE message_id = 'dup-1'`)).length).toBe(1);
   });

@@ -1,0 +1,88 @@
+import { resolveInboxOptions } from 'nestjs-inbox';
+import { InboxNotifier } from '../../lib/inbox.notifier';
+
+// The notifier's timing rules, on fake timers: which receive carries the notification and when a
+// separate pg_notify goes out. (That notifications reach a worker elsewhere is tested against the
+// database in test/e2e/notify.e2e-spec.ts.)
+describe('InboxNotifier coalescing', () => {
+  let sent: number;
+  let notifier: InboxNotifier;
+
+  beforeEach(() => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    sent = 0;
+    const pool = { query: async () => void sent++ };
+    const dataSource = { driver: { master: pool } };
+    notifier = new InboxNotifier(dataSource as never, resolveInboxOptions({ worker: false }));
+  });
+
+  afterEach(() => {
+    notifier.beforeApplicationShutdown();
+    jest.useRealTimers();
+  });
+
+  it('lets the first receive after a quiet spell carry the notification, and not the next one inside the spacing', () => {
+    expect(notifier.takeInline()).toBe('nestjs_inbox_inbox_entries');
+    notifier.inlineSettled(true);
+    expect(notifier.takeInline()).toBeUndefined();
+    jest.advanceTimersByTime(2);
+    expect(notifier.takeInline()).toBe('nestjs_inbox_inbox_entries');
+  });
+
+  it('folds the receives of an interval into one pg_notify when no receive goes out after them', async () => {
+    notifier.takeInline();
+    notifier.inlineSettled(true);
+    for (let i = 0; i < 5; i++) notifier.notify();
+    expect(sent).toBe(0);
+    await jest.advanceTimersByTimeAsync(2);
+    expect(sent).toBe(1);
+    await jest.advanceTimersByTimeAsync(10);
+    expect(sent).toBe(1);
+  });
+
+  it('lets a later receive statement carry what is owed instead of a separate pg_notify', async () => {
+    notifier.takeInline();
+    notifier.inlineSettled(true);
+    notifier.notify(); // owed, spacing not over yet
+    jest.advanceTimersByTime(1);
+    expect(notifier.takeInline()).toBeUndefined();
+    await jest.advanceTimersByTimeAsync(1); // spacing over: the timer sends it
+    expect(sent).toBe(1);
+    jest.advanceTimersByTime(2);
+    notifier.notify();
+    expect(notifier.takeInline()).toBe('nestjs_inbox_inbox_entries'); // carries it
+    notifier.inlineSettled(true);
+    await jest.advanceTimersByTimeAsync(10);
+    expect(sent).toBe(1);
+  });
+
+  it('sends what was owed when the statement that took it is held up', async () => {
+    notifier.takeInline();
+    notifier.inlineSettled(true);
+    jest.advanceTimersByTime(2);
+    notifier.notify();
+    expect(notifier.takeInline()).toBeDefined(); // and never settles in time (a lock on the same key)
+    await jest.advanceTimersByTimeAsync(4);
+    expect(sent).toBe(1);
+  });
+
+  it('hands on what was owed when the statement that took it stored nothing, and sends nothing when nothing was owed', async () => {
+    expect(notifier.takeInline()).toBeDefined(); // nothing owed: a duplicate
+    notifier.inlineSettled(false);
+    await jest.advanceTimersByTimeAsync(10);
+    expect(sent).toBe(0);
+    notifier.notify(); // owed now; taken over by the next statement, which stores nothing
+    expect(notifier.takeInline()).toBeDefined();
+    notifier.inlineSettled(false);
+    await jest.advanceTimersByTimeAsync(10);
+    expect(sent).toBe(1);
+  });
+
+  it('sends nothing when notify is off', async () => {
+    notifier = new InboxNotifier({} as never, resolveInboxOptions({ worker: false, notify: false }));
+    expect(notifier.takeInline()).toBeUndefined();
+    notifier.notify();
+    await jest.advanceTimersByTimeAsync(10);
+    expect(sent).toBe(0);
+  });
+});
