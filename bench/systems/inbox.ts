@@ -7,7 +7,6 @@ import { ScheduleModule } from '@nestjs/schedule';
 import { TypeOrmModule } from '@nestjs/typeorm';
 
 import {
-  InboxEntry,
   InboxHandler,
   InboxModule,
   InboxProcessor,
@@ -69,8 +68,8 @@ function appModule(url: string, inbox: InboxModuleOptions, poolMax: number, hand
       TypeOrmModule.forRoot({
         type: 'postgres',
         url,
-        // The schema is in place (prepare ran the migration): boot like any worker would.
-        entities: [InboxEntry],
+        // The schema is in place (prepare ran the migration), and the library runs its own SQL: no
+        // entities or migrations to load, the same TypeORM setup as graphile-worker's Nest host.
         installExtensions: false,
         logging: false,
         retryAttempts: 0,
