@@ -33,8 +33,12 @@ export enum HistoryEvent {
   DeadLettered = 'dead_lettered',
 }
 
-/** One append-only record of an entry's history. */
+/**
+ * One record of an entry's history: a row of the append-only history table, or, for the attempt
+ * that completed the entry, read from the entry itself (Completed is final).
+ */
 export interface InboxHistoryRecord {
+  /** The history row's id; `<entry id>:completed` for the completing attempt. */
   id: string;
   entryId: string;
   event: HistoryEvent;

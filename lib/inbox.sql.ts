@@ -199,7 +199,7 @@ export class InboxSql {
   private readonly statusType: string;
 
   /**
-   * `recordAttempts`: write an attempt record with every outcome. `prepared`: name the hot-path
+   * `recordAttempts`: write a history record with every failed attempt. `prepared`: name the hot-path
    * statements so node-postgres prepares them (off for poolers that cannot keep them).
    */
   constructor(tableName: string, recordAttempts = true, prepared = true) {

@@ -63,7 +63,10 @@ export interface InboxModuleOptions {
    * receive commits; workers LISTEN). false: they find new commands at their next poll. Default true.
    */
   notify?: boolean;
-  /** Record every attempt in the history table (one statement with the outcome, no extra round trip). Default true. */
+  /**
+   * Record failed attempts in the history table (in the statement that records the failure: no
+   * extra round trip). The attempt that completes an entry is kept on the entry either way. Default true.
+   */
   attemptHistory?: boolean;
   /**
    * Run the hot-path statements (receive, claim, lock, complete, failure) as named prepared
