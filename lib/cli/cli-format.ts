@@ -71,7 +71,7 @@ export function formatEntry(entry: InboxEntry, history: InboxHistoryRecord[]): s
     ['status', statusOf(entry)],
     ['retryCount', String(entry.retryCount)],
     ['receivedAt', formatDate(entry.receivedAt)],
-    ['processedAt', formatDate(entry.processedAt)],
+    ['processedAt', entry.processedBy ? `${formatDate(entry.processedAt)} by ${entry.processedBy}` : formatDate(entry.processedAt)],
     ['nextRetryAt', formatDate(entry.nextRetryAt)],
     ['deadLetterReason', entry.deadLetterReason ?? '-'],
     ['deadLetteredAt', formatDate(entry.deadLetteredAt)],
