@@ -19,13 +19,23 @@ const MAX_RECONNECT_DELAY_MS = 10_000;
 const NOTIFY = { name: 'nestjs_inbox_notify', text: 'SELECT pg_notify($1, NULL)' };
 const MIN_NOTIFY_SPACING_MS = 2;
 
+/** A receive statement's licence to carry the notification. */
+export interface InlineTicket {
+  readonly channel: string;
+  /** It also carries announcements owed by earlier receives. */
+  readonly owes: boolean;
+  /** Sends those if the statement is held up; cleared when it settles. */
+  guard?: NodeJS.Timeout;
+}
+
 /**
  * Wakes workers in other processes when commands arrive, without a NOTIFY in every receiving
  * transaction (PostgreSQL serialises the commits of notifying transactions). At most one
  * notification per MIN_NOTIFY_SPACING_MS, carried by the next receive statement to go out once the
  * interval is over (`takeInline`, no extra round trip), or, when none goes out, by one `pg_notify`
- * sent at its end for all the receives of the interval. A lone receive is always announced at once. Workers LISTEN on a
- * dedicated connection that reconnects with bounded backoff, logging once per outage.
+ * sent at its end for all the receives of the interval. A lone receive is always announced at once.
+ * Workers LISTEN on a dedicated connection that reconnects with bounded backoff, logging once per
+ * outage.
  */
 @Injectable()
 export class InboxNotifier implements BeforeApplicationShutdown {
@@ -39,9 +49,6 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   private failures = 0;
   private reconnectTimer?: NodeJS.Timeout;
   private spacingTimer?: NodeJS.Timeout;
-  private inlineGuard?: NodeJS.Timeout;
-  /** The statement that took the notification also carries announcements owed by earlier receives. */
-  private inlineOwes = false;
   private lastSentAt = 0;
 
   constructor(
@@ -52,38 +59,38 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   }
 
   /**
-   * Called by a receive right before it sends its statement: returns the channel when that
-   * statement should carry the notification (inside its INSERT, delivered at its commit), or
-   * undefined when one went out less than the spacing ago or is on its way. The statement also
-   * covers every receive that committed before it and still waits for an announcement. Every
-   * taker calls `inlineSettled()` once its statement has finished.
+   * Called by a receive right before it sends its statement: returns a ticket when that statement
+   * should carry the notification (inside its INSERT, delivered at its commit), or undefined when
+   * one went out less than the spacing ago or is on its way. The statement also covers every
+   * receive that committed before it and still waits for an announcement. Every ticket is handed
+   * back to `settle()` once its statement has finished.
    */
-  takeInline(): string | undefined {
+  takeInline(): InlineTicket | undefined {
     if (!this.options.notify || this.closed || this.sending) return undefined;
     const now = Date.now();
     if (now - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return undefined;
     this.lastSentAt = now;
-    this.inlineOwes = this.pending;
+    const ticket: InlineTicket = { channel: this.channel, owes: this.pending };
     if (this.pending) {
       this.pending = false;
       // Should that statement be held up (a lock on the same key), the owed announcement goes out anyway.
-      this.inlineGuard = setTimeout(() => {
-        this.inlineGuard = undefined;
+      ticket.guard = setTimeout(() => {
+        ticket.guard = undefined;
         this.notify();
       }, MIN_NOTIFY_SPACING_MS);
     }
-    return this.channel;
+    return ticket;
   }
 
   /**
-   * The statement that took the notification has finished; `sent`: it stored a new entry, so its
-   * commit delivered the notification. If not, what was owed before it is owed again.
+   * The statement that took the ticket has finished; `sent`: it stored a new entry, so its commit
+   * delivered the notification. If not, what was owed before it is owed again.
    */
-  inlineSettled(sent: boolean): void {
-    clearTimeout(this.inlineGuard);
-    this.inlineGuard = undefined;
-    if (!sent && this.inlineOwes) this.notify();
-    this.inlineOwes = false;
+  settle(ticket: InlineTicket, sent: boolean): void {
+    if (!ticket.guard) return; // nothing was owed, or the guard announced it already
+    clearTimeout(ticket.guard);
+    ticket.guard = undefined;
+    if (!sent) this.notify();
   }
 
   /** Tells other instances, soon, that new commands are due (after a receive that carried no notification); never throws. */
@@ -121,7 +128,6 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     this.closed = true;
     clearTimeout(this.spacingTimer);
     this.spacingTimer = undefined;
-    clearTimeout(this.inlineGuard);
   }
 
   /** Calls `onWake` whenever another instance received commands. */

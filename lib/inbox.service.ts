@@ -125,15 +125,15 @@ export class InboxService {
     ];
     for (;;) {
       // Taken with the connection in hand, right before the statement goes: it commits one round trip later.
-      const channel = announce ? this.notifier.takeInline() : undefined;
+      const ticket = announce ? this.notifier.takeInline() : undefined;
       let received: ReceivedRow | undefined;
       try {
-        [received] = channel ? await query<ReceivedRow>(this.sql.receiveAndNotify, [...params, channel]) : await query<ReceivedRow>(this.sql.receive, params);
+        [received] = ticket ? await query<ReceivedRow>(this.sql.receiveAndNotify, [...params, ticket.channel]) : await query<ReceivedRow>(this.sql.receive, params);
       } finally {
-        if (channel) this.notifier.inlineSettled(received?.same_command === null);
+        if (ticket) this.notifier.settle(ticket, received?.same_command === null);
       }
       if (received?.same_command === null) {
-        if (announce && !channel) this.notifier.notify();
+        if (announce && !ticket) this.notifier.notify();
         return { entry: this.newEntry(received.id, incoming, receivedAt), duplicate: false };
       }
       // No row: a concurrent receive committed this messageId after the statement's snapshot.

@@ -22,16 +22,14 @@ describe('InboxNotifier coalescing', () => {
   });
 
   it('lets the first receive after a quiet spell carry the notification, and not the next one inside the spacing', () => {
-    expect(notifier.takeInline()).toBe('nestjs_inbox_inbox_entries');
-    notifier.inlineSettled(true);
+    expect(notifier.takeInline()).toMatchObject({ channel: 'nestjs_inbox_inbox_entries', owes: false });
     expect(notifier.takeInline()).toBeUndefined();
     jest.advanceTimersByTime(2);
-    expect(notifier.takeInline()).toBe('nestjs_inbox_inbox_entries');
+    expect(notifier.takeInline()).toMatchObject({ channel: 'nestjs_inbox_inbox_entries' });
   });
 
   it('folds the receives of an interval into one pg_notify when no receive goes out after them', async () => {
-    notifier.takeInline();
-    notifier.inlineSettled(true);
+    notifier.settle(notifier.takeInline()!, true);
     for (let i = 0; i < 5; i++) notifier.notify();
     expect(sent).toBe(0);
     await jest.advanceTimersByTimeAsync(2);
@@ -41,8 +39,7 @@ describe('InboxNotifier coalescing', () => {
   });
 
   it('lets a later receive statement carry what is owed instead of a separate pg_notify', async () => {
-    notifier.takeInline();
-    notifier.inlineSettled(true);
+    notifier.settle(notifier.takeInline()!, true);
     notifier.notify(); // owed, spacing not over yet
     jest.advanceTimersByTime(1);
     expect(notifier.takeInline()).toBeUndefined();
@@ -50,15 +47,15 @@ describe('InboxNotifier coalescing', () => {
     expect(sent).toBe(1);
     jest.advanceTimersByTime(2);
     notifier.notify();
-    expect(notifier.takeInline()).toBe('nestjs_inbox_inbox_entries'); // carries it
-    notifier.inlineSettled(true);
+    const ticket = notifier.takeInline(); // carries it
+    expect(ticket).toMatchObject({ owes: true });
+    notifier.settle(ticket!, true);
     await jest.advanceTimersByTimeAsync(10);
     expect(sent).toBe(1);
   });
 
   it('sends what was owed when the statement that took it is held up', async () => {
-    notifier.takeInline();
-    notifier.inlineSettled(true);
+    notifier.settle(notifier.takeInline()!, true);
     jest.advanceTimersByTime(2);
     notifier.notify();
     expect(notifier.takeInline()).toBeDefined(); // and never settles in time (a lock on the same key)
@@ -67,13 +64,26 @@ describe('InboxNotifier coalescing', () => {
   });
 
   it('hands on what was owed when the statement that took it stored nothing, and sends nothing when nothing was owed', async () => {
-    expect(notifier.takeInline()).toBeDefined(); // nothing owed: a duplicate
-    notifier.inlineSettled(false);
+    notifier.settle(notifier.takeInline()!, false); // nothing owed: a duplicate
     await jest.advanceTimersByTimeAsync(10);
     expect(sent).toBe(0);
     notifier.notify(); // owed now; taken over by the next statement, which stores nothing
-    expect(notifier.takeInline()).toBeDefined();
-    notifier.inlineSettled(false);
+    notifier.settle(notifier.takeInline()!, false);
+    await jest.advanceTimersByTimeAsync(10);
+    expect(sent).toBe(1);
+  });
+
+  it('keeps the tickets of overlapping statements apart: a held-up one that stores nothing still hands on what it owed', async () => {
+    notifier.settle(notifier.takeInline()!, true);
+    jest.advanceTimersByTime(2);
+    notifier.notify();
+    const slow = notifier.takeInline()!; // owes, and is held up
+    expect(slow.owes).toBe(true);
+    jest.setSystemTime(Date.now() + 2); // the clock moves on before its guard timer gets to run
+    const fast = notifier.takeInline()!;
+    expect(fast.owes).toBe(false);
+    notifier.settle(fast, true); // must not disarm the slow statement's guard
+    notifier.settle(slow, false); // a duplicate after all: what it owed goes out
     await jest.advanceTimersByTimeAsync(10);
     expect(sent).toBe(1);
   });
