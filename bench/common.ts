@@ -65,6 +65,12 @@ export const SMOKE_SIZES: Sizes = {
 };
 
 /** A ~200-byte JSON command payload; `extra` fields are added before padding. */
+/** An integer setting from the environment (the benchmark's tuning knobs), or the default. */
+export function envInt(name: string, fallback: number): number {
+  const value = process.env[name];
+  return value ? Number.parseInt(value, 10) : fallback;
+}
+
 export function makePayload(i: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const payload: Record<string, unknown> = {
     orderId: `ord-${String(i).padStart(8, '0')}`,

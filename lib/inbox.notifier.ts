@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nes
 import type { DataSource } from 'typeorm';
 import { backoffDelayMs } from './backoff';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { pgPoolOf } from './inbox.sql';
+import { pgPoolOf, pgQuery } from './inbox.sql';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
 /** The bits of node-postgres' Client this class uses. */
@@ -115,8 +115,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     this.pending = false;
     this.sending = true;
     this.lastSentAt = Date.now();
-    pgPoolOf(this.dataSource)
-      .query({ text: NOTIFY.text, name: this.options.preparedStatements ? NOTIFY.name : undefined, values: [this.channel] })
+    pgQuery(pgPoolOf(this.dataSource), this.options.preparedStatements ? NOTIFY : NOTIFY.text, [this.channel])
       .catch(() => undefined) // the next poll finds the commands anyway
       .finally(() => {
         this.sending = false;

@@ -24,6 +24,7 @@ import { InboxProcessor } from './inbox.processor';
 import {
   InboxSql,
   pgPoolOf,
+  pgQuery,
   type PgPoolClient,
   rowFromJson,
   runQuery,
@@ -83,7 +84,9 @@ export class InboxService {
       // The caller's transaction owns the connection (and its timeouts); the row is invisible until
       // the caller commits, so the next poll finds it rather than a wake-up.
       const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
-      return this.store(query, incoming).catch((error: unknown) => rethrowUnavailable(error));
+      return this.store(query, incoming).catch((error: unknown) => {
+        throw asUnavailable(error);
+      });
     }
     let result: ReceiveResult;
     try {
@@ -208,8 +211,7 @@ export class InboxService {
             // A checked-out node-postgres client has no 'error' listener of its own: without this
             // one, a connection that breaks while we hold it would crash the process.
             connected.on('error', ignoreError);
-            const query: RunStatement = async <R>(sql: string | Statement, values: unknown[]) =>
-              (await connected.query(typeof sql === 'string' ? { text: sql, values } : { name: sql.name, text: sql.text, values })).rows as R[];
+            const query: RunStatement = async <R>(sql: string | Statement, values: unknown[]) => (await pgQuery(connected, sql, values)).rows as R[];
             work(query).then(
               (result) => finish(undefined, result),
               (error: unknown) => finish(error ?? new Error('undefined thrown')),
@@ -548,11 +550,7 @@ function completedAttemptOf(entry: InboxEntry): InboxHistoryRecord | undefined {
   };
 }
 
-/** Connection failures become InboxUnavailableError; anything else is rethrown as is. */
-function rethrowUnavailable(error: unknown): never {
-  throw asUnavailable(error);
-}
-
+/** Connection failures become InboxUnavailableError; anything else stays as it is. */
 function asUnavailable(error: unknown): unknown {
   if (error instanceof InboxUnavailableError || !isConnectionError(error)) return error;
   return new InboxUnavailableError((error as Error).message, { cause: error });

@@ -435,9 +435,8 @@ export async function runQuery<T = InboxRow>(
   sql: string | Statement,
   params: unknown[],
 ): Promise<QueryOutcome<T>> {
+  if (typeof sql !== 'string' && sql.name && isQueryRunner(on)) return runPrepared(on, sql, params);
   const text = typeof sql === 'string' ? sql : sql.text;
-  const name = typeof sql === 'string' ? undefined : sql.name;
-  if (name && isQueryRunner(on)) return runPrepared(on, name, text, params);
   const queryRunner = isQueryRunner(on) ? on : on.createQueryRunner();
   try {
     const result = (await queryRunner.query(text, params, true)) as { records?: T[]; affected?: number };
@@ -447,17 +446,22 @@ export async function runQuery<T = InboxRow>(
   }
 }
 
-async function runPrepared<T>(queryRunner: QueryRunner, name: string, text: string, values: unknown[]): Promise<QueryOutcome<T>> {
+async function runPrepared<T>(queryRunner: QueryRunner, statement: Statement, values: unknown[]): Promise<QueryOutcome<T>> {
   // A released runner (a timed-out handler's, say) must fail like TypeORM's own queries do.
   if (queryRunner.isReleased) throw new Error('nestjs-inbox: the connection was released; statement not run');
   const client = (await queryRunner.connect()) as PgQueryable;
   try {
-    const result = await client.query({ name, text, values });
+    const result = await pgQuery(client, statement, values);
     return { rows: result.rows as T[], affected: result.rowCount ?? 0 };
   } catch (error) {
     // The error TypeORM's own queries throw, whichever way the statement went.
-    throw new QueryFailedError(text, values, error as Error);
+    throw new QueryFailedError(statement.text, values, error as Error);
   }
+}
+
+/** Runs a statement straight on a node-postgres client or pool: prepared when it has a name. */
+export function pgQuery(client: PgQueryable, sql: string | Statement, values: unknown[]): ReturnType<PgQueryable['query']> {
+  return client.query(typeof sql === 'string' ? { text: sql, values } : { name: sql.name, text: sql.text, values });
 }
 
 /** The one method of a node-postgres client or pool that the hot path uses. */

@@ -1,16 +1,11 @@
 // graphile-worker 0.17: addJob per command (WorkerUtils), run() with the settings of its
 // performance page (https://worker.graphile.org/docs/performance): local queue + batched completion.
 import { Logger, makeWorkerUtils, run, type Runner, type Task, type WorkerUtils } from 'graphile-worker';
-import { COMMAND_TYPE, EVENT_INSERT, EVENTS_DDL } from '../common';
+import { COMMAND_TYPE, envInt, EVENT_INSERT, EVENTS_DDL } from '../common';
 import type { Handler } from '../protocol';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import { commandTypeFor } from './inbox-table';
 import type { SystemAdapter } from './types';
-
-function envInt(name: string, fallback: number): number {
-  const value = process.env[name];
-  return value ? Number.parseInt(value, 10) : fallback;
-}
 
 /** Worker settings (env overrides for tuning runs: BENCH_GW_CONCURRENCY, _LOCAL_QUEUE). */
 export const GW_WORKER = {

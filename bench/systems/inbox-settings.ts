@@ -1,10 +1,6 @@
 // nestjs-inbox's benchmark worker settings, apart from the adapter so that other systems' children
 // can size a like-for-like host without loading the library.
-
-function envInt(name: string, fallback: number): number {
-  const value = process.env[name];
-  return value ? Number.parseInt(value, 10) : fallback;
-}
+import { envInt } from '../common';
 
 /** Worker settings (env overrides exist for tuning runs: BENCH_INBOX_CONCURRENCY, _BATCH, _POLL_MS, _POOL). */
 export const INBOX_WORKER = {

@@ -1,8 +1,9 @@
 // The `inbox_entries` table as both nestjs-inbox and the raw-pg floors use it: the floors run on
 // the very schema the library's migration creates (same columns, enum, indexes).
 import type { Client } from 'pg';
-import { COMMAND_TYPE, EVENTS_DDL, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, withClient } from '../common';
+import { COMMAND_TYPE, connectClient, EVENTS_DDL, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, withClient } from '../common';
 import type { Handler } from '../protocol';
+import type { SystemAdapter } from './types';
 
 export const TABLE = 'inbox_entries';
 
@@ -73,3 +74,13 @@ export async function storedRows(client: Client): Promise<number> {
   const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${TABLE}`);
   return rows[0].n;
 }
+
+/** How the orchestrator fills and watches this table, for every system that runs on it. */
+export const inboxTableQueue: Pick<SystemAdapter, 'openEnqueuer' | 'finished' | 'stored'> = {
+  async openEnqueuer(url) {
+    const client = await connectClient(url);
+    return { enqueue: (items, kind) => enqueueRows(client, items, kind), close: () => client.end() };
+  },
+  finished: async (client, kind, expected) => (await finishedRows(client, kind)) >= expected,
+  stored: (client) => storedRows(client),
+};

@@ -16,10 +16,10 @@ import {
   type InboxContext,
   type InboxModuleOptions,
 } from '../../lib';
-import { COMMAND_TYPE, connectClient, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE } from '../common';
+import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE } from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { Handler } from '../protocol';
-import { commandTypeFor, enqueueRows, finishedRows, migrateWithTypeOrm, storedRows } from './inbox-table';
+import { commandTypeFor, inboxTableQueue, migrateWithTypeOrm } from './inbox-table';
 import { INBOX_WORKER, INBOX_WORKER_POOL } from './inbox-settings';
 import type { SystemAdapter } from './types';
 
@@ -109,12 +109,7 @@ export const inboxAdapter: SystemAdapter = {
     `resolved worker options: ${resolvedWorkerOptions()}`,
   ],
   prepare: (url) => migrateWithTypeOrm(url),
-  async openEnqueuer(url) {
-    const client = await connectClient(url);
-    return { enqueue: (items, kind) => enqueueRows(client, items, kind), close: () => client.end() };
-  },
-  finished: async (client, kind, expected) => (await finishedRows(client, kind)) >= expected,
-  stored: (client) => storedRows(client),
+  ...inboxTableQueue,
   roles: {
     send: (spec, commands) => runSendRole(spec, commands, () => openSender(spec.url, COMMAND_TYPE)),
     'latency-send': (spec, commands) => runLatencySendRole(spec, commands, () => openSender(spec.url, commandTypeFor('latency'))),

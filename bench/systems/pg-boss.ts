@@ -1,15 +1,10 @@
 // pg-boss 10: send() per command, work() with batchSize; v10 has no teamSize/teamConcurrency (removed
 // in v10) — concurrency comes from several work() registrations, each its own polling loop.
 import PgBoss from 'pg-boss';
-import { EVENT_INSERT, EVENTS_DDL } from '../common';
+import { envInt, EVENT_INSERT, EVENTS_DDL } from '../common';
 import type { Handler } from '../protocol';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { SystemAdapter } from './types';
-
-function envInt(name: string, fallback: number): number {
-  const value = process.env[name];
-  return value ? Number.parseInt(value, 10) : fallback;
-}
 
 export const PGBOSS_QUEUES: Record<Handler | 'dedup', string> = {
   event: 'bench-order',

@@ -1,15 +1,10 @@
 // Floors: what bare node-postgres does on the very same table (the library's migration) with the
 // same guarantee as nestjs-inbox (the event row commits together with the completion).
 import { Pool, type PoolClient } from 'pg';
-import { connectClient, EVENT_INSERT } from '../common';
+import { envInt, EVENT_INSERT } from '../common';
 import { runSendRole, runWorkRole, type Sender } from '../roles';
-import { commandTypeFor, enqueueRows, finishedRows, migrateWithPg, storedRows, TABLE } from './inbox-table';
+import { commandTypeFor, inboxTableQueue, migrateWithPg, TABLE } from './inbox-table';
 import type { SystemAdapter } from './types';
-
-function envInt(name: string, fallback: number): number {
-  const value = process.env[name];
-  return value ? Number.parseInt(value, 10) : fallback;
-}
 
 /** Floor settings (env overrides for tuning runs: BENCH_RAW_LOOPS, _BATCH, _PER_COMMAND_LOOPS). */
 export const RAW_FLOOR = {
@@ -60,12 +55,7 @@ export const rawPgAdapter: SystemAdapter = {
       `per-command = ${RAW_FLOOR.perCommandLoops} loops × (BEGIN; claim 1; INSERT; UPDATE; COMMIT); idle poll ${RAW_FLOOR.pollIntervalMs} ms`,
   ],
   prepare: (url) => migrateWithPg(url),
-  async openEnqueuer(url) {
-    const client = await connectClient(url);
-    return { enqueue: (items, kind) => enqueueRows(client, items, kind), close: () => client.end() };
-  },
-  finished: async (client, kind, expected) => (await finishedRows(client, kind)) >= expected,
-  stored: (client) => storedRows(client),
+  ...inboxTableQueue,
   roles: {
     send: (spec, commands) =>
       runSendRole(spec, commands, async (): Promise<Sender> => {
