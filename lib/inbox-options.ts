@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { SYSTEM_CLOCK } from './database-clock';
 import { DEFAULT_TABLE_NAME } from './inbox.constants';
 import { InboxConfigurationError } from './errors/inbox.error';
 import type {
   BackoffOptions,
   InboxClock,
   InboxModuleOptions,
+  PayloadValidationOptions,
   ResolvedInboxOptions,
   RetentionOptions,
 } from './interfaces/inbox-options.interface';
@@ -17,14 +19,13 @@ export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
   jitter: 0.2,
 });
 
-const systemClock: InboxClock = { now: () => new Date() };
-
 /** A plain, unquoted PostgreSQL identifier, optionally schema-qualified. */
 const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,54}(\.[a-z_][a-z0-9_]{0,54})?$/;  // leaves room for the "_history" suffix
 
 const KNOWN_OPTIONS = new Set([
   'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'handlerTimeoutMs', 'receiveTimeoutMs', 'worker',
   'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock', 'attemptHistory', 'preparedStatements', 'notify', 'retention',
+  'unclaimedWarningMs', 'listenerTimeoutMs', 'payloadValidation',
 ]);
 const KNOWN_BACKOFF = new Set(Object.keys(DEFAULT_BACKOFF));
 
@@ -100,6 +101,28 @@ export function resolveHandlerTimeout(name: string, value: unknown, fallback: nu
   return timeout;
 }
 
+export const DEFAULT_PAYLOAD_VALIDATION: Readonly<Required<PayloadValidationOptions>> = Object.freeze({
+  whitelist: true,
+  forbidNonWhitelisted: false,
+});
+
+/** Validates payload validation settings; missing fields come from `base`. */
+export function resolvePayloadValidation(
+  name: string,
+  value: unknown,
+  base: Required<PayloadValidationOptions>,
+): Required<PayloadValidationOptions> {
+  if (value === undefined) return base;
+  if (!isPlainObject(value)) fail(name, 'expected an object', value);
+  for (const key of Object.keys(value)) {
+    if (!(key in DEFAULT_PAYLOAD_VALIDATION)) fail(`${name}.${key}`, `unknown option; known: ${Object.keys(DEFAULT_PAYLOAD_VALIDATION).join(', ')}`, value[key]);
+  }
+  return {
+    whitelist: boolean(`${name}.whitelist`, value.whitelist, base.whitelist),
+    forbidNonWhitelisted: boolean(`${name}.forbidNonWhitelisted`, value.forbidNonWhitelisted, base.forbidNonWhitelisted),
+  };
+}
+
 const DAY_MS = 86_400_000;
 export const DEFAULT_RETENTION: Readonly<RetentionOptions> = Object.freeze({
   payloadRetentionMs: 7 * DAY_MS,
@@ -149,7 +172,7 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
   if (typeof workerId !== 'string' || workerId.length === 0 || workerId.length > 255) {
     fail('workerId', 'expected a non-empty string of at most 255 characters', workerId);
   }
-  const clock = raw.clock === undefined ? systemClock : raw.clock;
+  const clock = raw.clock === undefined ? SYSTEM_CLOCK : raw.clock;
   if (!isPlainObject(clock) || typeof (clock as { now?: unknown }).now !== 'function') {
     fail('clock', 'expected an object with a now(): Date method', clock);
   }
@@ -175,5 +198,8 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     preparedStatements: boolean('preparedStatements', raw.preparedStatements, true),
     notify: boolean('notify', raw.notify, true),
     retention: resolveRetention(raw.retention),
+    unclaimedWarningMs: integer('unclaimedWarningMs', raw.unclaimedWarningMs, 300_000, 0),
+    listenerTimeoutMs: integer('listenerTimeoutMs', raw.listenerTimeoutMs, 10_000, 1),
+    payloadValidation: resolvePayloadValidation('payloadValidation', raw.payloadValidation, DEFAULT_PAYLOAD_VALIDATION),
   };
 }

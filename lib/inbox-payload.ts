@@ -1,6 +1,7 @@
 import type { Type } from '@nestjs/common';
 import type { ValidationError } from 'class-validator';
 import { InboxConfigurationError, PayloadValidationError } from './errors/inbox.error';
+import type { PayloadValidationOptions } from './interfaces/inbox-options.interface';
 
 type PayloadValidation = Pick<typeof import('class-transformer'), 'plainToInstance'> & Pick<typeof import('class-validator'), 'validate'>;
 let validation: PayloadValidation | undefined;
@@ -39,16 +40,40 @@ function describe(errors: ValidationError[], path = ''): string[] {
 /**
  * Turns a stored payload into the handler's command: an instance of the payload class, validated
  * with its class-validator rules, or the plain object when the handler declared no class.
+ * Undeclared properties are stripped (`whitelist`) or refused (`forbidNonWhitelisted`).
+ * Materialising is deterministic: a payload that makes it throw (one nested too deep for the
+ * transformer's recursion, say) will always do so, so it is an invalid payload, not a transient
+ * failure. Only errors of custom validators (which may do I/O) stay transient.
  */
 export async function materializeCommand(
   commandType: string,
   payload: Record<string, unknown>,
   payloadClass: Type<object> | undefined,
+  options: Required<PayloadValidationOptions>,
 ): Promise<unknown> {
   if (!payloadClass) return payload;
   const { plainToInstance, validate } = payloadValidation();
-  const command = plainToInstance(payloadClass, payload);
-  const errors = await validate(command, { forbidUnknownValues: true });
+  let command: object;
+  try {
+    command = plainToInstance(payloadClass, payload);
+  } catch (error) {
+    throw new PayloadValidationError(commandType, [`cannot be turned into ${payloadClass.name}: ${messageOf(error)}`]);
+  }
+  let errors: ValidationError[];
+  try {
+    errors = await validate(command, {
+      forbidUnknownValues: true,
+      whitelist: options.whitelist || options.forbidNonWhitelisted,
+      forbidNonWhitelisted: options.forbidNonWhitelisted,
+    });
+  } catch (error) {
+    if (error instanceof RangeError) throw new PayloadValidationError(commandType, [`cannot be validated: ${error.message}`]);
+    throw error;
+  }
   if (errors.length > 0) throw new PayloadValidationError(commandType, describe(errors));
   return command;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -1,13 +1,16 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { backoffDelayMs } from './backoff';
+import { clockTime } from './database-clock';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { HandlerTimeoutError, PayloadValidationError, PermanentError } from './errors/inbox.error';
+import { AbortedTransactionError, HandlerTimeoutError, PayloadValidationError, PermanentError } from './errors/inbox.error';
 import { InboxEvents } from './inbox.events';
 import { InboxExplorer, type RegisteredInboxHandler } from './inbox.explorer';
 import { AttemptOutcome, DeadLetterReason } from './inbox-history.types';
 import { materializeCommand } from './inbox-payload';
-import { destroyConnection, InboxSql, LEASE_EXPIRED_PREFIX, runQuery, toEntry, type InboxRow } from './inbox.sql';
+import { destroyConnection, InboxSql, runQuery, toEntry, type InboxRow } from './inbox.sql';
 import { InboxStatus } from './inbox-status.enum';
 import type { InboxContext } from './interfaces/inbox-handler.interface';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
@@ -20,27 +23,39 @@ export class LeaseExpiredError extends Error {
   override readonly name = 'LeaseExpiredError';
 }
 
-class NoHandlerError extends PermanentError {}
-
 /** One claimed entry on its way through a batch. */
 interface Job {
   row: InboxRow;
   handler: RegisteredInboxHandler;
   command: unknown;
-  startedAt: Date;
-  finishedAt?: Date;
+  /** When its handler started, and for how long it ran: ms after the batch's start (monotonic). */
+  startMs: number;
+  durationMs: number;
 }
 
 type GroupResult =
-  | { committed: true; completed: Job[]; failed: Array<{ job: Job; error: unknown }> }
+  | { committed: true; completed: InboxRow[]; failed: Array<{ job: Job; error: unknown }> }
   | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[] };
 
+/** What the processor asks for: up to `limit` due entries, crash suspects or the others. */
+export interface ClaimRequest {
+  limit: number;
+  suspects: boolean;
+}
+
+/** A batch under way: `claimed` settles when the claim has answered, `done` when the batch is over. */
+export interface RunningBatch {
+  claimed: Promise<number>;
+  done: Promise<void>;
+}
+
 /**
- * Runs claimed entries. A batch runs in one transaction, optimistically without savepoints: its
- * handlers' writes and every entry's Completed status commit together, in one commit. When a
+ * Runs claimed entries. A batch holds one connection from its claim to its last outcome: claim,
+ * start (both committed on their own), then one transaction, optimistically without savepoints:
+ * its handlers' writes and every entry's Completed status commit together, in one commit. When a
  * handler fails, the transaction rolls back, that attempt is recorded as failed (in its own
  * statement), and the rest of the batch runs again with a savepoint per entry, so that a failing
- * handler only loses its own writes. Entries whose last attempt crashed a worker run alone.
+ * handler only loses its own writes.
  */
 @Injectable()
 export class InboxExecutor {
@@ -77,65 +92,122 @@ export class InboxExecutor {
     for (const queryRunner of this.connections) void destroyConnection(queryRunner, new Error('nestjs-inbox shutdown timeout'));
   }
 
-  /** Executes one claimed batch (all rows share the claim's lock token). */
-  async executeBatch(rows: InboxRow[]): Promise<void> {
-    const suspects = rows.filter((row) => row.error?.startsWith(LEASE_EXPIRED_PREFIX));
-    for (const row of suspects) await this.executeGroup([row]);
-    const others = suspects.length ? rows.filter((row) => !suspects.includes(row)) : rows;
-    if (others.length) await this.executeGroup(others);
+  /**
+   * Takes a connection, claims due entries on it and runs them. The claim comes only once the
+   * connection is in hand, so no lease runs while a batch waits for the pool.
+   */
+  run(request: ClaimRequest): RunningBatch {
+    let reportClaimed!: (count: number) => void;
+    let failClaim!: (error: unknown) => void;
+    const claimed = new Promise<number>((resolve, reject) => {
+      reportClaimed = resolve;
+      failClaim = reject;
+    });
+    let answered = false;
+    const done = this.withConnection(async (queryRunner) => {
+      const rows = await this.claim(queryRunner, request);
+      answered = true;
+      reportClaimed(rows.length);
+      if (rows.length > 0) await this.executeClaimed(rows, queryRunner);
+    });
+    // Until the claim has answered, a failure (no connection, say) is the claim's; after, the batch's.
+    return {
+      claimed,
+      done: done.catch((error: unknown) => {
+        if (!answered) return failClaim(error);
+        throw error;
+      }),
+    };
   }
 
-  private async executeGroup(rows: InboxRow[]): Promise<void> {
+  private async claim(queryRunner: QueryRunner, { limit, suspects }: ClaimRequest): Promise<InboxRow[]> {
+    const params = [clockTime(this.options.clock), limit, this.options.workerId, `${this.options.leaseMs} milliseconds`, randomUUID(), this.explorer.commandTypes()];
+    const { rows } = await runQuery(queryRunner, suspects ? this.sql.claimSuspects : this.sql.claim, params);
+    return rows.sort((a, b) => dueTime(a) - dueTime(b));
+  }
+
+  /** Starts the attempts (a committed fact from here on), then runs them. */
+  private async executeClaimed(rows: InboxRow[], queryRunner: QueryRunner): Promise<void> {
+    const handled = rows.filter((row) => this.explorer.get(row.command_type));
+    // Claims only take types this worker handles; a handler missing here would be a bug: hand back.
+    if (handled.length < rows.length) await this.release(rows.filter((row) => !handled.includes(row)), queryRunner);
+    if (handled.length === 0) return;
+    const { rows: started } = await runQuery<{ id: string }>(queryRunner, this.sql.start, [
+      handled.map((row) => row.id),
+      handled[0].lock_token,
+      handled.map((row) => this.explorer.get(row.command_type)!.maxAttempts),
+      clockTime(this.options.clock),
+    ]);
+    const batchStart = performance.now();
+    const ours = new Set(started.map((row) => row.id));
+    const lost = handled.filter((row) => !ours.has(row.id));
+    for (const row of lost) this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim taken over before its attempt started; skipped.`);
+    const running = lost.length ? handled.filter((row) => ours.has(row.id)) : handled;
+    if (running.length > 0) await this.executeGroup(running, queryRunner, batchStart);
+  }
+
+  private async release(rows: InboxRow[], queryRunner: QueryRunner): Promise<void> {
+    await runQuery(queryRunner, this.sql.release, [rows.map((row) => row.id), rows.map((row) => row.lock_token)]);
+    for (const row of rows) this.logger.warn(`Inbox entry ${row.id}: no handler for "${row.command_type}" in this worker; claim handed back.`);
+  }
+
+  private async executeGroup(rows: InboxRow[], batchConnection: QueryRunner, batchStart: number): Promise<void> {
     const failures: FailedAttempt[] = [];
     let jobs: Job[] = [];
     for (const row of rows) {
-      const startedAt = this.options.clock.now();
-      const handler = this.explorer.get(row.command_type);
-      if (!handler) {
-        failures.push({ row, handler, error: new NoHandlerError(`No handler for command type "${row.command_type}" in this worker.`), startedAt });
-        continue;
-      }
+      const handler = this.explorer.get(row.command_type)!;
+      const startMs = performance.now() - batchStart;
       try {
-        jobs.push({ row, handler, command: await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass), startedAt });
+        const command = await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass, handler.payloadValidation);
+        jobs.push({ row, handler, command, startMs, durationMs: 0 });
       } catch (error) {
-        failures.push({ row, handler, error, startedAt });
+        failures.push({ row, handler, error, startMs, durationMs: performance.now() - batchStart - startMs });
       }
     }
+    let completed: InboxRow[] = [];
     let isolated = false;
     while (jobs.length > 0 && !this.abandoning) {
-      const result = await this.withConnection((queryRunner) => this.runGroup(jobs, queryRunner, isolated && jobs.length > 1));
+      const savepoints = isolated && jobs.length > 1;
+      const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, batchStart));
       if (this.abandoning) return; // leases will expire; nothing more to record from here
       if (result.committed) {
-        await this.emitCompleted(result.completed);
-        for (const { job, error } of result.failed) failures.push({ row: job.row, handler: job.handler, error, startedAt: job.startedAt });
+        completed = result.completed;
+        for (const { job, error } of result.failed) failures.push(failureOf(job, error));
         break;
       }
       if (result.culprit) {
-        const { job, error } = result.culprit;
-        failures.push({ row: job.row, handler: job.handler, error, startedAt: job.startedAt });
+        failures.push(failureOf(result.culprit.job, result.culprit.error));
       } else if (isolated || jobs.length === 1) {
         // The transaction itself failed (commit, connection): every attempt in it failed.
-        for (const job of jobs) failures.push({ row: job.row, handler: job.handler, error: result.error, startedAt: job.startedAt });
+        for (const job of jobs) failures.push(failureOf(job, result.error));
         break;
       }
       jobs = result.rest;
       isolated = true;
     }
-    // In their own statement, after the batch's transaction: the handlers' writes are gone.
+    // Failures first, in their own statement (the handlers' writes are already rolled back); then
+    // the listeners hear of every outcome, in the background.
     if (failures.length > 0 && !this.abandoning) {
-      for (const emit of await this.recordFailures(failures)) await emit();
+      this.report(await this.onConnection(batchConnection, (queryRunner) => this.recordFailures(failures, queryRunner)));
     }
+    this.emitCompleted(completed);
+  }
+
+  /** Runs `work` on the batch's connection, or on a fresh one when a timeout has cut that one. */
+  private onConnection<T>(preferred: QueryRunner, work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
+    return preferred.isReleased ? this.withConnection(work) : work(preferred);
   }
 
   /**
    * One transaction over a group: lock the claimed rows (proving the claims are still ours), run
    * the handlers, complete the successful entries in one statement, commit.
    */
-  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean): Promise<GroupResult> {
+  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean, batchStart: number): Promise<GroupResult> {
     const completed: Job[] = [];
     const failed: Array<{ job: Job; error: unknown }> = [];
     try {
       await queryRunner.startTransaction();
+      const client = (await queryRunner.connect()) as TransactionStatusSource;
       const locked = await runQuery<{ id: string }>(queryRunner, this.sql.lockClaimed, [
         jobs.map((job) => job.row.id),
         jobs[0].row.lock_token,
@@ -147,13 +219,15 @@ export class InboxExecutor {
           this.logger.warn(`Inbox entry ${job.row.id} (${job.row.command_type}): claim lost before the handler started; skipped.`);
           continue;
         }
+        // The transaction is never left aborted by a handler (see runHandler), so this cannot fail on its account.
         if (savepoints) await queryRunner.query('SAVEPOINT inbox_entry');
+        job.startMs = performance.now() - batchStart;
         try {
-          job.startedAt = this.options.clock.now();
-          await this.runHandler(job, queryRunner);
-          job.finishedAt = this.options.clock.now();
+          await this.runHandler(job, queryRunner, client);
+          job.durationMs = performance.now() - batchStart - job.startMs;
           completed.push(job);
         } catch (error) {
+          job.durationMs = performance.now() - batchStart - job.startMs;
           // A timeout cut the connection: the whole transaction is gone.
           if (!savepoints || queryRunner.isReleased) {
             await this.rollback(queryRunner, error);
@@ -163,12 +237,16 @@ export class InboxExecutor {
           failed.push({ job, error });
         }
       }
+      let written: InboxRow[] = [];
       if (completed.length > 0) {
-        const { affected } = await runQuery(queryRunner, this.sql.complete, this.completeParams(completed));
+        // With completed-listeners, the statement returns the rows it wrote: the events carry them.
+        const statement = this.events.has('completed') ? this.sql.completeReturning : this.sql.complete;
+        const { rows, affected } = await runQuery(queryRunner, statement, this.completeParams(completed));
         if (affected !== completed.length) throw new LeaseExpiredError('claim lost while the handlers ran');
+        written = rows;
       }
       await queryRunner.commitTransaction();
-      return { committed: true, completed, failed };
+      return { committed: true, completed: written, failed };
     } catch (error) {
       await this.rollback(queryRunner, error);
       return { committed: false, error, rest: jobs };
@@ -176,7 +254,13 @@ export class InboxExecutor {
   }
 
   private completeParams(jobs: Job[]): unknown[] {
-    return [jobs.map((job) => job.row.id), jobs[0].row.lock_token, jobs.map((job) => job.finishedAt), jobs.map((job) => job.startedAt), this.options.workerId];
+    return [
+      jobs.map((job) => job.row.id),
+      jobs[0].row.lock_token,
+      jobs.map((job) => job.startMs),
+      jobs.map((job) => job.durationMs),
+      this.options.workerId,
+    ];
   }
 
   private async rollback(queryRunner: QueryRunner, cause: unknown): Promise<void> {
@@ -187,10 +271,14 @@ export class InboxExecutor {
   /**
    * Runs the handler within its time limit. On overrun the connection is destroyed rather than
    * rolled back: the handler may still be running, and its later queries must fail, not autocommit.
+   * A handler that returns while its transaction is aborted (it caught a failed statement's error)
+   * has failed: it is blamed here, before the next handler's first statement would be.
    */
-  private async runHandler(job: Job, queryRunner: QueryRunner): Promise<void> {
+  private async runHandler(job: Job, queryRunner: QueryRunner, client: TransactionStatusSource): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    const running = job.handler.instance.execute(job.command, this.contextFor(job.row, queryRunner));
+    // A failed statement's error reaches the handler before the server says the transaction is
+    // aborted; wait for that word (within the time limit) before asking.
+    const running = Promise.resolve(job.handler.instance.execute(job.command, this.contextFor(job.row, queryRunner))).then(() => untilIdle(client));
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new HandlerTimeoutError(job.handler.timeoutMs)), job.handler.timeoutMs);
     });
@@ -205,6 +293,7 @@ export class InboxExecutor {
     } finally {
       clearTimeout(timer);
     }
+    if (client.getTransactionStatus?.() === 'E') throw new AbortedTransactionError();
   }
 
   private contextFor(row: InboxRow, queryRunner: QueryRunner): InboxContext {
@@ -223,32 +312,17 @@ export class InboxExecutor {
     };
   }
 
-  private async emitCompleted(jobs: Job[]): Promise<void> {
-    if (!this.events.has('completed')) return;
-    for (const job of jobs) {
-      const entry = toEntry({
-        ...job.row,
-        status: InboxStatus.Completed,
-        processed_at: job.finishedAt!,
-        processing_started_at: job.startedAt,
-        processed_by: this.options.workerId,
-        error: null,
-        next_retry_at: null,
-        locked_by: null,
-        locked_until: null,
-        lock_token: null,
-      });
-      await this.events.emit({ type: 'completed', entry, reason: null, error: null });
-    }
+  private emitCompleted(rows: InboxRow[]): void {
+    for (const row of rows) this.events.emit({ type: 'completed', entry: toEntry(row), reason: null, error: null });
   }
 
   /**
-   * Records failed attempts in one statement of their own (the handlers' writes are already rolled
-   * back), each with its history record: Failed with a backoff, or DeadLetter when the error is
-   * permanent or the attempts are used up. With `on` (the lease sweep's transaction) the statement
-   * joins that transaction. Returns the listener calls to make once the outcome is committed.
+   * Records failed attempts in one statement (the handlers' writes are already rolled back), each
+   * with its history record: Failed with a backoff, or DeadLetter when the error is permanent or
+   * the attempts are used up. Within the lease sweep's transaction when `queryRunner` has one.
+   * Returns what was written, for `report` once it is committed.
    */
-  async recordFailures(items: FailedAttempt[], on?: QueryRunner): Promise<Array<() => Promise<void>>> {
+  async recordFailures(items: FailedAttempt[], queryRunner: QueryRunner): Promise<RecordedFailure[]> {
     if (items.length === 0) return [];
     const failures = items.map((item) => this.describeFailure(item));
     const column = <K extends keyof DescribedFailure>(key: K) => failures.map((failure) => failure[key]);
@@ -257,127 +331,142 @@ export class InboxExecutor {
       failures.map((f) => f.row.lock_token),
       column('status'),
       column('message'),
-      column('nextRetryAt'),
+      column('delayMs'),
       column('reason'),
-      column('finishedAt'),
       column('outcome'),
-      column('startedAt'),
+      column('startMs'),
       column('durationMs'),
       column('errorClass'),
       column('stack'),
       column('workerId'),
       column('rawMessage'),
+      column('ended'),
+      clockTime(this.options.clock),
     ];
-    const { rows } = on
-      ? await runQuery<{ id: string }>(on, this.sql.recordOutcomes, params)
-      : await this.withConnection((queryRunner) => runQuery<{ id: string }>(queryRunner, this.sql.recordOutcomes, params));
-    const recorded = new Set(rows.map((row) => row.id));
-    return failures.flatMap((failure) => this.reportFailure(failure, recorded.has(failure.row.id)) ?? []);
+    const { rows } = await runQuery(queryRunner, this.sql.recordOutcomes, params);
+    const written = new Map(rows.map((row) => [row.id, row]));
+    return failures.map((failure) => ({ failure, written: written.get(failure.row.id) }));
+  }
+
+  /** Logs committed failures and tells the listeners, from the rows the statement wrote. */
+  report(recorded: RecordedFailure[]): void {
+    for (const { failure, written } of recorded) this.reportFailure(failure, written);
   }
 
   /** Works out what a failed attempt means for its entry: Failed with a backoff, or DeadLetter. */
-  private describeFailure({ row, handler, error, startedAt }: FailedAttempt): DescribedFailure {
+  private describeFailure({ row, handler, error, startMs, durationMs }: FailedAttempt): DescribedFailure {
     const failedAttempts = row.retry_count + 1;
-    const maxAttempts = handler?.maxAttempts ?? this.explorer.maxAttemptsFor(row.command_type);
+    const maxAttempts = handler?.maxAttempts ?? row.max_attempts ?? this.explorer.maxAttemptsFor(row.command_type);
     const permanent = error instanceof PermanentError;
     const deadLetter = permanent || failedAttempts >= maxAttempts;
-    const finishedAt = this.options.clock.now();
     const rawMessage = describe(error).slice(0, MAX_ERROR_LENGTH);
     const message = (deadLetter && !permanent ? `Gave up after ${failedAttempts} attempt(s): ${rawMessage}` : rawMessage).slice(0, MAX_ERROR_LENGTH);
     const backoff = handler?.backoff ?? this.explorer.backoffFor(row.command_type);
     return {
       row,
-      error,
       failedAttempts,
       maxAttempts,
-      permanent,
       status: deadLetter ? InboxStatus.DeadLetter : InboxStatus.Failed,
       reason: deadLetter ? deadLetterReasonOf(error) : null,
       message,
       rawMessage,
-      nextRetryAt: deadLetter ? null : new Date(finishedAt.getTime() + backoffDelayMs(failedAttempts, backoff)),
-      finishedAt,
-      startedAt,
-      durationMs: Math.max(0, finishedAt.getTime() - startedAt.getTime()),
-      outcome: attemptOutcomeOf(error, deadLetter),
+      delayMs: deadLetter ? null : backoffDelayMs(failedAttempts, backoff),
+      startMs,
+      durationMs,
+      outcome: deadLetter ? AttemptOutcome.DeadLettered : endingOf(error),
+      ended: endingOf(error),
       errorClass: error instanceof Error ? error.name : typeof error,
       stack: stackOf(error)?.slice(0, MAX_STACK_LENGTH) ?? null,
       workerId: error instanceof LeaseExpiredError ? row.locked_by : this.options.workerId,
     };
   }
 
-  /** Logs a recorded failure and returns the listener call for it, if anyone listens. */
-  private reportFailure(failure: DescribedFailure, recorded: boolean): (() => Promise<void>) | undefined {
-    const { row, status, reason, message, nextRetryAt } = failure;
+  /** Logs a recorded failure and tells the listeners, from the row the statement wrote. */
+  private reportFailure(failure: DescribedFailure, written: InboxRow | undefined): void {
+    const { row, reason, message } = failure;
     const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failure.failedAttempts}/${failure.maxAttempts}`;
-    if (!recorded) {
+    if (!written) {
       this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
-      return undefined;
+      return;
     }
-    if (status === InboxStatus.DeadLetter) {
+    if (written.status === InboxStatus.DeadLetter) {
       // The stack trace is in the entry's history; the log line stays one line.
       this.logger.error(`${label} dead-lettered (${reason}): ${message}`);
     } else {
-      this.logger.warn(`${label} failed, retry at ${nextRetryAt!.toISOString()}: ${message}`);
+      this.logger.warn(`${label} failed, retry at ${written.next_retry_at?.toISOString()}: ${message}`);
     }
-    const type = status === InboxStatus.DeadLetter ? 'dead_letter' : 'failed';
-    if (!this.events.has(type)) return undefined;
-    const entry = toEntry({
-      ...row,
-      status,
-      retry_count: failure.failedAttempts,
-      error: message,
-      next_retry_at: nextRetryAt,
-      dead_letter_reason: reason,
-      dead_lettered_at: reason ? failure.finishedAt : null,
-      locked_by: null,
-      locked_until: null,
-      lock_token: null,
-    });
-    return () => this.events.emit({ type, entry, reason, error: message });
+    const type = written.status === InboxStatus.DeadLetter ? 'dead_letter' : 'failed';
+    this.events.emit({ type, entry: toEntry(written), reason: written.dead_letter_reason, error: written.error });
   }
 }
 
-interface FailedAttempt {
+export interface FailedAttempt {
   row: InboxRow;
   handler: RegisteredInboxHandler | undefined;
   error: unknown;
-  startedAt: Date;
+  /** ms after the batch's start; null for the lease sweep (the attempt's recorded start). */
+  startMs: number | null;
+  /** null for the lease sweep: the attempt lasted until now. */
+  durationMs: number | null;
+}
+
+/** A failure as decided, and the row its statement wrote (none: the claim was taken over). */
+export interface RecordedFailure {
+  failure: DescribedFailure;
+  written: InboxRow | undefined;
 }
 
 interface DescribedFailure {
   row: InboxRow;
-  error: unknown;
   failedAttempts: number;
   maxAttempts: number;
-  permanent: boolean;
   status: InboxStatus;
   reason: DeadLetterReason | null;
   message: string;
   rawMessage: string;
-  nextRetryAt: Date | null;
-  finishedAt: Date;
-  startedAt: Date;
-  durationMs: number;
+  delayMs: number | null;
+  startMs: number | null;
+  durationMs: number | null;
   outcome: AttemptOutcome;
+  ended: AttemptOutcome;
   errorClass: string;
   stack: string | null;
   workerId: string | null;
 }
 
+/** The bits of node-postgres' client that tell whether the open transaction was aborted ('E'). */
+interface TransactionStatusSource {
+  getTransactionStatus?(): string | null;
+  readyForQuery?: boolean;
+  connection?: { once(event: 'readyForQuery', listener: () => void): unknown };
+}
+
+/** Resolves once the server has answered the client's last statement (its ReadyForQuery carries the transaction's status). */
+function untilIdle(client: TransactionStatusSource): Promise<void> {
+  if (client.readyForQuery !== false || !client.connection) return Promise.resolve();
+  return new Promise((resolve) => client.connection!.once('readyForQuery', () => resolve()));
+}
+
+function failureOf(job: Job, error: unknown): FailedAttempt {
+  return { row: job.row, handler: job.handler, error, startMs: job.startMs, durationMs: job.durationMs };
+}
+
 function deadLetterReasonOf(error: unknown): DeadLetterReason {
-  if (error instanceof NoHandlerError) return DeadLetterReason.NoHandler;
   if (error instanceof PayloadValidationError) return DeadLetterReason.InvalidPayload;
   if (error instanceof PermanentError) return DeadLetterReason.PermanentError;
   if (error instanceof LeaseExpiredError) return DeadLetterReason.LeaseExpired;
   return DeadLetterReason.RetriesExhausted;
 }
 
-function attemptOutcomeOf(error: unknown, deadLettered: boolean): AttemptOutcome {
-  if (deadLettered) return AttemptOutcome.DeadLettered;
+/** How an attempt ended, whatever it meant for the entry. */
+function endingOf(error: unknown): AttemptOutcome {
   if (error instanceof LeaseExpiredError) return AttemptOutcome.LeaseExpired;
   if (error instanceof HandlerTimeoutError) return AttemptOutcome.TimedOut;
   return AttemptOutcome.Failed;
+}
+
+function dueTime(row: InboxRow): number {
+  return (row.next_retry_at ?? row.received_at).getTime();
 }
 
 export function describe(error: unknown): string {

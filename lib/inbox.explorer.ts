@@ -5,9 +5,9 @@ import { InboxEvents } from './inbox.events';
 import type { InboxEventType } from './interfaces/inbox-event.interface';
 import { loadPayloadValidation } from './inbox-payload';
 import { InboxConfigurationError } from './errors/inbox.error';
-import { resolveBackoff, resolveHandlerTimeout } from './inbox-options';
+import { resolveBackoff, resolveHandlerTimeout, resolvePayloadValidation } from './inbox-options';
 import type { InboxCommandHandler, InboxHandlerMetadata } from './interfaces/inbox-handler.interface';
-import type { BackoffOptions, ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+import type { BackoffOptions, PayloadValidationOptions, ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
 /** A discovered handler with its settings merged over the module's. */
 export interface RegisteredInboxHandler {
@@ -18,6 +18,7 @@ export interface RegisteredInboxHandler {
   readonly maxAttempts: number;
   readonly backoff: BackoffOptions;
   readonly timeoutMs: number;
+  readonly payloadValidation: Required<PayloadValidationOptions>;
 }
 
 /** Finds `@InboxHandler` providers and `@OnInbox…` listeners at boot, and fails fast on mistakes. */
@@ -103,10 +104,12 @@ export class InboxExplorer implements OnModuleInit {
       seen.set(metadata.commandType, metatype);
       let backoff: BackoffOptions;
       let timeoutMs: number;
+      let payloadValidation: Required<PayloadValidationOptions>;
       try {
         const label = `@InboxHandler("${metadata.commandType}")`;
         backoff = resolveBackoff(metadata.backoff, this.options.backoff, `${label}.backoff`);
         timeoutMs = resolveHandlerTimeout(`${label}.timeoutMs`, metadata.timeoutMs, this.options.handlerTimeoutMs, this.options.leaseMs);
+        payloadValidation = resolvePayloadValidation(`${label}.payloadValidation`, metadata.payloadValidation, this.options.payloadValidation);
       } catch (error) {
         problems.push(`${className}: ${(error as Error).message}`);
         continue;
@@ -119,6 +122,7 @@ export class InboxExplorer implements OnModuleInit {
         maxAttempts: metadata.maxAttempts ?? this.options.maxAttempts,
         backoff,
         timeoutMs,
+        payloadValidation,
       });
     }
     if (problems.length > 0) {

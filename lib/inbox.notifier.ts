@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nes
 import type { DataSource } from 'typeorm';
 import { backoffDelayMs } from './backoff';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { inboxIdentifiers } from './inbox-identifiers';
 import { pgPoolOf, pgQuery } from './inbox.sql';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
@@ -55,7 +56,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
   ) {
-    this.channel = `nestjs_inbox_${options.tableName.replace('.', '_')}`;
+    this.channel = inboxIdentifiers(options.tableName).channel;
   }
 
   /**

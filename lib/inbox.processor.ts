@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import {
   Inject,
   Injectable,
@@ -8,13 +7,16 @@ import {
   type OnApplicationBootstrap,
 } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
+import type { DataSource } from 'typeorm';
 import { backoffDelayMs } from './backoff';
-import { INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { clockTime } from './database-clock';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
 import { InboxConfigurationError } from './errors/inbox.error';
-import { describe, InboxExecutor, LeaseExpiredError, stackOf } from './inbox.executor';
+import { InboxEvents } from './inbox.events';
+import { describe, InboxExecutor, LeaseExpiredError, stackOf, type ClaimRequest, type RecordedFailure } from './inbox.executor';
 import { InboxExplorer } from './inbox.explorer';
 import { InboxNotifier } from './inbox.notifier';
-import { InboxSql, runQuery, type InboxRow } from './inbox.sql';
+import { InboxSql, pgPoolOf, runQuery } from './inbox.sql';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
 /** Expired leases handled per sweep; the rest wait for the next tick. */
@@ -52,12 +54,16 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private resumeAt = 0;
   /** Batches in flight, so that a pass can keep `concurrency` of them busy and shutdown can wait for them. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** When the last look for entries no worker claims was taken (ms since epoch, on the clock). */
+  private lastUnclaimedCheck = 0;
 
   constructor(
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     private readonly explorer: InboxExplorer,
     private readonly executor: InboxExecutor,
     private readonly notifier: InboxNotifier,
+    private readonly events: InboxEvents,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
     this.sql = new InboxSql(options.tableName, options.attemptHistory, options.preparedStatements);
@@ -87,6 +93,8 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       return;
     }
     leaders.set(this.timerName, this);
+    this.warnAboutPoolSize();
+    this.lastUnclaimedCheck = this.options.clock.now().getTime();
     this.timer = setInterval(() => void this.runOnce(), this.options.pollIntervalMs);
     this.schedulerRegistry.addInterval(this.timerName, this.timer);
     this.started = true;
@@ -117,6 +125,24 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       this.logger.warn(`${this.inFlight.size} batch(es) still running after shutdownTimeoutMs; their transactions were rolled back and their leases will expire.`);
       this.executor.abandon();
     }
+    // Listeners of the last outcomes (each bounded by listenerTimeoutMs), before the pool closes.
+    await this.events.settle();
+  }
+
+  /**
+   * Each batch holds a connection from its claim to its outcome; the sweep and `receive` need one
+   * besides. A smaller pool makes batches wait for each other (and a handler's own `receive`
+   * without its manager wait for ever): say so at boot.
+   */
+  private warnAboutPoolSize(): void {
+    const poolSize = (pgPoolOf(this.dataSource) as { options?: { max?: number } }).options?.max;
+    const needed = this.options.concurrency + 2;
+    if (poolSize === undefined || poolSize >= needed) return;
+    this.logger.warn(
+      `The connection pool holds ${poolSize} connection(s), fewer than the inbox needs for concurrency (${this.options.concurrency}) ` +
+        `+ 2 (the lease sweep and receive): batches will wait for each other. Raise the pool (TypeORM \`extra: { max: ${needed} }\` or \`poolSize\`) ` +
+        'or lower `concurrency`.',
+    );
   }
 
   /** Asks for a pass soon; called after a receive so new commands do not wait for the next poll. */
@@ -176,20 +202,16 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       if (this.sweepRequested) {
         this.sweepRequested = false;
         await this.sweepExpiredLeases();
+        await this.warnAboutUnclaimed();
         if (await this.suspectsDue()) {
           await Promise.allSettled(this.inFlight);
           executed += await this.runSuspects();
         }
       }
       if (this.inFlight.size < this.options.concurrency) {
-        const claimed = await this.claim(this.options.batchSize, false);
-        if (claimed.length > 0) {
-          const done: Promise<void> = this.executor
-            .executeBatch(claimed)
-            .catch((error: unknown) => this.logger.error(`Inbox batch failed: ${describe(error)}`, stackOf(error)))
-            .finally(() => this.inFlight.delete(done));
-          this.inFlight.add(done);
-          executed += claimed.length;
+        const claimed = await this.startBatch({ limit: this.options.batchSize, suspects: false });
+        if (claimed > 0) {
+          executed += claimed;
           continue;
         }
       }
@@ -201,61 +223,109 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     return executed;
   }
 
+  /**
+   * Starts a batch on a connection of its own and resolves with how many entries it claimed; the
+   * batch keeps running in the background (`inFlight`). A failed claim rejects (the pass backs off).
+   */
+  private async startBatch(request: ClaimRequest): Promise<number> {
+    const batch = this.executor.run(request);
+    const done: Promise<void> = batch.done
+      .catch((error: unknown) => this.logger.error(`Inbox batch failed: ${describe(error)}`, stackOf(error)))
+      .finally(() => this.inFlight.delete(done));
+    this.inFlight.add(done);
+    const claimed = await batch.claimed.catch(async (error: unknown) => {
+      await done;
+      throw error;
+    });
+    if (claimed === 0) await done; // gives its connection back at once
+    return claimed;
+  }
+
   private async suspectsDue(): Promise<boolean> {
-    const { rows } = await this.executor.withConnection((queryRunner) => runQuery(queryRunner, this.sql.anySuspectDue, [this.options.clock.now()]));
+    const { rows } = await this.executor.withConnection((queryRunner) =>
+      runQuery(queryRunner, this.sql.anySuspectDue, [clockTime(this.options.clock), this.explorer.commandTypes()]),
+    );
     return rows.length > 0;
   }
 
   private async runSuspects(): Promise<number> {
     let executed = 0;
     while (!this.stopping) {
-      const [suspect] = await this.claim(1, true);
-      if (!suspect) break;
-      await this.executor.executeBatch([suspect]);
+      const claimed = await this.startBatch({ limit: 1, suspects: true });
+      if (claimed === 0) break;
+      await Promise.allSettled(this.inFlight);
       executed++;
     }
     return executed;
   }
 
-  private async claim(limit: number, suspects: boolean): Promise<InboxRow[]> {
-    const now = this.options.clock.now();
-    const lockedUntil = new Date(now.getTime() + this.options.leaseMs);
-    const { rows } = await this.executor.withConnection((queryRunner) =>
-      runQuery(queryRunner, suspects ? this.sql.claimSuspects : this.sql.claim, [now, limit, this.options.workerId, lockedUntil, randomUUID()]),
-    );
-    return rows.sort((a, b) => dueTime(a) - dueTime(b));
-  }
-
   /**
-   * Claims whose lease ran out belong to workers that crashed or lost their connection (a live
-   * worker holds the row lock, so SKIP LOCKED passes over it). Each counts as a failed attempt,
-   * so a message that keeps killing workers ends in DeadLetter instead of looping forever.
+   * Claims whose lease ran out belong to workers that crashed, froze or lost their connection (a
+   * live worker holds the row lock, so SKIP LOCKED passes over it). One whose attempt had started
+   * counts as a failed attempt, so a message that keeps killing workers ends in DeadLetter instead
+   * of looping forever; one whose attempt never started goes back uncharged.
    */
   private async sweepExpiredLeases(): Promise<void> {
-    const listeners = await this.executor.withConnection(async (queryRunner) => {
+    const offset = clockTime(this.options.clock);
+    const outcome = await this.executor.withConnection(async (queryRunner) => {
       // The usual answer is "none": find that out with one cheap statement, no transaction.
-      const expired = await runQuery(queryRunner, this.sql.anyExpiredLease, [this.options.clock.now()]);
-      if (expired.rows.length === 0) return [];
+      const expired = await runQuery(queryRunner, this.sql.anyExpiredLease, [offset]);
+      if (expired.rows.length === 0) return { recorded: [], released: [] };
       try {
         await queryRunner.startTransaction();
-        const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [this.options.clock.now(), LEASE_SWEEP_LIMIT]);
-        const failures = rows.map((row) => ({
-          row,
-          handler: this.explorer.get(row.command_type),
-          error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
-          // The attempt began when the lease did.
-          startedAt: new Date(row.locked_until!.getTime() - this.options.leaseMs),
-        }));
-        const calls = await this.executor.recordFailures(failures, queryRunner);
+        const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [offset, LEASE_SWEEP_LIMIT]);
+        const unstarted = rows.filter((row) => row.processing_started_at === null);
+        const released = unstarted.length
+          ? (await runQuery<{ id: string }>(queryRunner, this.sql.release, [unstarted.map((row) => row.id), unstarted.map((row) => row.lock_token)])).rows
+          : [];
+        const failures = rows
+          .filter((row) => row.processing_started_at !== null)
+          .map((row) => ({
+            row,
+            handler: this.explorer.get(row.command_type),
+            error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
+            startMs: null,
+            durationMs: null,
+          }));
+        const recorded: RecordedFailure[] = await this.executor.recordFailures(failures, queryRunner);
         await queryRunner.commitTransaction();
-        return calls;
+        return { recorded, released: unstarted.filter((row) => released.some((r) => r.id === row.id)) };
       } catch (error) {
         if (queryRunner.isTransactionActive && !queryRunner.isReleased) await queryRunner.rollbackTransaction().catch(() => undefined);
         throw error;
       }
     });
-    // Listeners run once the sweep's transaction has committed.
-    for (const call of listeners) await call();
+    // Reported once the sweep's transaction has committed.
+    this.executor.report(outcome.recorded);
+    for (const row of outcome.released) {
+      this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim of ${row.locked_by ?? '?'} expired before its attempt started; handed back uncharged.`);
+    }
+  }
+
+  /**
+   * A worker only claims the command types it has handlers for, so entries of a type no running
+   * worker handles stay Pending, for ever if need be (they are not failures of the command). Say so
+   * once they have been due for `unclaimedWarningMs`, at most once per that interval.
+   */
+  private async warnAboutUnclaimed(): Promise<void> {
+    const threshold = this.options.unclaimedWarningMs;
+    const now = this.options.clock.now().getTime();
+    if (threshold === 0 || now - this.lastUnclaimedCheck < threshold) return;
+    this.lastUnclaimedCheck = now;
+    const { rows } = await this.executor.withConnection((queryRunner) =>
+      runQuery<{ command_type: string; due: number; oldest_due_at: Date }>(queryRunner, this.sql.unclaimedByCommandType, [
+        clockTime(this.options.clock),
+        `${threshold} milliseconds`,
+        this.explorer.commandTypes(),
+      ]),
+    );
+    for (const row of rows) {
+      this.logger.warn(
+        `${row.due} ${row.due === 1 ? 'entry' : 'entries'} of command type "${row.command_type}" due since ${row.oldest_due_at.toISOString()} ` +
+          `(over ${threshold} ms): no running worker has claimed them, and this one has no handler for that type. ` +
+          'Deploy a worker that handles it, or dead-letter them (npx nestjs-inbox dead-letter).',
+      );
+    }
   }
 
   /** One log line per outage; passes back off exponentially (up to 10 s) until one succeeds. */
@@ -282,9 +352,5 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     this.failedPasses = 0;
     this.resumeAt = 0;
   }
-}
-
-function dueTime(row: InboxRow): number {
-  return (row.next_retry_at ?? row.received_at).getTime();
 }
 

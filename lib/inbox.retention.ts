@@ -9,6 +9,7 @@ import {
 import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource } from 'typeorm';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { clockTime } from './database-clock';
 import { InboxSql, runQuery } from './inbox.sql';
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
@@ -66,21 +67,21 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
   }
 
   private async cleanUp(): Promise<RetentionResult> {
-    const now = this.options.clock.now().getTime();
     const { payloadRetentionMs, deduplicationWindowMs } = this.options.retention;
-    const deleted = await this.inBatches(this.sql.deleteCompleted, new Date(now - deduplicationWindowMs));
-    const payloadsRemoved = await this.inBatches(this.sql.stripPayloads, new Date(now - payloadRetentionMs));
+    const deleted = await this.inBatches(this.sql.deleteCompleted, deduplicationWindowMs);
+    const payloadsRemoved = await this.inBatches(this.sql.stripPayloads, payloadRetentionMs);
     if (deleted + payloadsRemoved > 0) {
       this.logger.log(`Inbox retention removed ${payloadsRemoved} payload(s) and deleted ${deleted} completed entr(ies).`);
     }
     return { payloadsRemoved, deleted };
   }
 
-  private async inBatches(statement: string, cutoff: Date): Promise<number> {
+  /** Runs `statement` on completed entries older than `ageMs` (by the database's clock) until none is left. */
+  private async inBatches(statement: string, ageMs: number): Promise<number> {
     const { batchSize } = this.options.retention;
     let total = 0;
     while (!this.stopping) {
-      const { affected } = await runQuery(this.dataSource, statement, [cutoff, batchSize]);
+      const { affected } = await runQuery(this.dataSource, statement, [clockTime(this.options.clock), `${ageMs} milliseconds`, batchSize]);
       total += affected;
       if (affected < batchSize) break;
     }

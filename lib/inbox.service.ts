@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
+import { clockTime } from './database-clock';
 import { isConnectionError } from './database-errors';
 import {
   DEFAULT_LIST_LIMIT,
@@ -14,6 +15,8 @@ import type { InboxEntry } from './entities/inbox-entry.entity';
 import {
   IdempotencyConflictError,
   InboxArgumentError,
+  InboxPoolExhaustedError,
+  InboxShutDownError,
   InboxUnavailableError,
   InboxEntryNotFoundError,
   InvalidEntryStateError,
@@ -34,6 +37,7 @@ import {
   type EntryFilter,
   type HistoryRow,
   type InboxRow,
+  type QueryOutcome,
 } from './inbox.sql';
 import { AttemptOutcome, DEAD_LETTER_REASONS, DeadLetterReason, HistoryEvent, type InboxHistoryRecord } from './inbox-history.types';
 import { InboxEvents } from './inbox.events';
@@ -43,6 +47,7 @@ import { INBOX_STATUSES, InboxStatus } from './inbox-status.enum';
 import type {
   BulkReplayOptions,
   BulkReplayResult,
+  DueCommandType,
   IncomingCommand,
   ListEntriesQuery,
   OperatorAction,
@@ -54,6 +59,15 @@ import type {
 import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** PostgreSQL's earliest timestamptz (4714-11-24 BC); the latest JavaScript date is within its range. */
+const EARLIEST_TIMESTAMP = Date.UTC(-4713, 10, 24);
+/**
+ * In JSON.stringify's output, a NUL or a lone surrogate is always a `\u` escape, and a paired
+ * surrogate never is; an escape counts only after an even run of backslashes (`\\u0000` is a
+ * backslash followed by the text "u0000").
+ */
+const ESCAPED_NUL = /(?<!\\)(?:\\\\)*\\u0000/;
+const ESCAPED_LONE_SURROGATE = /(?<!\\)(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/i;
 
 /** What controllers inject: store commands once, look them up, send dead letters back. */
 @Injectable()
@@ -79,13 +93,14 @@ export class InboxService {
   async receive(command: IncomingCommand, options: ReceiveOptions = {}): Promise<ReceiveResult> {
     const incoming = this.validateIncoming(command);
     const manager = this.validateReceiveOptions(options);
+    this.assertOpen();
     const queryRunner = manager?.queryRunner;
     if (queryRunner) {
       // The caller's transaction owns the connection (and its timeouts); the row is invisible until
       // the caller commits, so the next poll finds it rather than a wake-up.
       const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
       return this.store(query, incoming).catch((error: unknown) => {
-        throw asUnavailable(error);
+        throw this.asUnavailable(error);
       });
     }
     let result: ReceiveResult;
@@ -116,7 +131,6 @@ export class InboxService {
    * notifier hands this receive the notification, otherwise by a coalesced `pg_notify` after it.
    */
   private async store(query: RunStatement, incoming: ValidatedCommand, announce = false): Promise<ReceiveResult> {
-    const receivedAt = this.options.clock.now();
     const params = [
       incoming.messageId,
       incoming.commandType,
@@ -124,7 +138,7 @@ export class InboxService {
       incoming.correlationId,
       incoming.causationId,
       incoming.metadataJson,
-      receivedAt.toISOString(),
+      clockTime(this.options.clock),
     ];
     for (;;) {
       // Taken with the connection in hand, right before the statement goes: it commits one round trip later.
@@ -137,7 +151,7 @@ export class InboxService {
       }
       if (received?.same_command === null) {
         if (announce && !ticket) this.notifier.notify();
-        return { entry: this.newEntry(received.id, incoming, receivedAt), duplicate: false };
+        return { entry: this.newEntry(received.id, incoming, received.received_at!), duplicate: false };
       }
       // No row: a concurrent receive committed this messageId after the statement's snapshot.
       const stored = received ? storedFrom(received, incoming.payloadJson) : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
@@ -157,8 +171,10 @@ export class InboxService {
       payload: JSON.parse(incoming.payloadJson) as Record<string, unknown>,
       status: InboxStatus.Pending,
       retry_count: 0,
+      max_attempts: null,
       next_retry_at: null,
       error: null,
+      last_outcome: null,
       received_at: receivedAt,
       processed_at: null,
       processing_started_at: null,
@@ -187,9 +203,12 @@ export class InboxService {
     return new Promise<T>((resolve, reject) => {
       let client: PgPoolClient | undefined;
       let settled = false;
+      const pool = pgPoolOf(this.dataSource);
       const timer = setTimeout(() => {
         settled = true;
-        reject(new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`));
+        // Still waiting for the pool, every connection of which is held: not the database's fault.
+        const exhausted = !client && pool.totalCount >= pool.options.max && pool.idleCount === 0;
+        reject(exhausted ? new InboxPoolExhaustedError(pool.options.max, timeoutMs) : new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`));
         // Destroy the connection, now or (below) whenever the pool hands it over.
         client?.release(true);
       }, timeoutMs);
@@ -200,9 +219,9 @@ export class InboxService {
         client!.removeListener('error', ignoreError);
         client!.release(error !== undefined && isConnectionError(error) ? true : undefined);
         if (error === undefined) resolve(result as T);
-        else reject(asUnavailable(error));
+        else reject(this.asUnavailable(error));
       };
-      pgPoolOf(this.dataSource)
+      pool
         .connect()
         .then(
           (connected) => {
@@ -221,21 +240,46 @@ export class InboxService {
             if (settled) return;
             settled = true;
             clearTimeout(timer);
-            reject(asUnavailable(error));
+            reject(this.asUnavailable(error));
           },
         );
     });
   }
 
+  /**
+   * Runs an operator's statement on a pool connection of its own. After the application closed
+   * (or while it closes its pool) that is an InboxShutDownError, never a driver's TypeError.
+   */
+  private async query<T = InboxRow>(sql: string, params: unknown[]): Promise<QueryOutcome<T>> {
+    this.assertOpen();
+    try {
+      return await runQuery<T>(this.dataSource, sql, params);
+    } catch (error) {
+      throw this.asUnavailable(error);
+    }
+  }
+
+  private assertOpen(): void {
+    if (!this.dataSource.isInitialized) throw new InboxShutDownError();
+  }
+
+  /** Connection failures become InboxUnavailableError (InboxShutDownError once the pool is closing); anything else stays as it is. */
+  private asUnavailable(error: unknown): unknown {
+    if (error instanceof InboxUnavailableError) return error;
+    if (!this.dataSource.isInitialized || /pool after calling end|Client was closed/i.test((error as Error)?.message ?? '')) return new InboxShutDownError();
+    if (!isConnectionError(error)) return error;
+    return new InboxUnavailableError((error as Error).message, { cause: error });
+  }
+
   async get(id: string): Promise<InboxEntry | null> {
     this.assertUuid('id', id);
-    const { rows } = await runQuery(this.dataSource, this.sql.selectById, [id]);
+    const { rows } = await this.query(this.sql.selectById, [id]);
     return rows[0] ? toEntry(rows[0]) : null;
   }
 
   async findByMessageId(messageId: string): Promise<InboxEntry | null> {
     this.assertBoundedString('messageId', messageId, MAX_MESSAGE_ID_LENGTH);
-    const { rows } = await runQuery(this.dataSource, this.sql.selectByMessageId, [messageId]);
+    const { rows } = await this.query(this.sql.selectByMessageId, [messageId]);
     return rows[0] ? toEntry(rows[0]) : null;
   }
 
@@ -247,29 +291,40 @@ export class InboxService {
       throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);
     }
     const { sql, params } = this.sql.list(filter, limit);
-    const { rows } = await runQuery(this.dataSource, sql, params);
+    const { rows } = await this.query(sql, params);
     return rows.map(toEntry);
   }
 
   /** Number of entries matching a filter. */
   async count(filter: EntryFilter = {}): Promise<number> {
     const { sql, params } = this.sql.count(this.validateFilter('filter', filter));
-    const { rows } = await runQuery<{ count: number }>(this.dataSource, sql, params);
+    const { rows } = await this.query<{ count: number }>(sql, params);
     return rows[0].count;
   }
 
   /** Number of entries in each status (every status present, zero when empty). */
   async countByStatus(): Promise<Record<InboxStatus, number>> {
     const counts = Object.fromEntries(INBOX_STATUSES.map((status) => [status, 0])) as Record<InboxStatus, number>;
-    const { rows } = await runQuery<{ status: InboxStatus; count: number }>(this.dataSource, this.sql.countByStatus, []);
+    const { rows } = await this.query<{ status: InboxStatus; count: number }>(this.sql.countByStatus, []);
     for (const row of rows) counts[row.status] = row.count;
     return counts;
+  }
+
+  /**
+   * What is due now, by command type: how many entries and since when the oldest waits. A type no
+   * running worker handles stays here (workers only claim the types they have handlers for).
+   */
+  async dueByCommandType(): Promise<DueCommandType[]> {
+    const { rows } = await this.query<{ command_type: string; due: number; oldest_due_at: Date }>(this.sql.dueByCommandType, [
+      clockTime(this.options.clock),
+    ]);
+    return rows.map((row) => ({ commandType: row.command_type, due: row.due, oldestDueAt: row.oldest_due_at }));
   }
 
   /** Every attempt and operator action recorded for an entry, oldest first. */
   async history(id: string): Promise<InboxHistoryRecord[]> {
     this.assertUuid('id', id);
-    const [{ rows }, entry] = await Promise.all([runQuery<HistoryRow>(this.dataSource, this.sql.selectHistory, [id]), this.get(id)]);
+    const [{ rows }, entry] = await Promise.all([this.query<HistoryRow>(this.sql.selectHistory, [id]), this.get(id)]);
     if (!entry) throw new InboxEntryNotFoundError(id);
     const history = rows.map(toHistoryRecord);
     const completed = completedAttemptOf(entry);
@@ -289,7 +344,7 @@ export class InboxService {
       payloadJson = this.toJsonObject('options.payload', options.payload, true);
       await this.validateCorrectedPayload(id, options.payload);
     }
-    const { rows } = await runQuery(this.dataSource, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, this.options.clock.now()]);
+    const { rows } = await this.query(this.sql.replay, [id, payloadJson, audit.actor, audit.reason, clockTime(this.options.clock)]);
     if (rows[0]) {
       this.wakeWorkers();
       return toEntry(rows[0]);
@@ -323,7 +378,7 @@ export class InboxService {
     let replayed = 0;
     let afterId = '00000000-0000-0000-0000-000000000000';
     for (;;) {
-      const { rows } = await runQuery<{ id: string }>(this.dataSource, sql, [...params, afterId, batchSize, audit.actor, audit.reason, this.options.clock.now()]);
+      const { rows } = await this.query<{ id: string }>(sql, [...params, afterId, batchSize, audit.actor, audit.reason, clockTime(this.options.clock)]);
       replayed += rows.length;
       options.onProgress?.(replayed, matched);
       if (rows.length < batchSize) break;
@@ -337,7 +392,7 @@ export class InboxService {
   async discard(id: string, options: OperatorAction): Promise<InboxEntry> {
     this.assertUuid('id', id);
     const audit = this.validateAudit('options', options, true);
-    const { rows } = await runQuery(this.dataSource, this.sql.discard, [id, this.options.clock.now(), audit.actor, audit.reason]);
+    const { rows } = await this.query(this.sql.discard, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
     if (rows[0]) return toEntry(rows[0]);
     throw await this.stateError(id, 'discard', ['dead_letter (not yet discarded)']);
   }
@@ -346,10 +401,10 @@ export class InboxService {
   async deadLetter(id: string, options: OperatorAction): Promise<InboxEntry> {
     this.assertUuid('id', id);
     const audit = this.validateAudit('options', options, true);
-    const { rows } = await runQuery(this.dataSource, this.sql.deadLetter, [id, this.options.clock.now(), audit.actor, audit.reason]);
+    const { rows } = await this.query(this.sql.deadLetter, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
     if (!rows[0]) throw await this.stateError(id, 'dead-letter', [InboxStatus.Pending, InboxStatus.Failed]);
     const entry = toEntry(rows[0]);
-    await this.events.emit({ type: 'dead_letter', entry, reason: DeadLetterReason.Manual, error: entry.error });
+    this.events.emit({ type: 'dead_letter', entry, reason: DeadLetterReason.Manual, error: entry.error });
     return entry;
   }
 
@@ -371,7 +426,7 @@ export class InboxService {
         `no handler for "${entry.commandType}" in this application to validate the corrected payload; replay it from a worker instance`,
       );
     }
-    await materializeCommand(entry.commandType, payload, handler.payloadClass);
+    await materializeCommand(entry.commandType, payload, handler.payloadClass, handler.payloadValidation);
   }
 
   private validateAudit(name: string, options: unknown, actorRequired: boolean): { actor: string | null; reason: string | null } {
@@ -408,6 +463,7 @@ export class InboxService {
       const value = filter[key];
       if (value === undefined) continue;
       if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw new InboxArgumentError(`${name}.${key}`, 'expected a valid Date');
+      if (value.getTime() < EARLIEST_TIMESTAMP) throw new InboxArgumentError(`${name}.${key}`, 'is before 4714 BC, the earliest time PostgreSQL stores');
       validated[key] = value;
     }
     if (filter.includeDiscarded !== undefined) {
@@ -451,10 +507,17 @@ export class InboxService {
     return manager;
   }
 
+  /**
+   * A non-empty string PostgreSQL stores as it is: well-formed Unicode (a lone surrogate would be
+   * stored as U+FFFD, so two different keys would collapse into one), no NUL, at most `max`
+   * characters as the column counts them (code points, not UTF-16 units).
+   */
   private assertBoundedString(name: string, value: unknown, max: number): string {
     if (typeof value !== 'string') throw new InboxArgumentError(name, `expected a string, got ${describeType(value)}`);
     if (value.length === 0) throw new InboxArgumentError(name, 'must not be empty');
-    if (value.length > max) throw new InboxArgumentError(name, `must be at most ${max} characters (got ${value.length})`);
+    if (!isWellFormed(value)) throw new InboxArgumentError(name, 'must be well-formed Unicode (it contains a lone surrogate)');
+    const length = characterCount(value);
+    if (length > max) throw new InboxArgumentError(name, `must be at most ${max} characters (got ${length})`);
     if (value.includes('\u0000')) throw new InboxArgumentError(name, 'must not contain NUL characters');
     return value;
   }
@@ -486,7 +549,8 @@ export class InboxService {
     if (Buffer.byteLength(json, 'utf8') > this.options.maxPayloadBytes) {
       throw new InboxArgumentError(name, `is larger than maxPayloadBytes (${this.options.maxPayloadBytes} bytes of JSON)`);
     }
-    if (json.includes('\\u0000')) throw new InboxArgumentError(name, 'must not contain NUL characters (jsonb rejects them)');
+    if (ESCAPED_NUL.test(json)) throw new InboxArgumentError(name, 'must not contain NUL characters (jsonb rejects them)');
+    if (ESCAPED_LONE_SURROGATE.test(json)) throw new InboxArgumentError(name, 'must be well-formed Unicode: a string or key in it holds a lone surrogate');
     return json;
   }
 }
@@ -499,6 +563,7 @@ type StoredRow = InboxRow & { same_command: boolean };
 /** What the receive statement returns: `same_command` and `stored` are null for a new entry. */
 interface ReceivedRow {
   id: string;
+  received_at: Date | null;
   same_command: boolean | null;
   stored: Record<string, unknown> | null;
 }
@@ -550,13 +615,21 @@ function completedAttemptOf(entry: InboxEntry): InboxHistoryRecord | undefined {
   };
 }
 
-/** Connection failures become InboxUnavailableError; anything else stays as it is. */
-function asUnavailable(error: unknown): unknown {
-  if (error instanceof InboxUnavailableError || !isConnectionError(error)) return error;
-  return new InboxUnavailableError((error as Error).message, { cause: error });
+function ignoreError(): void {}
+
+function isWellFormed(value: string): boolean {
+  return (value as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
-function ignoreError(): void {}
+/** Code points of a well-formed string: its UTF-16 length less one per surrogate pair. */
+function characterCount(value: string): number {
+  let count = value.length;
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code >= 0xd800 && code <= 0xdbff) count--;
+  }
+  return count;
+}
 
 function describeType(value: unknown): string {
   if (value === null) return 'null';

@@ -13,12 +13,15 @@ export { InboxCommand } from './decorators/inbox-command.decorator';
 export { backoffDelayMs } from './backoff';
 export { DEFAULT_BACKOFF, DEFAULT_RETENTION, resolveInboxOptions } from './inbox-options';
 export {
+  AbortedTransactionError,
   HandlerTimeoutError,
   IdempotencyConflictError,
   InboxArgumentError,
   InboxConfigurationError,
   InboxEntryNotFoundError,
   InboxError,
+  InboxPoolExhaustedError,
+  InboxShutDownError,
   InboxUnavailableError,
   InvalidEntryStateError,
   PayloadValidationError,
@@ -30,6 +33,7 @@ export type {
   InboxClock,
   InboxModuleExtras,
   InboxModuleOptions,
+  PayloadValidationOptions,
   ResolvedInboxOptions,
   RetentionOptions,
 } from './interfaces/inbox-options.interface';
@@ -42,6 +46,7 @@ export type {
 export type {
   BulkReplayOptions,
   BulkReplayResult,
+  DueCommandType,
   EntryFilter,
   IncomingCommand,
   ListEntriesQuery,

@@ -1,11 +1,11 @@
 import type { Type } from '@nestjs/common';
 import { INBOX_HANDLER_METADATA } from '../inbox.constants';
 import { InboxConfigurationError } from '../errors/inbox.error';
-import { DEFAULT_BACKOFF, resolveBackoff, resolveHandlerTimeout, resolveMaxAttempts } from '../inbox-options';
+import { DEFAULT_BACKOFF, DEFAULT_PAYLOAD_VALIDATION, resolveBackoff, resolveHandlerTimeout, resolveMaxAttempts, resolvePayloadValidation } from '../inbox-options';
 import type { InboxHandlerMetadata, InboxHandlerOptions } from '../interfaces/inbox-handler.interface';
 import { assertCommandTypeName, commandTypeOf } from './command-type';
 
-const KNOWN_HANDLER_OPTIONS = new Set(['maxAttempts', 'backoff', 'payload', 'timeoutMs']);
+const KNOWN_HANDLER_OPTIONS = new Set(['maxAttempts', 'backoff', 'payload', 'timeoutMs', 'payloadValidation']);
 
 /**
  * Marks a provider as the handler of one command type. `command` is the stored type name, or a
@@ -54,5 +54,10 @@ function buildHandlerMetadata(command: string | Type<object>, options: InboxHand
     // Checked against the defaults now; merged with the module's backoff at boot.
     timeoutMs: options.timeoutMs === undefined ? undefined : resolveHandlerTimeout(`${label}.timeoutMs`, options.timeoutMs, 0, Number.MAX_SAFE_INTEGER),
     backoff: options.backoff === undefined ? undefined : (resolveBackoff(options.backoff, DEFAULT_BACKOFF, `${label}.backoff`, false), options.backoff),
+    // Checked now; merged with the module's at boot.
+    payloadValidation:
+      options.payloadValidation === undefined
+        ? undefined
+        : (resolvePayloadValidation(`${label}.payloadValidation`, options.payloadValidation, DEFAULT_PAYLOAD_VALIDATION), options.payloadValidation),
   };
 }

@@ -1,7 +1,7 @@
 import { Column, Entity, Index, PrimaryGeneratedColumn, Unique } from 'typeorm';
 import { DEFAULT_TABLE_NAME, STATUS_ENUM_NAME } from '../inbox.constants';
 import { InboxStatus } from '../inbox-status.enum';
-import type { DeadLetterReason } from '../inbox-history.types';
+import type { AttemptOutcome, DeadLetterReason } from '../inbox-history.types';
 
 /**
  * One received command. The schema is created by the shipped migration (`InboxMigration`);
@@ -37,6 +37,13 @@ export class InboxEntry {
   @Column({ name: 'retry_count', type: 'integer', default: 0 })
   retryCount!: number;
 
+  /**
+   * Attempts allowed, written when an attempt starts by the worker that has the handler, so that any
+   * worker (one without the handler, the lease sweep) decides the same way; null before the first.
+   */
+  @Column({ name: 'max_attempts', type: 'integer', nullable: true })
+  maxAttempts!: number | null;
+
   /** When a Failed entry becomes due again. */
   @Column({ name: 'next_retry_at', type: 'timestamptz', nullable: true })
   nextRetryAt!: Date | null;
@@ -44,6 +51,13 @@ export class InboxEntry {
   /** The last failure's message (or why the entry was dead-lettered). */
   @Column({ type: 'text', nullable: true })
   error!: string | null;
+
+  /**
+   * How the last attempt ended (`completed`, `failed`, `timed_out`, `lease_expired`); kept through a
+   * replay. `lease_expired` marks a crash suspect: its worker died while running it, so it runs alone.
+   */
+  @Column({ name: 'last_outcome', type: 'varchar', length: 32, nullable: true })
+  lastOutcome!: AttemptOutcome | null;
 
   @Column({ name: 'received_at', type: 'timestamptz', default: () => 'now()' })
   receivedAt!: Date;

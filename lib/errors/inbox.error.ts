@@ -96,6 +96,47 @@ export class InboxUnavailableError extends InboxError {
   }
 }
 
+/**
+ * No connection of the pool became free within `receiveTimeoutMs`: every one is held, typically by
+ * running handlers. Nothing was stored. A handler that receives a follow-up command must pass its
+ * own transaction (`{ manager: context.manager }`), or the pool must be larger than the concurrency.
+ */
+export class InboxPoolExhaustedError extends InboxUnavailableError {
+  constructor(
+    /** The pool's size (`max`). */
+    readonly poolSize: number,
+    timeoutMs: number,
+  ) {
+    super('');
+    this.message =
+      `No connection of the pool (max ${poolSize}) became free within receiveTimeoutMs (${timeoutMs} ms): the pool is exhausted. ` +
+      'A handler that receives a command must pass { manager: context.manager } to use its own transaction; ' +
+      'otherwise make the pool larger than the worker concurrency + 2. Nothing was stored.';
+  }
+}
+
+/** The application that owns the inbox has shut down (or is closing its database connection). */
+export class InboxShutDownError extends InboxUnavailableError {
+  constructor() {
+    super('');
+    this.message = 'The inbox is shut down: its application has closed its database connection. Nothing was stored or changed.';
+  }
+}
+
+/**
+ * A handler returned normally although its transaction was aborted: one of its statements failed
+ * and it caught the error (e.g. an INSERT that hit a unique key). Its writes cannot commit, so the
+ * attempt failed; use a savepoint (or `INSERT … ON CONFLICT DO NOTHING`) to ignore a failed statement.
+ */
+export class AbortedTransactionError extends InboxError {
+  constructor() {
+    super(
+      'The handler returned normally but left its transaction aborted: a statement failed and the handler caught the error. ' +
+        'Its writes cannot commit. Use INSERT … ON CONFLICT DO NOTHING, or a savepoint, to carry on after a failed statement.',
+    );
+  }
+}
+
 /** A handler ran longer than its timeout; its transaction was rolled back and the attempt counts as failed. */
 export class HandlerTimeoutError extends InboxError {
   constructor(readonly timeoutMs: number) {

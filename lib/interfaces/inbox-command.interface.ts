@@ -5,7 +5,7 @@ export type { EntryFilter };
 
 /** A command as it arrives, before it is stored. */
 export interface IncomingCommand {
-  /** Idempotency key, unique per command (1–255 characters). */
+  /** Idempotency key, unique per command: 1–255 characters (code points), well-formed Unicode, no NUL. */
   messageId: string;
   /** Stored command type; a handler must exist for it unless unknown types are accepted. */
   commandType: string;
@@ -55,6 +55,14 @@ export interface BulkReplayOptions extends OperatorAction {
   batchSize?: number;
   /** Called after each batch with the number replayed so far and the number matched. */
   onProgress?: (replayed: number, matched: number) => void;
+}
+
+/** Entries due now of one command type (see `InboxService.dueByCommandType`). */
+export interface DueCommandType {
+  commandType: string;
+  due: number;
+  /** Since when the oldest of them has been due. */
+  oldestDueAt: Date;
 }
 
 export interface BulkReplayResult {

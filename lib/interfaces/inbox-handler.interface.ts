@@ -1,6 +1,6 @@
 import type { Type } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
-import type { BackoffOptions } from './inbox-options.interface';
+import type { BackoffOptions, PayloadValidationOptions } from './inbox-options.interface';
 
 /** What a handler learns about the entry it is running. */
 export interface InboxHandlerEntry {
@@ -37,6 +37,8 @@ export interface InboxHandlerOptions {
   payload?: Type<object>;
   /** Overrides the module's `handlerTimeoutMs`; must be below `leaseMs`. */
   timeoutMs?: number;
+  /** Overrides (field by field) the module's treatment of undeclared payload properties. */
+  payloadValidation?: PayloadValidationOptions;
 }
 
 /** What `@InboxHandler` stores on the class. */
@@ -46,4 +48,5 @@ export interface InboxHandlerMetadata {
   maxAttempts?: number;
   backoff?: Partial<BackoffOptions>;
   timeoutMs?: number;
+  payloadValidation?: PayloadValidationOptions;
 }

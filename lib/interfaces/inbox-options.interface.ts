@@ -24,9 +24,20 @@ export interface RetentionOptions {
   batchSize: number;
 }
 
-/** Source of the current time; inject one in tests to move through backoff without waiting. */
+/**
+ * For tests: a clock to move through backoff and leases without waiting. The library's time is the
+ * database's (one clock for every instance); an injected clock shifts it by `now() - Date.now()`.
+ */
 export interface InboxClock {
   now(): Date;
+}
+
+/** How a payload class's validation treats properties the class does not declare (class-validator). */
+export interface PayloadValidationOptions {
+  /** Strip undeclared properties before the handler sees the command. Default true. */
+  whitelist?: boolean;
+  /** Refuse a payload with undeclared properties: dead-lettered as an invalid payload. Default false. */
+  forbidNonWhitelisted?: boolean;
 }
 
 export interface InboxModuleOptions {
@@ -76,9 +87,19 @@ export interface InboxModuleOptions {
   preparedStatements?: boolean;
   /** Retention of completed entries; dead letters are never deleted automatically. */
   retention?: Partial<RetentionOptions>;
+  /**
+   * Entries of a command type that no worker claims stay Pending (a worker only claims the types it
+   * has handlers for). Once such entries have been due this long, workers without their handler log
+   * a warning naming the type, at most once per interval. Default 300000 (5 minutes); 0 turns it off.
+   */
+  unclaimedWarningMs?: number;
+  /** Longest an `@OnInbox…` listener may take before it is abandoned with an error line. Default 10000. */
+  listenerTimeoutMs?: number;
+  /** Undeclared payload properties: stripped by default (handlers may override). */
+  payloadValidation?: PayloadValidationOptions;
   /** Name of this worker in `lockedBy`. Default: hostname, pid and a random suffix. */
   workerId?: string;
-  /** Time source. Default: the system clock. */
+  /** Tests only: shifts the database's time by this clock's distance from the real one. Default: none. */
   clock?: InboxClock;
 }
 
@@ -111,4 +132,7 @@ export interface ResolvedInboxOptions {
   preparedStatements: boolean;
   notify: boolean;
   retention: RetentionOptions;
+  unclaimedWarningMs: number;
+  listenerTimeoutMs: number;
+  payloadValidation: Required<PayloadValidationOptions>;
 }

@@ -37,11 +37,11 @@ describe('batches', () => {
     await db?.drop();
   });
 
-  /** Stores entries without waking the processor, so that one claim takes them all. */
+  /** Stores entries without waking the processor, so that one claim takes them all; the third element is how their last attempt ended. */
   const store = (rows: Array<[string, BatchPayload, string | null]>) =>
     sql(
       db.url,
-      `INSERT INTO inbox_entries (message_id, command_type, payload, error, received_at)
+      `INSERT INTO inbox_entries (message_id, command_type, payload, last_outcome, received_at)
        SELECT m, 'test.batch', p::jsonb, e, now() - (o || ' ms')::interval FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS x(m, p, e, o)`,
       [rows.map((r) => r[0]), rows.map((r) => JSON.stringify(r[1])), rows.map((r) => r[2]), rows.map((_, i) => 1000 - i)],
     );
@@ -76,7 +76,7 @@ describe('batches', () => {
     const handler = app.get(BatchHandler);
     await store([
       ['s-0', {}, null],
-      ['s-1', {}, 'Lease expired: worker w1 did not finish within 60000 ms (crash, kill or hang).'],
+      ['s-1', {}, 'lease_expired'],
       ['s-2', {}, null],
     ]);
     await app.processor.runOnce();

@@ -78,6 +78,10 @@ describe('operator CLI', () => {
       await app.processor.runOnce();
       await receive('failing-1', 'test.scripted', { alwaysFail: true }); // fails once, retries later
       await app.processor.runOnce();
+      // No worker handles test.unknown: it waits, Pending, until an operator decides.
+      const orphan = (await app.inbox.findByMessageId('orphan-1'))!;
+      expect(orphan.status).toBe(InboxStatus.Pending);
+      await app.inbox.deadLetter(orphan.id, { actor: 'ops', reason: 'no worker handles test.unknown' });
     } finally {
       await app.close();
     }
@@ -102,9 +106,9 @@ describe('operator CLI', () => {
           retries_exhausted: { open: 1, discarded: 0 },
           permanent_error: { open: 2, discarded: 0 },
           invalid_payload: { open: 1, discarded: 0 },
-          no_handler: { open: 1, discarded: 0 },
+          no_handler: { open: 0, discarded: 0 },
           lease_expired: { open: 0, discarded: 0 },
-          manual: { open: 0, discarded: 0 },
+          manual: { open: 1, discarded: 0 },
         },
         total: 8,
       });
@@ -221,13 +225,13 @@ describe('operator CLI', () => {
 
     it('discard closes a dead letter, which bulk replay then skips', async () => {
       const discarded = await cliJson('discard', ids['orphan-1'], '--actor', 'ops', '--reason', 'obsolete command');
-      expect(discarded).toMatchObject({ id: ids['orphan-1'], status: 'dead_letter', deadLetterReason: 'no_handler' });
+      expect(discarded).toMatchObject({ id: ids['orphan-1'], status: 'dead_letter', deadLetterReason: 'manual' });
       expect(discarded.discardedAt).not.toBeNull();
       expect((await row('orphan-1')).discarded_at).not.toBeNull();
       const { history } = await cliJson('show', ids['orphan-1']);
       expect(history.at(-1)).toMatchObject({ event: 'discarded', actor: 'ops', reason: 'obsolete command' });
-      expect(await cliJson('replay', '--all', '--dead-letter-reason', 'no_handler', '--actor', 'ops', '--dry-run')).toMatchObject({ matched: 0 });
-      expect((await cliJson('stats')).deadLetters.no_handler).toEqual({ open: 0, discarded: 1 });
+      expect(await cliJson('replay', '--all', '--type', 'test.unknown', '--actor', 'ops', '--dry-run')).toMatchObject({ matched: 0 });
+      expect((await cliJson('stats')).deadLetters.manual.discarded).toBe(1);
       expect(await cli('list', '--type', 'test.unknown')).toContain('dead_letter (discarded)');
 
       expectFailure(await run(['--database-url', db.url, 'discard', ids['orphan-1'], '--actor', 'ops']), 1, /Cannot discard .*"dead_letter \(discarded\)"/);

@@ -130,8 +130,8 @@ describe('dead-letter operations', () => {
       // A claim whose worker vanished: Processing, lease in the past, nobody holding the row.
       const [{ id }] = await sql<{ id: string }>(
         db.url,
-        `INSERT INTO inbox_entries (message_id, command_type, payload, status, locked_by, locked_until, lock_token, received_at)
-         VALUES ('dl-lease', 'test.scripted', '{"alwaysFail": true}', 'processing', 'gone-worker', $1, gen_random_uuid(), $1) RETURNING id`,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, status, locked_by, locked_until, lock_token, received_at, processing_started_at)
+         VALUES ('dl-lease', 'test.scripted', '{"alwaysFail": true}', 'processing', 'gone-worker', $1, gen_random_uuid(), $1, $1) RETURNING id`,
         [new Date(clock.now().getTime() - 1)],
       );
       await app.processor.runOnce();
@@ -161,17 +161,17 @@ describe('dead-letter operations', () => {
       expect(entry.deadLetteredAt).toEqual(clock.now());
     });
 
-    it('records no_handler', async () => {
+    it('never dead-letters a command type this worker has no handler for: it is left Pending for a worker that has', async () => {
       await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('dl-orphan', 'nobody.handles', '{}', $1)`, [clock.now()]);
       await app.processor.runOnce();
-      expect((await app.inbox.findByMessageId('dl-orphan'))!.deadLetterReason).toBe(DeadLetterReason.NoHandler);
+      expect(await app.inbox.findByMessageId('dl-orphan')).toMatchObject({ status: InboxStatus.Pending, retryCount: 0, deadLetterReason: null });
     });
 
     it('records lease_expired when the last allowed attempt was a crash (a poison message)', async () => {
       const [{ id }] = await sql<{ id: string }>(
         db.url,
-        `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, received_at)
-         VALUES ('dl-poison', 'test.scripted', '{}', 'processing', 1, 'crashed-worker', $1, gen_random_uuid(), $1) RETURNING id`,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, received_at, processing_started_at)
+         VALUES ('dl-poison', 'test.scripted', '{}', 'processing', 1, 'crashed-worker', $1, gen_random_uuid(), $1, $1) RETURNING id`,
         [new Date(clock.now().getTime() - 1)],
       );
       await app.processor.runOnce();
@@ -181,9 +181,12 @@ describe('dead-letter operations', () => {
 
     it('filters dead letters by reason', async () => {
       const permanent = await app.inbox.list({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.PermanentError });
-      expect(permanent.length).toBeGreaterThan(0);
-      expect(permanent.every((e) => e.deadLetterReason === DeadLetterReason.PermanentError)).toBe(true);
-      expect(await app.inbox.count({ deadLetterReason: DeadLetterReason.NoHandler })).toBe(1);
+      const dead = await run('test.scripted', { permanent: true });
+      expect(permanent.map((e) => e.id).concat(dead.id).length).toBeGreaterThan(0);
+      const afterwards = await app.inbox.list({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.PermanentError });
+      expect(afterwards.map((e) => e.id)).toContain(dead.id);
+      expect(afterwards.every((e) => e.deadLetterReason === DeadLetterReason.PermanentError)).toBe(true);
+      expect(await app.inbox.count({ deadLetterReason: DeadLetterReason.PermanentError })).toBe(afterwards.length);
       await expect(app.inbox.list({ deadLetterReason: 'bored' as never })).rejects.toMatchObject({ argument: 'query.deadLetterReason' });
     });
   });
@@ -210,6 +213,21 @@ describe('dead-letter operations', () => {
       expect(await sql(db.url, 'SELECT note FROM effects WHERE message_id = $1', [dead.messageId])).toEqual([{ note: 'acc-9:9' }]);
       // Still one entry for the key: deduplication holds (the corrected payload is now the stored one).
       expect((await app.inbox.receive({ messageId: dead.messageId, commandType: 'test.transfer', payload: { account: 'acc-9', amount: 9 } })).duplicate).toBe(true);
+    });
+
+    it('takes a late redelivery of the original message, after a corrected replay, for a duplicate', async () => {
+      const original = { account: '', amount: 0 };
+      const dead = await run('test.transfer', original);
+      await app.inbox.replay(dead.id, { actor: 'bob', reason: 'fixed account', payload: { account: 'acc-7', amount: 7 } });
+      await app.processor.runOnce();
+      // The broker delivers the original once more: the same message, not a conflict.
+      const again = await app.inbox.receive({ messageId: dead.messageId, commandType: 'test.transfer', payload: { amount: 0, account: '' } });
+      expect(again).toMatchObject({ duplicate: true, entry: { id: dead.id, status: InboxStatus.Completed } });
+      // Anything else under that key is still a conflict.
+      await expect(
+        app.inbox.receive({ messageId: dead.messageId, commandType: 'test.transfer', payload: { account: 'acc-8', amount: 8 } }),
+      ).rejects.toMatchObject({ name: 'IdempotencyConflictError' });
+      expect(await sql(db.url, 'SELECT note FROM effects WHERE message_id = $1', [dead.messageId])).toEqual([{ note: 'acc-7:7' }]);
     });
 
     it('refuses a corrected payload that fails validation, changing nothing', async () => {
@@ -299,6 +317,22 @@ describe('dead-letter operations', () => {
         await expect(app.inbox.replayMany({}, { actor: 'x', batchSize: 0 })).rejects.toMatchObject({ argument: 'options.batchSize' });
       });
     });
+  });
+
+  it('refuses dates PostgreSQL cannot store as an argument error', async () => {
+    // The earliest JavaScript date lies before PostgreSQL's earliest timestamp (4714 BC).
+    const tooEarly = new Date(-8.64e15);
+    const earliest = new Date(Date.UTC(-4713, 10, 24));
+    await expect(app.inbox.list({ receivedBefore: tooEarly })).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'query.receivedBefore' });
+    await expect(app.inbox.count({ receivedAfter: tooEarly })).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'filter.receivedAfter' });
+    await expect(app.inbox.replayMany({ receivedBefore: new Date(earliest.getTime() - 1) }, { actor: 'ops', dryRun: true })).rejects.toMatchObject({
+      name: 'InboxArgumentError',
+      argument: 'filter.receivedBefore',
+    });
+    // The whole range PostgreSQL can store is accepted, up to the latest JavaScript date.
+    const { entry } = await app.inbox.receive({ messageId: `dates-${++seq}`, commandType: 'test.scripted', payload: {} });
+    const wide = await app.inbox.list({ receivedAfter: earliest, receivedBefore: new Date(8.64e15), limit: 1000 });
+    expect(wide.map((e) => e.id)).toContain(entry.id);
   });
 
   describe('closing without running', () => {

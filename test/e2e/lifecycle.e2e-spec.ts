@@ -278,15 +278,32 @@ describe('schema migration', () => {
     const migration = new (createInboxMigration('legacy_inbox'))();
     const runner = { query: (statement: string) => sql(db.url, statement) };
     await migration.up(runner as never);
-    // The first schema had neither column: take them away, as on a database made by it.
-    await sql(db.url, 'ALTER TABLE legacy_inbox DROP COLUMN processing_started_at, DROP COLUMN processed_by');
+    // The first schema had none of the later columns, and told crash suspects by their error text:
+    // take them away, as on a database made by it, with a suspect and a poison dead letter in it.
+    await sql(db.url, `ALTER TABLE legacy_inbox DROP COLUMN processing_started_at, DROP COLUMN processed_by, DROP COLUMN max_attempts, DROP COLUMN last_outcome`);
+    await sql(db.url, `CREATE INDEX ix_legacy_inbox_suspects ON legacy_inbox ((COALESCE(next_retry_at, received_at))) WHERE status IN ('pending', 'failed') AND COALESCE(error, '') LIKE 'Lease expired%'`);
+    await sql(
+      db.url,
+      `INSERT INTO legacy_inbox (message_id, command_type, payload, status, retry_count, error, dead_letter_reason) VALUES
+         ('suspect', 't', '{}', 'failed', 1, 'Lease expired: worker w did not finish within 60000 ms (crash, kill or hang).', NULL),
+         ('poison', 't', '{}', 'dead_letter', 5, 'Gave up after 5 attempt(s): Lease expired: worker w …', 'lease_expired'),
+         ('plain', 't', '{}', 'failed', 1, 'timeout', NULL)`,
+    );
     await migration.up(runner as never);
     await migration.up(runner as never);
     const columns = await sql<{ column_name: string }>(
       db.url,
-      `SELECT column_name FROM information_schema.columns WHERE table_name = 'legacy_inbox' AND column_name IN ('processing_started_at', 'processed_by') ORDER BY 1`,
+      `SELECT column_name FROM information_schema.columns WHERE table_name = 'legacy_inbox'
+         AND column_name IN ('processing_started_at', 'processed_by', 'max_attempts', 'last_outcome') ORDER BY 1`,
     );
-    expect(columns.map((c) => c.column_name)).toEqual(['processed_by', 'processing_started_at']);
-    expect(migration.name).toMatch(/1764100000000$/);
+    expect(columns.map((c) => c.column_name)).toEqual(['last_outcome', 'max_attempts', 'processed_by', 'processing_started_at']);
+    expect(await sql(db.url, `SELECT message_id, last_outcome FROM legacy_inbox ORDER BY message_id`)).toEqual([
+      { message_id: 'plain', last_outcome: null },
+      { message_id: 'poison', last_outcome: 'lease_expired' },
+      { message_id: 'suspect', last_outcome: 'lease_expired' },
+    ]);
+    const indexes = await sql<{ name: string }>(db.url, `SELECT indexname AS name FROM pg_indexes WHERE tablename = 'legacy_inbox' AND indexname LIKE '%suspects' ORDER BY 1`);
+    expect(indexes.map((i) => i.name)).toEqual(['ix_legacy_inbox_crash_suspects']);
+    expect(migration.name).toMatch(/1764200000000$/);
   });
 });

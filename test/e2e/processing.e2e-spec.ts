@@ -140,13 +140,12 @@ describe('processing', () => {
     expect(await effectsOf(bad.messageId)).toEqual([]);
   });
 
-  it('dead-letters a command type that has no handler in this worker', async () => {
+  it('leaves a command type that has no handler in this worker to a worker that has one', async () => {
     // Stored by a receive-only instance that accepts any type; this worker has no handler for it.
     await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('orphan-1', 'nobody.handles', '{}', $1)`, [clock.now()]);
     await app.processor.runOnce();
     const entry = (await app.inbox.findByMessageId('orphan-1'))!;
-    expect(entry.status).toBe(InboxStatus.DeadLetter);
-    expect(entry.error).toContain('No handler for command type "nobody.handles"');
+    expect(entry).toMatchObject({ status: InboxStatus.Pending, retryCount: 0, error: null });
   });
 
   it('replays a dead letter back to Pending with retryCount 0 and the same messageId, then completes it', async () => {

@@ -9,8 +9,13 @@ export class ChildWorker {
   private exited = false;
   readonly process: ChildProcess;
 
-  constructor(script: string, args: string[]) {
-    this.process = spawn(process.execPath, ['-r', REGISTER, script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `preload`: modules required before the script (e.g. a clock shift); `env`: added to the environment. */
+  constructor(script: string, args: string[], options: { preload?: string[]; env?: Record<string, string> } = {}) {
+    const preload = (options.preload ?? []).flatMap((module) => ['-r', module]);
+    this.process = spawn(process.execPath, [...preload, '-r', REGISTER, script, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...options.env },
+    });
     this.process.stdout!.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     this.process.stderr!.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     this.process.on('exit', () => (this.exited = true));
@@ -26,6 +31,11 @@ export class ChildWorker {
       if (Date.now() > deadline) throw new Error(`worker did not print ${marker} within ${timeoutMs} ms:\n${this.output}`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+  }
+
+  /** Everything the worker printed so far. */
+  get log(): string {
+    return this.output;
   }
 
   /** SIGKILL: no shutdown hook runs, the connection just drops. */

@@ -10,6 +10,10 @@ export class TcpProxy {
   private server?: Server;
   private readonly sockets = new Set<Socket>();
   private readonly pairs = new Set<[Socket, Socket]>();
+  /** Client bytes that, once seen, make the proxy swallow the server's answer and cut the connection. */
+  private dropAnswerTo?: Buffer;
+  /** Answers swallowed so far (see dropAnswerOnce). */
+  droppedAnswers = 0;
 
   constructor(
     private readonly targetHost: string,
@@ -33,15 +37,18 @@ export class TcpProxy {
   set(mode: TcpProxy['mode']): void {
     this.mode = mode;
     if (mode === 'refuse') for (const socket of this.sockets) socket.destroy();
-    if (mode === 'blackhole') {
-      for (const [client, upstream] of this.pairs) {
-        client.unpipe(upstream);
-        upstream.unpipe(client);
-        client.resume();
-        upstream.resume();
-      }
-      this.pairs.clear();
-    }
+    // Forwarding checks the pair is still known: forgetting them silences the open connections.
+    if (mode === 'blackhole') this.pairs.clear();
+  }
+
+  /**
+   * The next time a client sends bytes containing `marker` (a prepared statement's name, say), the
+   * proxy passes the request on, lets the server run it to its end (its ReadyForQuery, so an
+   * autocommitted statement has committed), swallows the whole answer and cuts both sides: the
+   * server did the work, the client never hears of it — a lost acknowledgement.
+   */
+  dropAnswerOnce(marker: string): void {
+    this.dropAnswerTo = Buffer.from(marker);
   }
 
   async close(): Promise<void> {
@@ -55,9 +62,29 @@ export class TcpProxy {
     if (this.mode === 'blackhole') return void client.resume();
     const upstream = createConnection(this.targetPort, this.targetHost);
     this.track(upstream);
-    client.pipe(upstream).pipe(client);
     const pair: [Socket, Socket] = [client, upstream];
     this.pairs.add(pair);
+    let swallowing: Buffer | undefined;
+    client.on('data', (chunk: Buffer) => {
+      if (!this.pairs.has(pair)) return;
+      if (this.dropAnswerTo && chunk.includes(this.dropAnswerTo)) {
+        this.dropAnswerTo = undefined;
+        swallowing = Buffer.alloc(0);
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (!this.pairs.has(pair)) return;
+      if (!swallowing) return void client.write(chunk);
+      swallowing = Buffer.concat([swallowing, chunk]);
+      // ReadyForQuery ('Z', length 5, status) ends the answer: the statement has committed by now.
+      const tail = swallowing.subarray(-6);
+      if (tail.length === 6 && tail[0] === 0x5a && tail.readInt32BE(1) === 5) {
+        this.droppedAnswers++;
+        client.destroy();
+        upstream.destroy();
+      }
+    });
     const closeBoth = () => {
       this.pairs.delete(pair);
       client.destroy();

@@ -1,4 +1,4 @@
-import type { DynamicModule, ModuleMetadata, Provider, Type } from '@nestjs/common';
+import type { DynamicModule, LoggerService, ModuleMetadata, Provider, Type } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
@@ -15,6 +15,10 @@ export interface TestAppOptions {
   withoutSchedule?: boolean;
   /** Replace the InboxModule import entirely. */
   inboxModule?: DynamicModule;
+  /** Receives every log line of the application (see CaptureLogger). */
+  logger?: LoggerService;
+  /** Extra TypeORM data source options (e.g. `extra: { max: 2 }` for a small pool). */
+  typeorm?: Record<string, unknown>;
 }
 
 export interface TestApp {
@@ -30,7 +34,7 @@ export interface TestApp {
  * The TypeORM connection every test app uses: the shipped migration, no synchronize. Data sources
  * are collected so that a module that fails to compile (and so cannot be closed) still frees them.
  */
-export function typeOrmForTests(url: string, created: Array<Promise<DataSource>> = []): DynamicModule {
+export function typeOrmForTests(url: string, created: Array<Promise<DataSource>> = [], extra: Record<string, unknown> = {}): DynamicModule {
   return TypeOrmModule.forRootAsync({
     useFactory: () => ({
       type: 'postgres',
@@ -42,6 +46,7 @@ export function typeOrmForTests(url: string, created: Array<Promise<DataSource>>
       installExtensions: false, // gen_random_uuid() is built in since PostgreSQL 13
       retryAttempts: 0,
       logging: false,
+      ...extra,
     }),
     dataSourceFactory: async (options) => {
       const initializing = new DataSource(options!).initialize();
@@ -54,15 +59,17 @@ export function typeOrmForTests(url: string, created: Array<Promise<DataSource>>
 /** Compiles and initialises a Nest application context (bootstrap hooks included). */
 export async function createTestApp(options: TestAppOptions): Promise<TestApp> {
   const dataSources: Array<Promise<DataSource>> = [];
-  const compiling = Test.createTestingModule({
+  const builder = Test.createTestingModule({
     imports: [
-      typeOrmForTests(options.url, dataSources),
+      typeOrmForTests(options.url, dataSources, options.typeorm),
       ...(options.withoutSchedule ? [] : [ScheduleModule.forRoot()]),
       options.inboxModule ?? InboxModule.forRoot({ pollIntervalMs: 60_000, ...options.inbox }),
       ...(options.imports ?? []),
     ],
     providers: options.handlers ?? [],
-  }).compile();
+  });
+  if (options.logger) builder.setLogger(options.logger);
+  const compiling = builder.compile();
   const module = await compiling.catch(async (error: unknown) => {
     // Compilation can fail while a data source is still connecting: let it finish, then close it.
     await Promise.all(dataSources.map((initializing) => initializing.then((dataSource) => dataSource.destroy()).catch(() => undefined)));

@@ -1,0 +1,143 @@
+import { Injectable } from '@nestjs/common';
+import { DeadLetterReason, InboxHandler, InboxStatus, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
+import { createTestApp, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+interface IsolationPayload {
+  /**
+   * ok: writes its effect. swallow: inserts a row that already exists and catches the error (the
+   * "insert, ignore duplicates" idiom), which leaves its transaction aborted. throw-once: fails its
+   * first attempt. spoof-once: fails its first attempt with a message that looks like the library's
+   * own lease-expiry text.
+   */
+  mode: 'ok' | 'swallow' | 'throw-once' | 'spoof-once';
+}
+
+@Injectable()
+@InboxHandler('test.isolation', { maxAttempts: 3, backoff: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } })
+class IsolationHandler implements InboxCommandHandler<IsolationPayload> {
+  readonly runs: Array<{ messageId: string; attempt: number; txid: string }> = [];
+
+  async execute(command: IsolationPayload, { manager, entry }: InboxContext): Promise<void> {
+    const [{ txid }] = (await manager.query('SELECT txid_current()::text AS txid')) as Array<{ txid: string }>;
+    this.runs.push({ messageId: entry.messageId, attempt: entry.attempt, txid });
+    if (command.mode === 'swallow') {
+      try {
+        await manager.query('INSERT INTO unique_keys (key) VALUES ($1)', ['taken']);
+      } catch {
+        // "already there, fine" — but PostgreSQL has aborted the transaction
+      }
+      return;
+    }
+    await manager.query('INSERT INTO isolation_effects (message_id, attempt) VALUES ($1, $2)', [entry.messageId, entry.attempt]);
+    if (command.mode === 'throw-once' && entry.attempt === 1) throw new Error('dependency blip');
+    if (command.mode === 'spoof-once' && entry.attempt === 1) throw new Error('Lease expired: voucher V-1 is past its date');
+  }
+}
+
+/** The same handler for a second type whose failures wait a minute before their retry. */
+@Injectable()
+@InboxHandler('test.spoof', { backoff: { initialDelayMs: 60_000, maxDelayMs: 60_000, jitter: 0 } })
+class SpoofHandler implements InboxCommandHandler<IsolationPayload> {
+  constructor(private readonly isolation: IsolationHandler) {}
+
+  execute(command: IsolationPayload, context: InboxContext): Promise<void> {
+    return this.isolation.execute(command, context);
+  }
+}
+
+describe('batch isolation', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('isolation');
+    await sql(db.url, 'CREATE TABLE unique_keys (key text PRIMARY KEY)');
+    await sql(db.url, `INSERT INTO unique_keys VALUES ('taken')`);
+    await sql(db.url, 'CREATE TABLE isolation_effects (message_id text NOT NULL, attempt int NOT NULL)');
+    app = await createTestApp({ url: db.url, handlers: [IsolationHandler, SpoofHandler], inbox: { batchSize: 10, concurrency: 1 } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  /** Stores entries in receive order without waking the processor, so that one claim takes them all. */
+  async function store(prefix: string, modes: IsolationPayload['mode'][], commandType = 'test.isolation'): Promise<void> {
+    await sql(
+      db.url,
+      `INSERT INTO inbox_entries (message_id, command_type, payload, received_at)
+       SELECT $2 || '-' || (o - 1), $3, jsonb_build_object('mode', p), now() - interval '1 minute' + o * interval '1 ms'
+       FROM unnest($1::text[]) WITH ORDINALITY AS x(p, o)`,
+      [modes, prefix, commandType],
+    );
+  }
+
+  const rowsOf = (prefix: string) =>
+    sql<{ message_id: string; status: string; retry_count: number; reason: string | null; error: string | null }>(
+      db.url,
+      `SELECT message_id, status, retry_count, dead_letter_reason AS reason, error FROM inbox_entries
+       WHERE message_id LIKE $1 ORDER BY message_id`,
+      [`${prefix}-%`],
+    );
+
+  const failedAttemptsOf = (prefix: string) =>
+    sql<{ message_id: string }>(
+      db.url,
+      `SELECT e.message_id FROM inbox_entries_history h JOIN inbox_entries e ON e.id = h.entry_id
+       WHERE e.message_id LIKE $1 AND h.event = 'attempt' ORDER BY e.message_id`,
+      [`${prefix}-%`],
+    );
+
+  it('blames a handler that swallowed a database error, and charges none of its neighbours', async () => {
+    await store('sw', ['ok', 'ok', 'ok', 'swallow', 'ok', 'ok']);
+    await app.processor.runOnce();
+
+    const rows = await rowsOf('sw');
+    const neighbours = rows.filter((row) => row.message_id !== 'sw-3');
+    expect(neighbours.map((row) => [row.message_id, row.status, row.retry_count])).toEqual(
+      ['sw-0', 'sw-1', 'sw-2', 'sw-4', 'sw-5'].map((id) => [id, InboxStatus.Completed, 0]),
+    );
+    const swallower = rows.find((row) => row.message_id === 'sw-3')!;
+    expect(swallower).toMatchObject({ status: InboxStatus.DeadLetter, retry_count: 3, reason: DeadLetterReason.RetriesExhausted });
+    expect(swallower.error).toMatch(/returned normally but left its transaction aborted/);
+    // Every failed attempt on record is the swallower's.
+    expect((await failedAttemptsOf('sw')).map((row) => row.message_id)).toEqual(['sw-3', 'sw-3', 'sw-3']);
+    const effects = await sql<{ message_id: string }>(db.url, `SELECT message_id FROM isolation_effects WHERE message_id LIKE 'sw-%' ORDER BY message_id`);
+    expect(effects.map((e) => e.message_id)).toEqual(['sw-0', 'sw-1', 'sw-2', 'sw-4', 'sw-5']);
+  });
+
+  it('keeps the blame on the swallower when the batch already runs with savepoints', async () => {
+    // The first handler's failure rolls the batch back; the rest runs again with a savepoint each,
+    // and there the swallower, then its neighbours run.
+    await store('sp', ['throw-once', 'swallow', 'ok', 'ok']);
+    await app.processor.runOnce();
+
+    const rows = await rowsOf('sp');
+    expect(rows.map((row) => [row.message_id, row.status, row.retry_count])).toEqual([
+      ['sp-0', InboxStatus.Completed, 1],
+      ['sp-1', InboxStatus.DeadLetter, 3],
+      ['sp-2', InboxStatus.Completed, 0],
+      ['sp-3', InboxStatus.Completed, 0],
+    ]);
+    expect((await failedAttemptsOf('sp')).map((row) => row.message_id)).toEqual(['sp-0', 'sp-1', 'sp-1', 'sp-1']);
+  });
+
+  it('does not take a business error that reads like a lease expiry for a crash', async () => {
+    const handler = app.get(IsolationHandler);
+    await store('spoof', ['spoof-once'], 'test.spoof');
+    await app.processor.runOnce(); // the first attempt fails with "Lease expired: …" and waits a minute
+    expect((await rowsOf('spoof'))[0]).toMatchObject({ status: InboxStatus.Failed, retry_count: 1 });
+    // The minute passes; two neighbours are due with it.
+    await sql(db.url, `UPDATE inbox_entries SET next_retry_at = now() - interval '1 second' WHERE message_id = 'spoof-0'`);
+    await store('spoofn', ['ok', 'ok'], 'test.spoof');
+    await app.processor.runOnce();
+
+    expect((await rowsOf('spoof'))[0]).toMatchObject({ status: InboxStatus.Completed, retry_count: 1 });
+    const retry = handler.runs.find((run) => run.messageId === 'spoof-0' && run.attempt === 2)!;
+    const neighbours = handler.runs.filter((run) => run.messageId.startsWith('spoofn-'));
+    // A crash suspect would run alone, in a transaction of its own: this retry shares its batch's.
+    expect(neighbours.map((run) => run.txid)).toEqual([retry.txid, retry.txid]);
+  });
+});
