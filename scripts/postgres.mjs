@@ -114,12 +114,12 @@ async function restartSystemServer(url) {
 }
 
 /**
- * Starts (or reuses) a server. `name` picks the data directory, so the sample and
- * the test suite can run side by side. Returns the admin URL, a stop function, and a restart
- * function that stops the server, waits `downtimeMs` (embedded server only) and starts it again
- * on the same port, so clients reconnect to the URL they already have.
+ * Starts (or reuses) a server. `name` picks the data directory, so the sample and the test suite
+ * can run side by side; `fresh` deletes that directory's data first. Returns the admin URL, a stop
+ * function, and a restart function that stops the server, waits `downtimeMs` (embedded server
+ * only) and starts it again on the same port, so clients reconnect to the URL they already have.
  */
-export async function startPostgres(name = 'test', { log = () => {} } = {}) {
+export async function startPostgres(name = 'test', { log = () => {}, fresh = false } = {}) {
   if (process.env.DATABASE_URL) {
     const url = process.env.DATABASE_URL;
     return { url, embedded: false, stop: async () => {}, restart: () => restartSystemServer(url) };
@@ -140,7 +140,7 @@ export async function startPostgres(name = 'test', { log = () => {} } = {}) {
   const createdParent = openParent(dataDir, user);
   let initialised = false;
   try {
-    if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    if (fresh || !existsSync(path.join(dataDir, 'PG_VERSION'))) {
       rmSync(dataDir, { recursive: true, force: true });
       initialised = true;
       await server.initialise();

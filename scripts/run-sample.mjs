@@ -1,9 +1,10 @@
 // Runs the bank sample (dist-sample/) against PostgreSQL: DATABASE_URL if set, else an embedded
-// server in .data/postgres-sample. On a shutdown signal the Nest app closes first (its in-flight
-// inbox handlers finish), then the embedded server stops, then the process exits.
+// server in .data/postgres-sample (`--fresh`: its data deleted first). On a shutdown signal the
+// Nest app closes first (its in-flight inbox handlers finish), then the embedded server stops,
+// then the process exits.
 import { createRequire } from 'node:module';
 import { ShutdownSignal } from '@nestjs/common';
-import { startPostgres } from './postgres.mjs';
+import { startSampleDatabase } from './sample-database.mjs';
 
 const require = createRequire(import.meta.url);
 const log = (message) => console.log(`[run-sample] ${message}`);
@@ -54,8 +55,7 @@ async function shutdown(reason, exitCode = 0) {
 }
 
 async function start() {
-  postgres = await startPostgres('sample');
-  if (postgres.embedded) log(`embedded PostgreSQL ready at ${postgres.url.replace(/:[^:@/]*@/, ':***@')}`);
+  postgres = await startSampleDatabase({ fresh: process.argv.includes('--fresh'), log });
   process.env.DATABASE_URL = postgres.url;
   const { bootstrap } = require('../dist-sample/sample/main.js');
   app = await bootstrap();
