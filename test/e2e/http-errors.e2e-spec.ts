@@ -124,9 +124,10 @@ describe('InboxExceptionFilter over HTTP (Express)', () => {
     const missing = '00000000-0000-4000-8000-000000000000';
     expect(await call('POST', `/entries/${missing}/replay`, {})).toMatchObject({ status: 404, body: { error: 'InboxEntryNotFoundError', id: missing } });
 
-    const pending = await post('pending-1');
-    const wrongState = await call('POST', `/entries/${pending.body.id}/replay`, {});
-    expect(wrongState).toMatchObject({ status: 409, body: { error: 'InvalidEntryStateError', id: pending.body.id, status: InboxStatus.Pending } });
+    const completed = await post('completed-1');
+    await app.get(InboxProcessor).runOnce(); // joins the pass the receive started, if any
+    const wrongState = await call('POST', `/entries/${completed.body.id}/replay`, {});
+    expect(wrongState).toMatchObject({ status: 409, body: { error: 'InvalidEntryStateError', id: completed.body.id, status: InboxStatus.Completed } });
   });
 
   it('answers a corrected payload that fails validation with 400 and the failing properties', async () => {

@@ -75,7 +75,8 @@ export async function installScratchApp(dir: string, tarball: string, dependenci
     devDependencies: pin(devDependencies),
   };
   writeFileSync(path.join(dir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-  await mustRun('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir });
+  // No install scripts: none of these packages needs one to run, and npm 11 asks before running them.
+  await mustRun('npm', ['install', '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir });
 }
 
 /** The compiler options of a Nest 12 app made by `nest new` (ES modules, strict). */
