@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { EmbeddedPostgresError } from './embedded-postgres-error.mjs';
+import { programPath } from './postgres-binaries.mjs';
 
 const READY = 'database system is ready to accept connections';
 
@@ -108,7 +109,7 @@ export class EmbeddedServer {
 
   spawn(program, args) {
     const { nativeDir, user } = this.options;
-    return spawn(path.join(nativeDir, 'bin', program), args, {
+    return spawn(programPath(nativeDir, program), args, {
       ...(user ? { uid: user.uid, gid: user.gid } : {}),
       // Messages in English, whatever the machine's locale: startup is detected by READY.
       env: { ...process.env, LC_MESSAGES: 'C' },
@@ -119,7 +120,7 @@ export class EmbeddedServer {
   /** A spawn error (EACCES, ENOENT) as one sentence. */
   failure(program, error) {
     const who = this.options.user ? 'the "postgres" user' : 'this process';
-    return new EmbeddedPostgresError(`${who} cannot run ${path.join(this.options.nativeDir, 'bin', program)} (${error.code ?? error.message})`, { cause: error });
+    return new EmbeddedPostgresError(`${who} cannot run ${programPath(this.options.nativeDir, program)} (${error.code ?? error.message})`, { cause: error });
   }
 }
 

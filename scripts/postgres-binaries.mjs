@@ -24,11 +24,16 @@ export async function installedBinaries() {
   return path.dirname(path.dirname(binaries.postgres));
 }
 
+/** The path of one of the programs (`postgres`, `initdb`) in a `native` folder. */
+export function programPath(nativeDir, program) {
+  return path.join(nativeDir, 'bin', process.platform === 'win32' ? `${program}.exe` : program);
+}
+
 /** True when `user` (or this process, without one) can run the binaries of `nativeDir`. */
 export function runnable(nativeDir, user) {
   return ['postgres', 'initdb'].every((program) => {
     const ids = user ? { uid: user.uid, gid: user.gid } : {};
-    const result = spawnSync(path.join(nativeDir, 'bin', program), ['--version'], { ...ids, stdio: 'ignore', timeout: 10_000 });
+    const result = spawnSync(programPath(nativeDir, program), ['--version'], { ...ids, stdio: 'ignore', timeout: 10_000 });
     return !result.error && result.status === 0;
   });
 }
