@@ -56,3 +56,5 @@ export type {
   ReplayFilter,
   ReplayOptions,
 } from './interfaces/inbox-command.interface';
+export { InboxExceptionFilter } from './http/inbox-exception.filter';
+export { INBOX_RETRY_AFTER_SECONDS, toHttpError, type InboxHttpError } from './http/inbox-http-error';

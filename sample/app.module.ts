@@ -2,12 +2,11 @@ import { Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { ScheduleModule } from '@nestjs/schedule';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { InboxEntry, InboxMigration, InboxModule } from 'nestjs-inbox';
+import { InboxEntry, InboxExceptionFilter, InboxMigration, InboxModule } from 'nestjs-inbox';
 import { AccountEvent } from './bank/account-event.entity';
 import { BankModule } from './bank/bank.module';
 import { CreateAccountEvents1764000100000 } from './bank/create-account-events.migration';
 import { HttpExceptionFilter } from './http-exception.filter';
-import { InboxExceptionFilter } from './inbox-exception.filter';
 
 function databaseUrl(): string {
   const url = process.env.DATABASE_URL;

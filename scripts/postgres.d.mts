@@ -8,4 +8,4 @@ export interface PostgresHandle {
   restart(options?: { downtimeMs?: number }): Promise<void>;
 }
 
-export function startPostgres(name?: string, options?: { log?: (message: string) => void }): Promise<PostgresHandle>;
+export function startPostgres(name?: string, options?: { log?: (message: string) => void; fresh?: boolean }): Promise<PostgresHandle>;

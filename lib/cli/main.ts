@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Presets, SingleBar } from 'cli-progress';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { isConnectionError } from '../database-errors';
@@ -250,9 +252,15 @@ async function deadLetter(inbox: InboxService, json: boolean, id: string, option
   out(json ? toJson(entry) : `Dead-lettered ${entry.id} (reason manual): it will not run until replayed.`);
 }
 
+/** The version in package.json, two folders up from lib/cli (source) and dist/cli (installed). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 export function buildProgram(): Command {
   const program = new Command('nestjs-inbox')
     .description('Inspect and operate a nestjs-inbox table: counts, listings, history, replay, discard.')
+    .version(packageVersion(), '-V, --version', 'print the version of nestjs-inbox')
     .addOption(new Option('--database-url <url>', 'PostgreSQL connection URL').env('DATABASE_URL'))
     .option('--table <name>', 'inbox table, optionally schema.table', DEFAULT_TABLE_NAME)
     .option('--json', 'print JSON on stdout instead of text')

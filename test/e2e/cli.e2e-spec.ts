@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { InboxStatus } from 'nestjs-inbox';
 import { EFFECTS_TABLE_SQL, ScriptedHandler, TransferHandler } from '../fixtures/handlers';
@@ -291,6 +292,11 @@ describe('operator CLI', () => {
       } finally {
         await proxy.close();
       }
+    });
+
+    it('prints the version of package.json on --version (exit 0)', async () => {
+      const { version } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+      expect(await run(['--version'])).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
     });
 
     it('shows help on --help (exit 0), without touching the database', async () => {
