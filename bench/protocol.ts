@@ -22,8 +22,23 @@ export interface ChildSpec {
   handler?: Handler;
   /** raw-pg work: one transaction per batch or per command; graphile-worker work: inside a Nest + TypeORM app. */
   variant?: 'batch' | 'per-command' | 'nest-host';
+  /** nestjs-inbox work: report the last claim statement the worker sent (text and binding), for the claim probe. */
+  captureClaim?: boolean;
   /** latency-send: commands per second. */
   rate?: number;
+}
+
+/**
+ * A parameter of a captured statement: timestamps are kept relative to the moment the statement
+ * was sent ("now", "now + lease"), so that it can be bound afresh later; anything else verbatim.
+ */
+export type CapturedValue = { msFromSend: number } | string | number | boolean | null;
+
+/** A statement a worker sent, as a work child reports it (see systems/inbox-claim-capture.ts). */
+export interface CapturedStatement {
+  name: string;
+  text: string;
+  values: CapturedValue[];
 }
 
 export interface ChildMessage {

@@ -1,9 +1,6 @@
 // The six workloads, orchestrator side: fresh database, child process(es), timing, checks.
-import { randomUUID } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
-import type { Client } from 'pg';
-import { InboxSql } from '../lib/inbox.sql';
 import { BenchChild } from './child-process';
+import { claimProbe } from './claim-probe';
 import {
   connectClient,
   createDatabase,
@@ -16,10 +13,9 @@ import {
   type Sizes,
   type SystemName,
 } from './common';
-import type { Handler } from './protocol';
+import type { CapturedStatement } from './protocol';
 import { Results } from './stats';
 import { loadAdapter } from './systems';
-import { INBOX_WORKER } from './systems/inbox-settings';
 import type { EnqueueItem, SystemAdapter } from './systems/types';
 
 export type WorkloadName = 'receive' | 'drain' | 'latency' | 'dedup' | 'failure' | 'scale';
@@ -166,8 +162,10 @@ async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entr
   const n = ctx.sizes.drain;
   const warm = ctx.sizes.drainWarmup;
   const variant = entrant.variant === 'batch' || entrant.variant === 'per-command' || entrant.variant === 'nest-host' ? entrant.variant : undefined;
+  // The scale workload probes the claim statement the worker actually sent.
+  const captureClaim = workload === 'scale' ? true : undefined;
   const child = track(
-    new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: 'event', variant }, spawnOptions(ctx, entrant.system)),
+    new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: 'event', variant, captureClaim }, spawnOptions(ctx, entrant.system)),
   );
   await child.waitFor('ready');
   const bootRss = child.peakRssMiB();
@@ -217,64 +215,14 @@ async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entr
     ctx.log(
       `  ${workload} ${entrant.label}: ${rate.toFixed(0)} cmd/s (${n} in ${(t1 - t0).toFixed(0)} ms)${rss ? `, worker peak RSS ${rss.toFixed(1)} MiB` : ''}`,
     );
-    if (workload === 'scale') await claimProbe(ctx, entrant, poll, enqueuer);
+    if (workload === 'scale') {
+      const enqueuePending = () => enqueuer.enqueue(items('probe', n), 'event');
+      await claimProbe(ctx, entrant, poll, enqueuePending, result.claimStatement as CapturedStatement | undefined);
+    }
   } finally {
     await enqueuer.close().catch(() => undefined);
     await poll.end().catch(() => undefined);
   }
-}
-
-/**
- * Claim latency: with N Pending entries waiting (plus the history, if any), run the library's own
- * claim statement (InboxSql.claim) through pg, each time in a transaction rolled back; then
- * EXPLAIN (ANALYZE, BUFFERS) it once.
- */
-async function claimProbe(ctx: RunContext, entrant: Entrant, client: Client, enqueuer: { enqueue(items: EnqueueItem[], kind: Handler): Promise<void> }) {
-  await enqueuer.enqueue(items('probe', ctx.sizes.drain), 'event');
-  const sql = new InboxSql('inbox_entries', true, false);
-  // The probe binds the parameters the processor binds for its regular claim: $1 now, $2 limit,
-  // $3 worker id, $4 lease end, $5 token (the crash-suspect claim is a statement of its own).
-  const placeholders = new Set(sql.claim.text.match(/\$\d+/g) ?? []).size;
-  if (placeholders !== 5) {
-    throw new Error(`InboxSql.claim now takes ${placeholders} parameters; update the claim probe in bench/workloads.ts`);
-  }
-  const params = () => [new Date(), INBOX_WORKER.batchSize, 'bench-claim-probe', new Date(Date.now() + 60_000), randomUUID()];
-  const timings: number[] = [];
-  for (let i = 0; i < ctx.sizes.claimSamples + 3; i++) {
-    await client.query('BEGIN');
-    const t0 = performance.now();
-    const { rowCount } = await client.query(sql.claim.text, params());
-    const dt = performance.now() - t0;
-    await client.query('ROLLBACK');
-    if (rowCount !== INBOX_WORKER.batchSize) throw new Error(`claim probe took ${rowCount} rows, expected ${INBOX_WORKER.batchSize}`);
-    if (i >= 3) timings.push(dt);
-  }
-  await client.query('BEGIN');
-  const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql.claim.text}`, params());
-  await client.query('ROLLBACK');
-  const plan = rows.map((r) => r['QUERY PLAN']);
-  const sorted = [...timings].sort((a, b) => a - b);
-  const med = sorted[sorted.length >> 1];
-  const execMs = Number(/Execution Time: ([\d.]+) ms/.exec(plan.join('\n'))?.[1] ?? NaN);
-  // Key line: the scan that finds due entries, with its own Buffers line.
-  const scanAt = plan.findIndex((line) => /Scan.* on inbox_entries/.test(line));
-  const scan = scanAt >= 0 ? plan[scanAt].trim().replace(/^->\s*/, '') : '?';
-  let scanBuffers = '';
-  for (let i = scanAt + 1; scanAt >= 0 && i < plan.length && !plan[i].includes('->'); i++) {
-    if (plan[i].trim().startsWith('Buffers:')) scanBuffers = plan[i].trim();
-  }
-  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim latency (client)', unit: 'ms', digits: 3 }, ctx.rep, med);
-  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim EXPLAIN exec', unit: 'ms', digits: 3 }, ctx.rep, execMs);
-  ctx.results.notes.push(
-    `rep ${ctx.rep + 1} ${entrant.label}: ${scan.replace(/\s+/g, ' ')}${scanBuffers ? `; ${scanBuffers}` : ''}; Execution Time ${execMs.toFixed(3)} ms`,
-  );
-  appendFileSync(
-    ctx.plansFile,
-    `-- ${entrant.label}, repetition ${ctx.rep + 1}, ${new Date().toISOString()}\n` +
-      `-- claim of ${INBOX_WORKER.batchSize} with ${ctx.sizes.drain} Pending entries; client-side median ${med.toFixed(3)} ms over ${timings.length}\n` +
-      `${plan.join('\n')}\n\n`,
-  );
-  ctx.log(`  scale claim ${entrant.label}: median ${med.toFixed(3)} ms, EXPLAIN ${execMs.toFixed(3)} ms — ${scan.replace(/\s+/g, ' ')}`);
 }
 
 async function latency(ctx: RunContext, entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {

@@ -19,6 +19,7 @@ import {
 import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE } from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { Handler } from '../protocol';
+import { captureClaimStatement } from './inbox-claim-capture';
 import { commandTypeFor, inboxTableQueue, migrateWithTypeOrm } from './inbox-table';
 import { INBOX_WORKER, INBOX_WORKER_POOL } from './inbox-settings';
 import type { SystemAdapter } from './types';
@@ -116,6 +117,7 @@ export const inboxAdapter: SystemAdapter = {
     work: (spec, commands) =>
       runWorkRole(spec, commands, async () => {
         const handler = HANDLERS[spec.handler ?? 'event'];
+        const lastClaim = spec.captureClaim ? captureClaimStatement() : undefined;
         const app = await NestFactory.createApplicationContext(
           appModule(spec.url, { ...INBOX_WORKER, worker: true }, INBOX_WORKER_POOL, [handler]),
           { logger: NEST_LOGGER },
@@ -125,6 +127,7 @@ export const inboxAdapter: SystemAdapter = {
           nudge: () => processor.wake(),
           stop: async () => {
             await app.close();
+            return lastClaim ? { claimStatement: lastClaim() } : undefined;
           },
         };
       }),
