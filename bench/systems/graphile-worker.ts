@@ -1,4 +1,4 @@
-// graphile-worker 0.17: addJob per command (WorkerUtils), run() with the settings of its
+// graphile-worker 0.18: addJob per command (WorkerUtils), run() with the settings of its
 // performance page (https://worker.graphile.org/docs/performance): local queue + batched completion.
 import { Logger, makeWorkerUtils, run, type Runner, type Task, type WorkerUtils } from 'graphile-worker';
 import { COMMAND_TYPE, envInt, EVENT_INSERT, EVENTS_DDL } from '../common';
@@ -92,8 +92,8 @@ export const graphileWorkerAdapter: SystemAdapter = {
         await utils.addJobs(items.map((item) => ({ identifier: commandTypeFor(kind), payload: item.payload })));
       },
       close: async () => {
-      await utils.release();
-    },
+        await utils.release();
+      },
     };
   },
   // Completed jobs are deleted: done when no job is left (failed jobs stay; the failure path is not run here).
