@@ -6,7 +6,8 @@ import type { SystemName } from './common';
 export const MARKER = '@bench ';
 
 export type Role = 'send' | 'work' | 'latency-send';
-export type Handler = 'event' | 'fail' | 'latency';
+/** What a worker's handler does: append an event row, throw, record its latency, or nothing. */
+export type Handler = 'event' | 'fail' | 'latency' | 'noop';
 
 /** What a child is asked to do (passed as JSON in argv). */
 export interface ChildSpec {

@@ -62,6 +62,7 @@ async function openSender(url: string, task: string, dedup: boolean): Promise<Se
 }
 
 function taskFor(handler: Handler): Task {
+  if (handler === 'noop') return async () => undefined;
   return async (payload, helpers) => {
     if (handler === 'fail') throw new Error('bench: this task always fails');
     if (handler === 'latency') recordLatency(payload);

@@ -16,7 +16,7 @@ import {
   type InboxContext,
   type InboxModuleOptions,
 } from '../../lib';
-import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE } from '../common';
+import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, NOOP_COMMAND_TYPE } from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { Handler } from '../protocol';
 import { captureClaimStatement } from './inbox-claim-capture';
@@ -57,7 +57,15 @@ class LatencyHandler implements InboxCommandHandler<Record<string, unknown>> {
   }
 }
 
-const HANDLERS: Record<Handler, Provider> = { event: AppendEventHandler, fail: AlwaysFailsHandler, latency: LatencyHandler };
+@Injectable()
+@InboxHandler(NOOP_COMMAND_TYPE)
+class NoopHandler implements InboxCommandHandler<Record<string, unknown>> {
+  async execute(): Promise<void> {
+    // Nothing: what the no-op drain measures is the library's own work per command.
+  }
+}
+
+const HANDLERS: Record<Handler, Provider> = { event: AppendEventHandler, fail: AlwaysFailsHandler, latency: LatencyHandler, noop: NoopHandler };
 
 @Module({})
 class BenchInboxApp {}

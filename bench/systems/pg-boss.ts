@@ -10,6 +10,7 @@ export const PGBOSS_QUEUES: Record<Handler | 'dedup', string> = {
   event: 'bench-order',
   fail: 'bench-fail',
   latency: 'bench-latency',
+  noop: 'bench-noop',
   dedup: 'bench-dedup',
 };
 
@@ -78,6 +79,8 @@ function handlerFor(kind: Handler, boss: PgBoss): (jobs: Array<Job<JobData>>) =>
         for (const job of jobs) recordLatency(job.data);
         return insertEvents(jobs);
       };
+    case 'noop':
+      return () => Promise.resolve();
     case 'event':
       return insertEvents;
   }
@@ -97,6 +100,7 @@ export const pgBossAdapter: SystemAdapter = {
     await boss.start();
     await boss.createQueue(PGBOSS_QUEUES.event, { notify: true });
     await boss.createQueue(PGBOSS_QUEUES.latency, { notify: true });
+    await boss.createQueue(PGBOSS_QUEUES.noop, { notify: true });
     await boss.createQueue(PGBOSS_QUEUES.fail, { notify: true, retryLimit: 2, retryDelay: 0, retryBackoff: false });
     await boss.createQueue(PGBOSS_QUEUES.dedup, { notify: true, policy: 'short' });
     await boss.getDb().executeSql(EVENTS_DDL, []);
@@ -116,12 +120,26 @@ export const pgBossAdapter: SystemAdapter = {
     };
   },
   async finished(client, kind, expected) {
+    if (kind === 'noop') {
+      // Nothing left to do; stops at the first unfinished job (no event rows to count here).
+      const { rows } = await client.query<{ left: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pgboss.job WHERE name = $1 AND state IN ('created', 'retry', 'active')) AS left`,
+        [PGBOSS_QUEUES[kind]],
+      );
+      return !rows[0].left;
+    }
     const state = kind === 'fail' ? 'failed' : 'completed';
     const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state = $2', [
       PGBOSS_QUEUES[kind],
       state,
     ]);
     return rows[0].n >= expected;
+  },
+  async completed(client, kind) {
+    const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state = 'completed'`, [
+      PGBOSS_QUEUES[kind],
+    ]);
+    return rows[0].n;
   },
   async stored(client, mode) {
     const queue = mode === 'dedup' ? PGBOSS_QUEUES.dedup : PGBOSS_QUEUES.event;
