@@ -16,9 +16,12 @@ export const PGBOSS_QUEUES: Record<Handler | 'dedup', string> = {
 
 /** Worker settings (env overrides for tuning runs: BENCH_PGBOSS_CONCURRENCY, _BATCH, _POOL). */
 export const PGBOSS_WORKER = {
-  /** Fetch loops of the one work() registration (each fetches a batch, runs the handler, completes it). */
-  localConcurrency: envInt('BENCH_PGBOSS_CONCURRENCY', 4),
-  batchSize: envInt('BENCH_PGBOSS_BATCH', 100),
+  /**
+   * Fetch loops of the one work() registration (each fetches a batch, runs the handler, completes
+   * it). 2 × 500 drained best here; 2/4/8/16 loops × 50/100/250/500/1000 tried (docs/benchmark.md).
+   */
+  localConcurrency: envInt('BENCH_PGBOSS_CONCURRENCY', 2),
+  batchSize: envInt('BENCH_PGBOSS_BATCH', 500),
   /** Fetch again at once while fetches come back full, instead of waiting out the polling interval. */
   burstWhenBatchFull: true,
   /** The documented minimum; only used when the LISTEN connection is down. */
@@ -30,7 +33,8 @@ export const PGBOSS_WORKER = {
   notifyPollingIntervalSeconds: 0.5,
   includeMetadata: false,
 } as const;
-export const PGBOSS_WORKER_POOL = envInt('BENCH_PGBOSS_POOL', 20);
+/** The handler inserts a batch's event rows concurrently through this pool. */
+export const PGBOSS_WORKER_POOL = envInt('BENCH_PGBOSS_POOL', 14);
 const PGBOSS_SENDER_POOL = 10;
 
 /**
