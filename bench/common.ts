@@ -14,6 +14,8 @@ export const LATENCY_RATE_PER_S = 200;
 export const COMMAND_TYPE = 'bench.order';
 export const FAIL_COMMAND_TYPE = 'bench.fail';
 export const LATENCY_COMMAND_TYPE = 'bench.latency';
+/** Commands whose handler does nothing: what is left is each system's own cost per command. */
+export const NOOP_COMMAND_TYPE = 'bench.noop';
 
 /** The statement every handler runs once per command. */
 export const EVENT_INSERT = 'INSERT INTO events (message_id, data) VALUES ($1, $2::jsonb)';

@@ -6,7 +6,8 @@ import type { SystemName } from './common';
 export const MARKER = '@bench ';
 
 export type Role = 'send' | 'work' | 'latency-send';
-export type Handler = 'event' | 'fail' | 'latency';
+/** What a worker's handler does: append an event row, throw, record its latency, or nothing. */
+export type Handler = 'event' | 'fail' | 'latency' | 'noop';
 
 /** What a child is asked to do (passed as JSON in argv). */
 export interface ChildSpec {
@@ -22,8 +23,23 @@ export interface ChildSpec {
   handler?: Handler;
   /** raw-pg work: one transaction per batch or per command; graphile-worker work: inside a Nest + TypeORM app. */
   variant?: 'batch' | 'per-command' | 'nest-host';
+  /** nestjs-inbox work: report the last claim statement the worker sent (text and binding), for the claim probe. */
+  captureClaim?: boolean;
   /** latency-send: commands per second. */
   rate?: number;
+}
+
+/**
+ * A parameter of a captured statement: timestamps are kept relative to the moment the statement
+ * was sent ("now", "now + lease"), so that it can be bound afresh later; anything else verbatim.
+ */
+export type CapturedValue = { msFromSend: number } | string | number | boolean | null;
+
+/** A statement a worker sent, as a work child reports it (see systems/inbox-claim-capture.ts). */
+export interface CapturedStatement {
+  name: string;
+  text: string;
+  values: CapturedValue[];
 }
 
 export interface ChildMessage {

@@ -1,9 +1,7 @@
-// The six workloads, orchestrator side: fresh database, child process(es), timing, checks.
-import { randomUUID } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+// The seven workloads, orchestrator side: fresh database, child process(es), timing, checks.
 import type { Client } from 'pg';
-import { InboxSql } from '../lib/inbox.sql';
 import { BenchChild } from './child-process';
+import { claimProbe } from './claim-probe';
 import {
   connectClient,
   createDatabase,
@@ -16,14 +14,13 @@ import {
   type Sizes,
   type SystemName,
 } from './common';
-import type { Handler } from './protocol';
+import type { CapturedStatement } from './protocol';
 import { Results } from './stats';
 import { loadAdapter } from './systems';
-import { INBOX_WORKER } from './systems/inbox-settings';
 import type { EnqueueItem, SystemAdapter } from './systems/types';
 
-export type WorkloadName = 'receive' | 'drain' | 'latency' | 'dedup' | 'failure' | 'scale';
-export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'latency', 'dedup', 'failure', 'scale'];
+export type WorkloadName = 'receive' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale';
+export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'drain-noop', 'latency', 'dedup', 'failure', 'scale'];
 
 /** A system as one workload runs it (raw-pg has two drain floors; scale runs nestjs-inbox twice). */
 export interface Entrant {
@@ -48,6 +45,14 @@ export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
     { system: 'pg-boss', label: 'pg-boss' },
     { system: 'raw-pg', label: 'raw-pg batch floor', variant: 'batch' },
     { system: 'raw-pg', label: 'raw-pg per-command floor', variant: 'per-command' },
+  ],
+  // The same drain with a handler that does nothing: each system's own cost per command.
+  'drain-noop': [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox' },
+    { system: 'graphile-worker', label: 'graphile-worker' },
+    { system: 'graphile-worker', label: 'graphile-worker in a Nest + TypeORM app', variant: 'nest-host' },
+    { system: 'pg-boss', label: 'pg-boss' },
+    { system: 'raw-pg', label: 'raw-pg batch floor', variant: 'batch' },
   ],
   latency: [
     { system: 'nestjs-inbox', label: 'nestjs-inbox' },
@@ -88,7 +93,7 @@ const TIMEOUT_MS = 300_000;
 
 function dbName(workload: WorkloadName, entrant: Entrant, rep: number): string {
   const system = entrant.system.replace(/[^a-z0-9]/g, '_');
-  return `bench_${system}${entrant.variant ? `_${entrant.variant.replace('-', '_')}` : ''}_${workload}_${rep + 1}`;
+  return `bench_${system}${entrant.variant ? `_${entrant.variant.replace('-', '_')}` : ''}_${workload.replace('-', '_')}_${rep + 1}`;
 }
 
 function items(prefix: string, count: number, offset = 0): EnqueueItem[] {
@@ -118,6 +123,7 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
       case 'dedup':
         return await receive(ctx, workload, entrant, adapter, url, track);
       case 'drain':
+      case 'drain-noop':
       case 'scale':
         return await drain(ctx, workload, entrant, adapter, url, track);
       case 'latency':
@@ -162,29 +168,32 @@ async function receive(ctx: RunContext, workload: 'receive' | 'dedup', entrant: 
   ctx.log(`  ${workload} ${entrant.label}: ${rate.toFixed(0)} calls/s (${count} calls in ${(result.elapsedMs as number).toFixed(0)} ms)`);
 }
 
-async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
   const n = ctx.sizes.drain;
   const warm = ctx.sizes.drainWarmup;
+  const kind = workload === 'drain-noop' ? 'noop' : 'event';
   const variant = entrant.variant === 'batch' || entrant.variant === 'per-command' || entrant.variant === 'nest-host' ? entrant.variant : undefined;
+  // The scale workload probes the claim statement the worker actually sent.
+  const captureClaim = workload === 'scale' ? true : undefined;
   const child = track(
-    new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: 'event', variant }, spawnOptions(ctx, entrant.system)),
+    new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: kind, variant, captureClaim }, spawnOptions(ctx, entrant.system)),
   );
   await child.waitFor('ready');
   const bootRss = child.peakRssMiB();
   const enqueuer = await adapter.openEnqueuer(url);
   const poll = await connectClient(url);
   try {
-    const done = (expected: number) => () => adapter.finished(poll, 'event', expected);
+    const done = (expected: number) => () => adapter.finished(poll, kind, expected);
     // Warm-up: same path, not timed.
-    await enqueuer.enqueue(items('warm', warm, 1_000_000), 'event');
+    await enqueuer.enqueue(items('warm', warm, 1_000_000), kind);
     child.send('go');
     await pollUntil(done(warm), `${entrant.label} warm-up`, TIMEOUT_MS);
     // Timed: from the commit of one INSERT holding all N commands until all are finished.
-    await enqueuer.enqueue(items('cmd', n), 'event');
+    await enqueuer.enqueue(items('cmd', n), kind);
     const t0 = performance.now();
     child.send('go');
     const server0 = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) : NaN;
-    const t1 = await pollUntil(done(warm + n), `${entrant.label} drain`, TIMEOUT_MS);
+    const t1 = await pollUntil(done(warm + n), `${entrant.label} ${workload}`, TIMEOUT_MS);
     child.send('mark');
     const serverMs = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) - server0 : NaN;
     const rss = child.peakRssMiB();
@@ -192,32 +201,28 @@ async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entr
     const marks = result.queryMarks as number[];
     const cpuMarks = result.cpuMarksMs as number[];
     const rate = (n / (t1 - t0)) * 1000;
-    const metricWorkload = workload === 'scale' ? 'scale' : 'drain';
-    ctx.results.add({ workload: metricWorkload, system: entrant.label, metric: 'commands/s', unit: 'cmd/s', digits: 0 }, ctx.rep, rate);
-    if (workload === 'drain') {
-      if (rss !== undefined) ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'worker peak RSS', unit: 'MiB', digits: 1 }, ctx.rep, rss);
-      if (rss !== undefined && bootRss !== undefined) {
-        // What the drain itself added over the booted, idle worker (the framework's load-time share excluded).
-        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'peak RSS growth after boot', unit: 'MiB', digits: 1 }, ctx.rep, rss - bootRss);
-      }
+    const metric = (name: string, unit: string, digits: number, value: number) =>
+      ctx.results.add({ workload, system: entrant.label, metric: name, unit, digits }, ctx.rep, value);
+    metric('commands/s', 'cmd/s', 0, rate);
+    if (workload !== 'scale') {
+      if (rss !== undefined) metric('worker peak RSS', 'MiB', 1, rss);
+      // What the drain itself added over the booted, idle worker (the framework's load-time share excluded).
+      if (rss !== undefined && bootRss !== undefined) metric('peak RSS growth after boot', 'MiB', 1, rss - bootRss);
       // marks: [warm-up go, timed go, done]; idle polls inside the window count too.
       if (marks.length === 3) {
-        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'worker statements per command', unit: 'stmt', digits: 2 }, ctx.rep, (marks[2] - marks[1]) / n);
-        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'worker CPU per command', unit: 'µs', digits: 0 }, ctx.rep, ((cpuMarks[2] - cpuMarks[1]) * 1000) / n);
+        metric('worker statements per command', 'stmt', 2, (marks[2] - marks[1]) / n);
+        metric('worker CPU per command', 'µs', 0, ((cpuMarks[2] - cpuMarks[1]) * 1000) / n);
       }
-      if (Number.isFinite(serverMs)) {
-        ctx.results.add({ workload: 'drain', system: entrant.label, metric: 'PostgreSQL CPU per command', unit: 'µs', digits: 0 }, ctx.rep, (serverMs * 1000) / n);
-      }
+      if (Number.isFinite(serverMs)) metric('PostgreSQL CPU per command', 'µs', 0, (serverMs * 1000) / n);
     }
-    const { rows } = await poll.query<{ n: number; d: number }>('SELECT count(*)::int AS n, count(DISTINCT message_id)::int AS d FROM events');
-    const exactlyOnce = entrant.system === 'nestjs-inbox' || entrant.system === 'raw-pg';
-    if (rows[0].d !== warm + n || (exactlyOnce && rows[0].n !== warm + n)) {
-      throw new Error(`${entrant.label}: ${rows[0].n} event rows (${rows[0].d} distinct) for ${warm + n} commands`);
-    }
+    await checkDrained(entrant, adapter, poll, kind, warm + n);
     ctx.log(
       `  ${workload} ${entrant.label}: ${rate.toFixed(0)} cmd/s (${n} in ${(t1 - t0).toFixed(0)} ms)${rss ? `, worker peak RSS ${rss.toFixed(1)} MiB` : ''}`,
     );
-    if (workload === 'scale') await claimProbe(ctx, entrant, poll, enqueuer);
+    if (workload === 'scale') {
+      const enqueuePending = () => enqueuer.enqueue(items('probe', n), kind);
+      await claimProbe(ctx, entrant, poll, enqueuePending, result.claimStatement as CapturedStatement | undefined);
+    }
   } finally {
     await enqueuer.close().catch(() => undefined);
     await poll.end().catch(() => undefined);
@@ -225,56 +230,22 @@ async function drain(ctx: RunContext, workload: 'drain' | 'scale', entrant: Entr
 }
 
 /**
- * Claim latency: with N Pending entries waiting (plus the history, if any), run the library's own
- * claim statement (InboxSql.claim) through pg, each time in a transaction rolled back; then
- * EXPLAIN (ANALYZE, BUFFERS) it once.
+ * After a drain: event handlers left exactly one event row per command (at least one for the
+ * at-least-once peers); no-op handlers none, and every command a system keeps ended Completed.
  */
-async function claimProbe(ctx: RunContext, entrant: Entrant, client: Client, enqueuer: { enqueue(items: EnqueueItem[], kind: Handler): Promise<void> }) {
-  await enqueuer.enqueue(items('probe', ctx.sizes.drain), 'event');
-  const sql = new InboxSql('inbox_entries', true, false);
-  // The probe binds the parameters the processor binds for its regular claim: $1 now, $2 limit,
-  // $3 worker id, $4 lease end, $5 token (the crash-suspect claim is a statement of its own).
-  const placeholders = new Set(sql.claim.text.match(/\$\d+/g) ?? []).size;
-  if (placeholders !== 5) {
-    throw new Error(`InboxSql.claim now takes ${placeholders} parameters; update the claim probe in bench/workloads.ts`);
+async function checkDrained(entrant: Entrant, adapter: SystemAdapter, client: Client, kind: 'event' | 'noop', total: number): Promise<void> {
+  const { rows } = await client.query<{ n: number; d: number }>('SELECT count(*)::int AS n, count(DISTINCT message_id)::int AS d FROM events');
+  if (kind === 'noop') {
+    if (rows[0].n !== 0) throw new Error(`${entrant.label}: ${rows[0].n} event rows after a no-op drain`);
+    // graphile-worker deletes completed jobs: for it, "finished" (no job left) is the check.
+    const completed = adapter.completed ? await adapter.completed(client, kind) : total;
+    if (completed !== total) throw new Error(`${entrant.label}: ${completed} commands completed, expected ${total}`);
+    return;
   }
-  const params = () => [new Date(), INBOX_WORKER.batchSize, 'bench-claim-probe', new Date(Date.now() + 60_000), randomUUID()];
-  const timings: number[] = [];
-  for (let i = 0; i < ctx.sizes.claimSamples + 3; i++) {
-    await client.query('BEGIN');
-    const t0 = performance.now();
-    const { rowCount } = await client.query(sql.claim.text, params());
-    const dt = performance.now() - t0;
-    await client.query('ROLLBACK');
-    if (rowCount !== INBOX_WORKER.batchSize) throw new Error(`claim probe took ${rowCount} rows, expected ${INBOX_WORKER.batchSize}`);
-    if (i >= 3) timings.push(dt);
+  const exactlyOnce = entrant.system === 'nestjs-inbox' || entrant.system === 'raw-pg';
+  if (rows[0].d !== total || (exactlyOnce && rows[0].n !== total)) {
+    throw new Error(`${entrant.label}: ${rows[0].n} event rows (${rows[0].d} distinct) for ${total} commands`);
   }
-  await client.query('BEGIN');
-  const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${sql.claim.text}`, params());
-  await client.query('ROLLBACK');
-  const plan = rows.map((r) => r['QUERY PLAN']);
-  const sorted = [...timings].sort((a, b) => a - b);
-  const med = sorted[sorted.length >> 1];
-  const execMs = Number(/Execution Time: ([\d.]+) ms/.exec(plan.join('\n'))?.[1] ?? NaN);
-  // Key line: the scan that finds due entries, with its own Buffers line.
-  const scanAt = plan.findIndex((line) => /Scan.* on inbox_entries/.test(line));
-  const scan = scanAt >= 0 ? plan[scanAt].trim().replace(/^->\s*/, '') : '?';
-  let scanBuffers = '';
-  for (let i = scanAt + 1; scanAt >= 0 && i < plan.length && !plan[i].includes('->'); i++) {
-    if (plan[i].trim().startsWith('Buffers:')) scanBuffers = plan[i].trim();
-  }
-  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim latency (client)', unit: 'ms', digits: 3 }, ctx.rep, med);
-  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim EXPLAIN exec', unit: 'ms', digits: 3 }, ctx.rep, execMs);
-  ctx.results.notes.push(
-    `rep ${ctx.rep + 1} ${entrant.label}: ${scan.replace(/\s+/g, ' ')}${scanBuffers ? `; ${scanBuffers}` : ''}; Execution Time ${execMs.toFixed(3)} ms`,
-  );
-  appendFileSync(
-    ctx.plansFile,
-    `-- ${entrant.label}, repetition ${ctx.rep + 1}, ${new Date().toISOString()}\n` +
-      `-- claim of ${INBOX_WORKER.batchSize} with ${ctx.sizes.drain} Pending entries; client-side median ${med.toFixed(3)} ms over ${timings.length}\n` +
-      `${plan.join('\n')}\n\n`,
-  );
-  ctx.log(`  scale claim ${entrant.label}: median ${med.toFixed(3)} ms, EXPLAIN ${execMs.toFixed(3)} ms — ${scan.replace(/\s+/g, ' ')}`);
 }
 
 async function latency(ctx: RunContext, entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {

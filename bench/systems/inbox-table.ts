@@ -1,14 +1,21 @@
 // The `inbox_entries` table as both nestjs-inbox and the raw-pg floors use it: the floors run on
 // the very schema the library's migration creates (same columns, enum, indexes).
 import type { Client } from 'pg';
-import { COMMAND_TYPE, connectClient, EVENTS_DDL, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, withClient } from '../common';
+import { COMMAND_TYPE, connectClient, EVENTS_DDL, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, NOOP_COMMAND_TYPE, withClient } from '../common';
 import type { Handler } from '../protocol';
 import type { SystemAdapter } from './types';
 
 export const TABLE = 'inbox_entries';
 
+const COMMAND_TYPES: Record<Handler, string> = {
+  event: COMMAND_TYPE,
+  fail: FAIL_COMMAND_TYPE,
+  latency: LATENCY_COMMAND_TYPE,
+  noop: NOOP_COMMAND_TYPE,
+};
+
 export function commandTypeFor(kind: Handler): string {
-  return kind === 'fail' ? FAIL_COMMAND_TYPE : kind === 'latency' ? LATENCY_COMMAND_TYPE : COMMAND_TYPE;
+  return COMMAND_TYPES[kind];
 }
 
 /** Creates the table through TypeORM's migration runner (as an application would). */
@@ -70,17 +77,38 @@ export async function finishedRows(client: Client, kind: Handler): Promise<numbe
   return rows[0].n;
 }
 
+/**
+ * Whether no command of this kind is left to do. No-op handlers leave no event row to count, and
+ * counting Completed entries every 10 ms would cost the server more than the drain does; this
+ * stops at the first unfinished entry (index on status).
+ */
+export async function nothingLeft(client: Client, kind: Handler): Promise<boolean> {
+  const { rows } = await client.query<{ left: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM ${TABLE} WHERE "status" IN ('pending', 'processing', 'failed') AND "command_type" = $1) AS left`,
+    [commandTypeFor(kind)],
+  );
+  return !rows[0].left;
+}
+
+export async function completedRows(client: Client, kind: Handler): Promise<number> {
+  const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${TABLE} WHERE "status" = 'completed' AND "command_type" = $1`, [
+    commandTypeFor(kind),
+  ]);
+  return rows[0].n;
+}
+
 export async function storedRows(client: Client): Promise<number> {
   const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${TABLE}`);
   return rows[0].n;
 }
 
 /** How the orchestrator fills and watches this table, for every system that runs on it. */
-export const inboxTableQueue: Pick<SystemAdapter, 'openEnqueuer' | 'finished' | 'stored'> = {
+export const inboxTableQueue: Pick<SystemAdapter, 'openEnqueuer' | 'finished' | 'completed' | 'stored'> = {
   async openEnqueuer(url) {
     const client = await connectClient(url);
     return { enqueue: (items, kind) => enqueueRows(client, items, kind), close: () => client.end() };
   },
-  finished: async (client, kind, expected) => (await finishedRows(client, kind)) >= expected,
+  finished: async (client, kind, expected) => (kind === 'noop' ? nothingLeft(client, kind) : (await finishedRows(client, kind)) >= expected),
+  completed: (client, kind) => completedRows(client, kind),
   stored: (client) => storedRows(client),
 };

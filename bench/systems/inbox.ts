@@ -16,9 +16,10 @@ import {
   type InboxContext,
   type InboxModuleOptions,
 } from '../../lib';
-import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE } from '../common';
+import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, NOOP_COMMAND_TYPE } from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { Handler } from '../protocol';
+import { captureClaimStatement } from './inbox-claim-capture';
 import { commandTypeFor, inboxTableQueue, migrateWithTypeOrm } from './inbox-table';
 import { INBOX_WORKER, INBOX_WORKER_POOL } from './inbox-settings';
 import type { SystemAdapter } from './types';
@@ -56,7 +57,15 @@ class LatencyHandler implements InboxCommandHandler<Record<string, unknown>> {
   }
 }
 
-const HANDLERS: Record<Handler, Provider> = { event: AppendEventHandler, fail: AlwaysFailsHandler, latency: LatencyHandler };
+@Injectable()
+@InboxHandler(NOOP_COMMAND_TYPE)
+class NoopHandler implements InboxCommandHandler<Record<string, unknown>> {
+  async execute(): Promise<void> {
+    // Nothing: what the no-op drain measures is the library's own work per command.
+  }
+}
+
+const HANDLERS: Record<Handler, Provider> = { event: AppendEventHandler, fail: AlwaysFailsHandler, latency: LatencyHandler, noop: NoopHandler };
 
 @Module({})
 class BenchInboxApp {}
@@ -116,6 +125,7 @@ export const inboxAdapter: SystemAdapter = {
     work: (spec, commands) =>
       runWorkRole(spec, commands, async () => {
         const handler = HANDLERS[spec.handler ?? 'event'];
+        const lastClaim = spec.captureClaim ? captureClaimStatement() : undefined;
         const app = await NestFactory.createApplicationContext(
           appModule(spec.url, { ...INBOX_WORKER, worker: true }, INBOX_WORKER_POOL, [handler]),
           { logger: NEST_LOGGER },
@@ -125,6 +135,7 @@ export const inboxAdapter: SystemAdapter = {
           nudge: () => processor.wake(),
           stop: async () => {
             await app.close();
+            return lastClaim ? { claimStatement: lastClaim() } : undefined;
           },
         };
       }),

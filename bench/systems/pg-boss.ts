@@ -1,6 +1,6 @@
-// pg-boss 10: send() per command, work() with batchSize; v10 has no teamSize/teamConcurrency (removed
-// in v10) — concurrency comes from several work() registrations, each its own polling loop.
-import PgBoss from 'pg-boss';
+// pg-boss 12: send() per command; work() with localConcurrency fetch loops, batchSize,
+// burstWhenBatchFull, and LISTEN/NOTIFY wake-ups (useListenNotify + queues created with notify).
+import { PgBoss, type ConstructorOptions, type Job } from 'pg-boss';
 import { envInt, EVENT_INSERT, EVENTS_DDL } from '../common';
 import type { Handler } from '../protocol';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
@@ -10,23 +10,49 @@ export const PGBOSS_QUEUES: Record<Handler | 'dedup', string> = {
   event: 'bench-order',
   fail: 'bench-fail',
   latency: 'bench-latency',
+  noop: 'bench-noop',
   dedup: 'bench-dedup',
 };
 
-/** Worker settings (env overrides for tuning runs: BENCH_PGBOSS_WORKERS, _BATCH). */
+/** Worker settings (env overrides for tuning runs: BENCH_PGBOSS_CONCURRENCY, _BATCH, _POOL). */
 export const PGBOSS_WORKER = {
-  /** work() registrations (independent fetch loops) in the worker process. */
-  workers: envInt('BENCH_PGBOSS_WORKERS', 10),
-  batchSize: envInt('BENCH_PGBOSS_BATCH', 250),
-  /** The documented minimum (0.5 s); pg-boss 10 has no LISTEN/NOTIFY wake-up across processes. */
+  /**
+   * Fetch loops of the one work() registration (each fetches a batch, runs the handler, completes
+   * it). 2 × 500 drained best here; 2/4/8/16 loops × 50/100/250/500/1000 tried (docs/benchmark.md).
+   */
+  localConcurrency: envInt('BENCH_PGBOSS_CONCURRENCY', 2),
+  batchSize: envInt('BENCH_PGBOSS_BATCH', 500),
+  /** Fetch again at once while fetches come back full, instead of waiting out the polling interval. */
+  burstWhenBatchFull: true,
+  /** The documented minimum; only used when the LISTEN connection is down. */
   pollingIntervalSeconds: 0.5,
-};
-export const PGBOSS_WORKER_POOL = envInt('BENCH_PGBOSS_POOL', 40);
+  /**
+   * The poll while NOTIFY is active (default 30). Retries send no NOTIFY: a failed job is found
+   * again only by this poll, so the failure path needs the minimum.
+   */
+  notifyPollingIntervalSeconds: 0.5,
+  includeMetadata: false,
+} as const;
+/** The handler inserts a batch's event rows concurrently through this pool. */
+export const PGBOSS_WORKER_POOL = envInt('BENCH_PGBOSS_POOL', 14);
 const PGBOSS_SENDER_POOL = 10;
 
-/** Maintenance and cron off: the benchmark measures sending and working only. */
+/**
+ * Maintenance, cron, the instance registry and telemetry off: the benchmark measures sending and
+ * working only. LISTEN/NOTIFY on, so a job sent by another process wakes the workers at once.
+ */
 function newBoss(url: string, max: number, migrate = false): PgBoss {
-  const boss = new PgBoss({ connectionString: url, max, supervise: false, schedule: false, migrate });
+  const options: ConstructorOptions = {
+    connectionString: url,
+    max,
+    migrate,
+    supervise: false,
+    schedule: false,
+    registerInstance: false,
+    openTelemetry: { enabled: false },
+    useListenNotify: true,
+  };
+  const boss = new PgBoss(options);
   boss.on('error', (error) => process.stderr.write(`pg-boss error: ${String(error)}\n`));
   return boss;
 }
@@ -37,45 +63,87 @@ async function openSender(url: string, queue: string, dedup: boolean): Promise<S
   return {
     // 'short' queue policy + singletonKey: a second send of a key that is still queued is dropped (returns null).
     call: (messageId, payload) => (dedup ? boss.send(queue, payload, { singletonKey: messageId }) : boss.send(queue, payload)),
-    close: () => boss.stop({ graceful: false, wait: true }),
+    close: () => boss.stop({ graceful: false }),
   };
 }
 
 type JobData = Record<string, unknown>;
 
+/** The handler of one batch, per kind; event rows go through pg-boss' own pool, concurrently. */
+function handlerFor(kind: Handler, boss: PgBoss): (jobs: Array<Job<JobData>>) => Promise<void> {
+  const db = boss.getDb();
+  const insertEvents = async (jobs: Array<Job<JobData>>) => {
+    await Promise.all(jobs.map((job) => db.executeSql(EVENT_INSERT, [job.id, JSON.stringify(job.data)])));
+  };
+  switch (kind) {
+    case 'fail':
+      return () => Promise.reject(new Error('bench: this handler always fails'));
+    case 'latency':
+      return (jobs) => {
+        for (const job of jobs) recordLatency(job.data);
+        return insertEvents(jobs);
+      };
+    case 'noop':
+      return () => Promise.resolve();
+    case 'event':
+      return insertEvents;
+  }
+}
+
 export const pgBossAdapter: SystemAdapter = {
   name: 'pg-boss',
   settings: () => [
-    `work() x${PGBOSS_WORKER.workers} { batchSize: ${PGBOSS_WORKER.batchSize}, pollingIntervalSeconds: ${PGBOSS_WORKER.pollingIntervalSeconds} }, ` +
-      `pool max ${PGBOSS_WORKER_POOL} (worker) / ${PGBOSS_SENDER_POOL} (sender); supervise: false, schedule: false; ` +
-      `handler inserts its batch's event rows concurrently through boss.getDb(); notifyWorker() on enqueue`,
+    `work(queue, { localConcurrency: ${PGBOSS_WORKER.localConcurrency}, batchSize: ${PGBOSS_WORKER.batchSize}, burstWhenBatchFull: ${PGBOSS_WORKER.burstWhenBatchFull}, ` +
+      `pollingIntervalSeconds: ${PGBOSS_WORKER.pollingIntervalSeconds}, notifyPollingIntervalSeconds: ${PGBOSS_WORKER.notifyPollingIntervalSeconds}, includeMetadata: ${PGBOSS_WORKER.includeMetadata} }), ` +
+      `pool max ${PGBOSS_WORKER_POOL} (worker) / ${PGBOSS_SENDER_POOL} (sender); useListenNotify: true and every queue created with notify: true; ` +
+      `supervise: false, schedule: false, registerInstance: false, openTelemetry: { enabled: false }; handler inserts its batch's event rows concurrently through boss.getDb()`,
     `failure queue: retryLimit 2, retryDelay 0, retryBackoff false; dedup queue: policy 'short' + singletonKey`,
   ],
   async prepare(url) {
     const boss = newBoss(url, 2, true);
     await boss.start();
-    await boss.createQueue(PGBOSS_QUEUES.event);
-    await boss.createQueue(PGBOSS_QUEUES.latency);
-    await boss.createQueue(PGBOSS_QUEUES.fail, { name: PGBOSS_QUEUES.fail, retryLimit: 2, retryDelay: 0, retryBackoff: false });
-    await boss.createQueue(PGBOSS_QUEUES.dedup, { name: PGBOSS_QUEUES.dedup, policy: 'short' });
+    await boss.createQueue(PGBOSS_QUEUES.event, { notify: true });
+    await boss.createQueue(PGBOSS_QUEUES.latency, { notify: true });
+    await boss.createQueue(PGBOSS_QUEUES.noop, { notify: true });
+    await boss.createQueue(PGBOSS_QUEUES.fail, { notify: true, retryLimit: 2, retryDelay: 0, retryBackoff: false });
+    await boss.createQueue(PGBOSS_QUEUES.dedup, { notify: true, policy: 'short' });
     await boss.getDb().executeSql(EVENTS_DDL, []);
-    await boss.stop({ graceful: false, wait: true });
+    await boss.stop({ graceful: false });
   },
   async openEnqueuer(url) {
     const boss = newBoss(url, 2);
     await boss.start();
     return {
-      enqueue: (items, kind) => boss.insert(items.map((item) => ({ name: PGBOSS_QUEUES[kind], data: item.payload }))),
-      close: () => boss.stop({ graceful: false, wait: true }),
+      enqueue: async (items, kind) => {
+        await boss.insert(
+          PGBOSS_QUEUES[kind],
+          items.map((item) => ({ data: item.payload })),
+        );
+      },
+      close: () => boss.stop({ graceful: false }),
     };
   },
   async finished(client, kind, expected) {
+    if (kind === 'noop') {
+      // Nothing left to do; stops at the first unfinished job (no event rows to count here).
+      const { rows } = await client.query<{ left: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pgboss.job WHERE name = $1 AND state IN ('created', 'retry', 'active')) AS left`,
+        [PGBOSS_QUEUES[kind]],
+      );
+      return !rows[0].left;
+    }
     const state = kind === 'fail' ? 'failed' : 'completed';
     const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state = $2', [
       PGBOSS_QUEUES[kind],
       state,
     ]);
     return rows[0].n >= expected;
+  },
+  async completed(client, kind) {
+    const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state = 'completed'`, [
+      PGBOSS_QUEUES[kind],
+    ]);
+    return rows[0].n;
   },
   async stored(client, mode) {
     const queue = mode === 'dedup' ? PGBOSS_QUEUES.dedup : PGBOSS_QUEUES.event;
@@ -88,28 +156,14 @@ export const pgBossAdapter: SystemAdapter = {
     'latency-send': (spec, commands) => runLatencySendRole(spec, commands, () => openSender(spec.url, PGBOSS_QUEUES.latency, false)),
     work: (spec, commands) =>
       runWorkRole(spec, commands, async () => {
-        const handler = spec.handler ?? 'event';
+        const kind = spec.handler ?? 'event';
         const boss = newBoss(spec.url, PGBOSS_WORKER_POOL);
         await boss.start();
-        const db = boss.getDb();
-        const work = async (jobs: Array<PgBoss.Job<JobData>>): Promise<void> => {
-          if (handler === 'fail') throw new Error('bench: this handler always fails');
-          if (handler === 'latency') for (const job of jobs) recordLatency(job.data);
-          await Promise.all(jobs.map((job) => db.executeSql(EVENT_INSERT, [job.id, JSON.stringify(job.data)])));
-        };
-        const ids: string[] = [];
-        for (let i = 0; i < PGBOSS_WORKER.workers; i++) {
-          ids.push(
-            await boss.work<JobData>(
-              PGBOSS_QUEUES[handler],
-              { batchSize: PGBOSS_WORKER.batchSize, pollingIntervalSeconds: PGBOSS_WORKER.pollingIntervalSeconds },
-              work,
-            ),
-          );
-        }
+        await boss.work<JobData>(PGBOSS_QUEUES[kind], { ...PGBOSS_WORKER }, handlerFor(kind, boss));
         return {
-          nudge: () => ids.forEach((id) => boss.notifyWorker(id)),
-          stop: () => boss.stop({ graceful: true, wait: true, timeout: 10_000 }),
+          // The enqueue's NOTIFY wakes every fetch loop (notifyWorker() would wake only the first).
+          nudge: () => undefined,
+          stop: () => boss.stop({ graceful: true, timeout: 10_000 }),
         };
       }),
   },

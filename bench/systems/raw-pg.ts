@@ -1,5 +1,6 @@
 // Floors: what bare node-postgres does on the very same table (the library's migration) with the
-// same guarantee as nestjs-inbox (the event row commits together with the completion).
+// same guarantee as nestjs-inbox (the event row commits together with the completion). With the
+// no-op handler the batch floor only claims and completes.
 import { Pool, type PoolClient } from 'pg';
 import { envInt, EVENT_INSERT } from '../common';
 import { runSendRole, runWorkRole, type Sender } from '../roles';
@@ -32,12 +33,12 @@ interface Claimed {
   payload: Record<string, unknown>;
 }
 
-/** One transaction: claim up to `limit`, one event INSERT per command, mark them completed. */
-async function processBatch(client: PoolClient, limit: number): Promise<number> {
+/** One transaction: claim up to `limit`, one event INSERT per command (unless no-op), mark them completed. */
+async function processBatch(client: PoolClient, limit: number, insertEvents: boolean): Promise<number> {
   await client.query('BEGIN');
   try {
     const { rows } = await client.query<Claimed>(CLAIM, [limit]);
-    for (const row of rows) await client.query(EVENT_INSERT, [row.message_id, JSON.stringify(row.payload)]);
+    if (insertEvents) for (const row of rows) await client.query(EVENT_INSERT, [row.message_id, JSON.stringify(row.payload)]);
     if (rows.length > 0) await client.query(COMPLETE, [rows.map((r) => r.id)]);
     await client.query('COMMIT');
     return rows.length;
@@ -52,7 +53,8 @@ export const rawPgAdapter: SystemAdapter = {
   settings: () => [
     `receive floor: pg.Pool max ${RAW_SENDER_POOL}, INSERT … ON CONFLICT (message_id) DO NOTHING (no RETURNING) into the library's own table`,
     `drain floors: batch = ${RAW_FLOOR.batchLoops} loops × (BEGIN; SELECT … LIMIT ${RAW_FLOOR.batchSize} FOR UPDATE SKIP LOCKED; one INSERT per command; UPDATE … = ANY; COMMIT); ` +
-      `per-command = ${RAW_FLOOR.perCommandLoops} loops × (BEGIN; claim 1; INSERT; UPDATE; COMMIT); idle poll ${RAW_FLOOR.pollIntervalMs} ms`,
+      `per-command = ${RAW_FLOOR.perCommandLoops} loops × (BEGIN; claim 1; INSERT; UPDATE; COMMIT); idle poll ${RAW_FLOOR.pollIntervalMs} ms; ` +
+      `no-op drain: the batch floor without the INSERTs (BEGIN; claim; UPDATE; COMMIT)`,
   ],
   prepare: (url) => migrateWithPg(url),
   ...inboxTableQueue,
@@ -68,7 +70,8 @@ export const rawPgAdapter: SystemAdapter = {
       }),
     work: (spec, commands) =>
       runWorkRole(spec, commands, async () => {
-        if (spec.handler && spec.handler !== 'event') throw new Error(`raw-pg has no "${spec.handler}" worker`);
+        const handler = spec.handler ?? 'event';
+        if (handler !== 'event' && handler !== 'noop') throw new Error(`raw-pg has no "${handler}" worker`);
         const perCommand = spec.variant === 'per-command';
         const loops = perCommand ? RAW_FLOOR.perCommandLoops : RAW_FLOOR.batchLoops;
         const limit = perCommand ? 1 : RAW_FLOOR.batchSize;
@@ -87,7 +90,7 @@ export const rawPgAdapter: SystemAdapter = {
           const client = await pool.connect();
           try {
             while (!stopping) {
-              const n = await processBatch(client, limit);
+              const n = await processBatch(client, limit, handler === 'event');
               if (n === 0) await idle();
             }
           } finally {

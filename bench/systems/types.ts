@@ -25,6 +25,8 @@ export interface SystemAdapter {
   openEnqueuer(url: string): Promise<Enqueuer>;
   /** Whether everything enqueued of this kind (`expected` in total) reached its final state. */
   finished(client: Client, kind: Handler, expected: number): Promise<boolean>;
+  /** Commands of this kind that ended Completed, for systems that keep completed commands (a check after the drain). */
+  completed?(client: Client, kind: Handler): Promise<number>;
   /** Commands stored by a `send` child (for the sanity check after the receive workloads). */
   stored(client: Client, mode: 'plain' | 'dedup'): Promise<number>;
   roles: Partial<Record<Role, RoleRunner>>;
