@@ -1,11 +1,14 @@
 import type { InboxEntry } from '../entities/inbox-entry.entity';
 import { HistoryEvent, type DeadLetterReason, type InboxHistoryRecord } from '../inbox-history.types';
 import type { InboxStatus } from '../inbox-status.enum';
+import type { DueCommandType } from '../interfaces/inbox-command.interface';
 
 export interface Stats {
   byStatus: Record<InboxStatus, number>;
   /** Dead letters per reason: still open (replayable) and discarded. */
   deadLetters: Record<DeadLetterReason, { open: number; discarded: number }>;
+  /** What is due now, by command type (a type no running worker handles waits here). */
+  due: DueCommandType[];
 }
 
 /** Seconds are enough on a terminal; JSON output keeps full precision. */
@@ -43,6 +46,10 @@ export function formatStats(stats: Stats): string {
     table(['status', 'entries'], [...statuses.map(([status, n]) => [status, String(n)]), ['total', String(total)]]),
     '',
     table(['dead-letter reason', 'open', 'discarded'], reasons),
+    '',
+    stats.due.length === 0
+      ? 'Nothing is due.'
+      : table(['due command type', 'entries', 'due since'], stats.due.map((d) => [d.commandType, String(d.due), formatDate(d.oldestDueAt)])),
   ].join('\n');
 }
 

@@ -156,7 +156,7 @@ async function stats(inbox: InboxService, json: boolean): Promise<void> {
     const [all, open] = await Promise.all([inbox.count(filter), inbox.count({ ...filter, includeDiscarded: false })]);
     deadLetters[reason] = { open, discarded: all - open };
   }
-  const result: Stats = { byStatus, deadLetters };
+  const result: Stats = { byStatus, deadLetters, due: await inbox.dueByCommandType() };
   out(json ? toJson({ ...result, total: Object.values(byStatus).reduce((a, b) => a + b, 0) }) : formatStats(result));
 }
 

@@ -87,6 +87,8 @@ describe('operator CLI', () => {
       await app.close();
     }
     await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('pending-1', 'test.scripted', '{}', '2020-01-01T00:00:00Z')`);
+    // failing-1's retry is due a second after the test clock's time; on the real clock, keep it in the future.
+    await sql(db.url, `UPDATE inbox_entries SET next_retry_at = now() + interval '1 hour' WHERE message_id = 'failing-1'`);
     for (const { id, message_id } of await sql<{ id: string; message_id: string }>(db.url, 'SELECT id, message_id FROM inbox_entries')) {
       ids[message_id] = id;
     }
@@ -111,12 +113,15 @@ describe('operator CLI', () => {
           lease_expired: { open: 0, discarded: 0 },
           manual: { open: 1, discarded: 0 },
         },
+        // pending-1 (received in 2020) waits; failing-1's retry is not due yet.
+        due: [{ commandType: 'test.scripted', due: 1, oldestDueAt: '2020-01-01T00:00:00.000Z' }],
         total: 8,
       });
       const text = await cli('stats');
       expect(text).toMatch(/^dead_letter\s+5$/m);
       expect(text).toMatch(/^permanent_error\s+2\s+0$/m);
       expect(text).toMatch(/^total\s+8$/m);
+      expect(text).toMatch(/^test\.scripted\s+1\s+2020-01-01T00:00:00Z$/m);
     });
 
     it('takes the database URL from DATABASE_URL', async () => {

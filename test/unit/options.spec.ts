@@ -17,6 +17,9 @@ describe('resolveInboxOptions', () => {
       maxPayloadBytes: 1_048_576,
       preparedStatements: true,
       notify: true,
+      unclaimedWarningMs: 300_000,
+      listenerTimeoutMs: 10_000,
+      payloadValidation: { whitelist: true, forbidNonWhitelisted: false },
     });
     expect(options.workerId).toMatch(/:\d+:[0-9a-f]{6}$/);
     expect(options.clock.now()).toBeInstanceOf(Date);
@@ -58,6 +61,12 @@ describe('resolveInboxOptions', () => {
     [{ workerId: '' }, 'workerId'],
     [{ preparedStatements: 'off' }, 'preparedStatements'],
     [{ clock: Date }, 'clock'],
+    [{ unclaimedWarningMs: -1 }, 'unclaimedWarningMs'],
+    [{ listenerTimeoutMs: 0 }, 'listenerTimeoutMs'],
+    [{ payloadValidation: true }, 'payloadValidation'],
+    [{ payloadValidation: { whitelist: 'yes' } }, 'payloadValidation.whitelist'],
+    [{ payloadValidation: { strict: true } }, 'payloadValidation.strict'],
+    [{ tableName: `a.${'b'.repeat(56)}` }, 'tableName'],
     [{ retries: 3 }, 'retries'],
   ])('rejects %j naming "%s"', (options, name) => {
     expect(() => resolveInboxOptions(options as never)).toThrow(InboxConfigurationError);
