@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { SYSTEM_CLOCK } from './database-clock';
+import { SYSTEM_CLOCK } from './store/database-clock';
 import { DEFAULT_TABLE_NAME } from './inbox.constants';
 import { InboxConfigurationError } from './errors/inbox.error';
 import type {

@@ -1,11 +1,9 @@
 import { Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
+import { InboxExplorer } from './discovery/inbox.explorer';
+import { InboxListeners } from './discovery/inbox-listeners';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { InboxEvents } from './inbox.events';
-import { InboxExecutor } from './inbox.executor';
-import { InboxExplorer } from './inbox.explorer';
-import { InboxNotifier } from './inbox.notifier';
 import {
   ConfigurableInboxModule,
   INBOX_ASYNC_OPTIONS_TYPE,
@@ -13,10 +11,18 @@ import {
   INBOX_OPTIONS_TYPE,
 } from './inbox.module-definition';
 import { resolveInboxOptions } from './inbox-options';
-import { InboxProcessor } from './inbox.processor';
-import { InboxRetention } from './inbox.retention';
-import { InboxService } from './inbox.service';
 import type { InboxModuleExtras, InboxModuleOptions } from './interfaces/inbox-options.interface';
+import { OutcomeWriter } from './outcomes/outcome-writer';
+import { InboxService } from './receive/inbox.service';
+import { Receiver } from './receive/receiver';
+import { InboxNotifier } from './wake/notifier';
+import { WakeSignal } from './wake/wake-signal';
+import { BatchExecutor } from './worker/batch-executor';
+import { WorkerConnections } from './worker/connections';
+import { InboxProcessor } from './worker/inbox.processor';
+import { LeaseRescuer } from './worker/lease-rescuer';
+import { InboxRetention } from './worker/retention';
+import { UnclaimedWarning } from './worker/unclaimed-warning';
 
 /**
  * A durable command inbox. `forRoot(options)` / `forRootAsync({ useFactory, inject, imports })`;
@@ -43,13 +49,23 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
       inject: [INBOX_MODULE_OPTIONS],
     },
     { provide: INBOX_DATA_SOURCE, useExisting: getDataSourceToken(extras.dataSource) },
-    InboxEvents,
-    InboxExecutor,
+    // discovery
     InboxExplorer,
-    InboxNotifier,
-    InboxProcessor,
-    InboxRetention,
+    InboxListeners,
+    // receiving
     InboxService,
+    Receiver,
+    WakeSignal,
+    InboxNotifier,
+    // outcomes, written by the worker and by operators alike
+    OutcomeWriter,
+    // the worker
+    InboxProcessor,
+    BatchExecutor,
+    LeaseRescuer,
+    UnclaimedWarning,
+    WorkerConnections,
+    InboxRetention,
   ];
   return {
     ...definition,

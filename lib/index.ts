@@ -1,16 +1,17 @@
 export { InboxModule } from './inbox.module';
-export { InboxService } from './inbox.service';
-export { InboxProcessor } from './inbox.processor';
-export { InboxRetention, type RetentionResult } from './inbox.retention';
+export { InboxService } from './receive/inbox.service';
+export { InboxProcessor } from './worker/inbox.processor';
+export { InboxRetention, type RetentionResult } from './worker/retention';
 export { OnInboxCompleted, OnInboxDeadLetter, OnInboxFailed } from './decorators/on-inbox-event.decorator';
-export { AttemptOutcome, DeadLetterReason, HistoryEvent, type InboxHistoryRecord } from './inbox-history.types';
+export { AttemptOutcome, DeadLetterReason, HistoryEvent } from './state/inbox-state-machine';
+export type { InboxHistoryRecord } from './interfaces/inbox-history.interface';
 export type { InboxEvent, InboxEventType } from './interfaces/inbox-event.interface';
-export { InboxEntry } from './entities/inbox-entry.entity';
-export { InboxStatus } from './inbox-status.enum';
-export { InboxMigration, createInboxMigration } from './migrations/inbox.migration';
+export { InboxEntry } from './store/inbox-entry.entity';
+export { InboxStatus } from './state/inbox-state-machine';
+export { InboxMigration, createInboxMigration } from './store/inbox.migration';
 export { InboxHandler } from './decorators/inbox-handler.decorator';
 export { InboxCommand } from './decorators/inbox-command.decorator';
-export { backoffDelayMs } from './backoff';
+export { backoffDelayMs } from './state/backoff';
 export { DEFAULT_BACKOFF, DEFAULT_RETENTION, resolveInboxOptions } from './inbox-options';
 export {
   AbortedTransactionError,

@@ -2,9 +2,9 @@ import 'reflect-metadata';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { InboxEntry } from '../entities/inbox-entry.entity';
+import { InboxEntry } from '../store/inbox-entry.entity';
 import { InboxModule } from '../inbox.module';
-import { InboxService } from '../inbox.service';
+import { InboxService } from '../receive/inbox.service';
 
 @Module({})
 class InboxCliModule {}

@@ -1,6 +1,7 @@
-import type { InboxEntry } from '../entities/inbox-entry.entity';
-import { HistoryEvent, type DeadLetterReason, type InboxHistoryRecord } from '../inbox-history.types';
-import type { InboxStatus } from '../inbox-status.enum';
+import type { InboxEntry } from '../store/inbox-entry.entity';
+import { HistoryEvent, type DeadLetterReason } from '../state/inbox-state-machine';
+import type { InboxHistoryRecord } from '../interfaces/inbox-history.interface';
+import type { InboxStatus } from '../state/inbox-state-machine';
 import type { DueCommandType } from '../interfaces/inbox-command.interface';
 
 export interface Stats {

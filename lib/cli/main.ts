@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Presets, SingleBar } from 'cli-progress';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { isConnectionError } from '../database-errors';
+import { isConnectionError } from '../store/database-errors';
 import {
   InboxArgumentError,
   InboxConfigurationError,
@@ -12,11 +12,11 @@ import {
   InvalidEntryStateError,
 } from '../errors/inbox.error';
 import { DEFAULT_LIST_LIMIT, DEFAULT_TABLE_NAME, MAX_LIST_LIMIT } from '../inbox.constants';
-import { DEAD_LETTER_REASONS, type DeadLetterReason } from '../inbox-history.types';
-import { INBOX_STATUSES, InboxStatus } from '../inbox-status.enum';
-import type { InboxService } from '../inbox.service';
+import { DEAD_LETTER_REASONS, type DeadLetterReason } from '../state/inbox-state-machine';
+import { INBOX_STATUSES, InboxStatus } from '../state/inbox-state-machine';
+import type { InboxService } from '../receive/inbox.service';
 import type { BulkReplayResult } from '../interfaces/inbox-command.interface';
-import type { EntryFilter } from '../inbox.sql';
+import type { EntryFilter } from '../store/entry-filter';
 import type { CliApp } from './cli-app';
 import { formatEntry, formatEntryTable, formatStats, toJson, type Stats } from './cli-format';
 

@@ -143,3 +143,11 @@ export class HandlerTimeoutError extends InboxError {
     super(`Handler timed out after ${timeoutMs} ms; its transaction was rolled back.`);
   }
 }
+
+/**
+ * Recorded (never thrown to callers) when a started attempt's lease ran out with its worker gone:
+ * it crashed, was killed, froze, or lost its connection.
+ */
+export class LeaseExpiredError extends Error {
+  override readonly name = 'LeaseExpiredError';
+}

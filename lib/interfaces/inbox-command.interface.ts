@@ -1,6 +1,6 @@
 import type { EntityManager } from 'typeorm';
-import type { InboxEntry } from '../entities/inbox-entry.entity';
-import type { EntryFilter } from '../inbox.sql';
+import type { InboxEntry } from '../store/inbox-entry.entity';
+import type { EntryFilter } from '../store/entry-filter';
 export type { EntryFilter };
 
 /** A command as it arrives, before it is stored. */

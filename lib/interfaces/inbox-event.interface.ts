@@ -1,5 +1,5 @@
-import type { InboxEntry } from '../entities/inbox-entry.entity';
-import type { DeadLetterReason } from '../inbox-history.types';
+import type { InboxEntry } from '../store/inbox-entry.entity';
+import type { DeadLetterReason } from '../state/inbox-state-machine';
 
 export type InboxEventType = 'completed' | 'failed' | 'dead_letter';
 

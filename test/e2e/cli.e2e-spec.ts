@@ -170,12 +170,12 @@ describe('operator CLI', () => {
       expect(entry).toMatchObject({ id: ids['flaky-1'], status: 'dead_letter', retryCount: 2, deadLetterReason: 'retries_exhausted' });
       expect(history).toEqual([
         expect.objectContaining({ event: 'attempt', attempt: 1, outcome: 'failed', errorClass: 'Error', errorMessage: 'flaky dependency down (attempt 1)' }),
-        expect.objectContaining({ event: 'attempt', attempt: 2, outcome: 'dead_lettered', errorMessage: expect.stringContaining('flaky dependency down (attempt 2)') }),
+        expect.objectContaining({ event: 'attempt', attempt: 2, outcome: 'dead_letter', errorMessage: expect.stringContaining('flaky dependency down (attempt 2)') }),
       ]);
       const text = await cli('show', ids['perm-1']);
       expect(text).toMatch(/^status\s+dead_letter$/m);
       expect(text).toMatch(/^deadLetterReason\s+permanent_error$/m);
-      expect(text).toMatch(/^1\s+attempt\s+dead_lettered\s+\S+Z\s+\d+ ms\s+\S+\s+PermanentError: business rule violated$/m);
+      expect(text).toMatch(/^1\s+attempt\s+dead_letter\s+\S+Z\s+\d+ ms\s+\S+\s+PermanentError: business rule violated$/m);
     });
 
     it('show: an unknown id exits 1', async () => {
@@ -247,7 +247,7 @@ describe('operator CLI', () => {
       expect(await cli('dead-letter', ids['pending-1'], '--actor', 'bob', '--reason', 'customer cancelled')).toContain(`Dead-lettered ${ids['pending-1']}`);
       expect(await row('pending-1')).toMatchObject({ status: InboxStatus.DeadLetter, dead_letter_reason: 'manual' });
       const { history } = await cliJson('show', ids['pending-1']);
-      expect(history).toEqual([expect.objectContaining({ event: 'dead_lettered', actor: 'bob', reason: 'customer cancelled' })]);
+      expect(history).toEqual([expect.objectContaining({ event: 'dead_letter', actor: 'bob', reason: 'customer cancelled' })]);
       expectFailure(await run(['--database-url', db.url, 'dead-letter', ids['ok-1'], '--actor', 'bob']), 1, /Cannot dead-letter .*"completed"/);
     });
   });

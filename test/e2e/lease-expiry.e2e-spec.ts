@@ -116,7 +116,7 @@ describe('lease expiry of a killed worker', () => {
     );
     expect(history.map((h) => [h.attempt, h.outcome])).toEqual([
       [1, 'lease_expired'],
-      [2, 'dead_lettered'],
+      [2, 'dead_letter'],
     ]);
     expect(history.every((h) => h.worker_id.startsWith('crash-worker-'))).toBe(true);
     expect(await sql(db.url, 'SELECT 1 FROM effects WHERE message_id = $1', ['poison'])).toEqual([]);

@@ -1,5 +1,5 @@
 import { resolveInboxOptions } from 'nestjs-inbox';
-import { InboxNotifier } from '../../lib/inbox.notifier';
+import { InboxNotifier } from '../../lib/wake/notifier';
 
 // The notifier's timing rules, on fake timers: which receive carries the notification and when a
 // separate pg_notify goes out. (That notifications reach a worker elsewhere is tested against the

@@ -1,3 +1,6 @@
+import type { DataSource } from 'typeorm';
+import { InboxShutDownError, InboxUnavailableError } from '../errors/inbox.error';
+
 /** node-postgres and socket errors that mean "the server is not reachable right now". */
 const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN']);
 /** SQLSTATEs of a server that is shutting down, starting up or out of connections. */
@@ -12,4 +15,21 @@ export function isConnectionError(error: unknown): boolean {
     current = (current.driverError ?? current.cause) as typeof current;
   }
   return false;
+}
+
+/**
+ * What a failed statement means for a caller: InboxShutDownError once the application closed its
+ * data source (or is closing its pool), InboxUnavailableError when the server could not be
+ * reached; anything else (a constraint, a bug) as it is.
+ */
+export function asInboxError(error: unknown, dataSource: DataSource): unknown {
+  if (error instanceof InboxUnavailableError) return error;
+  if (!dataSource.isInitialized || /pool after calling end|Client was closed/i.test((error as Error)?.message ?? '')) return new InboxShutDownError();
+  if (!isConnectionError(error)) return error;
+  return new InboxUnavailableError((error as Error).message, { cause: error });
+}
+
+/** Throws InboxShutDownError when the application has closed the inbox's data source. */
+export function assertOpen(dataSource: DataSource): void {
+  if (!dataSource.isInitialized) throw new InboxShutDownError();
 }

@@ -1,13 +1,13 @@
 import { Inject, Injectable, Logger, type OnModuleInit, type Type } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
-import { INBOX_HANDLER_METADATA, INBOX_LISTENER_METADATA, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { InboxEvents } from './inbox.events';
-import type { InboxEventType } from './interfaces/inbox-event.interface';
-import { loadPayloadValidation } from './inbox-payload';
-import { InboxConfigurationError } from './errors/inbox.error';
-import { resolveBackoff, resolveHandlerTimeout, resolvePayloadValidation } from './inbox-options';
-import type { InboxCommandHandler, InboxHandlerMetadata } from './interfaces/inbox-handler.interface';
-import type { BackoffOptions, PayloadValidationOptions, ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+import { INBOX_HANDLER_METADATA, INBOX_LISTENER_METADATA, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import { InboxListeners } from './inbox-listeners';
+import type { InboxEventType } from '../interfaces/inbox-event.interface';
+import { loadPayloadValidation } from './payload-materializer';
+import { InboxConfigurationError } from '../errors/inbox.error';
+import { resolveBackoff, resolveHandlerTimeout, resolvePayloadValidation } from '../inbox-options';
+import type { InboxCommandHandler, InboxHandlerMetadata } from '../interfaces/inbox-handler.interface';
+import type { BackoffOptions, PayloadValidationOptions, ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 
 /** A discovered handler with its settings merged over the module's. */
 export interface RegisteredInboxHandler {
@@ -30,7 +30,7 @@ export class InboxExplorer implements OnModuleInit {
   constructor(
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
-    private readonly events: InboxEvents,
+    private readonly listeners: InboxListeners,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
   ) {}
 
@@ -50,7 +50,7 @@ export class InboxExplorer implements OnModuleInit {
         const type = typeof fn === 'function' ? (Reflect.getMetadata(INBOX_LISTENER_METADATA, fn) as InboxEventType | undefined) : undefined;
         if (!type) continue;
         const name = `${instance.constructor.name}.${method}`;
-        this.events.register(type, { name, call: (event) => (fn as (e: unknown) => unknown).call(instance, event) });
+        this.listeners.register(type, { name, call: (event) => (fn as (e: unknown) => unknown).call(instance, event) });
       }
     }
   }

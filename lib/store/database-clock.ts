@@ -1,4 +1,4 @@
-import type { InboxClock } from './interfaces/inbox-options.interface';
+import type { InboxClock } from '../interfaces/inbox-options.interface';
 
 /** The default clock: the database's own. */
 export const SYSTEM_CLOCK: InboxClock = Object.freeze({ now: () => new Date() });

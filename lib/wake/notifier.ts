@@ -1,10 +1,10 @@
 import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
-import { backoffDelayMs } from './backoff';
-import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { inboxIdentifiers } from './inbox-identifiers';
-import { pgPoolOf, pgQuery } from './inbox.sql';
-import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+import { backoffDelayMs } from '../state/backoff';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import { inboxIdentifiers } from '../store/identifiers';
+import { pgPoolOf, pgQuery } from '../store/connection';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 
 /** The bits of node-postgres' Client this class uses. */
 interface ListenClient {

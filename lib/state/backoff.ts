@@ -1,4 +1,4 @@
-import type { BackoffOptions } from './interfaces/inbox-options.interface';
+import type { BackoffOptions } from '../interfaces/inbox-options.interface';
 
 /**
  * Delay before the next attempt after `failedAttempts` failures (1 = the first failure):

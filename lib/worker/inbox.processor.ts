@@ -8,19 +8,20 @@ import {
 } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource } from 'typeorm';
-import { backoffDelayMs } from './backoff';
-import { clockTime } from './database-clock';
-import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { InboxConfigurationError } from './errors/inbox.error';
-import { InboxEvents } from './inbox.events';
-import { describe, InboxExecutor, LeaseExpiredError, stackOf, type ClaimRequest, type RecordedFailure } from './inbox.executor';
-import { InboxExplorer } from './inbox.explorer';
-import { InboxNotifier } from './inbox.notifier';
-import { InboxSql, pgPoolOf, runQuery } from './inbox.sql';
-import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+import { InboxListeners } from '../discovery/inbox-listeners';
+import { InboxConfigurationError } from '../errors/inbox.error';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
+import { describe } from '../outcomes/outcome-writer';
+import { backoffDelayMs } from '../state/backoff';
+import { pgPoolOf } from '../store/connection';
+import { InboxNotifier } from '../wake/notifier';
+import { WakeSignal } from '../wake/wake-signal';
+import { BatchExecutor, type ClaimRequest } from './batch-executor';
+import { WorkerConnections } from './connections';
+import { LeaseRescuer } from './lease-rescuer';
+import { UnclaimedWarning } from './unclaimed-warning';
 
-/** Expired leases handled per sweep; the rest wait for the next tick. */
-const LEASE_SWEEP_LIMIT = 100;
 /** Longest pause between passes while the database is unreachable. */
 const MAX_RECONNECT_DELAY_MS = 10_000;
 
@@ -28,15 +29,14 @@ const MAX_RECONNECT_DELAY_MS = 10_000;
 const leadersBySchedule = new WeakMap<SchedulerRegistry, Map<string, InboxProcessor>>();
 
 /**
- * The claim → execute → record loop. One pass sweeps expired leases, then claims due entries in
- * batches (committing each claim before any handler starts) and keeps up to `concurrency` batches
- * running, each in a transaction of its own (see InboxExecutor), until nothing is due. Passes never
- * overlap; the timer is registered with @nestjs/schedule's SchedulerRegistry.
+ * The worker's loop. A pass (on the poll timer, a wake-up, or `runOnce`) keeps up to `concurrency`
+ * batches running (see BatchExecutor) until nothing is due; polls also sweep expired leases (see
+ * LeaseRescuer) and run crash suspects alone. Passes never overlap; the timer is registered with
+ * @nestjs/schedule's SchedulerRegistry; while the database is away, passes back off.
  */
 @Injectable()
 export class InboxProcessor implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(InboxProcessor.name);
-  private readonly sql: InboxSql;
   private readonly timerName: string;
   private timer?: NodeJS.Timeout;
   private retryTimer?: NodeJS.Timeout;
@@ -54,19 +54,19 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private resumeAt = 0;
   /** Batches in flight, so that a pass can keep `concurrency` of them busy and shutdown can wait for them. */
   private readonly inFlight = new Set<Promise<void>>();
-  /** When the last look for entries no worker claims was taken (ms since epoch, on the clock). */
-  private lastUnclaimedCheck = 0;
 
   constructor(
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
-    private readonly explorer: InboxExplorer,
-    private readonly executor: InboxExecutor,
+    private readonly executor: BatchExecutor,
+    private readonly rescuer: LeaseRescuer,
+    private readonly unclaimed: UnclaimedWarning,
+    private readonly connections: WorkerConnections,
     private readonly notifier: InboxNotifier,
-    private readonly events: InboxEvents,
+    private readonly listeners: InboxListeners,
+    private readonly wakeSignal: WakeSignal,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
-    this.sql = new InboxSql(options.tableName, options.attemptHistory, options.preparedStatements);
     this.timerName = `nestjs-inbox:${options.tableName}`;
   }
 
@@ -76,6 +76,8 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
 
   onApplicationBootstrap(): void {
     if (!this.options.worker) return;
+    // New entries received (or replayed) in this process wake the loop at once.
+    this.wakeSignal.listen(() => this.wake());
     if (!this.schedulerRegistry) {
       throw new InboxConfigurationError(
         'nestjs-inbox needs @nestjs/schedule: import ScheduleModule.forRoot() once in your root module, ' +
@@ -94,7 +96,6 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     }
     leaders.set(this.timerName, this);
     this.warnAboutPoolSize();
-    this.lastUnclaimedCheck = this.options.clock.now().getTime();
     this.timer = setInterval(() => void this.runOnce(), this.options.pollIntervalMs);
     this.schedulerRegistry.addInterval(this.timerName, this.timer);
     this.started = true;
@@ -123,10 +124,10 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     clearTimeout(deadline);
     if (timedOut) {
       this.logger.warn(`${this.inFlight.size} batch(es) still running after shutdownTimeoutMs; their transactions were rolled back and their leases will expire.`);
-      this.executor.abandon();
+      this.connections.abandon();
     }
     // Listeners of the last outcomes (each bounded by listenerTimeoutMs), before the pool closes.
-    await this.events.settle();
+    await this.listeners.settle();
   }
 
   /**
@@ -145,7 +146,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     );
   }
 
-  /** Asks for a pass soon; called after a receive so new commands do not wait for the next poll. */
+  /** Asks for a pass soon: new commands do not wait for the next poll. */
   wake(): void {
     void this.startPass(false);
   }
@@ -201,9 +202,9 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     while (!this.stopping) {
       if (this.sweepRequested) {
         this.sweepRequested = false;
-        await this.sweepExpiredLeases();
-        await this.warnAboutUnclaimed();
-        if (await this.suspectsDue()) {
+        await this.rescuer.sweep();
+        await this.unclaimed.check();
+        if (await this.executor.suspectsDue()) {
           await Promise.allSettled(this.inFlight);
           executed += await this.runSuspects();
         }
@@ -230,7 +231,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private async startBatch(request: ClaimRequest): Promise<number> {
     const batch = this.executor.run(request);
     const done: Promise<void> = batch.done
-      .catch((error: unknown) => this.logger.error(`Inbox batch failed: ${describe(error)}`, stackOf(error)))
+      .catch((error: unknown) => this.logger.error(`Inbox batch failed: ${describe(error)}`, error instanceof Error ? error.stack : undefined))
       .finally(() => this.inFlight.delete(done));
     this.inFlight.add(done);
     const claimed = await batch.claimed.catch(async (error: unknown) => {
@@ -239,13 +240,6 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     });
     if (claimed === 0) await done; // gives its connection back at once
     return claimed;
-  }
-
-  private async suspectsDue(): Promise<boolean> {
-    const { rows } = await this.executor.withConnection((queryRunner) =>
-      runQuery(queryRunner, this.sql.anySuspectDue, [clockTime(this.options.clock), this.explorer.commandTypes()]),
-    );
-    return rows.length > 0;
   }
 
   private async runSuspects(): Promise<number> {
@@ -257,75 +251,6 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       executed++;
     }
     return executed;
-  }
-
-  /**
-   * Claims whose lease ran out belong to workers that crashed, froze or lost their connection (a
-   * live worker holds the row lock, so SKIP LOCKED passes over it). One whose attempt had started
-   * counts as a failed attempt, so a message that keeps killing workers ends in DeadLetter instead
-   * of looping forever; one whose attempt never started goes back uncharged.
-   */
-  private async sweepExpiredLeases(): Promise<void> {
-    const offset = clockTime(this.options.clock);
-    const outcome = await this.executor.withConnection(async (queryRunner) => {
-      // The usual answer is "none": find that out with one cheap statement, no transaction.
-      const expired = await runQuery(queryRunner, this.sql.anyExpiredLease, [offset]);
-      if (expired.rows.length === 0) return { recorded: [], released: [] };
-      try {
-        await queryRunner.startTransaction();
-        const { rows } = await runQuery(queryRunner, this.sql.selectExpiredLeases, [offset, LEASE_SWEEP_LIMIT]);
-        const unstarted = rows.filter((row) => row.processing_started_at === null);
-        const released = unstarted.length
-          ? (await runQuery<{ id: string }>(queryRunner, this.sql.release, [unstarted.map((row) => row.id), unstarted.map((row) => row.lock_token)])).rows
-          : [];
-        const failures = rows
-          .filter((row) => row.processing_started_at !== null)
-          .map((row) => ({
-            row,
-            handler: this.explorer.get(row.command_type),
-            error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
-            startMs: null,
-            durationMs: null,
-          }));
-        const recorded: RecordedFailure[] = await this.executor.recordFailures(failures, queryRunner);
-        await queryRunner.commitTransaction();
-        return { recorded, released: unstarted.filter((row) => released.some((r) => r.id === row.id)) };
-      } catch (error) {
-        if (queryRunner.isTransactionActive && !queryRunner.isReleased) await queryRunner.rollbackTransaction().catch(() => undefined);
-        throw error;
-      }
-    });
-    // Reported once the sweep's transaction has committed.
-    this.executor.report(outcome.recorded);
-    for (const row of outcome.released) {
-      this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim of ${row.locked_by ?? '?'} expired before its attempt started; handed back uncharged.`);
-    }
-  }
-
-  /**
-   * A worker only claims the command types it has handlers for, so entries of a type no running
-   * worker handles stay Pending, for ever if need be (they are not failures of the command). Say so
-   * once they have been due for `unclaimedWarningMs`, at most once per that interval.
-   */
-  private async warnAboutUnclaimed(): Promise<void> {
-    const threshold = this.options.unclaimedWarningMs;
-    const now = this.options.clock.now().getTime();
-    if (threshold === 0 || now - this.lastUnclaimedCheck < threshold) return;
-    this.lastUnclaimedCheck = now;
-    const { rows } = await this.executor.withConnection((queryRunner) =>
-      runQuery<{ command_type: string; due: number; oldest_due_at: Date }>(queryRunner, this.sql.unclaimedByCommandType, [
-        clockTime(this.options.clock),
-        `${threshold} milliseconds`,
-        this.explorer.commandTypes(),
-      ]),
-    );
-    for (const row of rows) {
-      this.logger.warn(
-        `${row.due} ${row.due === 1 ? 'entry' : 'entries'} of command type "${row.command_type}" due since ${row.oldest_due_at.toISOString()} ` +
-          `(over ${threshold} ms): no running worker has claimed them, and this one has no handler for that type. ` +
-          'Deploy a worker that handles it, or dead-letter them (npx nestjs-inbox dead-letter).',
-      );
-    }
   }
 
   /** One log line per outage; passes back off exponentially (up to 10 s) until one succeeds. */

@@ -1,7 +1,7 @@
 import { Column, Entity, Index, PrimaryGeneratedColumn, Unique } from 'typeorm';
 import { DEFAULT_TABLE_NAME, STATUS_ENUM_NAME } from '../inbox.constants';
-import { InboxStatus } from '../inbox-status.enum';
-import type { AttemptOutcome, DeadLetterReason } from '../inbox-history.types';
+import { InboxStatus } from '../state/inbox-state-machine';
+import type { AttemptOutcome, DeadLetterReason } from '../state/inbox-state-machine';
 
 /**
  * One received command. The schema is created by the shipped migration (`InboxMigration`);

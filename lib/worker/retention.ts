@@ -8,10 +8,11 @@ import {
 } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource } from 'typeorm';
-import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import { clockTime } from './database-clock';
-import { InboxSql, runQuery } from './inbox.sql';
-import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import { clockTime } from '../store/database-clock';
+import { runQuery } from '../store/connection';
+import { InboxStatements } from '../store/statements';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 
 export interface RetentionResult {
   /** Completed entries whose payload (and metadata) was removed; a digest keeps deduplication working. */
@@ -29,7 +30,7 @@ export interface RetentionResult {
 @Injectable()
 export class InboxRetention implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(InboxRetention.name);
-  private readonly sql: InboxSql;
+  private readonly sql: InboxStatements;
   private readonly timerName: string;
   private timer?: NodeJS.Timeout;
   private running: Promise<RetentionResult> | null = null;
@@ -40,7 +41,7 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
-    this.sql = new InboxSql(options.tableName);
+    this.sql = new InboxStatements(options.tableName);
     this.timerName = `nestjs-inbox:${options.tableName}:retention`;
   }
 
@@ -68,8 +69,8 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
 
   private async cleanUp(): Promise<RetentionResult> {
     const { payloadRetentionMs, deduplicationWindowMs } = this.options.retention;
-    const deleted = await this.inBatches(this.sql.deleteCompleted, deduplicationWindowMs);
-    const payloadsRemoved = await this.inBatches(this.sql.stripPayloads, payloadRetentionMs);
+    const deleted = await this.inBatches(this.sql.removeCompleted, deduplicationWindowMs);
+    const payloadsRemoved = await this.inBatches(this.sql.removePayloads, payloadRetentionMs);
     if (deleted + payloadsRemoved > 0) {
       this.logger.log(`Inbox retention removed ${payloadsRemoved} payload(s) and deleted ${deleted} completed entr(ies).`);
     }

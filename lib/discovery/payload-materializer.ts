@@ -1,7 +1,7 @@
 import type { Type } from '@nestjs/common';
 import type { ValidationError } from 'class-validator';
-import { InboxConfigurationError, PayloadValidationError } from './errors/inbox.error';
-import type { PayloadValidationOptions } from './interfaces/inbox-options.interface';
+import { InboxConfigurationError, PayloadValidationError } from '../errors/inbox.error';
+import type { PayloadValidationOptions } from '../interfaces/inbox-options.interface';
 
 type PayloadValidation = Pick<typeof import('class-transformer'), 'plainToInstance'> & Pick<typeof import('class-validator'), 'validate'>;
 let validation: PayloadValidation | undefined;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { STATUS_ENUM_NAME } from './inbox.constants';
+import { STATUS_ENUM_NAME } from '../inbox.constants';
 
 /** PostgreSQL cuts identifiers longer than this many bytes (NAMEDATALEN - 1). */
 export const MAX_IDENTIFIER_BYTES = 63;

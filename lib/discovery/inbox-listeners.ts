@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nestjs/common';
-import { INBOX_RESOLVED_OPTIONS } from './inbox.constants';
-import type { InboxEvent, InboxEventType } from './interfaces/inbox-event.interface';
-import type { ResolvedInboxOptions } from './interfaces/inbox-options.interface';
+import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import type { InboxEvent, InboxEventType } from '../interfaces/inbox-event.interface';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 
 type Listener = { name: string; call: (event: InboxEvent) => unknown };
 
@@ -12,8 +12,8 @@ type Listener = { name: string; call: (event: InboxEvent) => unknown };
  * `listenerTimeoutMs`. A listener's error is logged and never touches the entry.
  */
 @Injectable()
-export class InboxEvents implements BeforeApplicationShutdown {
-  private readonly logger = new Logger(InboxEvents.name);
+export class InboxListeners implements BeforeApplicationShutdown {
+  private readonly logger = new Logger(InboxListeners.name);
   private readonly listeners = new Map<InboxEventType, Listener[]>();
   private readonly deliveries = new Set<Promise<void>>();
 

@@ -1,0 +1,164 @@
+import { DataSource, EntityManager } from 'typeorm';
+import { InboxArgumentError, UnknownCommandTypeError } from '../errors/inbox.error';
+import { MAX_COMMAND_TYPE_LENGTH, MAX_CORRELATION_ID_LENGTH, MAX_MESSAGE_ID_LENGTH } from '../inbox.constants';
+import type { IncomingCommand, ReceiveOptions } from '../interfaces/inbox-command.interface';
+import { DEAD_LETTER_REASONS, INBOX_STATUSES } from '../state/inbox-state-machine';
+import type { EntryFilter } from '../store/entry-filter';
+
+/**
+ * The checks every public entry point makes before anything reaches the database: a bad argument
+ * is an InboxArgumentError naming its path, and nothing is stored.
+ */
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** PostgreSQL's earliest timestamptz (4714-11-24 BC); the latest JavaScript date is within its range. */
+const EARLIEST_TIMESTAMP = Date.UTC(-4713, 10, 24);
+/**
+ * In JSON.stringify's output, a NUL or a lone surrogate is always a `\u` escape, and a paired
+ * surrogate never is; an escape counts only after an even run of backslashes (`\\u0000` is a
+ * backslash followed by the text "u0000").
+ */
+const ESCAPED_NUL = /(?<!\\)(?:\\\\)*\\u0000/;
+const ESCAPED_LONE_SURROGATE = /(?<!\\)(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/i;
+
+/** A command whose every part passed: the strings as they will be stored, payload and metadata as JSON. */
+export interface ValidatedCommand {
+  messageId: string;
+  commandType: string;
+  payloadJson: string;
+  metadataJson: string;
+  correlationId: string | null;
+  causationId: string | null;
+}
+
+/** What a command is checked against. */
+export interface CommandRules {
+  maxPayloadBytes: number;
+  /** Whether this application may receive the type (it has a handler, or accepts unknown types). */
+  accepts(commandType: string): boolean;
+}
+
+export function validateCommand(command: IncomingCommand, rules: CommandRules): ValidatedCommand {
+  if (typeof command !== 'object' || command === null || Array.isArray(command)) {
+    throw new InboxArgumentError('command', 'expected an object with messageId, commandType and payload');
+  }
+  const messageId = boundedString('command.messageId', command.messageId, MAX_MESSAGE_ID_LENGTH);
+  const commandType = boundedString('command.commandType', command.commandType, MAX_COMMAND_TYPE_LENGTH);
+  if (!rules.accepts(commandType)) throw new UnknownCommandTypeError(commandType);
+  return {
+    messageId,
+    commandType,
+    payloadJson: jsonObject('command.payload', command.payload, true, rules.maxPayloadBytes),
+    metadataJson: jsonObject('command.metadata', command.metadata ?? {}, false, rules.maxPayloadBytes),
+    correlationId: optionalId('command.correlationId', command.correlationId),
+    causationId: optionalId('command.causationId', command.causationId),
+  };
+}
+
+/** `{ manager }`: a TypeORM EntityManager of the inbox's own data source. */
+export function validateReceiveOptions(options: ReceiveOptions, dataSource: DataSource): EntityManager | undefined {
+  if (typeof options !== 'object' || options === null) throw new InboxArgumentError('options', 'expected an object');
+  const { manager } = options;
+  if (manager === undefined) return undefined;
+  if (!(manager instanceof EntityManager)) throw new InboxArgumentError('options.manager', 'expected a TypeORM EntityManager');
+  if (manager.connection !== dataSource) throw new InboxArgumentError('options.manager', "belongs to another data source than the inbox's");
+  return manager;
+}
+
+export function validateFilter(name: string, filter: EntryFilter): EntryFilter {
+  if (typeof filter !== 'object' || filter === null) throw new InboxArgumentError(name, 'expected an object');
+  const validated: EntryFilter = {};
+  if (filter.status !== undefined) {
+    if (!INBOX_STATUSES.includes(filter.status)) throw new InboxArgumentError(`${name}.status`, `expected one of ${INBOX_STATUSES.join(', ')}`);
+    validated.status = filter.status;
+  }
+  if (filter.commandType !== undefined) validated.commandType = boundedString(`${name}.commandType`, filter.commandType, MAX_COMMAND_TYPE_LENGTH);
+  if (filter.deadLetterReason !== undefined) {
+    if (!DEAD_LETTER_REASONS.includes(filter.deadLetterReason)) {
+      throw new InboxArgumentError(`${name}.deadLetterReason`, `expected one of ${DEAD_LETTER_REASONS.join(', ')}`);
+    }
+    validated.deadLetterReason = filter.deadLetterReason;
+  }
+  if (filter.errorContains !== undefined) validated.errorContains = boundedString(`${name}.errorContains`, filter.errorContains, 1000);
+  for (const key of ['receivedAfter', 'receivedBefore'] as const) {
+    const value = filter[key];
+    if (value === undefined) continue;
+    if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw new InboxArgumentError(`${name}.${key}`, 'expected a valid Date');
+    if (value.getTime() < EARLIEST_TIMESTAMP) throw new InboxArgumentError(`${name}.${key}`, 'is before 4714 BC, the earliest time PostgreSQL stores');
+    validated[key] = value;
+  }
+  if (filter.includeDiscarded !== undefined) {
+    if (typeof filter.includeDiscarded !== 'boolean') throw new InboxArgumentError(`${name}.includeDiscarded`, 'expected true or false');
+    validated.includeDiscarded = filter.includeDiscarded;
+  }
+  return validated;
+}
+
+/** Who asks for an operator action (required or not) and why. */
+export function validateAudit(name: string, options: unknown, actorRequired: boolean): { actor: string | null; reason: string | null } {
+  if (typeof options !== 'object' || options === null) throw new InboxArgumentError(name, 'expected an object');
+  const { actor, reason } = options as { actor?: unknown; reason?: unknown };
+  const validatedReason = reason === undefined || reason === null ? null : boundedString(`${name}.reason`, reason, 2000);
+  if (actor === undefined && !actorRequired) return { actor: null, reason: validatedReason };
+  return { actor: boundedString(`${name}.actor`, actor, 255), reason: validatedReason };
+}
+
+export function assertUuid(name: string, value: unknown): asserts value is string {
+  if (typeof value !== 'string' || !UUID_PATTERN.test(value)) throw new InboxArgumentError(name, `expected a UUID, got ${describeType(value)}`);
+}
+
+/**
+ * A non-empty string PostgreSQL stores as it is: well-formed Unicode (a lone surrogate would be
+ * stored as U+FFFD, so two different keys would collapse into one), no NUL, at most `max`
+ * characters as the column counts them (code points, not UTF-16 units).
+ */
+export function boundedString(name: string, value: unknown, max: number): string {
+  if (typeof value !== 'string') throw new InboxArgumentError(name, `expected a string, got ${describeType(value)}`);
+  if (value.length === 0) throw new InboxArgumentError(name, 'must not be empty');
+  if (!(value as string & { isWellFormed(): boolean }).isWellFormed()) throw new InboxArgumentError(name, 'must be well-formed Unicode (it contains a lone surrogate)');
+  const length = characterCount(value);
+  if (length > max) throw new InboxArgumentError(name, `must be at most ${max} characters (got ${length})`);
+  if (value.includes('\u0000')) throw new InboxArgumentError(name, 'must not contain NUL characters');
+  return value;
+}
+
+/** Serialises a plain JSON object, refusing what jsonb or the size limit would refuse. */
+export function jsonObject(name: string, value: unknown, required: boolean, maxBytes: number): string {
+  if (value === undefined && !required) return '{}';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InboxArgumentError(name, `expected a JSON object, got ${describeType(value)}`);
+  }
+  let json: string;
+  try {
+    json = JSON.stringify(value);
+  } catch (error) {
+    throw new InboxArgumentError(name, `is not JSON-serialisable (${(error as Error).message})`);
+  }
+  if (!json.startsWith('{')) throw new InboxArgumentError(name, 'must serialise to a JSON object');
+  if (Buffer.byteLength(json, 'utf8') > maxBytes) throw new InboxArgumentError(name, `is larger than maxPayloadBytes (${maxBytes} bytes of JSON)`);
+  if (ESCAPED_NUL.test(json)) throw new InboxArgumentError(name, 'must not contain NUL characters (jsonb rejects them)');
+  if (ESCAPED_LONE_SURROGATE.test(json)) throw new InboxArgumentError(name, 'must be well-formed Unicode: a string or key in it holds a lone surrogate');
+  return json;
+}
+
+function optionalId(name: string, value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  return boundedString(name, value, MAX_CORRELATION_ID_LENGTH);
+}
+
+/** Code points of a well-formed string: its UTF-16 length less one per surrogate pair. */
+function characterCount(value: string): number {
+  let count = value.length;
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code >= 0xd800 && code <= 0xdbff) count--;
+  }
+  return count;
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return value.length > 40 ? `"${value.slice(0, 40)}…"` : JSON.stringify(value);
+  return typeof value;
+}

@@ -1,0 +1,261 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { DataSource } from 'typeorm';
+import { InboxExplorer } from '../discovery/inbox.explorer';
+import { materializeCommand } from '../discovery/payload-materializer';
+import { InboxArgumentError, InboxEntryNotFoundError, InvalidEntryStateError } from '../errors/inbox.error';
+import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH } from '../inbox.constants';
+import type {
+  BulkReplayOptions,
+  BulkReplayResult,
+  DueCommandType,
+  IncomingCommand,
+  ListEntriesQuery,
+  OperatorAction,
+  ReceiveOptions,
+  ReceiveResult,
+  ReplayFilter,
+  ReplayOptions,
+} from '../interfaces/inbox-command.interface';
+import type { InboxHistoryRecord } from '../interfaces/inbox-history.interface';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
+import { OutcomeWriter } from '../outcomes/outcome-writer';
+import { acceptedStatuses, AttemptOutcome, HistoryEvent, INBOX_STATUSES, InboxStatus, OPERATOR_ACTIONS } from '../state/inbox-state-machine';
+import { runQuery, type QueryOutcome } from '../store/connection';
+import { clockTime } from '../store/database-clock';
+import { asInboxError, assertOpen } from '../store/database-errors';
+import type { EntryFilter } from '../store/entry-filter';
+import type { InboxEntry } from '../store/inbox-entry.entity';
+import { toEntry, toHistoryRecord, type HistoryRow, type InboxRow } from '../store/schema';
+import { InboxStatements } from '../store/statements';
+import { assertUuid, boundedString, jsonObject, validateAudit, validateCommand, validateFilter, validateReceiveOptions } from './command-validation';
+import { Receiver } from './receiver';
+
+/**
+ * What controllers inject: store commands once (`receive`), look them up, and send dead letters
+ * back. Every argument is validated first (see command-validation); operator actions are written
+ * by the OutcomeWriter, as the worker's outcomes are.
+ */
+@Injectable()
+export class InboxService {
+  private readonly sql: InboxStatements;
+
+  constructor(
+    @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
+    @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    private readonly explorer: InboxExplorer,
+    private readonly receiver: Receiver,
+    private readonly writer: OutcomeWriter,
+  ) {
+    this.sql = new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements);
+  }
+
+  /**
+   * Stores the command as a Pending entry, once per messageId. A repeat of the same command
+   * returns the stored entry with `duplicate: true`; the same messageId with another command type
+   * or payload throws IdempotencyConflictError.
+   */
+  async receive(command: IncomingCommand, options: ReceiveOptions = {}): Promise<ReceiveResult> {
+    const incoming = validateCommand(command, {
+      maxPayloadBytes: this.options.maxPayloadBytes,
+      accepts: (commandType) => this.options.acceptUnknownCommandTypes || this.explorer.get(commandType) !== undefined,
+    });
+    const manager = validateReceiveOptions(options, this.dataSource);
+    assertOpen(this.dataSource);
+    return this.receiver.receive(incoming, manager);
+  }
+
+  async get(id: string): Promise<InboxEntry | null> {
+    assertUuid('id', id);
+    const { rows } = await this.query(this.sql.selectById, [id]);
+    return rows[0] ? toEntry(rows[0]) : null;
+  }
+
+  async findByMessageId(messageId: string): Promise<InboxEntry | null> {
+    boundedString('messageId', messageId, MAX_MESSAGE_ID_LENGTH);
+    const { rows } = await this.query(this.sql.selectByMessageId, [messageId]);
+    return rows[0] ? toEntry(rows[0]) : null;
+  }
+
+  /** Entries, newest first, filtered by status, command type, dead-letter reason, error text, received time. */
+  async list(query: ListEntriesQuery = {}): Promise<InboxEntry[]> {
+    const filter = validateFilter('query', query);
+    const limit = query.limit ?? DEFAULT_LIST_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+      throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);
+    }
+    const { sql, params } = this.sql.list(filter, limit);
+    const { rows } = await this.query(sql, params);
+    return rows.map(toEntry);
+  }
+
+  /** Number of entries matching a filter. */
+  async count(filter: EntryFilter = {}): Promise<number> {
+    const { sql, params } = this.sql.count(validateFilter('filter', filter));
+    const { rows } = await this.query<{ count: number }>(sql, params);
+    return rows[0].count;
+  }
+
+  /** Number of entries in each status (every status present, zero when empty). */
+  async countByStatus(): Promise<Record<InboxStatus, number>> {
+    const counts = Object.fromEntries(INBOX_STATUSES.map((status) => [status, 0])) as Record<InboxStatus, number>;
+    const { rows } = await this.query<{ status: InboxStatus; count: number }>(this.sql.countByStatus, []);
+    for (const row of rows) counts[row.status] = row.count;
+    return counts;
+  }
+
+  /**
+   * What is due now, by command type: how many entries and since when the oldest waits. A type no
+   * running worker handles stays here (workers only claim the types they have handlers for).
+   */
+  async dueByCommandType(): Promise<DueCommandType[]> {
+    const { rows } = await this.query<{ command_type: string; due: number; oldest_due_at: Date }>(this.sql.dueByCommandType, [
+      clockTime(this.options.clock),
+    ]);
+    return rows.map((row) => ({ commandType: row.command_type, due: row.due, oldestDueAt: row.oldest_due_at }));
+  }
+
+  /** Every attempt and operator action recorded for an entry, oldest first. */
+  async history(id: string): Promise<InboxHistoryRecord[]> {
+    assertUuid('id', id);
+    const [{ rows }, entry] = await Promise.all([this.query<HistoryRow>(this.sql.selectHistory, [id]), this.get(id)]);
+    if (!entry) throw new InboxEntryNotFoundError(id);
+    const history = rows.map(toHistoryRecord);
+    const completed = completedAttemptOf(entry);
+    return completed ? [...history, completed] : history;
+  }
+
+  /**
+   * Sends a DeadLetter or Failed entry back to Pending with retryCount 0, recording who asked and
+   * why. The messageId is kept, so deduplication still holds. A corrected `payload` replaces the
+   * stored one (the old one is kept in the history) once it passes the handler's validation.
+   */
+  async replay(id: string, options: ReplayOptions = {}): Promise<InboxEntry> {
+    assertUuid('id', id);
+    const audit = validateAudit('options', options, false);
+    let payloadJson: string | null = null;
+    if (options.payload !== undefined) {
+      payloadJson = jsonObject('options.payload', options.payload, true, this.options.maxPayloadBytes);
+      await this.validateCorrectedPayload(id, options.payload);
+    }
+    const row = await this.guard(() => this.writer.replay(this.dataSource, id, payloadJson, audit));
+    if (!row) throw await this.stateError(id, 'replay');
+    this.receiver.announce();
+    return toEntry(row);
+  }
+
+  /**
+   * Replays every entry that matches `filter` (DeadLetter by default; discarded ones never), in
+   * batches of short statements that skip rows others hold, so the table is never locked as a
+   * whole. With `dryRun` nothing changes and `matched` tells how many would be replayed.
+   */
+  async replayMany(filter: ReplayFilter, options: BulkReplayOptions): Promise<BulkReplayResult> {
+    const validated = validateFilter('filter', filter ?? {});
+    const status = validated.status ?? InboxStatus.DeadLetter;
+    const replayable = OPERATOR_ACTIONS.replay.accepts as readonly InboxStatus[];
+    if (!replayable.includes(status)) throw new InboxArgumentError('filter.status', `only ${replayable.join(' or ')} entries can be replayed`);
+    const scope: EntryFilter = { ...validated, status, includeDiscarded: false };
+    const audit = validateAudit('options', options, true);
+    const batchSize = options.batchSize ?? 500;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
+      throw new InboxArgumentError('options.batchSize', 'expected an integer from 1 to 10000');
+    }
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+      throw new InboxArgumentError('options.onProgress', 'expected a function');
+    }
+    const matched = await this.count(scope);
+    if (options.dryRun) return { matched, replayed: 0, dryRun: true };
+    const { sql, params } = this.sql.replayBatch(scope);
+    let replayed = 0;
+    let afterId = '00000000-0000-0000-0000-000000000000';
+    for (;;) {
+      const ids = await this.guard(() => this.writer.replayBatch(this.dataSource, sql, [...params, afterId, batchSize], audit));
+      replayed += ids.length;
+      options.onProgress?.(replayed, matched);
+      if (ids.length < batchSize) break;
+      afterId = ids[ids.length - 1];
+    }
+    if (replayed > 0) this.receiver.announce();
+    return { matched, replayed, dryRun: false };
+  }
+
+  /** Closes a DeadLetter entry without running it; it stays (discardedAt set) for deduplication and audit. */
+  async discard(id: string, options: OperatorAction): Promise<InboxEntry> {
+    assertUuid('id', id);
+    const audit = validateAudit('options', options, true);
+    const row = await this.guard(() => this.writer.discard(this.dataSource, id, audit));
+    if (!row) throw await this.stateError(id, 'discard');
+    return toEntry(row);
+  }
+
+  /** Dead-letters a Pending or Failed entry by hand (reason `manual`), so that it will not run. */
+  async deadLetter(id: string, options: OperatorAction): Promise<InboxEntry> {
+    assertUuid('id', id);
+    const audit = validateAudit('options', options, true);
+    const row = await this.guard(() => this.writer.deadLetter(this.dataSource, id, audit));
+    if (!row) throw await this.stateError(id, 'deadLetter');
+    return toEntry(row);
+  }
+
+  /** Why an operator action changed nothing: the entry is missing, or its status does not allow it. */
+  private async stateError(id: string, action: keyof typeof OPERATOR_ACTIONS): Promise<Error> {
+    const current = await this.get(id);
+    if (!current) return new InboxEntryNotFoundError(id);
+    const status = current.discardedAt ? `${current.status} (discarded)` : current.status;
+    return new InvalidEntryStateError(id, status, OPERATOR_ACTIONS[action].verb, acceptedStatuses(action));
+  }
+
+  /** A corrected payload must pass the handler's own validation before it replaces the stored one. */
+  private async validateCorrectedPayload(id: string, payload: Record<string, unknown>): Promise<void> {
+    const entry = await this.get(id);
+    if (!entry) throw new InboxEntryNotFoundError(id);
+    const handler = this.explorer.get(entry.commandType);
+    if (!handler) {
+      throw new InboxArgumentError(
+        'options.payload',
+        `no handler for "${entry.commandType}" in this application to validate the corrected payload; replay it from a worker instance`,
+      );
+    }
+    await materializeCommand(entry.commandType, payload, handler.payloadClass, handler.payloadValidation);
+  }
+
+  /** Runs a statement on a pool connection of its own, with the library's errors (see guard). */
+  private query<T = InboxRow>(sql: string, params: unknown[]): Promise<QueryOutcome<T>> {
+    return this.guard(() => runQuery<T>(this.dataSource, sql, params));
+  }
+
+  /** After the application closed (or while it closes its pool): InboxShutDownError, never a driver's TypeError. */
+  private async guard<T>(work: () => Promise<T>): Promise<T> {
+    assertOpen(this.dataSource);
+    try {
+      return await work();
+    } catch (error) {
+      throw asInboxError(error, this.dataSource);
+    }
+  }
+}
+
+/**
+ * The attempt that completed an entry, which is kept on the entry row (Completed is final, so it
+ * can never change) rather than in the history table.
+ */
+function completedAttemptOf(entry: InboxEntry): InboxHistoryRecord | undefined {
+  if (entry.status !== InboxStatus.Completed || !entry.processedAt || !entry.processingStartedAt) return undefined;
+  return {
+    id: `${entry.id}:completed`,
+    entryId: entry.id,
+    event: HistoryEvent.Attempt,
+    attempt: entry.retryCount + 1,
+    outcome: AttemptOutcome.Completed,
+    startedAt: entry.processingStartedAt,
+    finishedAt: entry.processedAt,
+    durationMs: Math.max(0, entry.processedAt.getTime() - entry.processingStartedAt.getTime()),
+    errorClass: null,
+    errorMessage: null,
+    errorStack: null,
+    workerId: entry.processedBy,
+    actor: null,
+    reason: null,
+    previousPayload: null,
+    recordedAt: entry.processedAt,
+  };
+}

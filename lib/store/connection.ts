@@ -1,0 +1,102 @@
+import { createHash } from 'node:crypto';
+import { QueryFailedError, type DataSource, type QueryRunner } from 'typeorm';
+import type { InboxRow } from './schema';
+
+/**
+ * A statement of the hot path. With a name, node-postgres prepares it once per connection and
+ * later runs only bind/execute: no parsing or planning per call (the name carries a digest of
+ * the text, so two tables or versions never share one).
+ */
+export interface Statement {
+  readonly name?: string;
+  readonly text: string;
+}
+
+export function statement(purpose: string, text: string, prepared: boolean): Statement {
+  if (!prepared) return { text };
+  return { name: `nestjs_inbox_${purpose}_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`, text };
+}
+
+export interface QueryOutcome<T> {
+  rows: T[];
+  affected: number;
+}
+
+/**
+ * Runs one statement on a query runner, or on a fresh one from the data source (released after).
+ * Returns rows and the affected-row count whatever the statement kind. A named statement on a
+ * query runner goes straight to its node-postgres connection, prepared (the hot path); everything
+ * else goes through TypeORM.
+ */
+export async function runQuery<T = InboxRow>(
+  on: DataSource | QueryRunner,
+  sql: string | Statement,
+  params: unknown[],
+): Promise<QueryOutcome<T>> {
+  if (typeof sql !== 'string' && sql.name && isQueryRunner(on)) return runPrepared(on, sql, params);
+  const text = typeof sql === 'string' ? sql : sql.text;
+  const queryRunner = isQueryRunner(on) ? on : on.createQueryRunner();
+  try {
+    const result = (await queryRunner.query(text, params, true)) as { records?: T[]; affected?: number };
+    return { rows: result.records ?? [], affected: result.affected ?? 0 };
+  } finally {
+    if (queryRunner !== on) await queryRunner.release();
+  }
+}
+
+async function runPrepared<T>(queryRunner: QueryRunner, statement: Statement, values: unknown[]): Promise<QueryOutcome<T>> {
+  // A released runner (a timed-out handler's, say) must fail like TypeORM's own queries do.
+  if (queryRunner.isReleased) throw new Error('nestjs-inbox: the connection was released; statement not run');
+  const client = (await queryRunner.connect()) as PgQueryable;
+  try {
+    const result = await pgQuery(client, statement, values);
+    return { rows: result.rows as T[], affected: result.rowCount ?? 0 };
+  } catch (error) {
+    // The error TypeORM's own queries throw, whichever way the statement went.
+    throw new QueryFailedError(statement.text, values, error as Error);
+  }
+}
+
+/** Runs a statement straight on a node-postgres client or pool: prepared when it has a name. */
+export function pgQuery(client: PgQueryable, sql: string | Statement, values: unknown[]): ReturnType<PgQueryable['query']> {
+  return client.query(typeof sql === 'string' ? { text: sql, values } : { name: sql.name, text: sql.text, values });
+}
+
+/** The one method of a node-postgres client or pool that the hot path uses. */
+export interface PgQueryable {
+  query(config: { name?: string; text: string; values: unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
+}
+
+function isQueryRunner(value: DataSource | QueryRunner): value is QueryRunner {
+  return typeof (value as QueryRunner).startTransaction === 'function';
+}
+
+/**
+ * Drops a query runner's connection instead of returning it to the pool: the server then rolls back
+ * its open transaction, and any later query through the runner fails instead of running outside it.
+ */
+export async function destroyConnection(queryRunner: QueryRunner, reason: Error): Promise<void> {
+  const runner = queryRunner as QueryRunner & { releasePostgresConnection?: (error: Error) => Promise<void> };
+  if (runner.isReleased) return;
+  if (runner.releasePostgresConnection) await runner.releasePostgresConnection(reason);
+  else await runner.release();
+}
+
+/** The node-postgres pool behind a TypeORM data source (the receive path uses it directly). */
+export interface PgPoolClient extends PgQueryable {
+  release(destroy?: boolean | Error): void;
+  on(event: 'error', listener: (error: Error) => void): void;
+  removeListener(event: 'error', listener: (error: Error) => void): void;
+}
+
+/** The node-postgres pool behind a TypeORM data source, with what it tells of its connections. */
+export interface PgPool extends PgQueryable {
+  connect(): Promise<PgPoolClient>;
+  readonly totalCount: number;
+  readonly idleCount: number;
+  readonly options: { max: number };
+}
+
+export function pgPoolOf(dataSource: DataSource): PgPool {
+  return (dataSource.driver as unknown as { master: PgPool }).master;
+}

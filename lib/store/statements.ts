@@ -1,0 +1,314 @@
+import { inboxIdentifiers } from './identifiers';
+import { statement, type Statement } from './connection';
+import { whereClause, type EntryFilter } from './entry-filter';
+import { columnList, SELECTED_COLUMNS } from './schema';
+import { AttemptOutcome, HistoryEvent, InboxStatus, TRANSITIONS, type TransitionName } from '../state/inbox-state-machine';
+
+/**
+ * Time in SQL is the database's: one clock for every instance, whatever their hosts' clocks say.
+ * `$n` is an injected test clock's time, NULL in production (see clockTime). `now()` is the
+ * statement's time (stable, so an index can serve a comparison with it); `clock_timestamp()` the
+ * moment a value is written.
+ */
+const statementTime = (clock: string) => `COALESCE(${clock}::timestamptz, now())`;
+const wallTime = (clock: string) => `COALESCE(${clock}::timestamptz, clock_timestamp())`;
+const ms = (value: string) => `(${value} * interval '1 millisecond')`;
+
+const COLUMNS = columnList();
+const DUE_AT = `COALESCE("next_retry_at", "received_at")`;
+const CLEAR_CLAIM = `"locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL`;
+const SUSPECT = `"last_outcome" = '${AttemptOutcome.LeaseExpired}'`;
+
+/**
+ * Every statement the library runs against its tables, parameterised; the table name is the only
+ * interpolated part and is checked against a strict identifier pattern at boot. Each transition's
+ * statement takes its `WHERE "status" IN (…)` and its `SET "status" = …` from the state machine's
+ * TRANSITIONS. Writing an outcome and its history record is one statement (a data-modifying CTE).
+ * Statements of the hot path are named, so node-postgres prepares them once per connection.
+ */
+export class InboxStatements {
+  // Receiving and reading.
+  readonly receive: Statement;
+  readonly receiveAndNotify: Statement;
+  readonly selectByMessageIdWithMatch: string;
+  readonly selectById: string;
+  readonly selectByMessageId: string;
+  readonly countByStatus: string;
+  readonly dueByCommandType: string;
+  readonly unclaimedByCommandType: string;
+  readonly selectHistory: string;
+  // The worker's transitions.
+  readonly claim: Statement;
+  readonly claimSuspects: Statement;
+  readonly start: Statement;
+  readonly lockClaimed: Statement;
+  readonly complete: Statement;
+  readonly completeReturning: Statement;
+  readonly fail: Statement;
+  readonly release: string;
+  readonly selectExpiredLeases: string;
+  readonly anyExpiredLease: Statement;
+  readonly anySuspectDue: Statement;
+  // Operators' transitions.
+  readonly replay: string;
+  readonly discard: string;
+  readonly deadLetter: string;
+  // Retention.
+  readonly removePayloads: string;
+  readonly removeCompleted: string;
+
+  private readonly table: string;
+  private readonly history: string;
+  private readonly statusType: string;
+
+  /**
+   * `recordAttempts`: write a history record with every failed attempt. `prepared`: name the hot-path
+   * statements so node-postgres prepares them (off for poolers that cannot keep them).
+   */
+  constructor(tableName: string, recordAttempts = true, prepared = true) {
+    const { table: t, history: h, statusType } = inboxIdentifiers(tableName);
+    this.table = t;
+    this.history = h;
+    this.statusType = statusType;
+    const status = (s: InboxStatus) => `'${s}'::${statusType}`;
+    const from = (transition: TransitionName, alias = '') => `${alias}"status" IN (${TRANSITIONS[transition].from.map(status).join(', ')})`;
+    const to = (transition: TransitionName, index = 0) => status(TRANSITIONS[transition].to[index]);
+    const due = `${DUE_AT} <= ${statementTime('$1')}`;
+
+    // Receive in one statement: insert, or when the messageId is taken, return the stored entry (as
+    // jsonb: three narrow columns parse faster than twenty) and whether it holds the same command.
+    // A new entry comes back as its id and receive time, `same_command` NULL: the caller knows the
+    // rest. jsonb equality ignores key order and whitespace. The digest is that of the payload as
+    // first received: after retention removed the payload, or a replay corrected it, a redelivery
+    // of the original still matches. No row at all means a concurrent receive committed the key
+    // after this statement's snapshot: look again. A duplicate's payload comes back only when it is
+    // not the incoming one. Null columns are left out, metadata is added as it is (stripping nulls
+    // would reach inside it).
+    // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 test clock.
+    const sameCommand = `COALESCE("command_type" = $2 AND ("payload" = $3::jsonb OR "payload_digest" = md5($3::jsonb::text)), false)`;
+    const scalarColumns = SELECTED_COLUMNS.filter((name) => name !== 'payload' && name !== 'metadata').map((name) => `'${name}', "${name}"`);
+    // The payload comes back only when it differs from the incoming one (a corrected replay's).
+    const storedColumns = `jsonb_strip_nulls(jsonb_build_object(${scalarColumns.join(', ')}, 'payload_removed', "payload" IS NULL))
+      || jsonb_build_object('metadata', "metadata", 'payload_stored', CASE WHEN "payload" = $3::jsonb THEN NULL ELSE "payload" END)`;
+    const receive = (notify: boolean) => `WITH inserted AS (
+        INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
+        VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')})
+        ON CONFLICT ("message_id") DO NOTHING
+        RETURNING "id", "received_at"${notify ? ', pg_notify($8, NULL)' : ''}
+      )
+      SELECT "id", "received_at", NULL::boolean AS "same_command", NULL::jsonb AS "stored" FROM inserted
+      UNION ALL
+      SELECT "id", NULL, ${sameCommand}, ${storedColumns}
+      FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)`;
+    this.receive = statement('receive', receive(false), prepared);
+    // The same, also notifying $8 when a new entry was stored (delivered when it commits).
+    this.receiveAndNotify = statement('receive_notify', receive(true), prepared);
+    this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ${sameCommand} AS "same_command" FROM ${t} WHERE "message_id" = $1`;
+    this.selectById = `SELECT ${COLUMNS} FROM ${t} WHERE "id" = $1`;
+    this.selectByMessageId = `SELECT ${COLUMNS} FROM ${t} WHERE "message_id" = $1`;
+    this.countByStatus = `SELECT "status", count(*)::int AS "count" FROM ${t} GROUP BY "status"`;
+    // What waits to run, by command type: $1 test clock.
+    this.dueByCommandType = `SELECT "command_type", count(*)::int AS "due", min(${DUE_AT}) AS "oldest_due_at" FROM ${t}
+      WHERE ${from('claim')} AND ${due} GROUP BY "command_type" ORDER BY min(${DUE_AT})`;
+    // Due for longer than $2 and of a type this worker does not handle ($3): $1 test clock.
+    this.unclaimedByCommandType = `SELECT "command_type", count(*)::int AS "due", min(${DUE_AT}) AS "oldest_due_at" FROM ${t}
+      WHERE ${from('claim')} AND ${DUE_AT} <= ${statementTime('$1')} - $2::interval AND NOT ("command_type" = ANY($3::text[]))
+      GROUP BY "command_type" ORDER BY min(${DUE_AT}) LIMIT 20`;
+    this.selectHistory = `SELECT * FROM ${h} WHERE "entry_id" = $1 ORDER BY "id"`;
+
+    // claim: due entries, oldest due first, only of the command types this worker has handlers for
+    // ($6), so that during a rolling deploy a worker without a new type's handler leaves it to the
+    // workers that have one. SKIP LOCKED lets several workers claim side by side. Crash suspects
+    // are claimed apart, one at a time. The claim starts no attempt (`processing_started_at` is
+    // cleared; see start). $1 test clock, $2 limit, $3 worker, $4 lease, $5 token, $6 command types.
+    const claim = (suspects: boolean) => `WITH due AS (
+        SELECT "id" FROM ${t}
+        WHERE ${from('claim')} AND ${due}
+          AND ${suspects ? SUSPECT : `"last_outcome" IS DISTINCT FROM '${AttemptOutcome.LeaseExpired}'`}
+          AND "command_type" = ANY($6::text[])
+        ORDER BY ${DUE_AT}
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+      )
+      UPDATE ${t} AS e SET "status" = ${to('claim')}, "locked_by" = $3,
+        "locked_until" = ${statementTime('$1')} + $4::interval, "lock_token" = $5, "processing_started_at" = NULL
+      FROM due WHERE e."id" = due."id"
+      RETURNING ${columnList('e')}`;
+    // Two statements, not a parameter: a generic plan must still see which partial index applies.
+    this.claim = statement('claim', claim(false), prepared);
+    this.claimSuspects = statement('claim_suspects', claim(true), prepared);
+    // start: committed on its own before the batch's transaction begins, so that it survives a
+    // crash of that transaction; from here a lease expiry counts as a failed attempt. The attempts
+    // allowed are stored with it, so any worker (one without the handler too) decides the same way.
+    // $1 ids, $2 token, $3 attempts allowed per entry, $4 test clock.
+    this.start = statement(
+      'start',
+      `UPDATE ${t} AS e SET "processing_started_at" = ${wallTime('$4')}, "max_attempts" = d."max_attempts"
+      FROM unnest($1::uuid[], $3::int[]) AS d("id", "max_attempts")
+      WHERE e."id" = d."id" AND e."lock_token" = $2 AND ${from('start', 'e.')}
+      RETURNING e."id"`,
+      prepared,
+    );
+    // First statement of a batch's transaction: locks the claimed rows until commit, and proves the
+    // claims are still ours (the fencing token did not change). It also bounds how long the
+    // transaction may sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server
+    // ends the session after $3 ms, so the locks cannot outlive the lease. $1 ids, $2 token.
+    this.lockClaimed = statement('lock', `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
+      WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND ${from('complete')} FOR UPDATE`, prepared);
+
+    // complete: a batch in one statement. Completed is final, so the completing attempt is kept on
+    // the entry itself (start, finish, worker) rather than as a history row. Times are the batch's
+    // start on the database's clock plus each handler's start and duration measured by the worker.
+    // $1 ids, $2 token, $3 each handler's start (ms after the batch's), $4 durations (ms), $5 worker.
+    const complete = `UPDATE ${t} AS e SET "status" = ${to('complete')},
+        "processing_started_at" = e."processing_started_at" + ${ms('d."start_ms"')},
+        "processed_at" = e."processing_started_at" + ${ms('(d."start_ms" + d."duration_ms")')},
+        "processed_by" = $5, "error" = NULL, "next_retry_at" = NULL, "last_outcome" = '${AttemptOutcome.Completed}', ${CLEAR_CLAIM}
+      FROM unnest($1::uuid[], $3::float8[], $4::float8[]) AS d("id", "start_ms", "duration_ms")
+      WHERE e."id" = d."id" AND e."lock_token" = $2 AND ${from('complete', 'e.')}`;
+    this.complete = statement('complete', complete, prepared);
+    // The same, returning what it wrote, for completed-listeners.
+    this.completeReturning = statement('complete_returning', `${complete} RETURNING ${columnList('e')}`, prepared);
+
+    // fail and expireLease: failed attempts, each with the status the failure decision chose, fenced
+    // by its claim's token, with their history records: one statement for all the failed attempts
+    // of a batch (or a sweep). It returns the rows it wrote. Arrays, one element per entry:
+    // $1 ids, $2 tokens, $3 statuses, $4 errors, $5 retry delays (ms; NULL for a dead letter),
+    // $6 dead-letter reasons, $7 history outcomes, $8 handler starts (ms after the batch's; NULL:
+    // the attempt's start), $9 durations (NULL: until now), $10 error classes, $11 stacks,
+    // $12 workers, $13 messages, $14 how each attempt ended; $15 test clock.
+    const finishedAt = `CASE WHEN d."duration_ms" IS NULL THEN ${wallTime('$15')}
+        ELSE e."processing_started_at" + ${ms('(COALESCE(d."start_ms", 0) + d."duration_ms")')} END`;
+    const failUpdate = `UPDATE ${t} AS e SET "status" = d."status"::${statusType}, "retry_count" = e."retry_count" + 1,
+        "error" = d."error", "next_retry_at" = ${wallTime('$15')} + ${ms('d."delay_ms"')}, "dead_letter_reason" = d."reason",
+        "dead_lettered_at" = CASE WHEN d."reason" IS NULL THEN NULL ELSE ${wallTime('$15')} END,
+        "last_outcome" = d."ended", ${CLEAR_CLAIM}
+      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[],
+        $8::float8[], $9::float8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+        AS d("id", "token", "status", "error", "delay_ms", "reason", "outcome",
+          "start_ms", "duration_ms", "error_class", "error_stack", "worker_id", "error_message", "ended")
+      WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${from('fail', 'e.')}`;
+    this.fail = statement('fail', recordAttempts
+      ? `WITH outcome AS (${failUpdate} RETURNING ${columnList('e')}, d."outcome" AS "attempt_outcome",
+            e."processing_started_at" + ${ms('COALESCE(d."start_ms", 0)')} AS "started_at", ${finishedAt} AS "finished_at",
+            d."error_class", d."error_message", d."error_stack", d."worker_id"),
+        recorded AS (
+          INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
+            "error_class", "error_message", "error_stack", "worker_id", "recorded_at")
+          SELECT "id", '${HistoryEvent.Attempt}', "retry_count", "attempt_outcome", "started_at", "finished_at",
+            GREATEST(0, round(extract(epoch FROM "finished_at" - "started_at") * 1000))::int,
+            "error_class", "error_message", "error_stack", "worker_id", "finished_at" FROM outcome
+        )
+        SELECT ${COLUMNS} FROM outcome`
+      : `${failUpdate} RETURNING ${columnList('e')}`, prepared);
+    // release: a claim whose attempt never started (the worker never heard of its claim, or died or
+    // froze before starting it) goes back where it was, uncharged: Pending if no attempt has failed
+    // yet, else Failed (due as it was). $1 ids, $2 tokens.
+    this.release = `UPDATE ${t} AS e SET ${CLEAR_CLAIM},
+        "status" = CASE WHEN e."retry_count" = 0 THEN ${to('release', 0)} ELSE ${to('release', 1)} END
+      FROM unnest($1::uuid[], $2::uuid[]) AS d("id", "token")
+      WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${from('release', 'e.')} AND e."processing_started_at" IS NULL
+      RETURNING ${columnList('e')}`;
+    // Claims whose lease ran out. A live worker holds the row lock while its handlers run, so SKIP
+    // LOCKED only finds claims whose worker is gone (crashed, killed, disconnected) or that never
+    // started. $1 test clock, $2 limit.
+    this.anyExpiredLease = statement('expired', `SELECT 1 FROM ${t}
+      WHERE ${from('expireLease')} AND "locked_until" <= ${statementTime('$1')} LIMIT 1`, prepared);
+    this.selectExpiredLeases = `SELECT ${COLUMNS} FROM ${t}
+      WHERE ${from('expireLease')} AND "locked_until" <= ${statementTime('$1')}
+      ORDER BY "locked_until" LIMIT $2 FOR UPDATE SKIP LOCKED`;
+    // Served by a partial index that only holds crash suspects: usually empty, always cheap.
+    // $1 test clock, $2 command types.
+    this.anySuspectDue = statement('suspect', `SELECT 1 FROM ${t}
+      WHERE ${from('claim')} AND ${SUSPECT} AND ${due} AND "command_type" = ANY($2::text[]) LIMIT 1`, prepared);
+
+    // replay: back to Pending with no attempts, the same messageId. A corrected payload keeps the
+    // digest of the one first received (see sameCommand); the last outcome is kept, so a replayed
+    // crash suspect still runs alone. $1 id, $2 corrected payload or NULL, $3 actor, $4 reason, $5 test clock.
+    this.replay = `WITH previous AS (
+        SELECT "id", "payload" FROM ${t} WHERE "id" = $1 AND ${from('replay')} FOR UPDATE
+      ), replayed AS (
+        UPDATE ${t} AS e SET ${this.resetForReplay()}, "payload" = COALESCE($2::jsonb, e."payload"),
+          "payload_digest" = CASE WHEN $2::jsonb IS NULL THEN e."payload_digest" ELSE COALESCE(e."payload_digest", md5(e."payload"::text)) END
+        FROM previous WHERE e."id" = previous."id"
+        RETURNING ${columnList('e')}, previous."payload" AS "previous_payload"
+      ), recorded AS (
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "previous_payload", "recorded_at")
+        SELECT "id", '${HistoryEvent.Replayed}', $3, $4, CASE WHEN $2::jsonb IS NULL THEN NULL ELSE "previous_payload" END, ${wallTime('$5')} FROM replayed
+      )
+      SELECT ${COLUMNS} FROM replayed`;
+    // discard: closes a dead letter; it stays for deduplication and audit. $1 id, $2 test clock, $3 actor, $4 reason.
+    this.discard = `WITH discarded AS (
+        UPDATE ${t} SET "status" = ${to('discard')}, "discarded_at" = ${wallTime('$2')}
+        WHERE "id" = $1 AND ${from('discard')} AND "discarded_at" IS NULL
+        RETURNING ${COLUMNS}
+      ), recorded AS (
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "recorded_at")
+        SELECT "id", '${HistoryEvent.Discarded}', $3, $4, "discarded_at" FROM discarded
+      )
+      SELECT ${COLUMNS} FROM discarded`;
+    // deadLetter, by hand. $1 id, $2 test clock, $3 actor, $4 reason.
+    this.deadLetter = `WITH dead AS (
+        UPDATE ${t} SET "status" = ${to('deadLetter')}, "dead_letter_reason" = 'manual', "dead_lettered_at" = ${wallTime('$2')},
+          "error" = 'Dead-lettered by ' || $3::varchar || COALESCE(': ' || $4::text, ''), "next_retry_at" = NULL
+        WHERE "id" = $1 AND ${from('deadLetter')}
+        RETURNING ${COLUMNS}
+      ), recorded AS (
+        INSERT INTO ${h} ("entry_id", "event", "actor", "reason", "recorded_at")
+        SELECT "id", '${HistoryEvent.DeadLetter}', $3::varchar, $4::text, "dead_lettered_at" FROM dead
+      )
+      SELECT ${COLUMNS} FROM dead`;
+
+    // Retention, in small batches that skip rows others hold. $1 test clock, $2 age, $3 batch size.
+    this.removePayloads = `UPDATE ${t} SET "payload_digest" = COALESCE("payload_digest", md5("payload"::text)), "payload" = NULL, "metadata" = '{}'
+      WHERE "id" IN (SELECT "id" FROM ${t}
+        WHERE ${from('removePayload')} AND "payload" IS NOT NULL AND "processed_at" < ${statementTime('$1')} - $2::interval
+        ORDER BY "processed_at" LIMIT $3 FOR UPDATE SKIP LOCKED)`;
+    this.removeCompleted = `DELETE FROM ${t}
+      WHERE "id" IN (SELECT "id" FROM ${t}
+        WHERE ${from('remove')} AND "processed_at" < ${statementTime('$1')} - $2::interval
+        ORDER BY "processed_at" LIMIT $3 FOR UPDATE SKIP LOCKED)`;
+  }
+
+  /** What a replay resets: status, attempts, times and claim, the dead-letter marks. */
+  private resetForReplay(): string {
+    return `"status" = '${TRANSITIONS.replay.to[0]}'::${this.statusType}, "retry_count" = 0, "next_retry_at" = NULL,
+        "processed_at" = NULL, "processing_started_at" = NULL, "processed_by" = NULL, ${CLEAR_CLAIM},
+        "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL`;
+  }
+
+  list(filter: EntryFilter, limit: number): { sql: string; params: unknown[] } {
+    const { clause, params } = whereClause(filter, this.statusType);
+    return { sql: `SELECT ${COLUMNS} FROM ${this.table} ${clause} ORDER BY "received_at" DESC, "id" LIMIT $${params.length + 1}`, params: [...params, limit] };
+  }
+
+  count(filter: EntryFilter): { sql: string; params: unknown[] } {
+    const { clause, params } = whereClause(filter, this.statusType);
+    return { sql: `SELECT count(*)::int AS "count" FROM ${this.table} ${clause}`, params };
+  }
+
+  /**
+   * One batch of a bulk replay: the next `batchSize` matching entries after `afterId` (keyset, so
+   * each batch is a short statement of its own and the table is never locked as a whole). The
+   * filter's status must be one replay accepts. Params: ...filter, afterId, batchSize, actor,
+   * reason, test clock.
+   */
+  replayBatch(filter: EntryFilter): { sql: string; params: unknown[] } {
+    const { clause, params } = whereClause(filter, this.statusType);
+    const n = params.length;
+    const keyset = `${clause ? `${clause} AND` : 'WHERE'} "id" > $${n + 1}`;
+    return {
+      sql: `WITH batch AS (
+          SELECT "id" FROM ${this.table} ${keyset} ORDER BY "id" LIMIT $${n + 2} FOR UPDATE SKIP LOCKED
+        ), replayed AS (
+          UPDATE ${this.table} AS e SET ${this.resetForReplay()}
+          FROM batch WHERE e."id" = batch."id" RETURNING e."id"
+        ), recorded AS (
+          INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason", "recorded_at")
+          SELECT "id", '${HistoryEvent.Replayed}', $${n + 3}, $${n + 4}, ${wallTime(`$${n + 5}`)} FROM replayed
+        )
+        SELECT "id" FROM replayed ORDER BY "id"`,
+      params,
+    };
+  }
+}

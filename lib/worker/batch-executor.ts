@@ -1,0 +1,292 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { QueryRunner } from 'typeorm';
+import { InboxExplorer, type RegisteredInboxHandler } from '../discovery/inbox.explorer';
+import { materializeCommand } from '../discovery/payload-materializer';
+import { AbortedTransactionError, HandlerTimeoutError } from '../errors/inbox.error';
+import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import type { InboxContext } from '../interfaces/inbox-handler.interface';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
+import { OutcomeWriter, type FailedAttempt } from '../outcomes/outcome-writer';
+import { destroyConnection, runQuery } from '../store/connection';
+import { clockTime } from '../store/database-clock';
+import type { InboxRow } from '../store/schema';
+import { InboxStatements } from '../store/statements';
+import { WorkerConnections } from './connections';
+
+/** One claimed entry on its way through a batch. */
+interface Job {
+  row: InboxRow;
+  handler: RegisteredInboxHandler;
+  command: unknown;
+  /** When its handler started, and for how long it ran: ms after the batch's start (monotonic). */
+  startMs: number;
+  durationMs: number;
+}
+
+type GroupResult =
+  | { committed: true; completed: InboxRow[]; failed: Array<{ job: Job; error: unknown }> }
+  | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[] };
+
+/** What the processor asks for: up to `limit` due entries, crash suspects or the others. */
+export interface ClaimRequest {
+  limit: number;
+  suspects: boolean;
+}
+
+/** A batch under way: `claimed` settles when the claim has answered, `done` when the batch is over. */
+export interface RunningBatch {
+  claimed: Promise<number>;
+  done: Promise<void>;
+}
+
+/**
+ * Runs a batch. It holds one connection from its claim to its last outcome: claim and start (each
+ * committed on its own), then one transaction, optimistically without savepoints: its handlers'
+ * writes and every entry's Completed status commit together. When a handler fails, the transaction
+ * rolls back, that attempt is recorded as failed, and the rest runs again with a savepoint per
+ * entry, so that a failing handler only loses its own writes. Outcomes go through OutcomeWriter.
+ */
+@Injectable()
+export class BatchExecutor {
+  private readonly logger = new Logger('InboxProcessor');
+  private readonly sql: InboxStatements;
+
+  constructor(
+    @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    private readonly explorer: InboxExplorer,
+    private readonly writer: OutcomeWriter,
+    private readonly connections: WorkerConnections,
+  ) {
+    this.sql = new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements);
+  }
+
+  /**
+   * Takes a connection, claims due entries on it and runs them. The claim comes only once the
+   * connection is in hand, so no lease runs while a batch waits for the pool.
+   */
+  run(request: ClaimRequest): RunningBatch {
+    let reportClaimed!: (count: number) => void;
+    let failClaim!: (error: unknown) => void;
+    const claimed = new Promise<number>((resolve, reject) => {
+      reportClaimed = resolve;
+      failClaim = reject;
+    });
+    let answered = false;
+    const done = this.connections.use(async (queryRunner) => {
+      const rows = await this.claim(queryRunner, request);
+      answered = true;
+      reportClaimed(rows.length);
+      if (rows.length > 0) await this.startAndRun(rows, queryRunner);
+    });
+    // Until the claim has answered, a failure (no connection, say) is the claim's; after, the batch's.
+    return {
+      claimed,
+      done: done.catch((error: unknown) => {
+        if (!answered) return failClaim(error);
+        throw error;
+      }),
+    };
+  }
+
+  /** Whether a crash suspect of a type this worker handles is due (an indexed probe, usually empty). */
+  suspectsDue(): Promise<boolean> {
+    return this.connections.use(async (queryRunner) => {
+      const { rows } = await runQuery(queryRunner, this.sql.anySuspectDue, [clockTime(this.options.clock), this.explorer.commandTypes()]);
+      return rows.length > 0;
+    });
+  }
+
+  private async claim(queryRunner: QueryRunner, { limit, suspects }: ClaimRequest): Promise<InboxRow[]> {
+    const params = [clockTime(this.options.clock), limit, this.options.workerId, `${this.options.leaseMs} milliseconds`, randomUUID(), this.explorer.commandTypes()];
+    const { rows } = await runQuery(queryRunner, suspects ? this.sql.claimSuspects : this.sql.claim, params);
+    return rows.sort((a, b) => dueTime(a) - dueTime(b));
+  }
+
+  /** Starts the attempts (a committed fact from here on), then runs them. */
+  private async startAndRun(rows: InboxRow[], queryRunner: QueryRunner): Promise<void> {
+    const handled = rows.filter((row) => this.explorer.get(row.command_type));
+    // Claims only take types this worker handles; a handler missing here would be a bug: hand back.
+    if (handled.length < rows.length) {
+      await this.writer.release(queryRunner, rows.filter((row) => !handled.includes(row)), 'no handler for its type in this worker');
+    }
+    if (handled.length === 0) return;
+    const { rows: started } = await runQuery<{ id: string }>(queryRunner, this.sql.start, [
+      handled.map((row) => row.id),
+      handled[0].lock_token,
+      handled.map((row) => this.explorer.get(row.command_type)!.maxAttempts),
+      clockTime(this.options.clock),
+    ]);
+    const batchStart = performance.now();
+    const ours = new Set(started.map((row) => row.id));
+    for (const row of handled.filter((r) => !ours.has(r.id))) {
+      this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim taken over before its attempt started; skipped.`);
+    }
+    const running = handled.filter((row) => ours.has(row.id));
+    if (running.length > 0) await this.execute(running, queryRunner, batchStart);
+  }
+
+  private async execute(rows: InboxRow[], batchConnection: QueryRunner, batchStart: number): Promise<void> {
+    const failures: FailedAttempt[] = [];
+    let jobs: Job[] = [];
+    for (const row of rows) {
+      const handler = this.explorer.get(row.command_type)!;
+      const startMs = performance.now() - batchStart;
+      try {
+        const command = await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass, handler.payloadValidation);
+        jobs.push({ row, handler, command, startMs, durationMs: 0 });
+      } catch (error) {
+        failures.push({ row, error, startMs, durationMs: performance.now() - batchStart - startMs });
+      }
+    }
+    let completed: InboxRow[] = [];
+    let isolated = false;
+    while (jobs.length > 0 && !this.connections.isAbandoned) {
+      const savepoints = isolated && jobs.length > 1;
+      const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, batchStart));
+      if (this.connections.isAbandoned) return; // leases will expire; nothing more to record from here
+      if (result.committed) {
+        completed = result.completed;
+        for (const { job, error } of result.failed) failures.push(failureOf(job, error));
+        break;
+      }
+      if (result.culprit) {
+        failures.push(failureOf(result.culprit.job, result.culprit.error));
+      } else if (isolated || jobs.length === 1) {
+        // The transaction itself failed (commit, connection): every attempt in it failed.
+        for (const job of jobs) failures.push(failureOf(job, result.error));
+        break;
+      }
+      jobs = result.rest;
+      isolated = true;
+    }
+    // Failures first, in their own statement (the handlers' writes are already rolled back); then
+    // the listeners hear of the completions.
+    if (failures.length > 0 && !this.connections.isAbandoned) await this.onConnection(batchConnection, (queryRunner) => this.writer.fail(queryRunner, failures));
+    this.writer.completed(completed);
+  }
+
+  /** Runs `work` on the batch's connection, or on a fresh one when a timeout has cut that one. */
+  private onConnection<T>(preferred: QueryRunner, work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
+    return preferred.isReleased ? this.connections.use(work) : work(preferred);
+  }
+
+  /**
+   * One transaction over a group: lock the claimed rows (proving the claims are still ours), run
+   * the handlers, complete the successful entries in one statement, commit.
+   */
+  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean, batchStart: number): Promise<GroupResult> {
+    const completed: Job[] = [];
+    const failed: Array<{ job: Job; error: unknown }> = [];
+    try {
+      await queryRunner.startTransaction();
+      const client = (await queryRunner.connect()) as TransactionStatusSource;
+      const locked = await runQuery<{ id: string }>(queryRunner, this.sql.lockClaimed, [
+        jobs.map((job) => job.row.id),
+        jobs[0].row.lock_token,
+        String(this.options.leaseMs),
+      ]);
+      const ours = new Set(locked.rows.map((row) => row.id));
+      for (const [index, job] of jobs.entries()) {
+        if (!ours.has(job.row.id)) {
+          this.logger.warn(`Inbox entry ${job.row.id} (${job.row.command_type}): claim lost before the handler started; skipped.`);
+          continue;
+        }
+        // The transaction is never left aborted by a handler (see runHandler), so this cannot fail on its account.
+        if (savepoints) await queryRunner.query('SAVEPOINT inbox_entry');
+        job.startMs = performance.now() - batchStart;
+        try {
+          await this.runHandler(job, queryRunner, client);
+          job.durationMs = performance.now() - batchStart - job.startMs;
+          completed.push(job);
+        } catch (error) {
+          job.durationMs = performance.now() - batchStart - job.startMs;
+          // A timeout cut the connection: the whole transaction is gone.
+          if (!savepoints || queryRunner.isReleased) {
+            await this.rollback(queryRunner, error);
+            return { committed: false, culprit: { job, error }, rest: jobs.slice(0, index).concat(jobs.slice(index + 1)).filter((j) => ours.has(j.row.id)) };
+          }
+          await queryRunner.query('ROLLBACK TO SAVEPOINT inbox_entry');
+          failed.push({ job, error });
+        }
+      }
+      const written = completed.length > 0 ? await this.writer.complete(queryRunner, completed) : [];
+      await queryRunner.commitTransaction();
+      return { committed: true, completed: written, failed };
+    } catch (error) {
+      await this.rollback(queryRunner, error);
+      return { committed: false, error, rest: jobs };
+    }
+  }
+
+  private async rollback(queryRunner: QueryRunner, cause: unknown): Promise<void> {
+    if (!queryRunner.isTransactionActive || queryRunner.isReleased) return;
+    await queryRunner.rollbackTransaction().catch(() => destroyConnection(queryRunner, cause instanceof Error ? cause : new Error(String(cause))));
+  }
+
+  /**
+   * Runs the handler within its time limit. On overrun the connection is destroyed rather than
+   * rolled back: the handler may still be running, and its later queries must fail, not autocommit.
+   * A handler that returns while its transaction is aborted (it caught a failed statement's error)
+   * has failed: it is blamed here, before the next handler's first statement would be.
+   */
+  private async runHandler(job: Job, queryRunner: QueryRunner, client: TransactionStatusSource): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    // A failed statement's error reaches the handler before the server says the transaction is
+    // aborted; wait for that word (within the time limit) before asking.
+    const running = Promise.resolve(job.handler.instance.execute(job.command, this.contextFor(job.row, queryRunner))).then(() => untilIdle(client));
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HandlerTimeoutError(job.handler.timeoutMs)), job.handler.timeoutMs);
+    });
+    try {
+      await Promise.race([running, timedOut]);
+    } catch (error) {
+      if (error instanceof HandlerTimeoutError) {
+        running.catch(() => undefined);
+        await destroyConnection(queryRunner, error);
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (client.getTransactionStatus?.() === 'E') throw new AbortedTransactionError();
+  }
+
+  private contextFor(row: InboxRow, queryRunner: QueryRunner): InboxContext {
+    return {
+      manager: queryRunner.manager,
+      entry: Object.freeze({
+        id: row.id,
+        messageId: row.message_id,
+        commandType: row.command_type,
+        attempt: row.retry_count + 1,
+        correlationId: row.correlation_id,
+        causationId: row.causation_id,
+        metadata: row.metadata,
+        receivedAt: row.received_at,
+      }),
+    };
+  }
+}
+
+/** The bits of node-postgres' client that tell whether the open transaction was aborted ('E'). */
+interface TransactionStatusSource {
+  getTransactionStatus?(): string | null;
+  readyForQuery?: boolean;
+  connection?: { once(event: 'readyForQuery', listener: () => void): unknown };
+}
+
+/** Resolves once the server has answered the client's last statement (its ReadyForQuery carries the transaction's status). */
+function untilIdle(client: TransactionStatusSource): Promise<void> {
+  if (client.readyForQuery !== false || !client.connection) return Promise.resolve();
+  return new Promise((resolve) => client.connection!.once('readyForQuery', () => resolve()));
+}
+
+function failureOf(job: Job, error: unknown): FailedAttempt {
+  return { row: job.row, error, startMs: job.startMs, durationMs: job.durationMs };
+}
+
+function dueTime(row: InboxRow): number {
+  return (row.next_retry_at ?? row.received_at).getTime();
+}
