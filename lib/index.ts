@@ -1,18 +1,55 @@
+// The public API of nestjs-inbox, and nothing else.
+
+// The module and what applications inject.
 export { InboxModule } from './inbox.module';
 export { InboxService } from './receive/inbox.service';
-export { InboxProcessor } from './worker/inbox.processor';
+/** `runOnce()` drives the worker in tests. */
+export { InboxProcessor, type InboxWorkerState } from './worker/inbox.processor';
+/** `runOnce()` runs the cleanup on demand. */
 export { InboxRetention, type RetentionResult } from './worker/retention';
-export { OnInboxCompleted, OnInboxDeadLetter, OnInboxFailed } from './decorators/on-inbox-event.decorator';
-export { AttemptOutcome, DeadLetterReason, HistoryEvent } from './state/inbox-state-machine';
-export type { InboxHistoryRecord } from './interfaces/inbox-history.interface';
-export type { InboxEvent, InboxEventType } from './interfaces/inbox-event.interface';
-export { InboxEntry } from './store/inbox-entry.entity';
-export { InboxStatus } from './state/inbox-state-machine';
-export { InboxMigration, createInboxMigration } from './store/inbox.migration';
+export { DEFAULT_BACKOFF, DEFAULT_PAYLOAD_VALIDATION, DEFAULT_RETENTION } from './inbox-options';
+export type {
+  BackoffOptions,
+  InboxClock,
+  InboxModuleExtras,
+  InboxModuleOptions,
+  PayloadValidationOptions,
+  RetentionOptions,
+} from './interfaces/inbox-options.interface';
+
+// Handlers and listeners.
 export { InboxHandler } from './decorators/inbox-handler.decorator';
 export { InboxCommand } from './decorators/inbox-command.decorator';
-export { backoffDelayMs } from './state/backoff';
-export { DEFAULT_BACKOFF, DEFAULT_RETENTION, resolveInboxOptions } from './inbox-options';
+export { OnInboxCompleted, OnInboxDeadLetter, OnInboxFailed } from './decorators/on-inbox-event.decorator';
+export type {
+  InboxCommandHandler,
+  InboxContext,
+  InboxContextEntry,
+  InboxHandlerEntry,
+  InboxHandlerOptions,
+} from './interfaces/inbox-handler.interface';
+export type { InboxEvent, InboxEventType } from './interfaces/inbox-event.interface';
+
+// Entries and their life.
+export { InboxStatus, DeadLetterReason, AttemptOutcome, HistoryEvent } from './state/inbox-state-machine';
+export { InboxEntry } from './store/inbox-entry.entity';
+export { InboxMigration, createInboxMigration } from './store/inbox.migration';
+export type { InboxHistoryRecord } from './interfaces/inbox-history.interface';
+export type {
+  BulkReplayOptions,
+  BulkReplayResult,
+  DueCommandType,
+  EntryFilter,
+  IncomingCommand,
+  ListEntriesQuery,
+  OperatorAction,
+  ReceiveOptions,
+  ReceiveResult,
+  ReplayFilter,
+  ReplayOptions,
+} from './interfaces/inbox-command.interface';
+
+// Errors, and their HTTP answers.
 export {
   AbortedTransactionError,
   HandlerTimeoutError,
@@ -29,33 +66,5 @@ export {
   PermanentError,
   UnknownCommandTypeError,
 } from './errors/inbox.error';
-export type {
-  BackoffOptions,
-  InboxClock,
-  InboxModuleExtras,
-  InboxModuleOptions,
-  PayloadValidationOptions,
-  ResolvedInboxOptions,
-  RetentionOptions,
-} from './interfaces/inbox-options.interface';
-export type {
-  InboxCommandHandler,
-  InboxContext,
-  InboxHandlerEntry,
-  InboxHandlerOptions,
-} from './interfaces/inbox-handler.interface';
-export type {
-  BulkReplayOptions,
-  BulkReplayResult,
-  DueCommandType,
-  EntryFilter,
-  IncomingCommand,
-  ListEntriesQuery,
-  OperatorAction,
-  ReceiveOptions,
-  ReceiveResult,
-  ReplayFilter,
-  ReplayOptions,
-} from './interfaces/inbox-command.interface';
 export { InboxExceptionFilter } from './http/inbox-exception.filter';
 export { INBOX_RETRY_AFTER_SECONDS, toHttpError, type InboxHttpError } from './http/inbox-http-error';

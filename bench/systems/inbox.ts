@@ -11,11 +11,11 @@ import {
   InboxModule,
   InboxProcessor,
   InboxService,
-  resolveInboxOptions,
   type InboxCommandHandler,
   type InboxContext,
   type InboxModuleOptions,
 } from '../../lib';
+import { resolveInboxOptions } from '../../lib/inbox-options';
 import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, NOOP_COMMAND_TYPE } from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { Handler } from '../protocol';

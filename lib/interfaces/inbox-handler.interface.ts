@@ -3,7 +3,7 @@ import type { EntityManager } from 'typeorm';
 import type { BackoffOptions, PayloadValidationOptions } from './inbox-options.interface';
 
 /** What a handler learns about the entry it is running. */
-export interface InboxHandlerEntry {
+export interface InboxContextEntry {
   readonly id: string;
   readonly messageId: string;
   readonly commandType: string;
@@ -15,13 +15,16 @@ export interface InboxHandlerEntry {
   readonly receivedAt: Date;
 }
 
+/** @deprecated renamed `InboxContextEntry` (it describes the entry, not a handler); the old name goes in the next version. */
+export type InboxHandlerEntry = InboxContextEntry;
+
 export interface InboxContext {
   /**
    * The EntityManager of the transaction that will mark the entry Completed. Write through it
    * and your writes commit together with the completion, or roll back if the handler throws.
    */
   readonly manager: EntityManager;
-  readonly entry: InboxHandlerEntry;
+  readonly entry: InboxContextEntry;
 }
 
 export interface InboxCommandHandler<TCommand = unknown> {

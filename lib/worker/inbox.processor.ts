@@ -25,6 +25,16 @@ import { UnclaimedWarning } from './unclaimed-warning';
 /** Longest pause between passes while the database is unreachable. */
 const MAX_RECONNECT_DELAY_MS = 10_000;
 
+/** What `InboxProcessor.state` tells. */
+export interface InboxWorkerState {
+  /** This application processes the table (a worker, started, not stopping). */
+  running: boolean;
+  /** The last pass reached the database. */
+  databaseReachable: boolean;
+  /** Passes in a row that failed on the database (0 when it is reachable). */
+  failedPasses: number;
+}
+
 /** Processors that own a table's loop, per application (one SchedulerRegistry per application). */
 const leadersBySchedule = new WeakMap<SchedulerRegistry, Map<string, InboxProcessor>>();
 
@@ -72,6 +82,12 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
 
   get isRunning(): boolean {
     return this.started && !this.stopping;
+  }
+
+  /** How the loop fares: whether it runs, and how many passes in a row failed on the database. */
+  get state(): InboxWorkerState {
+    const leader = this.leader ?? this;
+    return { running: leader.isRunning, databaseReachable: leader.failedPasses === 0, failedPasses: leader.failedPasses };
   }
 
   onApplicationBootstrap(): void {

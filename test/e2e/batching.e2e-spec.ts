@@ -88,4 +88,33 @@ describe('batches', () => {
     expect(txOf('s-1')).not.toBe(txOf('s-0'));
     expect(await app.inbox.count({ status: InboxStatus.Completed, commandType: 'test.batch' })).toBe(11);
   });
+
+  it('still runs a poison message alone after it was dead-lettered by its last crash and replayed', async () => {
+    const handler = app.get(BatchHandler);
+    // Its last allowed attempt started and its worker died: an expired lease on attempt 5 of 5.
+    const [{ id }] = await sql<{ id: string }>(
+      db.url,
+      `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, processing_started_at, received_at)
+       VALUES ('p-0', 'test.batch', '{}', 'processing', 4, 'crashed-worker', now() - interval '1 s', gen_random_uuid(), now() - interval '61 s', now() - interval '2 min')
+       RETURNING id`,
+    );
+    await app.processor.runOnce();
+    const dead = (await app.inbox.get(id))!;
+    expect(dead).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: 'lease_expired' });
+    expect(dead.error).toMatch(/^Gave up after 5 attempt\(s\): Lease expired/);
+
+    // Neighbours are due; the replay wakes the processor.
+    await store([
+      ['p-1', {}, null],
+      ['p-2', {}, null],
+    ]);
+    await app.inbox.replay(id, { actor: 'ops', reason: 'the bug is fixed' });
+    await app.processor.runOnce();
+    const txOf = (messageId: string) => handler.runs.find((r) => r.messageId === messageId)?.txid;
+    // The neighbours run together; the replayed poison message alone, in a transaction of its own.
+    expect(txOf('p-1')).toBeDefined();
+    expect(txOf('p-1')).toBe(txOf('p-2'));
+    expect(txOf('p-0')).toBeDefined();
+    expect(txOf('p-0')).not.toBe(txOf('p-1'));
+  });
 });

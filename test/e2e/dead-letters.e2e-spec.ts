@@ -13,7 +13,7 @@ import {
   type InboxEvent,
 } from 'nestjs-inbox';
 import { EFFECTS_TABLE_SQL, ScriptedHandler, ShortLivedHandler, TransferHandler } from '../fixtures/handlers';
-import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
+import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
 /** Listens to every outcome; throws on dead letters of one command type to prove errors are contained. */
@@ -22,11 +22,16 @@ class OutcomeListener {
   readonly deadLetters: InboxEvent[] = [];
   readonly failures: InboxEvent[] = [];
   readonly completions: InboxEvent[] = [];
+  /** What another connection saw of each dead letter's row while its listener ran. */
+  readonly committedStatus = new Map<string, string>();
+  databaseUrl?: string;
 
   @OnInboxDeadLetter()
-  onDeadLetter(event: InboxEvent): void {
+  async onDeadLetter(event: InboxEvent): Promise<void> {
     this.deadLetters.push(event);
     if (event.entry.commandType === 'test.short-lived') throw new Error('listener exploded');
+    const [row] = await sql<{ status: string }>(this.databaseUrl!, 'SELECT status FROM inbox_entries WHERE id = $1', [event.entry.id]);
+    this.committedStatus.set(event.entry.id, row.status);
   }
 
   @OnInboxFailed()
@@ -56,6 +61,7 @@ describe('dead-letter operations', () => {
       inbox: { clock, maxAttempts: 2, backoff: { initialDelayMs: 100, maxDelayMs: 100, jitter: 0 }, workerId: 'dl-worker' },
     });
     listener = app.get(OutcomeListener);
+    listener.databaseUrl = db.url;
   });
 
   afterAll(async () => {
@@ -93,8 +99,7 @@ describe('dead-letter operations', () => {
         workerId: 'dl-worker',
         errorClass: null,
       });
-      expect(history[0].durationMs).toBeGreaterThanOrEqual(0);
-      expect(history[0].finishedAt!.getTime()).toBeGreaterThanOrEqual(history[0].startedAt!.getTime());
+      expect(history[0].durationMs).toBe(history[0].finishedAt!.getTime() - history[0].startedAt!.getTime());
       // Completed is final: the completing attempt lives on the entry, the success path adds no history row.
       expect(history[0]).toMatchObject({ startedAt: entry.processingStartedAt, finishedAt: entry.processedAt, recordedAt: entry.processedAt });
       expect(entry.processedBy).toBe('dl-worker');
@@ -118,7 +123,7 @@ describe('dead-letter operations', () => {
       const history = await app.inbox.history(entry.id);
       expect(history.map((h) => [h.attempt, h.outcome])).toEqual([
         [1, AttemptOutcome.Failed],
-        [2, AttemptOutcome.DeadLettered],
+        [2, AttemptOutcome.DeadLetter],
       ]);
       expect(history[0].errorClass).toBe('Error');
       expect(history[0].errorMessage).toContain('flaky dependency down (attempt 1)');
@@ -338,12 +343,14 @@ describe('dead-letter operations', () => {
   describe('closing without running', () => {
     it('discards a dead letter: kept, distinguishable, out of bulk replays, audited', async () => {
       const dead = await run('test.scripted', { permanent: true }, 'dl-discard');
+      const openDeadLetters = { commandType: 'test.scripted', errorContains: 'business rule', includeDiscarded: false, status: InboxStatus.DeadLetter };
+      const openBefore = await app.inbox.count(openDeadLetters);
       const discarded = await app.inbox.discard(dead.id, { actor: 'carol', reason: 'duplicate order, refunded by hand' });
       expect(discarded.status).toBe(InboxStatus.DeadLetter);
       expect(discarded.discardedAt).toEqual(clock.now());
       expect(discarded.processedAt).toBeNull();
       expect((await app.inbox.history(dead.id)).at(-1)).toMatchObject({ event: HistoryEvent.Discarded, actor: 'carol' });
-      expect(await app.inbox.count({ commandType: 'test.scripted', errorContains: 'business rule', includeDiscarded: false, status: InboxStatus.DeadLetter })).toBeGreaterThanOrEqual(0);
+      expect(await app.inbox.count(openDeadLetters)).toBe(openBefore - 1);
       const dry = await app.inbox.replayMany({ commandType: 'test.scripted', deadLetterReason: DeadLetterReason.PermanentError }, { actor: 'x', dryRun: true });
       const withDiscarded = await app.inbox.count({ commandType: 'test.scripted', deadLetterReason: DeadLetterReason.PermanentError, status: InboxStatus.DeadLetter });
       expect(dry.matched).toBe(withDiscarded - 1);
@@ -365,7 +372,8 @@ describe('dead-letter operations', () => {
       expect(dead).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.Manual, error: 'Dead-lettered by dave: customer cancelled' });
       await app.processor.runOnce();
       expect(handler.calls.some((c) => c.messageId === 'dl-manual')).toBe(false);
-      expect((await app.inbox.history(id)).at(-1)).toMatchObject({ event: HistoryEvent.DeadLettered, actor: 'dave', reason: 'customer cancelled' });
+      expect((await app.inbox.history(id)).at(-1)).toMatchObject({ event: HistoryEvent.DeadLetter, actor: 'dave', reason: 'customer cancelled' });
+      await waitFor(() => listener.deadLetters.some((e) => e.entry.id === id), 'the manual dead letter to be heard');
       expect(listener.deadLetters.filter((e) => e.entry.id === id)).toHaveLength(1);
 
       const failed = await run('test.scripted', { failUntilAttempt: 1 });
@@ -377,27 +385,30 @@ describe('dead-letter operations', () => {
 
   describe('listeners', () => {
     it('fire once per dead letter, after the state is committed', async () => {
-      const observed: string[] = [];
       const dead = await run('test.scripted', { permanent: true });
+      // Inside the listener, another connection already saw the state it was told about: committed.
+      const seen = await waitFor(() => listener.committedStatus.get(dead.id), 'the listener to look at the row');
+      expect(seen).toBe(InboxStatus.DeadLetter);
       const events = listener.deadLetters.filter((e) => e.entry.id === dead.id);
       expect(events).toHaveLength(1);
       expect(events[0]).toMatchObject({ type: 'dead_letter', reason: DeadLetterReason.PermanentError, error: 'business rule violated' });
       expect(events[0].entry).toMatchObject({ status: InboxStatus.DeadLetter, retryCount: 1 });
-      // Committed: another connection already sees the state the listener was told about.
-      observed.push((await sql<{ status: string }>(db.url, 'SELECT status FROM inbox_entries WHERE id = $1', [dead.id]))[0].status);
-      expect(observed).toEqual(['dead_letter']);
     });
 
     it('report failures and completions the same way', async () => {
       const entry = await settle(await run('test.scripted', { failUntilAttempt: 1 }));
       expect(entry.status).toBe(InboxStatus.Completed);
+      await waitFor(() => listener.completions.some((e) => e.entry.id === entry.id), 'the completion to be heard');
       expect(listener.failures.filter((e) => e.entry.id === entry.id)).toHaveLength(1);
       expect(listener.completions.filter((e) => e.entry.id === entry.id)).toHaveLength(1);
+      // The event carries the row as written: the completing attempt's times are set.
+      expect(listener.completions.find((e) => e.entry.id === entry.id)!.entry).toMatchObject({ processedAt: entry.processedAt, processingStartedAt: entry.processingStartedAt });
     });
 
     it('a throwing listener does not affect the entry or the processing', async () => {
       const dead = await settle(await run('test.short-lived', {}));
       expect(dead.status).toBe(InboxStatus.DeadLetter);
+      await waitFor(() => listener.deadLetters.some((e) => e.entry.id === dead.id), 'the dead letter to be heard');
       expect(listener.deadLetters.filter((e) => e.entry.id === dead.id)).toHaveLength(1);
       const next = await run('test.scripted', {});
       expect(next.status).toBe(InboxStatus.Completed);

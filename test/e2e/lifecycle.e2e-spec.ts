@@ -12,6 +12,7 @@ import { GatedHandler } from '../fixtures/gated-handler';
 import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
 import { createTestApp, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+import { HISTORY_COLUMNS, INBOX_COLUMNS } from '../../lib/store/schema';
 
 const activeTimers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
 
@@ -305,5 +306,20 @@ describe('schema migration', () => {
     const indexes = await sql<{ name: string }>(db.url, `SELECT indexname AS name FROM pg_indexes WHERE tablename = 'legacy_inbox' AND indexname LIKE '%suspects' ORDER BY 1`);
     expect(indexes.map((i) => i.name)).toEqual(['ix_legacy_inbox_crash_suspects']);
     expect(migration.name).toMatch(/1764200000000$/);
+  });
+
+  it('creates exactly the columns of the schema source, with their nullability', async () => {
+    const { createInboxMigration } = await import('nestjs-inbox');
+    const migration = new (createInboxMigration('fresh_inbox'))();
+    await migration.up({ query: (statement: string) => sql(db.url, statement) } as never);
+    const columnsOf = (table: string) =>
+      sql<{ name: string; nullable: boolean }>(
+        db.url,
+        `SELECT column_name AS name, is_nullable = 'YES' AS nullable FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position`,
+        [table],
+      );
+    const expected = (columns: Record<string, { nullable: boolean }>) => Object.entries(columns).map(([name, spec]) => ({ name, nullable: spec.nullable }));
+    expect(await columnsOf('fresh_inbox')).toEqual(expected(INBOX_COLUMNS));
+    expect(await columnsOf('fresh_inbox_history')).toEqual(expected(HISTORY_COLUMNS));
   });
 });

@@ -124,7 +124,7 @@ describe('database outages and timeouts', () => {
       await waitFor(() => logger.count(/cannot reach the database/) === 1, 'the outage to be noticed');
       await waitFor(async () => {
         await app.processor.runOnce();
-        return (app.processor as unknown as { failedPasses: number }).failedPasses >= 3;
+        return app.processor.state.failedPasses >= 3;
       }, 'a few failed passes');
       expect(logger.count(/cannot reach the database/)).toBe(1);
 
@@ -136,6 +136,7 @@ describe('database outages and timeouts', () => {
         'the entry to be processed after the outage',
       );
       await waitFor(() => logger.count(/reaches the database again/) === 1, 'the recovery to be logged');
+      expect(app.processor.state).toEqual({ running: true, databaseReachable: true, failedPasses: 0 });
       expect(logger.count(/cannot reach the database/)).toBe(1);
     } finally {
       await app.close();

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { backoffDelayMs, DEFAULT_BACKOFF } from 'nestjs-inbox';
+import { DEFAULT_BACKOFF } from 'nestjs-inbox';
+import { backoffDelayMs } from '../../lib/state/backoff';
 
 describe('backoffDelayMs', () => {
   const noJitter = { ...DEFAULT_BACKOFF, jitter: 0 };

@@ -1,4 +1,4 @@
-import { resolveInboxOptions } from 'nestjs-inbox';
+import { resolveInboxOptions } from '../../lib/inbox-options';
 import { InboxNotifier } from '../../lib/wake/notifier';
 
 // The notifier's timing rules, on fake timers: which receive carries the notification and when a

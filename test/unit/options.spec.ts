@@ -1,4 +1,5 @@
-import { DEFAULT_BACKOFF, InboxConfigurationError, resolveInboxOptions } from 'nestjs-inbox';
+import { DEFAULT_BACKOFF, InboxConfigurationError } from 'nestjs-inbox';
+import { resolveInboxOptions } from '../../lib/inbox-options';
 
 describe('resolveInboxOptions', () => {
   it('applies the documented defaults', () => {
