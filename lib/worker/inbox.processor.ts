@@ -112,7 +112,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     }
     leaders.set(this.timerName, this);
     this.warnAboutPoolSize();
-    this.timer = setInterval(() => void this.runOnce(), this.options.pollIntervalMs);
+    this.timer = setInterval(() => void this.startPass(true), this.options.pollIntervalMs);
     this.schedulerRegistry.addInterval(this.timerName, this.timer);
     this.started = true;
     void this.runOnce();
@@ -173,18 +173,21 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    * executed. Useful in tests to drive the processor without waiting for the poll interval.
    */
   runOnce(): Promise<number> {
-    return this.startPass(true);
+    return this.startPass(true, true);
   }
 
-  private startPass(sweep: boolean): Promise<number> {
-    if (this.leader) return this.leader.startPass(sweep);
+  /** `now`: an explicit request, not held back by the outage backoff (polls and wake-ups are). */
+  private startPass(sweep: boolean, now = false): Promise<number> {
+    if (this.leader) return this.leader.startPass(sweep, now);
     if (sweep) this.sweepRequested = true;
     // Receive-only instances, an idle duplicate module and a stopping processor run nothing.
     if (!this.started || this.stopping) return this.pass ?? Promise.resolve(0);
-    if (Date.now() < this.resumeAt) return Promise.resolve(0);
+    if (!now && Date.now() < this.resumeAt) return Promise.resolve(0);
     if (this.pass) {
+      // The running pass looks again when it sees the request; one that came after its last look
+      // (while it was finishing) gets a pass of its own, which this promise covers too.
       this.wakeRequested = true;
-      return this.pass;
+      return this.pass.then((executed) => (this.wakeRequested && this.pass === null ? this.startPass(false).then((more) => executed + more) : executed));
     }
     this.pass = this.runPass().finally(() => {
       this.pass = null;

@@ -35,65 +35,71 @@ function expectFailure(result: CliResult, code: number, message: string | RegExp
   expect(result.stderr).not.toMatch(/\n\s+at /);
 }
 
-describe('operator CLI', () => {
-  let db: TestDatabase;
+/**
+ * Entries in every state, produced by the library itself; the CLI runs after this app is gone.
+ * Returns their ids by messageId.
+ */
+async function populate(url: string): Promise<Record<string, string>> {
+  await sql(url, EFFECTS_TABLE_SQL);
+  const clock = new ManualClock();
+  const app = await createTestApp({
+    url,
+    handlers: [ScriptedHandler, TransferHandler],
+    inbox: { clock, maxAttempts: 2, backoff: { initialDelayMs: 1000, maxDelayMs: 1000, jitter: 0 }, acceptUnknownCommandTypes: true },
+  });
+  try {
+    const receive = (messageId: string, commandType: string, payload: Record<string, unknown>) => app.inbox.receive({ messageId, commandType, payload });
+    await receive('ok-1', 'test.scripted', {});
+    await receive('perm-1', 'test.scripted', { permanent: true });
+    await receive('perm-2', 'test.scripted', { permanent: true });
+    await receive('invalid-1', 'test.transfer', { account: '', amount: 0 });
+    await receive('orphan-1', 'test.unknown', {});
+    await receive('flaky-1', 'test.scripted', { alwaysFail: true });
+    await app.processor.runOnce();
+    clock.advance(5_000); // past flaky-1's backoff: its second and last attempt
+    await app.processor.runOnce();
+    await receive('failing-1', 'test.scripted', { alwaysFail: true }); // fails once, retries later
+    await app.processor.runOnce();
+    // No worker handles test.unknown: it waits, Pending, until an operator decides.
+    const orphan = (await app.inbox.findByMessageId('orphan-1'))!;
+    expect(orphan.status).toBe(InboxStatus.Pending);
+    await app.inbox.deadLetter(orphan.id, { actor: 'ops', reason: 'no worker handles test.unknown' });
+  } finally {
+    await app.close();
+  }
+  await sql(url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('pending-1', 'test.scripted', '{}', '2020-01-01T00:00:00Z')`);
+  // failing-1's retry is due a second after the test clock's time; on the real clock, keep it in the future.
+  await sql(url, `UPDATE inbox_entries SET next_retry_at = now() + interval '1 hour' WHERE message_id = 'failing-1'`);
   const ids: Record<string, string> = {};
-  let afterAdvance: Date;
+  for (const { id, message_id } of await sql<{ id: string; message_id: string }>(url, 'SELECT id, message_id FROM inbox_entries')) ids[message_id] = id;
+  const rows = await sql<{ message_id: string; status: string; dead_letter_reason: string | null }>(
+    url,
+    `SELECT message_id, status, dead_letter_reason FROM inbox_entries WHERE message_id IN ('flaky-1', 'failing-1') ORDER BY message_id`,
+  );
+  expect(rows).toEqual([
+    { message_id: 'failing-1', status: InboxStatus.Failed, dead_letter_reason: null },
+    { message_id: 'flaky-1', status: InboxStatus.DeadLetter, dead_letter_reason: 'retries_exhausted' },
+  ]);
+  return ids;
+}
 
-  /** Runs against the spec's database and expects success. */
-  const cli = async (...args: string[]): Promise<string> => {
-    const result = await run(['--database-url', db.url, ...args]);
+describe('operator CLI', () => {
+  /** Read by the reading and error specs, never changed. */
+  let db: TestDatabase;
+  let ids: Record<string, string> = {};
+
+  /** Runs against `url` and expects success. */
+  const cliOn = async (url: string, ...args: string[]): Promise<string> => {
+    const result = await run(['--database-url', url, ...args]);
     if (result.code !== 0) throw new Error(`exit ${result.code} for ${args.join(' ')}:\n${result.stderr}`);
     return result.stdout;
   };
+  const cli = (...args: string[]) => cliOn(db.url, ...args);
   const cliJson = async <T = any>(...args: string[]): Promise<T> => JSON.parse(await cli(...args, '--json')) as T;
-  const row = async (messageId: string) =>
-    (await sql<{ status: string; dead_letter_reason: string | null; discarded_at: Date | null; retry_count: number }>(
-      db.url,
-      'SELECT status, dead_letter_reason, discarded_at, retry_count FROM inbox_entries WHERE message_id = $1',
-      [messageId],
-    ))[0];
 
   beforeAll(async () => {
     db = await createTestDatabase('cli');
-    await sql(db.url, EFFECTS_TABLE_SQL);
-    // Entries in every state, produced by the library itself; the CLI runs after this app is gone.
-    const clock = new ManualClock();
-    const app = await createTestApp({
-      url: db.url,
-      handlers: [ScriptedHandler, TransferHandler],
-      inbox: { clock, maxAttempts: 2, backoff: { initialDelayMs: 1000, maxDelayMs: 1000, jitter: 0 }, acceptUnknownCommandTypes: true },
-    });
-    try {
-      const receive = (messageId: string, commandType: string, payload: Record<string, unknown>) =>
-        app.inbox.receive({ messageId, commandType, payload });
-      await receive('ok-1', 'test.scripted', {});
-      await receive('perm-1', 'test.scripted', { permanent: true });
-      await receive('perm-2', 'test.scripted', { permanent: true });
-      await receive('invalid-1', 'test.transfer', { account: '', amount: 0 });
-      await receive('orphan-1', 'test.unknown', {});
-      await receive('flaky-1', 'test.scripted', { alwaysFail: true });
-      await app.processor.runOnce();
-      clock.advance(5_000); // past flaky-1's backoff: its second and last attempt
-      afterAdvance = clock.now();
-      await app.processor.runOnce();
-      await receive('failing-1', 'test.scripted', { alwaysFail: true }); // fails once, retries later
-      await app.processor.runOnce();
-      // No worker handles test.unknown: it waits, Pending, until an operator decides.
-      const orphan = (await app.inbox.findByMessageId('orphan-1'))!;
-      expect(orphan.status).toBe(InboxStatus.Pending);
-      await app.inbox.deadLetter(orphan.id, { actor: 'ops', reason: 'no worker handles test.unknown' });
-    } finally {
-      await app.close();
-    }
-    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('pending-1', 'test.scripted', '{}', '2020-01-01T00:00:00Z')`);
-    // failing-1's retry is due a second after the test clock's time; on the real clock, keep it in the future.
-    await sql(db.url, `UPDATE inbox_entries SET next_retry_at = now() + interval '1 hour' WHERE message_id = 'failing-1'`);
-    for (const { id, message_id } of await sql<{ id: string; message_id: string }>(db.url, 'SELECT id, message_id FROM inbox_entries')) {
-      ids[message_id] = id;
-    }
-    expect(await row('flaky-1')).toMatchObject({ status: InboxStatus.DeadLetter, dead_letter_reason: 'retries_exhausted' });
-    expect(await row('failing-1')).toMatchObject({ status: InboxStatus.Failed });
+    ids = await populate(db.url);
   });
 
   afterAll(async () => {
@@ -137,13 +143,14 @@ describe('operator CLI', () => {
       expect(new Date(dead[0].receivedAt as string).getTime()).not.toBeNaN();
 
       const messageIds = (...args: string[]) => cliJson<Array<{ messageId: string }>>('list', ...args).then((entries) => entries.map((e) => e.messageId));
+      const [{ received_at: lastReceived }] = await sql<{ received_at: Date }>(db.url, `SELECT received_at FROM inbox_entries WHERE message_id = 'failing-1'`);
       const [all, limited, byType, byError, before, after] = await Promise.all([
         messageIds(),
         messageIds('--limit', '3'),
         messageIds('--type', 'test.transfer'),
         messageIds('--error-contains', 'FLAKY'),
         messageIds('--received-before', '2021-01-01'),
-        messageIds('--received-after', afterAdvance.toISOString()),
+        messageIds('--received-after', lastReceived.toISOString()),
       ]);
       expect(all).toHaveLength(8);
       expect([all[0], all[7]]).toEqual(['failing-1', 'pending-1']); // newest first
@@ -184,6 +191,27 @@ describe('operator CLI', () => {
   });
 
   describe('operating', () => {
+    /** Each change runs on a database of its own, populated afresh. */
+    let opDb: TestDatabase;
+    let opIds: Record<string, string>;
+    const cli = (...args: string[]) => cliOn(opDb.url, ...args);
+    const cliJson = async <T = any>(...args: string[]): Promise<T> => JSON.parse(await cli(...args, '--json')) as T;
+    const row = async (messageId: string) =>
+      (await sql<{ status: string; dead_letter_reason: string | null; discarded_at: Date | null; retry_count: number }>(
+        opDb.url,
+        'SELECT status, dead_letter_reason, discarded_at, retry_count FROM inbox_entries WHERE message_id = $1',
+        [messageId],
+      ))[0];
+
+    beforeEach(async () => {
+      opDb = await createTestDatabase('cli_op');
+      opIds = await populate(opDb.url);
+    });
+
+    afterEach(async () => {
+      await opDb?.drop();
+    });
+
     it('replay --all --dry-run counts and changes nothing', async () => {
       expect(await cliJson('replay', '--all', '--dead-letter-reason', 'permanent_error', '--actor', 'ops', '--dry-run')).toEqual({
         matched: 2,
@@ -197,7 +225,7 @@ describe('operator CLI', () => {
 
     it('replay --all replays the matching dead letters, with a progress bar on request', async () => {
       const result = await run(
-        ['--database-url', db.url, 'replay', '--all', '--dead-letter-reason', 'permanent_error', '--actor', 'ops', '--reason', 'fixed', '--batch-size', '1', '--progress'],
+        ['--database-url', opDb.url, 'replay', '--all', '--dead-letter-reason', 'permanent_error', '--actor', 'ops', '--reason', 'fixed', '--batch-size', '1', '--progress'],
       );
       expect(result.code).toBe(0);
       expect(result.stdout).toBe('Replayed 2 of 2 matching dead_letter entries.\n');
@@ -205,50 +233,50 @@ describe('operator CLI', () => {
       for (const messageId of ['perm-1', 'perm-2']) expect(await row(messageId)).toMatchObject({ status: InboxStatus.Pending, retry_count: 0 });
       expect(await row('flaky-1')).toMatchObject({ status: InboxStatus.DeadLetter }); // another reason: untouched
 
-      const { entry, history } = await cliJson('show', ids['perm-1']);
+      const { entry, history } = await cliJson('show', opIds['perm-1']);
       expect(entry).toMatchObject({ status: 'pending', deadLetterReason: null });
       expect(history.at(-1)).toMatchObject({ event: 'replayed', actor: 'ops', reason: 'fixed' });
-      expect(await cli('show', ids['perm-1'])).toMatch(/^\s+replayed\s+\S+Z\s+ops\s+fixed$/m);
+      expect(await cli('show', opIds['perm-1'])).toMatch(/^\s+replayed\s+\S+Z\s+ops\s+fixed$/m);
     });
 
     it('replay without a bar prints only the summary; --json prints it as JSON', async () => {
-      const result = await run(['--database-url', db.url, 'replay', '--all', '--status', 'failed', '--type', 'test.scripted', '--actor', 'ops', '--json']);
+      const result = await run(['--database-url', opDb.url, 'replay', '--all', '--status', 'failed', '--type', 'test.scripted', '--actor', 'ops', '--json']);
       expect(result).toMatchObject({ code: 0, stderr: '' });
       expect(JSON.parse(result.stdout)).toEqual({ matched: 1, replayed: 1, dryRun: false });
       expect(await row('failing-1')).toMatchObject({ status: InboxStatus.Pending });
     });
 
     it('replay <id> replays one entry and records who asked', async () => {
-      expect(await cli('replay', ids['invalid-1'], '--actor', 'alice', '--reason', 'schema fixed')).toContain(`Replayed ${ids['invalid-1']}`);
+      expect(await cli('replay', opIds['invalid-1'], '--actor', 'alice', '--reason', 'schema fixed')).toContain(`Replayed ${opIds['invalid-1']}`);
       expect(await row('invalid-1')).toMatchObject({ status: InboxStatus.Pending });
-      const { history } = await cliJson('show', ids['invalid-1']);
+      const { history } = await cliJson('show', opIds['invalid-1']);
       expect(history.at(-1)).toMatchObject({ event: 'replayed', actor: 'alice', reason: 'schema fixed' });
     });
 
     it('replay of an entry in the wrong state exits 1', async () => {
-      expectFailure(await run(['--database-url', db.url, 'replay', ids['ok-1'], '--actor', 'ops']), 1, /Cannot replay inbox entry .*"completed"/);
+      expectFailure(await run(['--database-url', opDb.url, 'replay', opIds['ok-1'], '--actor', 'ops']), 1, /Cannot replay inbox entry .*"completed"/);
     });
 
     it('discard closes a dead letter, which bulk replay then skips', async () => {
-      const discarded = await cliJson('discard', ids['orphan-1'], '--actor', 'ops', '--reason', 'obsolete command');
-      expect(discarded).toMatchObject({ id: ids['orphan-1'], status: 'dead_letter', deadLetterReason: 'manual' });
+      const discarded = await cliJson('discard', opIds['orphan-1'], '--actor', 'ops', '--reason', 'obsolete command');
+      expect(discarded).toMatchObject({ id: opIds['orphan-1'], status: 'dead_letter', deadLetterReason: 'manual' });
       expect(discarded.discardedAt).not.toBeNull();
       expect((await row('orphan-1')).discarded_at).not.toBeNull();
-      const { history } = await cliJson('show', ids['orphan-1']);
+      const { history } = await cliJson('show', opIds['orphan-1']);
       expect(history.at(-1)).toMatchObject({ event: 'discarded', actor: 'ops', reason: 'obsolete command' });
       expect(await cliJson('replay', '--all', '--type', 'test.unknown', '--actor', 'ops', '--dry-run')).toMatchObject({ matched: 0 });
       expect((await cliJson('stats')).deadLetters.manual.discarded).toBe(1);
       expect(await cli('list', '--type', 'test.unknown')).toContain('dead_letter (discarded)');
 
-      expectFailure(await run(['--database-url', db.url, 'discard', ids['orphan-1'], '--actor', 'ops']), 1, /Cannot discard .*"dead_letter \(discarded\)"/);
+      expectFailure(await run(['--database-url', opDb.url, 'discard', opIds['orphan-1'], '--actor', 'ops']), 1, /Cannot discard .*"dead_letter \(discarded\)"/);
     });
 
     it('dead-letter stops a pending entry by hand', async () => {
-      expect(await cli('dead-letter', ids['pending-1'], '--actor', 'bob', '--reason', 'customer cancelled')).toContain(`Dead-lettered ${ids['pending-1']}`);
+      expect(await cli('dead-letter', opIds['pending-1'], '--actor', 'bob', '--reason', 'customer cancelled')).toContain(`Dead-lettered ${opIds['pending-1']}`);
       expect(await row('pending-1')).toMatchObject({ status: InboxStatus.DeadLetter, dead_letter_reason: 'manual' });
-      const { history } = await cliJson('show', ids['pending-1']);
+      const { history } = await cliJson('show', opIds['pending-1']);
       expect(history).toEqual([expect.objectContaining({ event: 'dead_letter', actor: 'bob', reason: 'customer cancelled' })]);
-      expectFailure(await run(['--database-url', db.url, 'dead-letter', ids['ok-1'], '--actor', 'bob']), 1, /Cannot dead-letter .*"completed"/);
+      expectFailure(await run(['--database-url', opDb.url, 'dead-letter', opIds['ok-1'], '--actor', 'bob']), 1, /Cannot dead-letter .*"completed"/);
     });
   });
 

@@ -250,30 +250,39 @@ describe('dead-letter operations', () => {
       const typeA = 'test.scripted';
       let before: Date;
       let between: Date;
+      let after: Date;
+      let round = 0;
+      /** This test's fixture: its message ids carry the round. */
+      let id: (name: string) => string;
 
-      beforeAll(async () => {
+      // Each test gets its own dead letters, received after every earlier test's: two with permanent
+      // errors, then (later) two with exhausted retries and one of another type.
+      beforeEach(async () => {
+        const prefix = `bulk${++round}`;
+        id = (name) => `${prefix}-${name}`;
         clock.advance(1_000);
         before = clock.now();
-        // Two permanent-error dead letters, then (later) two with exhausted retries.
-        for (let i = 0; i < 2; i++) await run(typeA, { permanent: true }, `bulk-perm-${i}`);
+        for (let i = 0; i < 2; i++) await run(typeA, { permanent: true }, id(`perm-${i}`));
         clock.advance(60_000);
         between = clock.now();
-        for (let i = 0; i < 2; i++) await settle(await run(typeA, { alwaysFail: true }, `bulk-exh-${i}`));
-        await settle(await run('test.short-lived', {}, 'bulk-short'));
+        for (let i = 0; i < 2; i++) await settle(await run(typeA, { alwaysFail: true }, id(`exh-${i}`)));
+        await settle(await run('test.short-lived', {}, id('short')));
+        clock.advance(1_000);
+        after = clock.now();
       });
 
       const statusOf = async (messageId: string) => (await app.inbox.findByMessageId(messageId))!.status;
 
       it('counts without changing anything on a dry run', async () => {
-        const result = await app.inbox.replayMany({ deadLetterReason: DeadLetterReason.RetriesExhausted, receivedAfter: between }, { actor: 'ops', dryRun: true });
-        expect(result).toEqual({ matched: 3, replayed: 0, dryRun: true }); // bulk-exh-0, bulk-exh-1, bulk-short
-        expect(await statusOf('bulk-exh-0')).toBe(InboxStatus.DeadLetter);
+        const result = await app.inbox.replayMany({ deadLetterReason: DeadLetterReason.RetriesExhausted, receivedAfter: between, receivedBefore: after }, { actor: 'ops', dryRun: true });
+        expect(result).toEqual({ matched: 3, replayed: 0, dryRun: true }); // exh-0, exh-1, short
+        expect(await statusOf(id('exh-0'))).toBe(InboxStatus.DeadLetter);
       });
 
       it('replays by command type and received time, in batches, with an audit record each', async () => {
         const progress: Array<[number, number]> = [];
         const result = await app.inbox.replayMany(
-          { commandType: typeA, receivedAfter: between },
+          { commandType: typeA, receivedAfter: between, receivedBefore: after },
           { actor: 'ops', reason: 'dependency fixed', batchSize: 1, onProgress: (done, total) => progress.push([done, total]) },
         );
         expect(result).toEqual({ matched: 2, replayed: 2, dryRun: false });
@@ -284,7 +293,7 @@ describe('dead-letter operations', () => {
         ]);
         // Replayed entries run again at once (and fail again: attempt 1 of 2 after the reset).
         await app.processor.runOnce();
-        const replayed = await Promise.all(['bulk-exh-0', 'bulk-exh-1'].map(async (messageId) => (await app.inbox.findByMessageId(messageId))!));
+        const replayed = await Promise.all([id('exh-0'), id('exh-1')].map(async (messageId) => (await app.inbox.findByMessageId(messageId))!));
         for (const entry of replayed) {
           expect(entry).toMatchObject({ status: InboxStatus.Failed, retryCount: 1 });
           const events = (await app.inbox.history(entry.id)).map((h) => h.event);
@@ -292,25 +301,25 @@ describe('dead-letter operations', () => {
           expect((await app.inbox.history(entry.id))[2]).toMatchObject({ actor: 'ops', reason: 'dependency fixed' });
         }
         for (const entry of replayed) await settle(entry);
-        expect(await statusOf('bulk-perm-0')).toBe(InboxStatus.DeadLetter); // received before `between`
-        expect(await statusOf('bulk-short')).toBe(InboxStatus.DeadLetter); // other command type
+        expect(await statusOf(id('perm-0'))).toBe(InboxStatus.DeadLetter); // received before `between`
+        expect(await statusOf(id('short'))).toBe(InboxStatus.DeadLetter); // other command type
       });
 
       it('replays by reason', async () => {
         const result = await app.inbox.replayMany({ deadLetterReason: DeadLetterReason.PermanentError, receivedAfter: before, receivedBefore: between }, { actor: 'ops' });
         expect(result.replayed).toBe(2);
         await app.processor.runOnce(); // they ran again and failed permanently again
-        for (const messageId of ['bulk-perm-0', 'bulk-perm-1']) {
+        for (const messageId of [id('perm-0'), id('perm-1')]) {
           const history = await app.inbox.history((await app.inbox.findByMessageId(messageId))!.id);
           expect(history.map((h) => h.event)).toEqual([HistoryEvent.Attempt, HistoryEvent.Replayed, HistoryEvent.Attempt]);
         }
       });
 
       it('replays by error text', async () => {
-        const result = await app.inbox.replayMany({ errorContains: 'ALWAYS FAILS' }, { actor: 'ops' }); // case-insensitive
+        const result = await app.inbox.replayMany({ errorContains: 'ALWAYS FAILS', receivedAfter: before, receivedBefore: after }, { actor: 'ops' }); // case-insensitive
         expect(result).toMatchObject({ matched: 1, replayed: 1 });
         await app.processor.runOnce();
-        const history = await app.inbox.history((await app.inbox.findByMessageId('bulk-short'))!.id);
+        const history = await app.inbox.history((await app.inbox.findByMessageId(id('short')))!.id);
         expect(history.filter((h) => h.event === HistoryEvent.Replayed)).toHaveLength(1);
         expect((await app.inbox.replayMany({ errorContains: '%' }, { actor: 'ops', dryRun: true })).matched).toBe(0); // wildcards are literal
       });
@@ -366,8 +375,12 @@ describe('dead-letter operations', () => {
 
     it('dead-letters a Pending or Failed entry by hand, with the reason, and it never runs', async () => {
       const handler = app.get(ScriptedHandler);
-      // Pending: stored behind the processor's back so that it is still Pending.
-      const [{ id }] = await sql<{ id: string }>(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('dl-manual', 'test.scripted', '{}', $1) RETURNING id`, [clock.now()]);
+      // Pending: stored behind the processor's back, due only in an hour, so that nothing claims it meanwhile.
+      const [{ id }] = await sql<{ id: string }>(
+        db.url,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES ('dl-manual', 'test.scripted', '{}', $1) RETURNING id`,
+        [new Date(clock.now().getTime() + 3_600_000)],
+      );
       const dead = await app.inbox.deadLetter(id, { actor: 'dave', reason: 'customer cancelled' });
       expect(dead).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.Manual, error: 'Dead-lettered by dave: customer cancelled' });
       await app.processor.runOnce();

@@ -8,15 +8,13 @@ describe('processing', () => {
   let app: TestApp;
   const clock = new ManualClock();
   let seq = 0;
+  const HANDLERS = [ScriptedHandler, ShortLivedHandler, TransferHandler];
+  const INBOX = { clock, maxAttempts: 3, backoff: { initialDelayMs: 1000, multiplier: 2, maxDelayMs: 60_000, jitter: 0.2 } };
 
   beforeAll(async () => {
     db = await createTestDatabase('processing');
     await sql(db.url, EFFECTS_TABLE_SQL);
-    app = await createTestApp({
-      url: db.url,
-      handlers: [ScriptedHandler, ShortLivedHandler, TransferHandler],
-      inbox: { clock, maxAttempts: 3, backoff: { initialDelayMs: 1000, multiplier: 2, maxDelayMs: 60_000, jitter: 0.2 } },
-    });
+    app = await createTestApp({ url: db.url, handlers: HANDLERS, inbox: INBOX });
   });
 
   afterAll(async () => {
@@ -180,14 +178,15 @@ describe('processing', () => {
     const handler = app.get(ScriptedHandler);
     await app.close();
     // One at a time, so the order of execution is the order of claiming.
-    app = await createTestApp({ url: db.url, handlers: [ScriptedHandler, ShortLivedHandler, TransferHandler], inbox: { clock, concurrency: 1, batchSize: 1, worker: false, acceptUnknownCommandTypes: false } });
+    app = await createTestApp({ url: db.url, handlers: HANDLERS, inbox: { ...INBOX, concurrency: 1, batchSize: 1, worker: false, acceptUnknownCommandTypes: false } });
     const ids = ['order-c', 'order-a', 'order-b'];
     for (const id of ids) {
       await app.inbox.receive({ messageId: id, commandType: 'test.scripted', payload: {} });
       clock.advance(5);
     }
     await app.close();
-    app = await createTestApp({ url: db.url, handlers: [ScriptedHandler, ShortLivedHandler, TransferHandler], inbox: { clock, concurrency: 1, batchSize: 1 } });
+    // The spec's other tests go on with an application configured as before, one batch of one at a time.
+    app = await createTestApp({ url: db.url, handlers: HANDLERS, inbox: { ...INBOX, concurrency: 1, batchSize: 1 } });
     await app.processor.runOnce();
     const fresh = app.get(ScriptedHandler);
     expect(fresh).not.toBe(handler);
