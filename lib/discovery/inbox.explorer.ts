@@ -63,15 +63,6 @@ export class InboxExplorer implements OnModuleInit {
     return [...this.handlers.keys()];
   }
 
-  /** Attempts allowed for a type; types without a handler here use the module default. */
-  maxAttemptsFor(commandType: string): number {
-    return this.handlers.get(commandType)?.maxAttempts ?? this.options.maxAttempts;
-  }
-
-  backoffFor(commandType: string): BackoffOptions {
-    return this.handlers.get(commandType)?.backoff ?? this.options.backoff;
-  }
-
   private explore(): void {
     this.handlers.clear();
     const problems: string[] = [];
