@@ -98,7 +98,9 @@ function batchOf(row: AttemptRow, data: RunData, logs: WorkerLogs): string {
     }
   }
   const some = (ids: string[]) => `${ids.length}${ids.length ? ` (${ids.sort().slice(0, 3).join(', ')}${ids.length > 3 ? ', ...' : ''})` : ''}`;
-  return `; its batch, started ${row.started_at.toISOString()}, had ${ran.length + notRun.length} other entries: ${some(ran)} ran, ${some(notRun)} did not`;
+  const started = row.started_at.toISOString();
+  if (ran.length + notRun.length === 0) return `; alone in its batch, started ${started}`;
+  return `; its batch, started ${started}, had ${ran.length + notRun.length} other entries: ${some(ran)} ran, ${some(notRun)} did not`;
 }
 
 /** What the inbox recorded about one charged attempt. */
