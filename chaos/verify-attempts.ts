@@ -16,6 +16,8 @@ export interface AttemptAccounting {
   chargedInvalid: number;
   /** Distinct (messageId, attempt) handler runs in the logs. */
   runs: number;
+  /** Charged attempts of other kinds without a run on record (each one a violation). */
+  withoutRun: number;
   /** Attempts charged for a lease that ran out after the attempt started. */
   leaseExpiries: number;
   /** Of those, held by a process the harness or a poison command had ended (the rest: outage). */
@@ -76,7 +78,7 @@ export function checkAttempts(
   report('handler runs under an attempt number the inbox did not charge', runWithoutCharge);
   report('invalid commands whose handler ran', invalidRan);
   report('commands blamed for an aborted transaction they did not cause', blamedNeighbours);
-  return { violations, ...accounting, handedBackUncharged: logs.handedBackUncharged };
+  return { violations, ...accounting, withoutRun: chargedWithoutRun.length, handedBackUncharged: logs.handedBackUncharged };
 }
 
 function label(command: PlannedCommand): string {
