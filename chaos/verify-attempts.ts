@@ -102,7 +102,7 @@ function batchOf(row: AttemptRow, data: RunData, logs: WorkerLogs): string {
   const some = (ids: string[]) => `${ids.length}${ids.length ? ` (${ids.sort().slice(0, 3).join(', ')}${ids.length > 3 ? ', ...' : ''})` : ''}`;
   const started = row.started_at.toISOString();
   if (ran.length + notRun.length === 0) return `; alone in its batch, started ${started}`;
-  return `; its batch, started ${started}, had ${ran.length + notRun.length} other entries: ${some(ran)} ran, ${some(notRun)} did not`;
+  return `; its batch, started ${started}, had ${ran.length + notRun.length} other entr${ran.length + notRun.length === 1 ? 'y' : 'ies'}: ${some(ran)} ran, ${some(notRun)} did not`;
 }
 
 /** What the inbox recorded about one charged attempt. */
