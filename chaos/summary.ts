@@ -6,7 +6,7 @@ import type { FaultLog } from './faults';
 import type { ProducerStats } from './producer';
 import type { Verification } from './verify';
 import type { SlotReport } from './verify-fleet';
-import { describeProfile, type WorkerPool } from './workers';
+import { describeProfile, type Upgrade, type WorkerPool } from './workers';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -27,6 +27,15 @@ export interface RunReport {
   postgres: PostgresHandle;
   database: string;
 }
+
+/** How an upgraded slot's old process ended, after the upgrade's SIGTERM. */
+const OLD_ENDS: Record<Upgrade['oldEnd'], string> = {
+  upgrade: 'drained and exited',
+  'poison-crash': 'killed by a poison command while draining',
+  'harness-kill': 'SIGKILLed while draining',
+  'unexpected-exit': 'exited otherwise than on the signal',
+  timeout: 'did not exit in time, SIGKILLed',
+};
 
 /** Prints the summary and every violation; returns the exit code. */
 export function printSummary(r: RunReport): number {
@@ -62,7 +71,7 @@ export function printSummary(r: RunReport): number {
     `  server       ${r.postgres.embedded ? 'embedded' : 'system'} PostgreSQL, database ${r.database} (dropped)`,
     `  workers      ${r.pool.size} processes, concurrency ${WORKER_INBOX_OPTIONS.concurrency}, batch ${WORKER_INBOX_OPTIONS.batchSize}, poll ${WORKER_INBOX_OPTIONS.pollIntervalMs} ms, lease ${WORKER_INBOX_OPTIONS.leaseMs} ms, maxAttempts ${MAX_ATTEMPTS}; ${r.pool.processes.size} processes started in total`,
     `  fleet        ${fleet.slots.map((slot) => `${slot.worker} ${describeProfile(slot)}${fleetDetail(slot)}, ${slot.completed} completed`).join('; ')}`,
-    `  releases     old handles ${CHAOS_COMMAND}, new also ${CHAOS_COMMAND_V2}; all started old, upgraded ${r.pool.upgrades.map((u) => `${u.worker} at ${sec(u.at - r.startedAt)} (${u.oldEnd === 'upgrade' ? 'drained and exited' : u.oldEnd} in ${u.exitMs} ms)`).join(', ') || 'none'}`,
+    `  releases     old handles ${CHAOS_COMMAND}, new also ${CHAOS_COMMAND_V2}; all started old, upgraded ${r.pool.upgrades.map((u) => `${u.worker} at ${sec(u.at - r.startedAt)} (${OLD_ENDS[u.oldEnd]} in ${u.exitMs} ms)`).join(', ') || 'none'}`,
     `  commands     ${r.commands.length} generated: ${KINDS.map((k) => `${kinds[k] ?? 0} ${k}`).join(', ')}; ${fleet.v2Commands} sent as ${CHAOS_COMMAND_V2} (their attempts: ${fleet.v2AttemptsByRelease.old} by old-release workers, ${fleet.v2AttemptsByRelease.new} by new)`,
     `  producers    ${r.producerLoops} loops at ${r.ratePerSecond}/s; ${p.stored} stored; ${p.failedCalls} receive calls failed and were reported to the caller (${p.affected.size} commands), all retried with the same messageId; ${p.storedByFailedCall} retries found the command already stored`,
     ...[...p.errorSamples].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([text, n]) => `                 ${n} x ${text.slice(0, 150)}`),
