@@ -3,10 +3,11 @@
 // invalid commands are charged without a run: their attempt ends while the payload is
 // materialised, before the handler. Also: the aborted-transaction blame falls on swallow commands only.
 import { InboxStatus } from '../lib';
-import type { PlannedCommand } from './chaos-commands';
+import { WORKER_INBOX_OPTIONS, type PlannedCommand } from './chaos-commands';
 import type { AttemptRow, EntryRow, RunData } from './run-data';
 import { listReporter, reporter } from './violations';
 import type { WorkerLogs } from './worker-logs';
+import type { WorkerPool } from './workers';
 
 export interface AttemptAccounting {
   violations: string[];
@@ -20,8 +21,11 @@ export interface AttemptAccounting {
   withoutRun: number;
   /** Attempts charged for a lease that ran out after the attempt started. */
   leaseExpiries: number;
-  /** Of those, held by a process the harness or a poison command had ended (the rest: outage). */
-  leaseExpiriesAfterCrash: number;
+  /**
+   * Of those, held by a process that a kill, a crash or an upgrade ended while the lease ran (the
+   * others' holders were alive when it ran out: the outage had cut their connection).
+   */
+  leaseExpiriesByFault: number;
   /** Claims handed back uncharged by the lease sweep (worker log lines). */
   handedBackUncharged: number;
   /** Attempts blamed on a handler that left its transaction aborted. */
@@ -32,7 +36,7 @@ export function checkAttempts(
   commands: PlannedCommand[],
   data: RunData,
   logs: WorkerLogs,
-  fateOf: (workerId: string | null) => string,
+  pool: Pick<WorkerPool, 'fateOf' | 'endedWithin'>,
 ): AttemptAccounting {
   const violations: string[] = [];
   const report = reporter(violations);
@@ -41,7 +45,7 @@ export function checkAttempts(
   const runWithoutCharge: string[] = [];
   const invalidRan: string[] = [];
   const blamedNeighbours: string[] = [];
-  const accounting = { charged: 0, chargedInvalid: 0, runs: 0, leaseExpiries: 0, leaseExpiriesAfterCrash: 0, abortedBlamed: 0 };
+  const accounting = { charged: 0, chargedInvalid: 0, runs: 0, leaseExpiries: 0, leaseExpiriesByFault: 0, abortedBlamed: 0 };
 
   for (const command of commands) {
     const entry = byId.get(command.messageId);
@@ -58,14 +62,14 @@ export function checkAttempts(
       for (let attempt = 1; attempt <= charged; attempt++) {
         if (runs.has(attempt)) continue;
         const row = history.get(attempt);
-        chargedWithoutRun.push(`${label(command)} attempt ${attempt}: ${recorded(entry, row, attempt, fateOf)}${row ? batchOf(row, data, logs) : ''}`);
+        chargedWithoutRun.push(`${label(command)} attempt ${attempt}: ${recorded(entry, row, attempt, pool)}${row ? batchOf(row, data, logs) : ''}`);
       }
     }
     for (const attempt of runs) if (attempt > charged) runWithoutCharge.push(`${label(command)} ran attempt ${attempt}, ${charged} charged`);
     for (const row of history.values()) {
       if (row.error_class === 'LeaseExpiredError') {
         accounting.leaseExpiries++;
-        if (!fateOf(row.worker_id).startsWith('not ended')) accounting.leaseExpiriesAfterCrash++;
+        if (row.started_at && pool.endedWithin(row.worker_id, row.started_at, Number(WORKER_INBOX_OPTIONS.leaseMs))) accounting.leaseExpiriesByFault++;
       }
       if (row.error_class === 'AbortedTransactionError') {
         accounting.abortedBlamed++;
@@ -106,8 +110,8 @@ function batchOf(row: AttemptRow, data: RunData, logs: WorkerLogs): string {
 }
 
 /** What the inbox recorded about one charged attempt. */
-function recorded(entry: EntryRow, row: AttemptRow | undefined, attempt: number, fateOf: (workerId: string | null) => string): string {
-  if (row) return `${row.error_class} in ${row.worker_id} (${fateOf(row.worker_id)})`;
+function recorded(entry: EntryRow, row: AttemptRow | undefined, attempt: number, pool: Pick<WorkerPool, 'fateOf'>): string {
+  if (row) return `${row.error_class} in ${row.worker_id} (${pool.fateOf(row.worker_id, row.started_at)})`;
   if (entry.status === InboxStatus.Completed && attempt === entry.retry_count + 1) return `completed by ${entry.processed_by}`;
   return 'no history record';
 }

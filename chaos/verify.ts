@@ -85,7 +85,7 @@ export async function verify(url: string, commands: PlannedCommand[], pool: Work
     const history = data.attempts.get(command.messageId) ?? new Map<number, AttemptRow>();
     if (dead && !DESIGNED_DEAD.has(command.kind)) {
       const lost = [...history.values()].filter((a) => a.error_class === 'LeaseExpiredError');
-      const lostText = lost.map((a) => `#${a.attempt} in ${a.worker_id} (${pool.fateOf(a.worker_id)})`).join('; ');
+      const lostText = lost.map((a) => `#${a.attempt} in ${a.worker_id} (${pool.fateOf(a.worker_id, a.started_at)})`).join('; ');
       unexpectedDead.push(`${command.messageId} (${command.kind}: ${entry.error})${lost.length ? `\n      lost attempts: ${lostText}` : ''}`);
       deadLetters.other++;
       continue;
@@ -104,7 +104,7 @@ export async function verify(url: string, commands: PlannedCommand[], pool: Work
   report('dead letters with an unexpected reason', wrongReason, 5);
   report('transient commands that completed without their designed failures', underRetried);
 
-  const attempts = checkAttempts(commands, data, logs, (workerId) => pool.fateOf(workerId));
+  const attempts = checkAttempts(commands, data, logs, pool);
   const fleet = checkFleet(commands, data, logs, pool);
   violations.push(...attempts.violations, ...fleet.violations);
   return { violations, byStatus, deadLetters, swallowLastLostToCrash, effects: effects.size, okRetried, attempts, fleet };

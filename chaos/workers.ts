@@ -113,11 +113,22 @@ export class WorkerPool {
     return this.slots.map((slot) => ({ worker: slot.name, profile: slot.profile, release: slot.release, logFile: slot.logFile }));
   }
 
-  /** What ended a worker process (by workerId), to explain the attempts it held. */
-  fateOf(workerId: string | null): string {
+  /**
+   * What ended a worker process (by workerId), to explain an attempt it held, with how long after
+   * the attempt's start (`since`, when known) that came.
+   */
+  fateOf(workerId: string | null, since?: Date | null): string {
     const record = workerId ? this.processes.get(workerId) : undefined;
     if (!record) return 'not a process of this run';
-    return record.end ? record.end.detail.replace(/;.*/, '') : 'not ended by a fault: outage or stolen claim';
+    if (!record.end) return 'ran until the final stop';
+    const after = since ? `, ${((record.end.at - since.getTime()) / 1000).toFixed(1)} s after the attempt started` : '';
+    return `${record.end.detail.replace(/;.*/, '')}${after}`;
+  }
+
+  /** Whether a kill, crash or upgrade ended the process within `ms` after `since`. */
+  endedWithin(workerId: string | null, since: Date, ms: number): boolean {
+    const end = workerId ? this.processes.get(workerId)?.end : undefined;
+    return end !== undefined && end.at - since.getTime() <= ms;
   }
 
   /** Pids of the workers that are up and processing now, by name. */
