@@ -1,5 +1,6 @@
 // Fault-injection harness: producers and three worker processes against one PostgreSQL, while
-// workers are SIGKILLed and the server restarts; then the invariants are checked.
+// workers are SIGKILLed, upgraded one by one to a release with a new command type, and the server
+// restarts; one worker's clock is off and another's pool is small. Then the invariants are checked.
 // Run: npm run chaos [-- --short]     (docs/chaos.md)
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
@@ -12,18 +13,20 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { Client } from 'pg';
 import { InboxEntry, InboxMigration, InboxModule, InboxService } from '../lib';
 import { startPostgres, type PostgresHandle } from '../scripts/postgres.mjs';
-import { EFFECTS_DDL, planCommands } from './chaos-commands';
+import { CHAOS_TABLES_DDL } from './chaos-commands';
 import { runFaults } from './faults';
+import { planCommands } from './plan';
 import { newProducerStats, runProducers, type ProducerStats } from './producer';
 import { printSummary } from './summary';
 import { verify } from './verify';
-import { WorkerPool, type WorkerEvent } from './workers';
+import { describeProfile, WorkerPool, type SlotProfile, type WorkerEvent } from './workers';
 
 const SIZES = {
   short: { commands: 2_000, poison: 2, kills: 3, dbRestarts: 1, ratePerSecond: 70, drainMs: 90_000 },
   full: { commands: 20_000, poison: 5, kills: 12, dbRestarts: 2, ratePerSecond: 200, drainMs: 300_000 },
 };
-const WORKERS = 3;
+/** How far the skewed worker's clock is off, ahead or behind at random per run. */
+const CLOCK_SKEW_MS = 30_000;
 const PRODUCER_LOOPS = 4;
 const ROOT = path.resolve(__dirname, '..');
 
@@ -72,6 +75,7 @@ async function drain(url: string, deadlineMs: number): Promise<number | undefine
 
 /** One progress line every few seconds, so a stuck run is visible while it happens. */
 function startMonitor(url: string, pool: WorkerPool, stats: ProducerStats): () => void {
+  const releases = () => pool.fleet.map((slot) => slot.release).join('/');
   let failuresSeen = 0;
   const timer = setInterval(() => {
     const client = new Client({ connectionString: url });
@@ -84,7 +88,7 @@ function startMonitor(url: string, pool: WorkerPool, stats: ProducerStats): () =
       .then((db) => {
         const events = pool.events;
         say(
-          `stored ${stats.stored}/${size.commands} | ${db} | workers ready ${pool.readyCount()}/${WORKERS}` +
+          `stored ${stats.stored}/${size.commands} | ${db} | workers ready ${pool.readyCount()}/${pool.size} (releases ${releases()})` +
             ` | kills ${events.filter((e) => e.kind === 'harness-kill').length}, poison crashes ${events.filter((e) => e.kind === 'poison-crash').length}` +
             ` | failed receive calls ${stats.failedCalls}`,
         );
@@ -100,7 +104,9 @@ async function main(): Promise<number> {
   const runId = randomBytes(4).toString('hex');
   const logDir = path.join(ROOT, '.data', 'chaos', `${new Date().toISOString().replace(/[:.]/g, '-')}-${runId}`);
   mkdirSync(logDir, { recursive: true });
-  say(`${form} run ${runId}: ${size.commands} commands, ${size.kills} kills, ${size.dbRestarts} PostgreSQL restart(s), ${WORKERS} workers`);
+  // Every restart and upgrade of a slot keeps its profile.
+  const profiles: SlotProfile[] = [{ clockSkewMs: (Math.random() < 0.5 ? -1 : 1) * CLOCK_SKEW_MS }, { poolMax: 2 }, {}];
+  say(`${form} run ${runId}: ${size.commands} commands, ${size.kills} kills, ${size.dbRestarts} PostgreSQL restart(s), ${profiles.length} workers`);
 
   const postgres: PostgresHandle = await startPostgres('chaos');
   const database = `chaos_${runId}`;
@@ -110,14 +116,14 @@ async function main(): Promise<number> {
   say(`${postgres.embedded ? 'embedded' : 'system'} PostgreSQL at ${server.hostname}:${server.port || 5432}, database ${database}`);
 
   let receiver: INestApplicationContext | undefined;
-  const pool = new WorkerPool(dbUrl, WORKERS, logDir, (event: WorkerEvent) => say(`${event.worker} (pid ${event.pid}): ${event.detail}`));
+  const pool = new WorkerPool(dbUrl, profiles, 'old', logDir, (event: WorkerEvent) => say(`${event.worker} (pid ${event.pid}): ${event.detail}`));
   try {
-    await adminQuery(dbUrl, EFFECTS_DDL);
+    await adminQuery(dbUrl, CHAOS_TABLES_DDL);
     receiver = await createReceiver(dbUrl);
     const inbox = receiver.get(InboxService);
     const commands = planCommands(runId, size.commands, size.poison);
     await pool.startAll(60_000);
-    say(`workers ready; logs in ${path.relative(ROOT, logDir)}`);
+    say(`workers ready (${pool.fleet.map((slot) => `${slot.worker}: ${slot.release} release, ${describeProfile(slot.profile)}`).join('; ')}); logs in ${path.relative(ROOT, logDir)}`);
 
     const producerStats = newProducerStats();
     const stopMonitor = startMonitor(dbUrl, pool, producerStats);
@@ -130,6 +136,8 @@ async function main(): Promise<number> {
       dbRestarts: size.dbRestarts,
       downtimeMs: 2000,
       resumeDeadlineMs: 30_000,
+      upgradeTo: 'new',
+      upgradeTimeoutMs: 60_000,
     });
     await producing;
     say(`all ${size.commands} commands sent; waiting for the inbox to drain`);
@@ -139,10 +147,7 @@ async function main(): Promise<number> {
     await receiver.close();
     receiver = undefined;
 
-    // What ended the worker behind a lease expiry; a worker still up then lost it to the outage.
-    const describeWorker = (workerId: string) =>
-      pool.events.find((e) => `${e.worker}-${e.pid}` === workerId)?.detail.replace(/;.*/, '') ?? 'not killed: outage or stolen claim';
-    const result = await verify(dbUrl, commands, pool.logFiles, describeWorker);
+    const result = await verify(dbUrl, commands, pool);
     return printSummary({
       form,
       startedAt: started,

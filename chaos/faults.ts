@@ -1,8 +1,9 @@
-// The fault schedule: SIGKILLs of random workers and PostgreSQL restarts, spread at random over the
-// window in which the producers send, so every fault lands while commands flow.
+// The fault schedule: SIGKILLs of random workers, PostgreSQL restarts and a rolling deploy, spread at
+// random over the window in which the producers send, so every fault lands while commands flow.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'pg';
 import type { PostgresHandle } from '../scripts/postgres.mjs';
+import type { Release } from './chaos-commands';
 import type { WorkerPool } from './workers';
 
 export interface FaultPlan {
@@ -13,6 +14,10 @@ export interface FaultPlan {
   downtimeMs: number;
   /** How long a worker may take to reconnect once PostgreSQL is back. */
   resumeDeadlineMs: number;
+  /** The release every slot is moved to, one slot at a time. */
+  upgradeTo: Release;
+  /** How long an upgrading worker may take to drain, and its successor to boot. */
+  upgradeTimeoutMs: number;
 }
 
 export interface Outage {
@@ -54,8 +59,27 @@ export async function runFaults(pool: WorkerPool, postgres: PostgresHandle, data
       log.outages.push(await restartDatabase(pool, postgres, databaseUrl, plan, log.violations));
     }
   };
-  await Promise.all([kills(), restarts()]);
+  // Each slot in turn, in random order; restarts in between keep the slot's current release.
+  const upgrades = async () => {
+    const order = shuffled(pool.fleet.map((slot) => slot.worker));
+    for (const [i, moment] of moments(order.length, 0.05, 0.9).entries()) {
+      await at(moment);
+      await pool.upgrade(order[i]!, plan.upgradeTo, plan.upgradeTimeoutMs).catch((error: unknown) => {
+        log.violations.push(`upgrade of ${order[i]} to the ${plan.upgradeTo} release failed: ${error instanceof Error ? error.message : error}`);
+      });
+    }
+  };
+  await Promise.all([kills(), restarts(), upgrades()]);
   return log;
+}
+
+function shuffled<T>(items: T[]): T[] {
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+  }
+  return copy;
 }
 
 async function killSomeWorker(pool: WorkerPool): Promise<string | undefined> {
@@ -90,7 +114,8 @@ async function restartDatabase(pool: WorkerPool, postgres: PostgresHandle, url: 
       if (alive.get(worker) !== pid) {
         const event = pool.events.find((e) => e.pid === pid);
         // The pool reports exits on their own as violations; a kill or poison ends the follow.
-        fates.set(worker, { fate: event?.kind === 'unexpected-exit' ? 'exited on its own' : `${event?.kind ?? 'gone'} before resuming`, survived: false });
+        const fate = event?.kind === 'unexpected-exit' ? 'exited on its own' : event?.kind === 'upgrade' ? 'upgraded before resuming' : `${event?.kind ?? 'gone'} before resuming`;
+        fates.set(worker, { fate, survived: false });
         continue;
       }
       const connected = seen.connections.get(id);

@@ -2,7 +2,7 @@
 // retry a failed call with the same messageId and payload until it is stored. The retry is what
 // a real caller does with an error; the inbox's deduplication makes it safe.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CHAOS_COMMAND, type PlannedCommand } from './chaos-commands';
+import type { PlannedCommand } from './chaos-commands';
 import { IdempotencyConflictError, InboxArgumentError, type InboxService } from '../lib';
 
 export interface ProducerStats {
@@ -57,7 +57,7 @@ export async function runProducers(inbox: InboxService, commands: PlannedCommand
 async function sendUntilStored(inbox: InboxService, command: PlannedCommand, stats: ProducerStats, deadline: number): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const { duplicate } = await inbox.receive({ messageId: command.messageId, commandType: CHAOS_COMMAND, payload: command.payload });
+      const { duplicate } = await inbox.receive({ messageId: command.messageId, commandType: command.commandType, payload: command.payload });
       if (duplicate && attempt === 1) stats.unexpectedDuplicates.push(command.messageId);
       if (duplicate && attempt > 1) stats.storedByFailedCall++;
       stats.stored++;

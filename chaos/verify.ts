@@ -1,60 +1,37 @@
-// The end-of-run checks: compares what the producers generated with the inbox table and the
-// effects table. Each broken invariant becomes one violation line.
-import { readFileSync } from 'node:fs';
-import { Client } from 'pg';
-import { InboxStatus } from '../lib';
+// The end-of-run checks: compares what the producers generated with the inbox table, the effects
+// table and the worker logs. Each broken invariant becomes one violation line. The accounting of
+// attempts and the checks on the fleet (releases, clocks, pools) have files of their own.
+import { DeadLetterReason, InboxStatus } from '../lib';
 import { MAX_ATTEMPTS, PERMANENT_MESSAGE, type Kind, type PlannedCommand } from './chaos-commands';
-
-interface EntryRow {
-  message_id: string;
-  status: InboxStatus;
-  retry_count: number;
-  error: string | null;
-  kind: string | null;
-}
+import { readRunData, type AttemptRow, type EntryRow } from './run-data';
+import { checkAttempts, type AttemptAccounting } from './verify-attempts';
+import { checkFleet, type FleetReport } from './verify-fleet';
+import { listReporter, reporter } from './violations';
+import { readWorkerLogs } from './worker-logs';
+import type { WorkerPool } from './workers';
 
 export interface Verification {
   violations: string[];
   byStatus: Record<string, number>;
-  deadLetters: Record<'permanent' | 'invalid' | 'poison' | 'other', number>;
+  deadLetters: Record<'permanent' | 'invalid' | 'swallow' | 'poison' | 'other', number>;
+  /** Swallow commands whose last attempt was lost to a crash (reason lease_expired), not blamed on them. */
+  swallowLastLostToCrash: number;
   effects: number;
   /** Completed entries that needed more than one attempt although they never failed by design. */
   okRetried: number;
-  /** Attempts recorded over all entries (retry_count + 1 for Completed, retry_count for DeadLetter). */
-  attempts: number;
+  attempts: AttemptAccounting;
+  fleet: FleetReport;
 }
 
-const DESIGNED_DEAD: ReadonlySet<Kind> = new Set(['permanent', 'invalid', 'poison']);
+const DESIGNED_DEAD: ReadonlySet<Kind> = new Set(['permanent', 'invalid', 'swallow', 'poison']);
+const ABORTED_MESSAGE = 'The handler returned normally but left its transaction aborted';
 
-/**
- * `describeWorker` names what ended a worker process (by its workerId), to explain dead letters
- * that were not designed from the attempt history.
- */
-export async function verify(
-  url: string,
-  commands: PlannedCommand[],
-  workerLogs: string[],
-  describeWorker: (workerId: string) => string,
-): Promise<Verification> {
-  const client = new Client({ connectionString: url });
-  await client.connect();
-  let entries: EntryRow[];
-  let effectIds: string[];
-  let lostAttempts: Map<string, string[]>;
-  try {
-    entries = (await client.query<EntryRow>(`SELECT message_id, status, retry_count, error, payload->>'kind' AS kind FROM inbox_entries`)).rows;
-    effectIds = (await client.query<{ message_id: string }>('SELECT message_id FROM chaos_effects')).rows.map((r) => r.message_id);
-    lostAttempts = await crashedAttempts(client, entries.filter((e) => e.status === InboxStatus.DeadLetter).map((e) => e.message_id), describeWorker);
-  } finally {
-    await client.end();
-  }
-
+export async function verify(url: string, commands: PlannedCommand[], pool: WorkerPool): Promise<Verification> {
+  const data = await readRunData(url);
+  const logs = readWorkerLogs(pool.logFiles);
+  const { entries, effectIds } = data;
   const violations: string[] = [];
-  const report = (what: string, items: string[], max = 10) => {
-    if (items.length === 0) return;
-    const shown = items.slice(0, max).join(', ');
-    violations.push(`${what}: ${items.length} (${shown}${items.length > max ? ', ...' : ''})`);
-  };
+  const report = reporter(violations);
 
   const planned = new Map(commands.map((c) => [c.messageId, c]));
   const byId = new Map<string, EntryRow>();
@@ -67,8 +44,10 @@ export async function verify(
   report('generated commands missing from the inbox (lost)', commands.filter((c) => !byId.has(c.messageId)).map((c) => c.messageId));
   report('inbox entries nobody generated', entries.filter((e) => !planned.has(e.message_id)).map((e) => e.message_id));
   report(
-    'entries whose stored payload differs from the generated one',
-    entries.filter((e) => planned.has(e.message_id) && planned.get(e.message_id)!.kind !== e.kind).map((e) => e.message_id),
+    'entries whose stored type or payload differs from the generated one',
+    entries
+      .filter((e) => planned.has(e.message_id) && (planned.get(e.message_id)!.kind !== e.kind || planned.get(e.message_id)!.commandType !== e.command_type))
+      .map((e) => e.message_id),
   );
 
   const byStatus: Record<string, number> = Object.fromEntries(Object.values(InboxStatus).map((s) => [s, 0]));
@@ -87,78 +66,62 @@ export async function verify(
 
   // A second run of an applied command hits the effects primary key: visible in the entry's error
   // and in the worker's log line for that failed attempt.
-  report('entries that failed on an already applied effect', entries.filter((e) => /duplicate key/i.test(e.error ?? '')).map((e) => e.message_id));
-  const logHits = workerLogs.flatMap((file) =>
-    readFileSync(file, 'utf8')
-      .split('\n')
-      .filter((line) => line.includes('chaos_effects_pkey'))
-      .map((line) => `${file}: ${line.slice(0, 160)}`),
-  );
-  report('worker log lines reporting a duplicate effect', logHits, 3);
+  report('entries that failed on an already applied effect', entries.filter((e) => /chaos_effects_pkey/i.test(e.error ?? '')).map((e) => e.message_id));
+  report('worker log lines reporting a duplicate effect', logs.duplicateEffectLines, 3);
+  // Workers only claim the types they handle: a type no running worker handles waits, it is not a failure.
+  report('entries dead-lettered for want of a handler', entries.filter((e) => e.dead_letter_reason === DeadLetterReason.NoHandler).map((e) => e.message_id));
 
-  const deadLetters = { permanent: 0, invalid: 0, poison: 0, other: 0 };
+  const deadLetters = { permanent: 0, invalid: 0, swallow: 0, poison: 0, other: 0 };
   const unexpectedDead: string[] = [];
   const wrongReason: string[] = [];
   const missedDead: string[] = [];
   const underRetried: string[] = [];
   let okRetried = 0;
-  let attempts = 0;
+  let swallowLastLostToCrash = 0;
   for (const command of commands) {
     const entry = byId.get(command.messageId);
     if (!entry) continue;
     const dead = entry.status === InboxStatus.DeadLetter;
-    attempts += entry.retry_count + (entry.status === InboxStatus.Completed ? 1 : 0);
+    const history = data.attempts.get(command.messageId) ?? new Map<number, AttemptRow>();
     if (dead && !DESIGNED_DEAD.has(command.kind)) {
-      const lost = lostAttempts.get(command.messageId);
-      unexpectedDead.push(`${command.messageId} (${command.kind}: ${entry.error})${lost ? `\n      lost attempts: ${lost.join('; ')}` : ''}`);
+      const lost = [...history.values()].filter((a) => a.error_class === 'LeaseExpiredError');
+      const lostText = lost.map((a) => `#${a.attempt} in ${a.worker_id} (${pool.fateOf(a.worker_id, a.started_at)})`).join('; ');
+      unexpectedDead.push(`${command.messageId} (${command.kind}: ${entry.error})${lost.length ? `\n      lost attempts: ${lostText}` : ''}`);
       deadLetters.other++;
       continue;
     }
     if (dead) deadLetters[command.kind as keyof typeof deadLetters]++;
     if (!dead && DESIGNED_DEAD.has(command.kind) && entry.status === InboxStatus.Completed) missedDead.push(`${command.messageId} (${command.kind})`);
-    if (dead && !reasonFits(command.kind, entry)) wrongReason.push(`${command.messageId} (${command.kind}: ${entry.error})`);
+    if (dead && !reasonFits(command.kind, entry, history)) wrongReason.push(`${command.messageId} (${command.kind}: ${entry.dead_letter_reason}: ${entry.error})`);
+    if (dead && command.kind === 'swallow' && entry.dead_letter_reason === DeadLetterReason.LeaseExpired) swallowLastLostToCrash++;
     if (command.kind === 'transient' && entry.status === InboxStatus.Completed && entry.retry_count < Number(command.payload.failAttempts)) {
       underRetried.push(`${command.messageId} (${entry.retry_count} < ${command.payload.failAttempts})`);
     }
     if (command.kind === 'ok' && entry.retry_count > 0) okRetried++;
   }
-  if (unexpectedDead.length > 0) {
-    const shown = unexpectedDead.slice(0, 5).map((line) => `\n    ${line}`).join('');
-    violations.push(`dead letters that were not designed to fail: ${unexpectedDead.length}${shown}${unexpectedDead.length > 5 ? '\n    ...' : ''}`);
-  }
+  listReporter(violations)('dead letters that were not designed to fail', unexpectedDead);
   report('designed failures that Completed', missedDead);
   report('dead letters with an unexpected reason', wrongReason, 5);
   report('transient commands that completed without their designed failures', underRetried);
 
-  return { violations, byStatus, deadLetters, effects: effects.size, okRetried, attempts };
+  const attempts = checkAttempts(commands, data, logs, pool);
+  const fleet = checkFleet(commands, data, logs, pool);
+  violations.push(...attempts.violations, ...fleet.violations);
+  return { violations, byStatus, deadLetters, swallowLastLostToCrash, effects: effects.size, okRetried, attempts, fleet };
 }
 
-function reasonFits(kind: Kind, entry: EntryRow): boolean {
+function reasonFits(kind: Kind, entry: EntryRow, history: Map<number, AttemptRow>): boolean {
   const error = entry.error ?? '';
-  if (kind === 'permanent') return error === PERMANENT_MESSAGE;
-  if (kind === 'invalid') return error.startsWith('Payload of') && error.includes('amount');
+  const reason = entry.dead_letter_reason;
+  if (kind === 'permanent') return reason === DeadLetterReason.PermanentError && error === PERMANENT_MESSAGE;
+  if (kind === 'invalid') return reason === DeadLetterReason.InvalidPayload && error.startsWith('Payload of') && error.includes('amount');
   // Every attempt of a poison command ends in a crash, so it uses up all of them.
   if (kind === 'poison') return entry.retry_count === MAX_ATTEMPTS && error.startsWith(`Gave up after ${MAX_ATTEMPTS} attempt(s)`);
-  return false;
-}
-
-/**
- * For each given entry, its attempts that ended in a lease expiry, with what ended the worker
- * that held them. Read from the inbox's attempt history; empty when there is none.
- */
-async function crashedAttempts(client: Client, messageIds: string[], describeWorker: (workerId: string) => string): Promise<Map<string, string[]>> {
-  const lost = new Map<string, string[]>();
-  const { rows: [table] } = await client.query<{ name: string | null }>(`SELECT to_regclass('inbox_entries_history')::text AS name`);
-  if (!table?.name || messageIds.length === 0) return lost;
-  const { rows } = await client.query<{ message_id: string; attempt: number; worker_id: string | null }>(
-    `SELECT e.message_id, h.attempt, h.worker_id FROM inbox_entries_history h JOIN inbox_entries e ON e.id = h.entry_id
-     WHERE e.message_id = ANY($1) AND h.error_class = 'LeaseExpiredError' ORDER BY h.attempt`,
-    [messageIds],
-  );
-  for (const row of rows) {
-    const list = lost.get(row.message_id) ?? [];
-    list.push(`#${row.attempt} in ${row.worker_id} (${row.worker_id ? describeWorker(row.worker_id) : '?'})`);
-    lost.set(row.message_id, list);
+  if (kind === 'swallow') {
+    // Blamed for its aborted transaction on every attempt it ran to the end; a crash may take the last one.
+    const blamed = [...history.values()].some((a) => a.error_class === 'AbortedTransactionError');
+    const lastBlamed = reason === DeadLetterReason.RetriesExhausted && error.startsWith(`Gave up after ${MAX_ATTEMPTS} attempt(s): ${ABORTED_MESSAGE}`);
+    return entry.retry_count === MAX_ATTEMPTS && blamed && (lastBlamed || reason === DeadLetterReason.LeaseExpired);
   }
-  return lost;
+  return false;
 }
