@@ -109,11 +109,22 @@ export class OutcomeWriter {
     for (const failure of failures) this.report(failure, written.get(failure.row.id));
   }
 
-  /** Hands back claims whose attempt never started, uncharged. */
-  async release(queryRunner: QueryRunner, rows: InboxRow[], why: string): Promise<void> {
+  /**
+   * Hands claims back uncharged (see decideLeaseExpiry); `asSuspects` marks them crash suspects,
+   * to run alone next time. Recorded in their history with `why`.
+   */
+  async release(queryRunner: QueryRunner, rows: InboxRow[], asSuspects: boolean, why: string): Promise<void> {
     if (rows.length === 0) return;
-    const { rows: released } = await runQuery(queryRunner, this.sql.release, [rows.map((row) => row.id), rows.map((row) => row.lock_token)]);
-    for (const row of released) this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): ${why}; handed back uncharged.`);
+    const { rows: released } = await runQuery(queryRunner, this.sql.release, [
+      rows.map((row) => row.id),
+      rows.map((row) => row.lock_token),
+      asSuspects,
+      rows.map((row) => row.locked_by),
+      why,
+      clockTime(this.options.clock),
+    ]);
+    const next = asSuspects ? 'handed back uncharged, to run alone' : 'handed back uncharged';
+    for (const row of released) this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): ${why}; ${next}.`);
   }
 
   /** An operator's replay (a corrected payload as JSON, or null); undefined when the status does not allow it. */

@@ -68,6 +68,8 @@ export enum HistoryEvent {
   Discarded = 'discarded',
   /** Dead-lettered by hand. */
   DeadLetter = 'dead_letter',
+  /** A claim handed back uncharged (its worker gone, its attempt not started or not known to have). */
+  Released = 'released',
   /** @deprecated the same value as `DeadLetter`; the name goes in the next version. */
   DeadLettered = 'dead_letter',
 }
@@ -87,13 +89,16 @@ export const TRANSITIONS = {
   claim: { from: [Pending, Failed], to: [Processing] },
   /** The claim's attempt starts: committed before the handler runs, so a crash is charged. */
   start: { from: [Processing], to: [Processing] },
-  /** The lease of a claim whose attempt never started ran out: back where it was, uncharged. */
+  /**
+   * A claim is handed back, uncharged (see decideLeaseExpiry): Pending if no attempt of it has
+   * failed yet, else Failed.
+   */
   release: { from: [Processing], to: [Pending, Failed] },
   /** The handler returned and its writes commit with the status. */
   complete: { from: [Processing], to: [Completed] },
   /** The attempt failed: retry later, or dead-letter (`decideFailure`). */
   fail: { from: [Processing], to: [Failed, DeadLetter] },
-  /** The lease of a started attempt ran out with its worker gone: a failed attempt like any other. */
+  /** A crash suspect's started attempt lost its worker: a failed attempt like any other. */
   expireLease: { from: [Processing], to: [Failed, DeadLetter] },
   /** An operator sends it back, keeping its messageId (deduplication holds). */
   replay: { from: [DeadLetter, Failed], to: [Pending] },
@@ -135,6 +140,31 @@ export const DUE_STATUSES = TRANSITIONS.claim.from;
 /** A crash suspect: its last attempt ended with its worker gone. It runs alone. */
 export function isCrashSuspect(lastOutcome: AttemptOutcome | null): boolean {
   return lastOutcome === AttemptOutcome.LeaseExpired;
+}
+
+/** What an expired claim (its worker gone) means for its entry. */
+export enum LeaseExpiryDecision {
+  /** Its attempt never started: back where it was, uncharged. */
+  Release = 'release',
+  /**
+   * Its batch had started, so its handler may or may not have run before the worker died (a
+   * neighbour may have killed it): back, uncharged, as a crash suspect that runs alone next time.
+   */
+  ReleaseAsSuspect = 'release_as_suspect',
+  /** It ran alone, as a suspect, and its handler had started: a failed attempt (`expireLease`). */
+  Charge = 'charge',
+}
+
+/**
+ * The lease-expiry decision. An attempt is charged only when its handler is known to have started:
+ * a batch stamps one start for all its entries, so only an entry that ran alone (a crash suspect,
+ * whose start is stamped right before its handler) can be charged with its worker's death. A
+ * message that kills its worker is therefore isolated by its first crash and charged from its
+ * second on.
+ */
+export function decideLeaseExpiry(started: boolean, suspect: boolean): LeaseExpiryDecision {
+  if (!started) return LeaseExpiryDecision.Release;
+  return suspect ? LeaseExpiryDecision.Charge : LeaseExpiryDecision.ReleaseAsSuspect;
 }
 
 /** Why an attempt failed, as far as its fate is concerned. */

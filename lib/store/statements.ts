@@ -42,6 +42,7 @@ export class InboxStatements {
   readonly claimSuspects: Statement;
   readonly start: Statement;
   readonly lockClaimed: Statement;
+  readonly lockSuspect: Statement;
   readonly complete: Statement;
   readonly completeReturning: Statement;
   readonly fail: Statement;
@@ -153,8 +154,13 @@ export class InboxStatements {
     // claims are still ours (the fencing token did not change). It also bounds how long the
     // transaction may sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server
     // ends the session after $3 ms, so the locks cannot outlive the lease. $1 ids, $2 token.
-    this.lockClaimed = statement('lock', `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
-      WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND ${from('complete')} FOR UPDATE`, prepared);
+    const lock = (mode: string) => `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
+      WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND ${from('complete')} FOR ${mode}`;
+    this.lockClaimed = statement('lock', lock('UPDATE'), prepared);
+    // A crash suspect's lock leaves room for its start to be stamped from another connection right
+    // before its handler (a non-key UPDATE does not conflict with KEY SHARE), while still keeping
+    // claimers and the lease sweep (FOR UPDATE SKIP LOCKED) away.
+    this.lockSuspect = statement('lock_suspect', lock('KEY SHARE'), prepared);
 
     // complete: a batch in one statement. Completed is final, so the completing attempt is kept on
     // the entry itself (start, finish, worker) rather than as a history row. Times are the batch's
@@ -201,14 +207,22 @@ export class InboxStatements {
         )
         SELECT ${COLUMNS} FROM outcome`
       : `${failUpdate} RETURNING ${columnList('e')}`, prepared);
-    // release: a claim whose attempt never started (the worker never heard of its claim, or died or
-    // froze before starting it) goes back where it was, uncharged: Pending if no attempt has failed
-    // yet, else Failed (due as it was). $1 ids, $2 tokens.
-    this.release = `UPDATE ${t} AS e SET ${CLEAR_CLAIM},
-        "status" = CASE WHEN e."retry_count" = 0 THEN ${to('release', 0)} ELSE ${to('release', 1)} END
-      FROM unnest($1::uuid[], $2::uuid[]) AS d("id", "token")
-      WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${from('release', 'e.')} AND e."processing_started_at" IS NULL
-      RETURNING ${columnList('e')}`;
+    // release: a claim handed back uncharged (see decideLeaseExpiry): Pending if no attempt has
+    // failed yet, else Failed (due as it was); with $3 also marked a crash suspect, to run alone.
+    // Recorded in its history with the worker that held it. $1 ids, $2 tokens, $3 mark suspects,
+    // $4 the workers that held them, $5 why, $6 test clock.
+    this.release = `WITH released AS (
+        UPDATE ${t} AS e SET ${CLEAR_CLAIM},
+          "status" = CASE WHEN e."retry_count" = 0 THEN ${to('release', 0)} ELSE ${to('release', 1)} END,
+          "last_outcome" = CASE WHEN $3::boolean THEN '${AttemptOutcome.LeaseExpired}' ELSE e."last_outcome" END
+        FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS d("id", "token", "worker")
+        WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${from('release', 'e.')}
+        RETURNING ${columnList('e')}, d."worker"
+      ), recorded AS (
+        INSERT INTO ${h} ("entry_id", "event", "attempt", "worker_id", "reason", "recorded_at")
+        SELECT "id", '${HistoryEvent.Released}', "retry_count" + 1, "worker", $5::text, ${wallTime('$6')} FROM released
+      )
+      SELECT ${COLUMNS} FROM released`;
     // Claims whose lease ran out. A live worker holds the row lock while its handlers run, so SKIP
     // LOCKED only finds claims whose worker is gone (crashed, killed, disconnected) or that never
     // started. $1 test clock, $2 limit.

@@ -4,13 +4,14 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { QueryRunner } from 'typeorm';
 import { InboxExplorer, type RegisteredInboxHandler } from '../discovery/inbox.explorer';
 import { materializeCommand } from '../discovery/payload-materializer';
-import { AbortedTransactionError, HandlerTimeoutError } from '../errors/inbox.error';
+import { AbortedTransactionError, HandlerTimeoutError, LeaseExpiredError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { InboxContext } from '../interfaces/inbox-handler.interface';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { OutcomeWriter, type FailedAttempt } from '../outcomes/outcome-writer';
 import { destroyConnection, runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
+import { isConnectionError } from '../store/database-errors';
 import type { InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
 import { WorkerConnections } from './connections';
@@ -78,7 +79,7 @@ export class BatchExecutor {
       const rows = await this.claim(queryRunner, request);
       answered = true;
       reportClaimed(rows.length);
-      if (rows.length > 0) await this.startAndRun(rows, queryRunner);
+      if (rows.length > 0) await this.startAndRun(rows, queryRunner, request.suspects);
     });
     // Until the claim has answered, a failure (no connection, say) is the claim's; after, the batch's.
     return {
@@ -104,30 +105,40 @@ export class BatchExecutor {
     return rows.sort((a, b) => dueTime(a) - dueTime(b));
   }
 
-  /** Starts the attempts (a committed fact from here on), then runs them. */
-  private async startAndRun(rows: InboxRow[], queryRunner: QueryRunner): Promise<void> {
+  /**
+   * Starts the attempts (a committed fact from here on), then runs them. A crash suspect runs alone
+   * and its start is stamped right before its handler instead (see runGroup): only then can its
+   * worker's death be charged to it (decideLeaseExpiry).
+   */
+  private async startAndRun(rows: InboxRow[], queryRunner: QueryRunner, suspect: boolean): Promise<void> {
     const handled = rows.filter((row) => this.explorer.get(row.command_type));
     // Claims only take types this worker handles; a handler missing here would be a bug: hand back.
     if (handled.length < rows.length) {
-      await this.writer.release(queryRunner, rows.filter((row) => !handled.includes(row)), 'no handler for its type in this worker');
+      await this.writer.release(queryRunner, rows.filter((row) => !handled.includes(row)), false, 'no handler for its type in this worker');
     }
     if (handled.length === 0) return;
-    const { rows: started } = await runQuery<{ id: string }>(queryRunner, this.sql.start, [
-      handled.map((row) => row.id),
-      handled[0].lock_token,
-      handled.map((row) => this.explorer.get(row.command_type)!.maxAttempts),
-      clockTime(this.options.clock),
-    ]);
+    if (suspect) return this.execute(handled, queryRunner, performance.now(), true);
+    const started = new Set(await this.start(queryRunner, handled));
     const batchStart = performance.now();
-    const ours = new Set(started.map((row) => row.id));
-    for (const row of handled.filter((r) => !ours.has(r.id))) {
+    for (const row of handled.filter((r) => !started.has(r.id))) {
       this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim taken over before its attempt started; skipped.`);
     }
-    const running = handled.filter((row) => ours.has(row.id));
-    if (running.length > 0) await this.execute(running, queryRunner, batchStart);
+    const running = handled.filter((row) => started.has(row.id));
+    if (running.length > 0) await this.execute(running, queryRunner, batchStart, false);
   }
 
-  private async execute(rows: InboxRow[], batchConnection: QueryRunner, batchStart: number): Promise<void> {
+  /** Stamps the start of the rows' attempts, committed on its own; the ids still ours. */
+  private async start(queryRunner: QueryRunner, rows: InboxRow[]): Promise<string[]> {
+    const { rows: started } = await runQuery<{ id: string }>(queryRunner, this.sql.start, [
+      rows.map((row) => row.id),
+      rows[0].lock_token,
+      rows.map((row) => this.explorer.get(row.command_type)!.maxAttempts),
+      clockTime(this.options.clock),
+    ]);
+    return started.map((row) => row.id);
+  }
+
+  private async execute(rows: InboxRow[], batchConnection: QueryRunner, batchStart: number, suspect: boolean): Promise<void> {
     const failures: FailedAttempt[] = [];
     let jobs: Job[] = [];
     for (const row of rows) {
@@ -144,7 +155,7 @@ export class BatchExecutor {
     let isolated = false;
     while (jobs.length > 0 && !this.connections.isAbandoned) {
       const savepoints = isolated && jobs.length > 1;
-      const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, batchStart));
+      const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, batchStart, suspect));
       if (this.connections.isAbandoned) return; // leases will expire; nothing more to record from here
       if (result.committed) {
         completed = result.completed;
@@ -153,6 +164,14 @@ export class BatchExecutor {
       }
       if (result.culprit) {
         failures.push(failureOf(result.culprit.job, result.culprit.error));
+      } else if (!suspect && isConnectionError(result.error)) {
+        // The connection broke under the batch (its transaction rolled back): nobody's fault that is
+        // known. Back, uncharged, as crash suspects (to run alone) if the database can be reached;
+        // else their leases expire and the sweep does the same.
+        await this.connections
+          .use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, 'its batch lost its connection'))
+          .catch(() => undefined);
+        break;
       } else if (isolated || jobs.length === 1) {
         // The transaction itself failed (commit, connection): every attempt in it failed.
         for (const job of jobs) failures.push(failureOf(job, result.error));
@@ -176,13 +195,13 @@ export class BatchExecutor {
    * One transaction over a group: lock the claimed rows (proving the claims are still ours), run
    * the handlers, complete the successful entries in one statement, commit.
    */
-  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean, batchStart: number): Promise<GroupResult> {
+  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean, batchStart: number, suspect: boolean): Promise<GroupResult> {
     const completed: Job[] = [];
     const failed: Array<{ job: Job; error: unknown }> = [];
     try {
       await queryRunner.startTransaction();
       const client = (await queryRunner.connect()) as TransactionStatusSource;
-      const locked = await runQuery<{ id: string }>(queryRunner, this.sql.lockClaimed, [
+      const locked = await runQuery<{ id: string }>(queryRunner, suspect ? this.sql.lockSuspect : this.sql.lockClaimed, [
         jobs.map((job) => job.row.id),
         jobs[0].row.lock_token,
         String(this.options.leaseMs),
@@ -195,6 +214,13 @@ export class BatchExecutor {
         }
         // The transaction is never left aborted by a handler (see runHandler), so this cannot fail on its account.
         if (savepoints) await queryRunner.query('SAVEPOINT inbox_entry');
+        if (suspect) {
+          // Committed from another connection right before the handler: its worker's death is its.
+          if ((await this.connections.use((other) => this.start(other, [job.row]))).length === 0) {
+            throw new LeaseExpiredError('claim lost before the handler started');
+          }
+          batchStart = performance.now();
+        }
         job.startMs = performance.now() - batchStart;
         try {
           await this.runHandler(job, queryRunner, client);

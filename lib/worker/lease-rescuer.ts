@@ -3,6 +3,7 @@ import { LeaseExpiredError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { OutcomeWriter } from '../outcomes/outcome-writer';
+import { decideLeaseExpiry, isCrashSuspect, LeaseExpiryDecision } from '../state/inbox-state-machine';
 import { runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
 import type { InboxRow } from '../store/schema';
@@ -14,10 +15,11 @@ const LEASE_SWEEP_LIMIT = 100;
 
 /**
  * Finds claims whose lease ran out — their worker crashed, froze or lost its connection (a live
- * worker holds its rows' locks, so SKIP LOCKED passes over it) — and settles each through the
- * outcome writer: an attempt that had started failed (`expireLease`), so a message that keeps
- * killing workers ends in DeadLetter instead of looping for ever; a claim whose attempt never
- * started goes back uncharged (`release`). The writer's statements are fenced by each claim's
+ * worker holds its rows' locks, so SKIP LOCKED passes over it) — and settles each as the state
+ * machine decides (`decideLeaseExpiry`): a claim that never started goes back uncharged; one whose
+ * batch had started goes back uncharged as a crash suspect, to run alone; a suspect that ran alone
+ * and lost its worker has failed an attempt, so a message that keeps killing workers ends in
+ * DeadLetter instead of looping for ever. The writer's statements are fenced by each claim's
  * token, so two sweeping workers cannot both settle one claim.
  */
 @Injectable()
@@ -38,17 +40,18 @@ export class LeaseRescuer {
       // The usual answer is "none": find that out with one cheap statement.
       if ((await runQuery(queryRunner, this.sql.anyExpiredLease, [clock])).rows.length === 0) return;
       const { rows } = await runQuery<InboxRow>(queryRunner, this.sql.selectExpiredLeases, [clock, LEASE_SWEEP_LIMIT]);
-      await this.writer.release(queryRunner, rows.filter((row) => row.processing_started_at === null), 'its claim expired before its attempt started');
+      const decided = (decision: LeaseExpiryDecision) =>
+        rows.filter((row) => decideLeaseExpiry(row.processing_started_at !== null, isCrashSuspect(row.last_outcome)) === decision);
+      await this.writer.release(queryRunner, decided(LeaseExpiryDecision.Release), false, 'its claim expired before its attempt started');
+      await this.writer.release(queryRunner, decided(LeaseExpiryDecision.ReleaseAsSuspect), true, 'its worker was gone when the lease of its batch ran out');
       await this.writer.fail(
         queryRunner,
-        rows
-          .filter((row) => row.processing_started_at !== null)
-          .map((row) => ({
-            row,
-            error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
-            startMs: null,
-            durationMs: null,
-          })),
+        decided(LeaseExpiryDecision.Charge).map((row) => ({
+          row,
+          error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
+          startMs: null,
+          durationMs: null,
+        })),
       );
     });
   }

@@ -92,11 +92,11 @@ describe('batches', () => {
 
   it('still runs a poison message alone after it was dead-lettered by its last crash and replayed', async () => {
     const handler = app.get(BatchHandler);
-    // Its last allowed attempt started and its worker died: an expired lease on attempt 5 of 5.
+    // A crash suspect whose last allowed attempt started alone and lost its worker: an expired lease on attempt 5 of 5.
     const [{ id }] = await sql<{ id: string }>(
       db.url,
-      `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, processing_started_at, received_at)
-       VALUES ('p-0', 'test.batch', '{}', 'processing', 4, 'crashed-worker', now() - interval '1 s', gen_random_uuid(), now() - interval '61 s', now() - interval '2 min')
+      `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, processing_started_at, received_at, last_outcome)
+       VALUES ('p-0', 'test.batch', '{}', 'processing', 4, 'crashed-worker', now() - interval '1 s', gen_random_uuid(), now() - interval '61 s', now() - interval '2 min', 'lease_expired')
        RETURNING id`,
     );
     await app.processor.runOnce();

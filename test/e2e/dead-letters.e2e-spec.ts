@@ -132,11 +132,12 @@ describe('dead-letter operations', () => {
     });
 
     it('records an expired lease as its own outcome, with the worker that held it', async () => {
-      // A claim whose worker vanished: Processing, lease in the past, nobody holding the row.
+      // A crash suspect (its last attempt ended with its worker gone) that ran alone, started, and
+      // whose worker vanished: Processing, lease in the past, nobody holding the row.
       const [{ id }] = await sql<{ id: string }>(
         db.url,
-        `INSERT INTO inbox_entries (message_id, command_type, payload, status, locked_by, locked_until, lock_token, received_at, processing_started_at)
-         VALUES ('dl-lease', 'test.scripted', '{"alwaysFail": true}', 'processing', 'gone-worker', $1, gen_random_uuid(), $1, $1) RETURNING id`,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, status, locked_by, locked_until, lock_token, received_at, processing_started_at, last_outcome)
+         VALUES ('dl-lease', 'test.scripted', '{"alwaysFail": true}', 'processing', 'gone-worker', $1, gen_random_uuid(), $1, $1, 'lease_expired') RETURNING id`,
         [new Date(clock.now().getTime() - 1)],
       );
       await app.processor.runOnce();
@@ -146,6 +147,25 @@ describe('dead-letter operations', () => {
       expect(history[0].errorMessage).toMatch(/Lease expired/);
       expect(entry.status).toBe(InboxStatus.DeadLetter);
       expect(entry.deadLetterReason).toBe(DeadLetterReason.RetriesExhausted); // the last attempt failed normally
+    });
+
+    it('hands a batch back uncharged, as crash suspects, when its worker vanished mid-batch', async () => {
+      // Its batch had started; whose handler ran before the worker died is not known.
+      const [{ id }] = await sql<{ id: string }>(
+        db.url,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, status, locked_by, locked_until, lock_token, received_at, processing_started_at)
+         VALUES ('dl-batch', 'test.scripted', '{}', 'processing', 'gone-worker', $1, gen_random_uuid(), $1, $1) RETURNING id`,
+        [new Date(clock.now().getTime() - 1)],
+      );
+      await app.processor.runOnce();
+      const entry = (await app.inbox.get(id))!;
+      expect(entry).toMatchObject({ status: InboxStatus.Completed, retryCount: 0, lastOutcome: AttemptOutcome.Completed });
+      const history = await app.inbox.history(id);
+      expect(history.map((h) => [h.event, h.attempt, h.workerId])).toEqual([
+        [HistoryEvent.Released, 1, 'gone-worker'],
+        [HistoryEvent.Attempt, 1, 'dl-worker'],
+      ]);
+      expect(history[0].reason).toMatch(/worker was gone/);
     });
 
     it('fails history() for a missing entry', async () => {
@@ -175,8 +195,8 @@ describe('dead-letter operations', () => {
     it('records lease_expired when the last allowed attempt was a crash (a poison message)', async () => {
       const [{ id }] = await sql<{ id: string }>(
         db.url,
-        `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, received_at, processing_started_at)
-         VALUES ('dl-poison', 'test.scripted', '{}', 'processing', 1, 'crashed-worker', $1, gen_random_uuid(), $1, $1) RETURNING id`,
+        `INSERT INTO inbox_entries (message_id, command_type, payload, status, retry_count, locked_by, locked_until, lock_token, received_at, processing_started_at, last_outcome)
+         VALUES ('dl-poison', 'test.scripted', '{}', 'processing', 1, 'crashed-worker', $1, gen_random_uuid(), $1, $1, 'lease_expired') RETURNING id`,
         [new Date(clock.now().getTime() - 1)],
       );
       await app.processor.runOnce();

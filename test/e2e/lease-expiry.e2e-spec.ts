@@ -57,7 +57,7 @@ describe('lease expiry of a killed worker', () => {
   const insertCommand = (messageId: string) =>
     sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ($1, $2, '{}')`, [messageId, CRASH_COMMAND]);
 
-  it('counts a SIGKILLed attempt as failed when its lease expires, and another worker completes the entry', async () => {
+  it('hands a SIGKILLed batch back uncharged when its lease expires, and another worker completes the entry alone', async () => {
     let app: TestApp | undefined;
     try {
       await insertCommand('killed-once');
@@ -75,20 +75,27 @@ describe('lease expiry of a killed worker', () => {
         const row = await entryRow('killed-once');
         return row.status === InboxStatus.Completed ? row : null;
       }, 'the entry to be completed by the surviving worker');
-      expect(done.retry_count).toBe(1); // the crashed attempt counted as one failure
-      expect(app.get(SurvivingHandler).attempts).toEqual([2]);
+      // Its batch had started, so its worker's death may have been anyone's: not charged, but it ran
+      // alone as a crash suspect, which is what completed it.
+      expect(done.retry_count).toBe(0);
+      expect(app.get(SurvivingHandler).attempts).toEqual([1]);
+      const events = await sql<{ event: string; worker_id: string }>(db.url, 'SELECT event, worker_id FROM inbox_entries_history WHERE entry_id = $1 ORDER BY id', [done.id]);
+      expect(events.map((e) => e.event)).toEqual(['released']);
+      expect(events[0].worker_id).toMatch(/^crash-worker-/);
       // Only the surviving attempt's effect exists: the killed transaction rolled back.
       expect(await sql(db.url, 'SELECT attempt, note FROM effects WHERE message_id = $1', ['killed-once'])).toEqual([
-        { attempt: 2, note: 'survivor' },
+        { attempt: 1, note: 'survivor' },
       ]);
     } finally {
       await app?.close();
     }
   });
 
-  it('dead-letters a message that kills every worker that runs it, after maxAttempts', async () => {
+  it('dead-letters a message that kills every worker that runs it: isolated by its first crash, then charged maxAttempts times', async () => {
     await insertCommand('poison');
-    for (let attempt = 1; attempt <= CRASH_HANDLER_OPTIONS.maxAttempts!; attempt++) {
+    // The first crash is not charged (its batch had started: anyone's death); then it runs alone.
+    const attempts = [1, ...Array.from({ length: CRASH_HANDLER_OPTIONS.maxAttempts! }, (_, i) => i + 1)];
+    for (const attempt of attempts) {
       const child = await startChild();
       expect(await child.waitForLine('STARTED')).toMatch(new RegExp(` ${attempt}$`));
       await child.kill();
@@ -109,14 +116,15 @@ describe('lease expiry of a killed worker', () => {
     expect(dead.error).toMatch(/Lease expired/);
     const [{ reason }] = await sql<{ reason: string }>(db.url, 'SELECT dead_letter_reason AS reason FROM inbox_entries WHERE id = $1', [dead.id]);
     expect(reason).toBe('lease_expired');
-    const history = await sql<{ attempt: number; outcome: string; worker_id: string }>(
+    const history = await sql<{ event: string; attempt: number; outcome: string | null; worker_id: string }>(
       db.url,
-      'SELECT attempt, outcome, worker_id FROM inbox_entries_history WHERE entry_id = $1 ORDER BY id',
+      'SELECT event, attempt, outcome, worker_id FROM inbox_entries_history WHERE entry_id = $1 ORDER BY id',
       [dead.id],
     );
-    expect(history.map((h) => [h.attempt, h.outcome])).toEqual([
-      [1, 'lease_expired'],
-      [2, 'dead_letter'],
+    expect(history.map((h) => [h.event, h.attempt, h.outcome])).toEqual([
+      ['released', 1, null],
+      ['attempt', 1, 'lease_expired'],
+      ['attempt', 2, 'dead_letter'],
     ]);
     expect(history.every((h) => h.worker_id.startsWith('crash-worker-'))).toBe(true);
     expect(await sql(db.url, 'SELECT 1 FROM effects WHERE message_id = $1', ['poison'])).toEqual([]);

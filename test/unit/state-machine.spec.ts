@@ -3,6 +3,8 @@ import {
   AttemptOutcome,
   canTransition,
   decideFailure,
+  decideLeaseExpiry,
+  LeaseExpiryDecision,
   DeadLetterReason,
   FailureKind,
   historyOutcome,
@@ -86,6 +88,16 @@ describe('the inbox state machine', () => {
   it('tells a crash suspect by the stored outcome of its last attempt', () => {
     expect(isCrashSuspect(AttemptOutcome.LeaseExpired)).toBe(true);
     for (const outcome of [AttemptOutcome.Failed, AttemptOutcome.TimedOut, AttemptOutcome.Completed, null]) expect(isCrashSuspect(outcome)).toBe(false);
+  });
+
+  it.each([
+    // started, suspect → decision
+    [false, false, LeaseExpiryDecision.Release],
+    [false, true, LeaseExpiryDecision.Release],
+    [true, false, LeaseExpiryDecision.ReleaseAsSuspect],
+    [true, true, LeaseExpiryDecision.Charge],
+  ])('decides an expired lease: started %s, crash suspect %s → %s', (started, suspect, decision) => {
+    expect(decideLeaseExpiry(started, suspect)).toBe(decision);
   });
 
   describe('the failure decision', () => {
