@@ -28,6 +28,8 @@ export interface AttemptAccounting {
   leaseExpiriesByFault: number;
   /** Claims handed back uncharged by the lease sweep (worker log lines). */
   handedBackUncharged: number;
+  /** Entries of started batches handed back uncharged as crash suspects (worker log lines). */
+  handedBackAsSuspects: number;
   /** Attempts blamed on a handler that left its transaction aborted. */
   abortedBlamed: number;
 }
@@ -82,7 +84,7 @@ export function checkAttempts(
   report('handler runs under an attempt number the inbox did not charge', runWithoutCharge);
   report('invalid commands whose handler ran', invalidRan);
   report('commands blamed for an aborted transaction they did not cause', blamedNeighbours);
-  return { violations, ...accounting, withoutRun: chargedWithoutRun.length, handedBackUncharged: logs.handedBackUncharged };
+  return { violations, ...accounting, withoutRun: chargedWithoutRun.length, handedBackUncharged: logs.handedBackUncharged, handedBackAsSuspects: logs.handedBackAsSuspects };
 }
 
 function label(command: PlannedCommand): string {

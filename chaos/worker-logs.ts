@@ -10,6 +10,8 @@ export interface WorkerLogs {
   duplicateEffectLines: string[];
   /** Claims the lease sweep handed back uncharged because their attempt never started. */
   handedBackUncharged: number;
+  /** Entries of a started batch whose worker died or lost its connection, handed back uncharged as crash suspects. */
+  handedBackAsSuspects: number;
   /** Claims a worker handed back for want of a handler: workers must only claim the types they handle. */
   noHandlerHandBacks: string[];
   /** Boot warnings about a pool smaller than concurrency + 2, per log file. */
@@ -21,12 +23,13 @@ export interface WorkerLogs {
 const PATTERNS = {
   duplicateEffect: 'chaos_effects_pkey',
   handedBackUncharged: 'expired before its attempt started; handed back uncharged',
+  handedBackAsSuspects: 'handed back uncharged, to run alone',
   noHandler: /no handler for .* in this worker/,
   poolWarning: 'The connection pool holds',
 };
 
 export function readWorkerLogs(files: string[]): WorkerLogs {
-  const logs: WorkerLogs = { runs: new Map(), duplicateEffectLines: [], handedBackUncharged: 0, noHandlerHandBacks: [], poolWarnings: new Map() };
+  const logs: WorkerLogs = { runs: new Map(), duplicateEffectLines: [], handedBackUncharged: 0, handedBackAsSuspects: 0, noHandlerHandBacks: [], poolWarnings: new Map() };
   for (const file of files) {
     let poolWarnings = 0;
     for (const line of readFileSync(file, 'utf8').split('\n')) {
@@ -39,6 +42,8 @@ export function readWorkerLogs(files: string[]): WorkerLogs {
         logs.duplicateEffectLines.push(`${file}: ${line.slice(0, 160)}`);
       } else if (line.includes(PATTERNS.handedBackUncharged)) {
         logs.handedBackUncharged++;
+      } else if (line.includes(PATTERNS.handedBackAsSuspects)) {
+        logs.handedBackAsSuspects++;
       } else if (PATTERNS.noHandler.test(line)) {
         logs.noHandlerHandBacks.push(`${file}: ${line.slice(0, 160)}`);
       } else if (line.includes(PATTERNS.poolWarning)) {

@@ -183,8 +183,11 @@ export class InboxStatements {
     // $6 dead-letter reasons, $7 history outcomes, $8 handler starts (ms after the batch's; NULL:
     // the attempt's start), $9 durations (NULL: until now), $10 error classes, $11 stacks,
     // $12 workers, $13 messages, $14 how each attempt ended; $15 test clock.
+    // An attempt that ended before its start was stamped (a crash suspect whose payload could not be
+    // materialised) is timed from now.
+    const attemptStart = `COALESCE(e."processing_started_at", ${wallTime('$15')})`;
     const finishedAt = `CASE WHEN d."duration_ms" IS NULL THEN ${wallTime('$15')}
-        ELSE e."processing_started_at" + ${ms('(COALESCE(d."start_ms", 0) + d."duration_ms")')} END`;
+        ELSE ${attemptStart} + ${ms('(COALESCE(d."start_ms", 0) + d."duration_ms")')} END`;
     const failUpdate = `UPDATE ${t} AS e SET "status" = d."status"::${statusType}, "retry_count" = e."retry_count" + 1,
         "error" = d."error", "next_retry_at" = ${wallTime('$15')} + ${ms('d."delay_ms"')}, "dead_letter_reason" = d."reason",
         "dead_lettered_at" = CASE WHEN d."reason" IS NULL THEN NULL ELSE ${wallTime('$15')} END,
@@ -196,7 +199,7 @@ export class InboxStatements {
       WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${from('fail', 'e.')}`;
     this.fail = statement('fail', recordAttempts
       ? `WITH outcome AS (${failUpdate} RETURNING ${columnList('e')}, d."outcome" AS "attempt_outcome",
-            e."processing_started_at" + ${ms('COALESCE(d."start_ms", 0)')} AS "started_at", ${finishedAt} AS "finished_at",
+            ${attemptStart} + ${ms('COALESCE(d."start_ms", 0)')} AS "started_at", ${finishedAt} AS "finished_at",
             d."error_class", d."error_message", d."error_stack", d."worker_id"),
         recorded AS (
           INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",

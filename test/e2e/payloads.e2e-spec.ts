@@ -135,6 +135,21 @@ describe('payloads and strings', () => {
     expect(app.get(TreeHandler).runs).toBe(0);
   });
 
+  it('dead-letters an invalid payload of a crash suspect too (it runs alone; its start is not stamped yet)', async () => {
+    const [{ id: entryId }] = await sql<{ id: string }>(
+      db.url,
+      `INSERT INTO inbox_entries (message_id, command_type, payload, last_outcome, received_at)
+       VALUES ($1, 'test.order', '{"sku": 7}', 'lease_expired', now() - interval '1 s') RETURNING id`,
+      [id()],
+    );
+    await app.processor.runOnce();
+    expect(await app.inbox.get(entryId)).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: DeadLetterReason.InvalidPayload, retryCount: 1 });
+    const [attempt] = await app.inbox.history(entryId);
+    expect(attempt).toMatchObject({ attempt: 1, outcome: 'dead_letter', errorClass: 'PayloadValidationError' });
+    expect(attempt.startedAt).toBeInstanceOf(Date);
+    expect(attempt.finishedAt).toBeInstanceOf(Date);
+  });
+
   describe('undeclared properties', () => {
     it('strips them by default, so the handler sees only what its class declares', async () => {
       await app.inbox.receive({ messageId: id(), commandType: 'test.order', payload: { sku: 'A-1', quantity: 2, isAdmin: true } });
