@@ -22,7 +22,7 @@ export interface AttemptRow {
   attempt: number;
   error_class: string | null;
   worker_id: string | null;
-  /** For a lease expiry: its batch's start stamp, which every entry started with it shares. */
+  /** For a lease expiry: the attempt's start stamp (a crash suspect's, stamped right before its handler). */
   started_at: Date | null;
 }
 

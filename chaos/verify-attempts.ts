@@ -26,9 +26,9 @@ export interface AttemptAccounting {
    * others' holders were alive when it ran out: the outage had cut their connection).
    */
   leaseExpiriesByFault: number;
-  /** Claims handed back uncharged by the lease sweep (worker log lines). */
+  /** Crash suspects' claims handed back uncharged by the lease sweep, never started (worker log lines). */
   handedBackUncharged: number;
-  /** Entries of started batches handed back uncharged as crash suspects (worker log lines). */
+  /** Entries of batches whose worker was gone, handed back uncharged as crash suspects (worker log lines). */
   handedBackAsSuspects: number;
   /** Attempts blamed on a handler that left its transaction aborted. */
   abortedBlamed: number;
@@ -92,8 +92,9 @@ function label(command: PlannedCommand): string {
 }
 
 /**
- * The other attempts charged with the same start stamp in the same process (one batch), and which
- * of them have a run on record: the evidence of where in its batch the attempt was.
+ * The other attempts charged with the same start stamp in the same process, and which of them have
+ * a run on record: the evidence of where in its batch the attempt was (a charged lease expiry
+ * should be a crash suspect's, alone).
  */
 function batchOf(row: AttemptRow, data: RunData, logs: WorkerLogs): string {
   if (row.started_at === null) return '';

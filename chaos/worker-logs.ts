@@ -8,9 +8,9 @@ export interface WorkerLogs {
   runs: Map<string, Set<number>>;
   /** Lines reporting a second application of an effect (its primary key). */
   duplicateEffectLines: string[];
-  /** Claims the lease sweep handed back uncharged because their attempt never started. */
+  /** Crash suspects' claims the lease sweep handed back uncharged because their attempt never started. */
   handedBackUncharged: number;
-  /** Entries of a started batch whose worker died or lost its connection, handed back uncharged as crash suspects. */
+  /** Entries of a batch whose worker died or lost its connection, handed back uncharged as crash suspects. */
   handedBackAsSuspects: number;
   /** Claims a worker handed back for want of a handler: workers must only claim the types they handle. */
   noHandlerHandBacks: string[];

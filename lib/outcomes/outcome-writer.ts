@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { InboxExplorer } from '../discovery/inbox.explorer';
@@ -16,19 +17,19 @@ import { InboxStatements } from '../store/statements';
 const MAX_ERROR_LENGTH = 4000;
 const MAX_STACK_LENGTH = 4000;
 
-/** A handler that returned, as the batch measured it (ms after the batch's start). */
+/** A handler that returned; when it started and finished (`performance.now()`, monotonic). */
 export interface CompletedAttempt {
   row: InboxRow;
-  startMs: number;
-  durationMs: number;
+  startedAt: number;
+  finishedAt: number;
 }
 
-/** An attempt that failed; times are null for a lease expiry (from the attempt's start until now). */
+/** An attempt that failed; times are null for a lease expiry (from its stamped start until now). */
 export interface FailedAttempt {
   row: InboxRow;
   error: unknown;
-  startMs: number | null;
-  durationMs: number | null;
+  startedAt: number | null;
+  finishedAt: number | null;
 }
 
 /** Who asks for an operator action, and why. */
@@ -62,12 +63,14 @@ export class OutcomeWriter {
    */
   async complete(queryRunner: QueryRunner, attempts: CompletedAttempt[]): Promise<InboxRow[]> {
     const statement = this.listeners.has('completed') ? this.sql.completeReturning : this.sql.complete;
+    const now = performance.now();
     const { rows, affected } = await runQuery(queryRunner, statement, [
       attempts.map((attempt) => attempt.row.id),
       attempts[0].row.lock_token,
-      attempts.map((attempt) => attempt.startMs),
-      attempts.map((attempt) => attempt.durationMs),
+      attempts.map((attempt) => now - attempt.startedAt),
+      attempts.map((attempt) => now - attempt.finishedAt),
       this.options.workerId,
+      clockTime(this.options.clock),
     ]);
     // A claim taken over meanwhile: the whole batch rolls back rather than complete what is not ours.
     if (affected !== attempts.length) throw new LeaseExpiredError('claim lost while the handlers ran');
@@ -88,6 +91,8 @@ export class OutcomeWriter {
     if (attempts.length === 0) return;
     const failures = attempts.map((attempt) => this.describe(attempt));
     const column = <K extends keyof DescribedFailure>(key: K) => failures.map((failure) => failure[key]);
+    const now = performance.now();
+    const ago = (at: number | null) => (at === null ? null : now - at);
     const { rows } = await runQuery(queryRunner, this.sql.fail, [
       failures.map((f) => f.row.id),
       failures.map((f) => f.row.lock_token),
@@ -96,8 +101,8 @@ export class OutcomeWriter {
       failures.map((f) => (f.decision.status === InboxStatus.Failed ? f.decision.retryDelayMs : null)),
       failures.map((f) => (f.decision.status === InboxStatus.DeadLetter ? f.decision.reason : null)),
       failures.map((f) => historyOutcome(f.decision)),
-      column('startMs'),
-      column('durationMs'),
+      failures.map((f) => ago(f.startedAt)),
+      failures.map((f) => ago(f.finishedAt)),
       column('errorClass'),
       column('stack'),
       column('workerId'),
@@ -154,13 +159,15 @@ export class OutcomeWriter {
   }
 
   /** The decision for a failed attempt, and what its records say about it. */
-  private describe({ row, error, startMs, durationMs }: FailedAttempt): DescribedFailure {
+  private describe({ row, error, startedAt, finishedAt }: FailedAttempt): DescribedFailure {
     const handler = this.explorer.get(row.command_type);
     const attempt = row.retry_count + 1;
-    // The attempts allowed were stored when the attempt started: every worker decides the same way.
-    const maxAttempts = row.max_attempts ?? handler?.maxAttempts ?? this.options.maxAttempts;
-    const backoff = handler?.backoff ?? this.options.backoff;
     const kind = failureKindOf(error);
+    // The worker that ran the attempt decides by its handler; a crash suspect's lease expiry, seen
+    // by any worker, by the attempts allowed that were stored when that attempt started.
+    const ranHere = kind === FailureKind.LeaseExpired ? undefined : handler?.maxAttempts;
+    const maxAttempts = ranHere ?? row.max_attempts ?? handler?.maxAttempts ?? this.options.maxAttempts;
+    const backoff = handler?.backoff ?? this.options.backoff;
     const decision = decideFailure(kind, attempt, maxAttempts, () => backoffDelayMs(attempt, backoff));
     const rawMessage = describe(error).slice(0, MAX_ERROR_LENGTH);
     const exhausted = decision.status === InboxStatus.DeadLetter && decision.reason !== DeadLetterReason.PermanentError && decision.reason !== DeadLetterReason.InvalidPayload;
@@ -171,8 +178,8 @@ export class OutcomeWriter {
       decision,
       rawMessage,
       message: (exhausted ? `Gave up after ${attempt} attempt(s): ${rawMessage}` : rawMessage).slice(0, MAX_ERROR_LENGTH),
-      startMs,
-      durationMs,
+      startedAt,
+      finishedAt,
       errorClass: error instanceof Error ? error.name : typeof error,
       stack: (error instanceof Error ? error.stack : undefined)?.slice(0, MAX_STACK_LENGTH) ?? null,
       workerId: kind === FailureKind.LeaseExpired ? row.locked_by : this.options.workerId,
@@ -205,8 +212,8 @@ interface DescribedFailure {
   decision: FailureDecision;
   message: string;
   rawMessage: string;
-  startMs: number | null;
-  durationMs: number | null;
+  startedAt: number | null;
+  finishedAt: number | null;
   errorClass: string;
   stack: string | null;
   workerId: string | null;

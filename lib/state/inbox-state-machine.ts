@@ -144,11 +144,11 @@ export function isCrashSuspect(lastOutcome: AttemptOutcome | null): boolean {
 
 /** What an expired claim (its worker gone) means for its entry. */
 export enum LeaseExpiryDecision {
-  /** Its attempt never started: back where it was, uncharged. */
+  /** A crash suspect whose attempt never started: back where it was, uncharged, still a suspect. */
   Release = 'release',
   /**
-   * Its batch had started, so its handler may or may not have run before the worker died (a
-   * neighbour may have killed it): back, uncharged, as a crash suspect that runs alone next time.
+   * One of a batch: its handler may or may not have run before the worker died (a neighbour may
+   * have killed it), nobody can tell. Back, uncharged, as a crash suspect that runs alone next time.
    */
   ReleaseAsSuspect = 'release_as_suspect',
   /** It ran alone, as a suspect, and its handler had started: a failed attempt (`expireLease`). */
@@ -156,15 +156,15 @@ export enum LeaseExpiryDecision {
 }
 
 /**
- * The lease-expiry decision. An attempt is charged only when its handler is known to have started:
- * a batch stamps one start for all its entries, so only an entry that ran alone (a crash suspect,
- * whose start is stamped right before its handler) can be charged with its worker's death. A
- * message that kills its worker is therefore isolated by its first crash and charged from its
- * second on.
+ * The lease-expiry decision. An attempt is charged only when its handler is known to have started
+ * and nothing else ran beside it: only a crash suspect's start is stamped (right before its handler,
+ * as it runs alone), so only a suspect can be charged with its worker's death. A message that kills
+ * its worker is therefore isolated by its first crash and charged from its second on. `started`:
+ * whether the entry's start was stamped; `suspect`: whether it was claimed as a crash suspect.
  */
 export function decideLeaseExpiry(started: boolean, suspect: boolean): LeaseExpiryDecision {
-  if (!started) return LeaseExpiryDecision.Release;
-  return suspect ? LeaseExpiryDecision.Charge : LeaseExpiryDecision.ReleaseAsSuspect;
+  if (!suspect) return LeaseExpiryDecision.ReleaseAsSuspect;
+  return started ? LeaseExpiryDecision.Charge : LeaseExpiryDecision.Release;
 }
 
 /** Why an attempt failed, as far as its fate is concerned. */

@@ -44,6 +44,32 @@ export async function runQuery<T = InboxRow>(
   }
 }
 
+/**
+ * Runs a statement that takes the first rows of an index in its order (`ORDER BY … LIMIT n`) in a
+ * transaction of its own, with sorting disabled, so that the planner walks the index. Its other
+ * choice, reading every matching row and sorting them, looks as cheap whenever the table's
+ * statistics say few rows match (taken before a burst, say) and then costs as much as the backlog
+ * on every call. Commits before it returns.
+ */
+export async function runInIndexOrder<T = InboxRow>(queryRunner: QueryRunner, sql: Statement, params: unknown[]): Promise<QueryOutcome<T>> {
+  const client = (await queryRunner.connect()) as SimpleQueryable;
+  // One round trip: a simple query may hold several statements.
+  await client.query('BEGIN; SET LOCAL enable_sort = off');
+  try {
+    const outcome = await runQuery<T>(queryRunner, sql, params);
+    await client.query('COMMIT');
+    return outcome;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/** node-postgres' client for statements without parameters (the simple query protocol). */
+interface SimpleQueryable {
+  query(text: string): Promise<unknown>;
+}
+
 async function runPrepared<T>(queryRunner: QueryRunner, statement: Statement, values: unknown[]): Promise<QueryOutcome<T>> {
   // A released runner (a timed-out handler's, say) must fail like TypeORM's own queries do.
   if (queryRunner.isReleased) throw new Error('nestjs-inbox: the connection was released; statement not run');

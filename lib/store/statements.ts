@@ -19,6 +19,7 @@ const DUE_AT = `COALESCE("next_retry_at", "received_at")`;
 const CLEAR_CLAIM = `"locked_by" = NULL, "locked_until" = NULL, "lock_token" = NULL`;
 const SUSPECT = `"last_outcome" = '${AttemptOutcome.LeaseExpired}'`;
 
+
 /**
  * Every statement the library runs against its tables, parameterised; the table name is the only
  * interpolated part and is checked against a strict identifier pattern at boot. Each transition's
@@ -73,6 +74,10 @@ export class InboxStatements {
     this.statusType = statusType;
     const status = (s: InboxStatus) => `'${s}'::${statusType}`;
     const from = (transition: TransitionName, alias = '') => `${alias}"status" IN (${TRANSITIONS[transition].from.map(status).join(', ')})`;
+    // The same check for statements that find their rows by id: written so that no index can serve
+    // it (IS TRUE), or a planner that believes few rows are Processing (its statistics lag behind a
+    // burst) scans the lease index and re-reads the ids for each row it finds instead.
+    const fenced = (transition: TransitionName, alias = '') => `(${from(transition, alias)}) IS TRUE`;
     const to = (transition: TransitionName, index = 0) => status(TRANSITIONS[transition].to[index]);
     const due = `${DUE_AT} <= ${statementTime('$1')}`;
 
@@ -121,7 +126,8 @@ export class InboxStatements {
     // ($6), so that during a rolling deploy a worker without a new type's handler leaves it to the
     // workers that have one. SKIP LOCKED lets several workers claim side by side. Crash suspects
     // are claimed apart, one at a time. The claim starts no attempt (`processing_started_at` is
-    // cleared; see start). $1 test clock, $2 limit, $3 worker, $4 lease, $5 token, $6 command types.
+    // cleared; see start). It runs with sorting disabled (see runInIndexOrder): it must walk the
+    // due index in order. $1 test clock, $2 limit, $3 worker, $4 lease, $5 token, $6 command types.
     const claim = (suspects: boolean) => `WITH due AS (
         SELECT "id" FROM ${t}
         WHERE ${from('claim')} AND ${due}
@@ -138,15 +144,17 @@ export class InboxStatements {
     // Two statements, not a parameter: a generic plan must still see which partial index applies.
     this.claim = statement('claim', claim(false), prepared);
     this.claimSuspects = statement('claim_suspects', claim(true), prepared);
-    // start: committed on its own before the batch's transaction begins, so that it survives a
-    // crash of that transaction; from here a lease expiry counts as a failed attempt. The attempts
-    // allowed are stored with it, so any worker (one without the handler too) decides the same way.
+
+    // start: a crash suspect's attempt starts, committed from another connection right before its
+    // handler runs (its batch transaction holds a KEY SHARE lock, which this does not wait for): from
+    // here its worker's death is charged to it (see decideLeaseExpiry). The attempts allowed are
+    // stored with it, so any worker (one without the handler too) decides the same way.
     // $1 ids, $2 token, $3 attempts allowed per entry, $4 test clock.
     this.start = statement(
       'start',
       `UPDATE ${t} AS e SET "processing_started_at" = ${wallTime('$4')}, "max_attempts" = d."max_attempts"
       FROM unnest($1::uuid[], $3::int[]) AS d("id", "max_attempts")
-      WHERE e."id" = d."id" AND e."lock_token" = $2 AND ${from('start', 'e.')}
+      WHERE e."id" = d."id" AND e."lock_token" = $2 AND ${fenced('start', 'e.')}
       RETURNING e."id"`,
       prepared,
     );
@@ -163,15 +171,15 @@ export class InboxStatements {
     this.lockSuspect = statement('lock_suspect', lock('KEY SHARE'), prepared);
 
     // complete: a batch in one statement. Completed is final, so the completing attempt is kept on
-    // the entry itself (start, finish, worker) rather than as a history row. Times are the batch's
-    // start on the database's clock plus each handler's start and duration measured by the worker.
-    // $1 ids, $2 token, $3 each handler's start (ms after the batch's), $4 durations (ms), $5 worker.
+    // the entry itself (start, finish, worker) rather than as a history row. Each handler's start and
+    // finish are the database's clock less how long ago the worker saw them (monotonic ms).
+    // $1 ids, $2 token, $3 ms since each handler started, $4 ms since it finished, $5 worker, $6 test clock.
     const complete = `UPDATE ${t} AS e SET "status" = ${to('complete')},
-        "processing_started_at" = e."processing_started_at" + ${ms('d."start_ms"')},
-        "processed_at" = e."processing_started_at" + ${ms('(d."start_ms" + d."duration_ms")')},
+        "processing_started_at" = ${wallTime('$6')} - ${ms('d."started_ago"')},
+        "processed_at" = ${wallTime('$6')} - ${ms('d."finished_ago"')},
         "processed_by" = $5, "error" = NULL, "next_retry_at" = NULL, "last_outcome" = '${AttemptOutcome.Completed}', ${CLEAR_CLAIM}
-      FROM unnest($1::uuid[], $3::float8[], $4::float8[]) AS d("id", "start_ms", "duration_ms")
-      WHERE e."id" = d."id" AND e."lock_token" = $2 AND ${from('complete', 'e.')}`;
+      FROM unnest($1::uuid[], $3::float8[], $4::float8[]) AS d("id", "started_ago", "finished_ago")
+      WHERE e."id" = d."id" AND e."lock_token" = $2 AND ${fenced('complete', 'e.')}`;
     this.complete = statement('complete', complete, prepared);
     // The same, returning what it wrote, for completed-listeners.
     this.completeReturning = statement('complete_returning', `${complete} RETURNING ${columnList('e')}`, prepared);
@@ -180,14 +188,11 @@ export class InboxStatements {
     // by its claim's token, with their history records: one statement for all the failed attempts
     // of a batch (or a sweep). It returns the rows it wrote. Arrays, one element per entry:
     // $1 ids, $2 tokens, $3 statuses, $4 errors, $5 retry delays (ms; NULL for a dead letter),
-    // $6 dead-letter reasons, $7 history outcomes, $8 handler starts (ms after the batch's; NULL:
-    // the attempt's start), $9 durations (NULL: until now), $10 error classes, $11 stacks,
-    // $12 workers, $13 messages, $14 how each attempt ended; $15 test clock.
-    // An attempt that ended before its start was stamped (a crash suspect whose payload could not be
-    // materialised) is timed from now.
-    const attemptStart = `COALESCE(e."processing_started_at", ${wallTime('$15')})`;
-    const finishedAt = `CASE WHEN d."duration_ms" IS NULL THEN ${wallTime('$15')}
-        ELSE ${attemptStart} + ${ms('(COALESCE(d."start_ms", 0) + d."duration_ms")')} END`;
+    // $6 dead-letter reasons, $7 history outcomes, $8 ms since the attempt started (NULL: its
+    // stamped start, a lease expiry's), $9 ms since it ended (NULL: now), $10 error classes,
+    // $11 stacks, $12 workers, $13 messages, $14 how each attempt ended; $15 test clock.
+    const startedAt = `COALESCE(${wallTime('$15')} - ${ms('d."started_ago"')}, e."processing_started_at", ${wallTime('$15')})`;
+    const finishedAt = `COALESCE(${wallTime('$15')} - ${ms('d."finished_ago"')}, ${wallTime('$15')})`;
     const failUpdate = `UPDATE ${t} AS e SET "status" = d."status"::${statusType}, "retry_count" = e."retry_count" + 1,
         "error" = d."error", "next_retry_at" = ${wallTime('$15')} + ${ms('d."delay_ms"')}, "dead_letter_reason" = d."reason",
         "dead_lettered_at" = CASE WHEN d."reason" IS NULL THEN NULL ELSE ${wallTime('$15')} END,
@@ -195,11 +200,11 @@ export class InboxStatements {
       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[],
         $8::float8[], $9::float8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
         AS d("id", "token", "status", "error", "delay_ms", "reason", "outcome",
-          "start_ms", "duration_ms", "error_class", "error_stack", "worker_id", "error_message", "ended")
-      WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${from('fail', 'e.')}`;
+          "started_ago", "finished_ago", "error_class", "error_stack", "worker_id", "error_message", "ended")
+      WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${fenced('fail', 'e.')}`;
     this.fail = statement('fail', recordAttempts
       ? `WITH outcome AS (${failUpdate} RETURNING ${columnList('e')}, d."outcome" AS "attempt_outcome",
-            ${attemptStart} + ${ms('COALESCE(d."start_ms", 0)')} AS "started_at", ${finishedAt} AS "finished_at",
+            ${startedAt} AS "started_at", ${finishedAt} AS "finished_at",
             d."error_class", d."error_message", d."error_stack", d."worker_id"),
         recorded AS (
           INSERT INTO ${h} ("entry_id", "event", "attempt", "outcome", "started_at", "finished_at", "duration_ms",
@@ -219,7 +224,7 @@ export class InboxStatements {
           "status" = CASE WHEN e."retry_count" = 0 THEN ${to('release', 0)} ELSE ${to('release', 1)} END,
           "last_outcome" = CASE WHEN $3::boolean THEN '${AttemptOutcome.LeaseExpired}' ELSE e."last_outcome" END
         FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS d("id", "token", "worker")
-        WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${from('release', 'e.')}
+        WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${fenced('release', 'e.')}
         RETURNING ${columnList('e')}, d."worker"
       ), recorded AS (
         INSERT INTO ${h} ("entry_id", "event", "attempt", "worker_id", "reason", "recorded_at")

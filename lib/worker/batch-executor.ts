@@ -9,7 +9,7 @@ import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { InboxContext } from '../interfaces/inbox-handler.interface';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { OutcomeWriter, type FailedAttempt } from '../outcomes/outcome-writer';
-import { destroyConnection, runQuery } from '../store/connection';
+import { destroyConnection, runInIndexOrder, runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
 import { isConnectionError } from '../store/database-errors';
 import type { InboxRow } from '../store/schema';
@@ -21,9 +21,9 @@ interface Job {
   row: InboxRow;
   handler: RegisteredInboxHandler;
   command: unknown;
-  /** When its handler started, and for how long it ran: ms after the batch's start (monotonic). */
-  startMs: number;
-  durationMs: number;
+  /** When its handler started and finished (`performance.now()`, monotonic). */
+  startedAt: number;
+  finishedAt: number;
 }
 
 type GroupResult =
@@ -43,8 +43,8 @@ export interface RunningBatch {
 }
 
 /**
- * Runs a batch. It holds one connection from its claim to its last outcome: claim and start (each
- * committed on its own), then one transaction, optimistically without savepoints: its handlers'
+ * Runs a batch. It holds one connection from its claim to its last outcome: the claim (committed
+ * on its own), then one transaction, optimistically without savepoints: its handlers'
  * writes and every entry's Completed status commit together. When a handler fails, the transaction
  * rolls back, that attempt is recorded as failed, and the rest runs again with a savepoint per
  * entry, so that a failing handler only loses its own writes. Outcomes go through OutcomeWriter.
@@ -101,14 +101,15 @@ export class BatchExecutor {
 
   private async claim(queryRunner: QueryRunner, { limit, suspects }: ClaimRequest): Promise<InboxRow[]> {
     const params = [clockTime(this.options.clock), limit, this.options.workerId, `${this.options.leaseMs} milliseconds`, randomUUID(), this.explorer.commandTypes()];
-    const { rows } = await runQuery(queryRunner, suspects ? this.sql.claimSuspects : this.sql.claim, params);
+    const { rows } = await runInIndexOrder(queryRunner, suspects ? this.sql.claimSuspects : this.sql.claim, params);
     return rows.sort((a, b) => dueTime(a) - dueTime(b));
   }
 
   /**
-   * Starts the attempts (a committed fact from here on), then runs them. A crash suspect runs alone
-   * and its start is stamped right before its handler instead (see runGroup): only then can its
-   * worker's death be charged to it (decideLeaseExpiry).
+   * Runs the claimed rows. Nothing is stamped for an ordinary batch: if its worker dies, the sweep
+   * hands every row back uncharged as a crash suspect (decideLeaseExpiry). A crash suspect runs
+   * alone and its start is stamped right before its handler (see runGroup): only then can its
+   * worker's death be charged to it.
    */
   private async startAndRun(rows: InboxRow[], queryRunner: QueryRunner, suspect: boolean): Promise<void> {
     const handled = rows.filter((row) => this.explorer.get(row.command_type));
@@ -116,18 +117,10 @@ export class BatchExecutor {
     if (handled.length < rows.length) {
       await this.writer.release(queryRunner, rows.filter((row) => !handled.includes(row)), false, 'no handler for its type in this worker');
     }
-    if (handled.length === 0) return;
-    if (suspect) return this.execute(handled, queryRunner, performance.now(), true);
-    const started = new Set(await this.start(queryRunner, handled));
-    const batchStart = performance.now();
-    for (const row of handled.filter((r) => !started.has(r.id))) {
-      this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): claim taken over before its attempt started; skipped.`);
-    }
-    const running = handled.filter((row) => started.has(row.id));
-    if (running.length > 0) await this.execute(running, queryRunner, batchStart, false);
+    if (handled.length > 0) await this.execute(handled, queryRunner, suspect);
   }
 
-  /** Stamps the start of the rows' attempts, committed on its own; the ids still ours. */
+  /** Stamps the start of a crash suspect's attempt, committed on its own; the ids still ours. */
   private async start(queryRunner: QueryRunner, rows: InboxRow[]): Promise<string[]> {
     const { rows: started } = await runQuery<{ id: string }>(queryRunner, this.sql.start, [
       rows.map((row) => row.id),
@@ -138,24 +131,24 @@ export class BatchExecutor {
     return started.map((row) => row.id);
   }
 
-  private async execute(rows: InboxRow[], batchConnection: QueryRunner, batchStart: number, suspect: boolean): Promise<void> {
+  private async execute(rows: InboxRow[], batchConnection: QueryRunner, suspect: boolean): Promise<void> {
     const failures: FailedAttempt[] = [];
     let jobs: Job[] = [];
     for (const row of rows) {
       const handler = this.explorer.get(row.command_type)!;
-      const startMs = performance.now() - batchStart;
+      const startedAt = performance.now();
       try {
         const command = await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass, handler.payloadValidation);
-        jobs.push({ row, handler, command, startMs, durationMs: 0 });
+        jobs.push({ row, handler, command, startedAt, finishedAt: startedAt });
       } catch (error) {
-        failures.push({ row, error, startMs, durationMs: performance.now() - batchStart - startMs });
+        failures.push({ row, error, startedAt, finishedAt: performance.now() });
       }
     }
     let completed: InboxRow[] = [];
     let isolated = false;
     while (jobs.length > 0 && !this.connections.isAbandoned) {
       const savepoints = isolated && jobs.length > 1;
-      const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, batchStart, suspect));
+      const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, suspect));
       if (this.connections.isAbandoned) return; // leases will expire; nothing more to record from here
       if (result.committed) {
         completed = result.completed;
@@ -195,7 +188,7 @@ export class BatchExecutor {
    * One transaction over a group: lock the claimed rows (proving the claims are still ours), run
    * the handlers, complete the successful entries in one statement, commit.
    */
-  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean, batchStart: number, suspect: boolean): Promise<GroupResult> {
+  private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean, suspect: boolean): Promise<GroupResult> {
     const completed: Job[] = [];
     const failed: Array<{ job: Job; error: unknown }> = [];
     try {
@@ -219,15 +212,14 @@ export class BatchExecutor {
           if ((await this.connections.use((other) => this.start(other, [job.row]))).length === 0) {
             throw new LeaseExpiredError('claim lost before the handler started');
           }
-          batchStart = performance.now();
         }
-        job.startMs = performance.now() - batchStart;
+        job.startedAt = performance.now();
         try {
           await this.runHandler(job, queryRunner, client);
-          job.durationMs = performance.now() - batchStart - job.startMs;
+          job.finishedAt = performance.now();
           completed.push(job);
         } catch (error) {
-          job.durationMs = performance.now() - batchStart - job.startMs;
+          job.finishedAt = performance.now();
           // A timeout cut the connection: the whole transaction is gone.
           if (!savepoints || queryRunner.isReleased) {
             await this.rollback(queryRunner, error);
@@ -310,7 +302,7 @@ function untilIdle(client: TransactionStatusSource): Promise<void> {
 }
 
 function failureOf(job: Job, error: unknown): FailedAttempt {
-  return { row: job.row, error, startMs: job.startMs, durationMs: job.durationMs };
+  return { row: job.row, error, startedAt: job.startedAt, finishedAt: job.finishedAt };
 }
 
 function dueTime(row: InboxRow): number {

@@ -16,8 +16,8 @@ const LEASE_SWEEP_LIMIT = 100;
 /**
  * Finds claims whose lease ran out — their worker crashed, froze or lost its connection (a live
  * worker holds its rows' locks, so SKIP LOCKED passes over it) — and settles each as the state
- * machine decides (`decideLeaseExpiry`): a claim that never started goes back uncharged; one whose
- * batch had started goes back uncharged as a crash suspect, to run alone; a suspect that ran alone
+ * machine decides (`decideLeaseExpiry`): one of a batch goes back uncharged as a crash suspect, to
+ * run alone; a suspect whose attempt never started goes back uncharged; a suspect that ran alone
  * and lost its worker has failed an attempt, so a message that keeps killing workers ends in
  * DeadLetter instead of looping for ever. The writer's statements are fenced by each claim's
  * token, so two sweeping workers cannot both settle one claim.
@@ -42,15 +42,15 @@ export class LeaseRescuer {
       const { rows } = await runQuery<InboxRow>(queryRunner, this.sql.selectExpiredLeases, [clock, LEASE_SWEEP_LIMIT]);
       const decided = (decision: LeaseExpiryDecision) =>
         rows.filter((row) => decideLeaseExpiry(row.processing_started_at !== null, isCrashSuspect(row.last_outcome)) === decision);
-      await this.writer.release(queryRunner, decided(LeaseExpiryDecision.Release), false, 'its claim expired before its attempt started');
+      await this.writer.release(queryRunner, decided(LeaseExpiryDecision.Release), false, 'its claim as a crash suspect expired before its attempt started');
       await this.writer.release(queryRunner, decided(LeaseExpiryDecision.ReleaseAsSuspect), true, 'its worker was gone when the lease of its batch ran out');
       await this.writer.fail(
         queryRunner,
         decided(LeaseExpiryDecision.Charge).map((row) => ({
           row,
           error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
-          startMs: null,
-          durationMs: null,
+          startedAt: null,
+          finishedAt: null,
         })),
       );
     });

@@ -92,7 +92,7 @@ describe('the inbox state machine', () => {
 
   it.each([
     // started, suspect → decision
-    [false, false, LeaseExpiryDecision.Release],
+    [false, false, LeaseExpiryDecision.ReleaseAsSuspect],
     [false, true, LeaseExpiryDecision.Release],
     [true, false, LeaseExpiryDecision.ReleaseAsSuspect],
     [true, true, LeaseExpiryDecision.Charge],
