@@ -1,7 +1,7 @@
 // The scale workload's claim probe: with N Pending entries waiting (plus the history, if any), run
 // the claim statement the nestjs-inbox worker itself sent during the drain (captured in the worker
 // child, see systems/inbox-claim-capture.ts), bound the way the worker bound it, each time in a
-// transaction rolled back; then EXPLAIN (ANALYZE, BUFFERS) it once.
+// transaction opened as the worker opened it and rolled back; then EXPLAIN (ANALYZE, BUFFERS) it once.
 import { appendFileSync } from 'node:fs';
 import type { Client } from 'pg';
 import { sleep } from './common';
@@ -14,7 +14,11 @@ const WARM_UP_RUNS = 3;
 /** The captured values bound for a run now: timestamps keep their distance from "now". */
 function bindNow(values: CapturedValue[]): unknown[] {
   const now = Date.now();
-  return values.map((v) => (v !== null && typeof v === 'object' ? new Date(now + v.msFromSend) : v));
+  return values.map((v) => (isTime(v) ? new Date(now + v.msFromSend) : v));
+}
+
+function isTime(value: CapturedValue): value is { msFromSend: number } {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 export async function claimProbe(
@@ -30,11 +34,11 @@ export async function claimProbe(
   await enqueuePending();
   // A "now" bound a little in the past (the worker reads its clock before sending) must still see
   // the entries just stored as due.
-  const earliest = Math.min(0, ...claim.values.map((v) => (v !== null && typeof v === 'object' ? v.msFromSend : 0)));
+  const earliest = Math.min(0, ...claim.values.map((v) => (isTime(v) ? v.msFromSend : 0)));
   await sleep(5 - earliest);
   const timings: number[] = [];
   for (let i = 0; i < ctx.sizes.claimSamples + WARM_UP_RUNS; i++) {
-    await client.query('BEGIN');
+    await client.query(claim.opening ?? 'BEGIN');
     const t0 = performance.now();
     const { rowCount } = await client.query(claim.text, bindNow(claim.values));
     const dt = performance.now() - t0;
@@ -42,7 +46,7 @@ export async function claimProbe(
     if (rowCount !== INBOX_WORKER.batchSize) throw new Error(`claim probe took ${rowCount} rows, expected ${INBOX_WORKER.batchSize}`);
     if (i >= WARM_UP_RUNS) timings.push(dt);
   }
-  await client.query('BEGIN');
+  await client.query(claim.opening ?? 'BEGIN');
   const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS) ${claim.text}`, bindNow(claim.values));
   await client.query('ROLLBACK');
   const plan = rows.map((r) => r['QUERY PLAN']);

@@ -33,13 +33,15 @@ export interface ChildSpec {
  * A parameter of a captured statement: timestamps are kept relative to the moment the statement
  * was sent ("now", "now + lease"), so that it can be bound afresh later; anything else verbatim.
  */
-export type CapturedValue = { msFromSend: number } | string | number | boolean | null;
+export type CapturedValue = { msFromSend: number } | string | number | boolean | null | string[];
 
 /** A statement a worker sent, as a work child reports it (see systems/inbox-claim-capture.ts). */
 export interface CapturedStatement {
   name: string;
   text: string;
   values: CapturedValue[];
+  /** The statement that opened its transaction (with the settings the worker gives the claim), if any. */
+  opening?: string;
 }
 
 export interface ChildMessage {
