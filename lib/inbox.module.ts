@@ -11,10 +11,11 @@ import {
   INBOX_OPTIONS_TYPE,
 } from './inbox.module-definition';
 import { resolveInboxOptions } from './inbox-options';
-import type { InboxModuleExtras, InboxModuleOptions } from './interfaces/inbox-options.interface';
+import type { InboxModuleExtras, InboxModuleOptions, ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 import { OutcomeWriter } from './outcomes/outcome-writer';
 import { InboxService } from './receive/inbox.service';
 import { Receiver } from './receive/receiver';
+import { InboxStatements } from './store/statements';
 import { InboxNotifier } from './wake/notifier';
 import { WakeSignal } from './wake/wake-signal';
 import { BatchExecutor } from './worker/batch-executor';
@@ -49,6 +50,12 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
       inject: [INBOX_MODULE_OPTIONS],
     },
     { provide: INBOX_DATA_SOURCE, useExisting: getDataSourceToken(extras.dataSource) },
+    // the SQL, written once for the table
+    {
+      provide: InboxStatements,
+      useFactory: (options: ResolvedInboxOptions) => new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements),
+      inject: [INBOX_RESOLVED_OPTIONS],
+    },
     // discovery
     InboxExplorer,
     InboxListeners,

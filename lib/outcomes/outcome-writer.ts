@@ -47,15 +47,13 @@ export interface Audit {
 @Injectable()
 export class OutcomeWriter {
   private readonly logger = new Logger('InboxProcessor');
-  private readonly sql: InboxStatements;
 
   constructor(
+    private readonly sql: InboxStatements,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
     private readonly listeners: InboxListeners,
-  ) {
-    this.sql = new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements);
-  }
+  ) {}
 
   /**
    * Completes a batch's entries inside its transaction (with the handlers' writes). Returns the

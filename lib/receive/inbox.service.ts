@@ -37,17 +37,15 @@ import { Receiver } from './receiver';
  */
 @Injectable()
 export class InboxService {
-  private readonly sql: InboxStatements;
 
   constructor(
+    private readonly sql: InboxStatements,
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
     private readonly receiver: Receiver,
     private readonly writer: OutcomeWriter,
-  ) {
-    this.sql = new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements);
-  }
+  ) {}
 
   /**
    * Stores the command as a Pending entry, once per messageId. A repeat of the same command

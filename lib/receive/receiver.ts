@@ -22,16 +22,14 @@ import type { ValidatedCommand } from './command-validation';
  */
 @Injectable()
 export class Receiver {
-  private readonly sql: InboxStatements;
 
   constructor(
+    private readonly sql: InboxStatements,
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly notifier: InboxNotifier,
     private readonly wakeSignal: WakeSignal,
-  ) {
-    this.sql = new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements);
-  }
+  ) {}
 
   async receive(incoming: ValidatedCommand, manager: EntityManager | undefined): Promise<ReceiveResult> {
     const queryRunner = manager?.queryRunner;

@@ -52,16 +52,14 @@ export interface RunningBatch {
 @Injectable()
 export class BatchExecutor {
   private readonly logger = new Logger('InboxProcessor');
-  private readonly sql: InboxStatements;
 
   constructor(
+    private readonly sql: InboxStatements,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
     private readonly writer: OutcomeWriter,
     private readonly connections: WorkerConnections,
-  ) {
-    this.sql = new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements);
-  }
+  ) {}
 
   /**
    * Takes a connection, claims due entries on it and runs them. The claim comes only once the

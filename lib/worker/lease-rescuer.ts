@@ -24,15 +24,13 @@ const LEASE_SWEEP_LIMIT = 100;
  */
 @Injectable()
 export class LeaseRescuer {
-  private readonly sql: InboxStatements;
 
   constructor(
+    private readonly sql: InboxStatements,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly writer: OutcomeWriter,
     private readonly connections: WorkerConnections,
-  ) {
-    this.sql = new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements);
-  }
+  ) {}
 
   async sweep(): Promise<void> {
     const clock = clockTime(this.options.clock);

@@ -30,18 +30,17 @@ export interface RetentionResult {
 @Injectable()
 export class InboxRetention implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(InboxRetention.name);
-  private readonly sql: InboxStatements;
   private readonly timerName: string;
   private timer?: NodeJS.Timeout;
   private running: Promise<RetentionResult> | null = null;
   private stopping = false;
 
   constructor(
+    private readonly sql: InboxStatements,
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
-    this.sql = new InboxStatements(options.tableName);
     this.timerName = `nestjs-inbox:${options.tableName}:retention`;
   }
 

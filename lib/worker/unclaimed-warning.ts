@@ -15,16 +15,15 @@ import { WorkerConnections } from './connections';
 @Injectable()
 export class UnclaimedWarning {
   private readonly logger = new Logger('InboxProcessor');
-  private readonly sql: InboxStatements;
   /** When the last look was taken (ms since epoch, on the inbox's clock). */
   private lastCheck: number;
 
   constructor(
+    private readonly sql: InboxStatements,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
     private readonly connections: WorkerConnections,
   ) {
-    this.sql = new InboxStatements(options.tableName);
     this.lastCheck = options.clock.now().getTime();
   }
 
