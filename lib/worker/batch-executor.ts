@@ -52,6 +52,8 @@ export interface RunningBatch {
 @Injectable()
 export class BatchExecutor {
   private readonly logger = new Logger('InboxProcessor');
+  /** Whether the last claim took as many entries as it asked for: more are probably due. */
+  private backlog = false;
 
   constructor(
     private readonly sql: InboxStatements,
@@ -97,9 +99,17 @@ export class BatchExecutor {
     });
   }
 
+  /**
+   * Claims due entries. While there is a backlog (the last claim was full), the claim walks the due
+   * index in order whatever the planner guesses (runInIndexOrder, two more round trips); when the
+   * queue is short, the plain statement answers sooner and no plan of it can cost much.
+   */
   private async claim(queryRunner: QueryRunner, { limit, suspects }: ClaimRequest): Promise<InboxRow[]> {
     const params = [clockTime(this.options.clock), limit, this.options.workerId, `${this.options.leaseMs} milliseconds`, randomUUID(), this.explorer.commandTypes()];
-    const { rows } = await runInIndexOrder(queryRunner, suspects ? this.sql.claimSuspects : this.sql.claim, params);
+    const inIndexOrder = !suspects && this.backlog;
+    const statement = suspects ? this.sql.claimSuspects : this.sql.claim;
+    const { rows } = inIndexOrder ? await runInIndexOrder(queryRunner, statement, params) : await runQuery(queryRunner, statement, params);
+    if (!suspects) this.backlog = rows.length === limit;
     return rows.sort((a, b) => dueTime(a) - dueTime(b));
   }
 
