@@ -11,6 +11,7 @@ import type {
   ResolvedInboxOptions,
   RetentionOptions,
 } from './interfaces/inbox-options.interface';
+import { DEAD_LETTER_POLICIES, type DeadLetterPolicy } from './state/ordering';
 
 export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
   initialDelayMs: 1000,
@@ -25,7 +26,7 @@ const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,54}(\.[a-z_][a-z0-9_]{0,54})?$/; 
 const KNOWN_OPTIONS = new Set([
   'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'handlerTimeoutMs', 'receiveTimeoutMs', 'worker',
   'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock', 'attemptHistory', 'preparedStatements', 'notify', 'retention',
-  'unclaimedWarningMs', 'listenerTimeoutMs', 'payloadValidation',
+  'unclaimedWarningMs', 'listenerTimeoutMs', 'payloadValidation', 'onDeadLetter',
 ]);
 const KNOWN_BACKOFF = new Set(Object.keys(DEFAULT_BACKOFF));
 
@@ -53,6 +54,13 @@ function number(name: string, value: unknown, fallback: number, min: number, max
     fail(name, `expected a number from ${min} to ${max}`, value);
   }
   return value;
+}
+
+/** What a dead-lettered holder of an ordering key does to the later entries of its key. */
+export function resolveDeadLetterPolicy(name: string, value: unknown, fallback: DeadLetterPolicy): DeadLetterPolicy {
+  if (value === undefined) return fallback;
+  if (!DEAD_LETTER_POLICIES.includes(value as DeadLetterPolicy)) fail(name, `expected one of ${DEAD_LETTER_POLICIES.map((p) => `'${p}'`).join(', ')}`, value);
+  return value as DeadLetterPolicy;
 }
 
 function boolean(name: string, value: unknown, fallback: boolean): boolean {
@@ -201,5 +209,6 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     unclaimedWarningMs: integer('unclaimedWarningMs', raw.unclaimedWarningMs, 300_000, 0),
     listenerTimeoutMs: integer('listenerTimeoutMs', raw.listenerTimeoutMs, 10_000, 1),
     payloadValidation: resolvePayloadValidation('payloadValidation', raw.payloadValidation, DEFAULT_PAYLOAD_VALIDATION),
+    onDeadLetter: resolveDeadLetterPolicy('onDeadLetter', raw.onDeadLetter, 'block'),
   };
 }

@@ -11,6 +11,7 @@ export const STATUS_ENUM_NAME = 'inbox_status';
 
 /** Limits on the envelope of a command; longer values are rejected by `receive`. */
 export const MAX_MESSAGE_ID_LENGTH = 255;
+export const MAX_ORDERING_KEY_LENGTH = 255;
 export const MAX_COMMAND_TYPE_LENGTH = 255;
 export const MAX_CORRELATION_ID_LENGTH = 255;
 export const MAX_LIST_LIMIT = 1000;

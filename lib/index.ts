@@ -32,10 +32,13 @@ export type { InboxEvent, InboxEventType } from './interfaces/inbox-event.interf
 
 // Entries and their life.
 export { InboxStatus, DeadLetterReason, AttemptOutcome, HistoryEvent } from './state/inbox-state-machine';
+export type { DeadLetterPolicy } from './state/ordering';
 export { InboxEntry } from './store/inbox-entry.entity';
 export { InboxMigration, createInboxMigration } from './store/inbox.migration';
 export type { InboxHistoryRecord } from './interfaces/inbox-history.interface';
 export type {
+  BlockedKey,
+  BlockedKeysQuery,
   BulkReplayOptions,
   BulkReplayResult,
   DueCommandType,
@@ -62,6 +65,7 @@ export {
   InboxShutDownError,
   InboxUnavailableError,
   InvalidEntryStateError,
+  OrderingKeyMismatchError,
   PayloadValidationError,
   PermanentError,
   UnknownCommandTypeError,

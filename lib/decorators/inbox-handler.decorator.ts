@@ -1,25 +1,39 @@
 import type { Type } from '@nestjs/common';
 import { INBOX_HANDLER_METADATA } from '../inbox.constants';
 import { InboxConfigurationError } from '../errors/inbox.error';
-import { DEFAULT_BACKOFF, DEFAULT_PAYLOAD_VALIDATION, resolveBackoff, resolveHandlerTimeout, resolveMaxAttempts, resolvePayloadValidation } from '../inbox-options';
+import {
+  DEFAULT_BACKOFF,
+  DEFAULT_PAYLOAD_VALIDATION,
+  resolveBackoff,
+  resolveDeadLetterPolicy,
+  resolveHandlerTimeout,
+  resolveMaxAttempts,
+  resolvePayloadValidation,
+} from '../inbox-options';
 import type { InboxHandlerMetadata, InboxHandlerOptions } from '../interfaces/inbox-handler.interface';
 import { assertCommandTypeName, commandTypeOf } from './command-type';
 
-const KNOWN_HANDLER_OPTIONS = new Set(['maxAttempts', 'backoff', 'payload', 'timeoutMs', 'payloadValidation']);
+const KNOWN_HANDLER_OPTIONS = new Set(['maxAttempts', 'backoff', 'payload', 'timeoutMs', 'payloadValidation', 'orderingKey', 'onDeadLetter']);
 
 /**
  * Marks a provider as the handler of one command type. `command` is the stored type name, or a
  * command class whose `@InboxCommand` name (or class name) is stored and whose class-validator
  * rules validate the payload before `execute` runs.
  */
-export function InboxHandler(command: string | Type<object>, options: InboxHandlerOptions = {}): ClassDecorator {
+export function InboxHandler<TPayload extends object = Record<string, any>>(command: string | Type<TPayload>, options: InboxHandlerOptions<TPayload> = {}): ClassDecorator {
   const metadata = buildHandlerMetadata(command, options);
   return (target) => {
     Reflect.defineMetadata(INBOX_HANDLER_METADATA, metadata, target);
   };
 }
 
-function buildHandlerMetadata(command: string | Type<object>, options: InboxHandlerOptions): InboxHandlerMetadata {
+function resolveOrderingKey(name: string, value: unknown): ((payload: never) => string) | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'function') throw new InboxConfigurationError(`${name} must be a function of the payload that returns the key.`);
+  return value as (payload: never) => string;
+}
+
+function buildHandlerMetadata(command: string | Type<object>, options: InboxHandlerOptions<never>): InboxHandlerMetadata {
   const where = '@InboxHandler';
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new InboxConfigurationError(`${where} options must be an object.`);
@@ -59,5 +73,7 @@ function buildHandlerMetadata(command: string | Type<object>, options: InboxHand
       options.payloadValidation === undefined
         ? undefined
         : (resolvePayloadValidation(`${label}.payloadValidation`, options.payloadValidation, DEFAULT_PAYLOAD_VALIDATION), options.payloadValidation),
+    orderingKey: resolveOrderingKey(`${label}.orderingKey`, options.orderingKey),
+    onDeadLetter: options.onDeadLetter === undefined ? undefined : resolveDeadLetterPolicy(`${label}.onDeadLetter`, options.onDeadLetter, 'block'),
   };
 }

@@ -8,6 +8,7 @@ import { InboxConfigurationError } from '../errors/inbox.error';
 import { resolveBackoff, resolveHandlerTimeout, resolvePayloadValidation } from '../inbox-options';
 import type { InboxCommandHandler, InboxHandlerMetadata } from '../interfaces/inbox-handler.interface';
 import type { BackoffOptions, PayloadValidationOptions, ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
+import type { DeadLetterPolicy } from '../state/ordering';
 
 /** A discovered handler with its settings merged over the module's. */
 export interface RegisteredInboxHandler {
@@ -19,6 +20,9 @@ export interface RegisteredInboxHandler {
   readonly backoff: BackoffOptions;
   readonly timeoutMs: number;
   readonly payloadValidation: Required<PayloadValidationOptions>;
+  /** Derives the ordering key from a payload as received, if the handler says how. */
+  readonly orderingKey?: (payload: Record<string, unknown>) => unknown;
+  readonly onDeadLetter: DeadLetterPolicy;
 }
 
 /** Finds `@InboxHandler` providers and `@OnInbox…` listeners at boot, and fails fast on mistakes. */
@@ -114,6 +118,8 @@ export class InboxExplorer implements OnModuleInit {
         backoff,
         timeoutMs,
         payloadValidation,
+        orderingKey: metadata.orderingKey as ((payload: Record<string, unknown>) => unknown) | undefined,
+        onDeadLetter: metadata.onDeadLetter ?? this.options.onDeadLetter,
       });
     }
     if (problems.length > 0) {

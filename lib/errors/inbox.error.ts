@@ -31,6 +31,21 @@ export class UnknownCommandTypeError extends InboxArgumentError {
   }
 }
 
+/** `receive` got an ordering key that is not the one the command type's handler derives from the payload. */
+export class OrderingKeyMismatchError extends InboxArgumentError {
+  constructor(
+    readonly commandType: string,
+    readonly given: string,
+    readonly derived: string,
+  ) {
+    super(
+      'command.orderingKey',
+      `is "${given}", but the handler of "${commandType}" derives "${derived}" from the payload. ` +
+        'Leave the key out (it is derived), or send the same one.',
+    );
+  }
+}
+
 /** The same messageId was received before with a different command type or payload. */
 export class IdempotencyConflictError extends InboxError {
   constructor(

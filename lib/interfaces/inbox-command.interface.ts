@@ -15,6 +15,12 @@ export interface IncomingCommand {
   causationId?: string | null;
   /** Transport details (headers, tenant, ...); not part of the idempotency comparison. */
   metadata?: Record<string, unknown>;
+  /**
+   * Entries with the same key (an aggregate's id, say) run one at a time, in the order received.
+   * 1–255 characters. Where the type's handler derives the key (`@InboxHandler(…, { orderingKey })`),
+   * leave it out or send the same one.
+   */
+  orderingKey?: string | null;
 }
 
 export interface ReceiveOptions {
@@ -63,6 +69,22 @@ export interface DueCommandType {
   due: number;
   /** Since when the oldest of them has been due. */
   oldestDueAt: Date;
+}
+
+export interface BlockedKeysQuery {
+  /** Only keys blocked by an entry of this command type. */
+  commandType?: string;
+  /** 1..1000, default 100. */
+  limit?: number;
+}
+
+/** An ordering key held by a dead letter (policy `block`): nothing later of the key runs until it is replayed or discarded. */
+export interface BlockedKey {
+  orderingKey: string;
+  /** The dead letter that holds the key. */
+  blockedBy: InboxEntry;
+  /** How many entries of the key wait behind it. */
+  waiting: number;
 }
 
 export interface BulkReplayResult {

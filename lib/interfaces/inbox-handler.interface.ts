@@ -1,5 +1,6 @@
 import type { Type } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
+import type { DeadLetterPolicy } from '../state/ordering';
 import type { BackoffOptions, PayloadValidationOptions } from './inbox-options.interface';
 
 /** What a handler learns about the entry it is running. */
@@ -31,7 +32,8 @@ export interface InboxCommandHandler<TCommand = unknown> {
   execute(command: TCommand, context: InboxContext): Promise<void>;
 }
 
-export interface InboxHandlerOptions {
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface InboxHandlerOptions<TPayload = any> {
   /** Attempts before dead-lettering; overrides the module's `maxAttempts`. */
   maxAttempts?: number;
   /** Overrides (field by field) the module's backoff. */
@@ -42,6 +44,14 @@ export interface InboxHandlerOptions {
   timeoutMs?: number;
   /** Overrides (field by field) the module's treatment of undeclared payload properties. */
   payloadValidation?: PayloadValidationOptions;
+  /**
+   * The ordering key of a command, derived from its payload as received (an aggregate's id, say):
+   * entries with the same key run one at a time, in the order received. Applied by `receive` in
+   * every application that has this handler; a key passed to `receive` must then agree with it.
+   */
+  orderingKey?: (payload: TPayload) => string;
+  /** Overrides the module's `onDeadLetter` for this command type. */
+  onDeadLetter?: DeadLetterPolicy;
 }
 
 /** What `@InboxHandler` stores on the class. */
@@ -52,4 +62,6 @@ export interface InboxHandlerMetadata {
   backoff?: Partial<BackoffOptions>;
   timeoutMs?: number;
   payloadValidation?: PayloadValidationOptions;
+  orderingKey?: (payload: never) => string;
+  onDeadLetter?: DeadLetterPolicy;
 }

@@ -1,4 +1,5 @@
 import type { DataSource } from 'typeorm';
+import type { DeadLetterPolicy } from '../state/ordering';
 
 /** Exponential backoff between failed attempts: `initialDelayMs * multiplier^(n-1)`, capped, with jitter. */
 export interface BackoffOptions {
@@ -97,6 +98,12 @@ export interface InboxModuleOptions {
   listenerTimeoutMs?: number;
   /** Undeclared payload properties: stripped by default (handlers may override). */
   payloadValidation?: PayloadValidationOptions;
+  /**
+   * When the entry that holds an ordering key is dead-lettered: `'block'` keeps the later entries of
+   * its key waiting until an operator replays or discards it; `'skip'` lets the key move on.
+   * Handlers may override. Default `'block'`.
+   */
+  onDeadLetter?: DeadLetterPolicy;
   /** Name of this worker in `lockedBy`. Default: hostname, pid and a random suffix. */
   workerId?: string;
   /** Tests only: shifts the database's time by this clock's distance from the real one. Default: none. */
@@ -135,4 +142,5 @@ export interface ResolvedInboxOptions {
   unclaimedWarningMs: number;
   listenerTimeoutMs: number;
   payloadValidation: Required<PayloadValidationOptions>;
+  onDeadLetter: DeadLetterPolicy;
 }

@@ -8,6 +8,7 @@ import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { backoffDelayMs } from '../state/backoff';
 import { decideFailure, DeadLetterReason, FailureKind, historyOutcome, InboxStatus, type FailureDecision } from '../state/inbox-state-machine';
+import { blocksKeyWhenDeadLettered, type DeadLetterPolicy } from '../state/ordering';
 import { runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
 import { toEntry, type InboxRow } from '../store/schema';
@@ -75,6 +76,19 @@ export class OutcomeWriter {
     return rows;
   }
 
+  /**
+   * Hands the keys over whose holders this transaction finished (see state/ordering.ts): locks
+   * their rows, then, in a statement that sees every receive committed before, gives each its
+   * earliest waiting entry or frees it. Returns the entries that now hold a key.
+   */
+  async handOver(queryRunner: QueryRunner, keys: Iterable<string | null>): Promise<KeyHolder[]> {
+    const distinct = [...new Set([...keys].filter((key): key is string => key !== null))].sort();
+    if (distinct.length === 0) return [];
+    await runQuery(queryRunner, this.sql.lockKeys, [distinct]);
+    const { rows } = await runQuery<KeyHolder>(queryRunner, this.sql.settleKeys, [distinct, clockTime(this.options.clock)]);
+    return rows;
+  }
+
   /** The batch that completed these has committed: tell the listeners. */
   completed(rows: InboxRow[]): void {
     for (const row of rows) this.listeners.emit({ type: 'completed', entry: toEntry(row), reason: null, error: null });
@@ -88,6 +102,20 @@ export class OutcomeWriter {
   async fail(queryRunner: QueryRunner, attempts: FailedAttempt[]): Promise<void> {
     if (attempts.length === 0) return;
     const failures = attempts.map((attempt) => this.describe(attempt));
+    // A skipped dead letter is done with its key: the key is handed over in the same transaction.
+    const skipped = failures.filter((f) => f.row.ordering_key !== null && f.decision.status === InboxStatus.DeadLetter && !f.blocksKey);
+    const rows = skipped.length === 0
+      ? await this.writeFailures(queryRunner, failures)
+      : await inTransaction(queryRunner, async () => {
+          const written = await this.writeFailures(queryRunner, failures);
+          await this.handOver(queryRunner, skipped.map((f) => f.row.ordering_key));
+          return written;
+        });
+    const written = new Map(rows.map((row) => [row.id, row]));
+    for (const failure of failures) this.report(failure, written.get(failure.row.id));
+  }
+
+  private async writeFailures(queryRunner: QueryRunner, failures: DescribedFailure[]): Promise<InboxRow[]> {
     const column = <K extends keyof DescribedFailure>(key: K) => failures.map((failure) => failure[key]);
     const now = performance.now();
     const ago = (at: number | null) => (at === null ? null : now - at);
@@ -107,9 +135,9 @@ export class OutcomeWriter {
       column('rawMessage'),
       failures.map((f) => f.decision.ended),
       clockTime(this.options.clock),
+      column('blocksKey'),
     ]);
-    const written = new Map(rows.map((row) => [row.id, row]));
-    for (const failure of failures) this.report(failure, written.get(failure.row.id));
+    return rows;
   }
 
   /**
@@ -130,30 +158,68 @@ export class OutcomeWriter {
     for (const row of released) this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): ${why}; ${next}.`);
   }
 
-  /** An operator's replay (a corrected payload as JSON, or null); undefined when the status does not allow it. */
+  /**
+   * An operator's replay (a corrected payload as JSON, or null); undefined when the status does not
+   * allow it. Each operator action and its key's hand-over commit together.
+   */
   async replay(on: DataSource, id: string, payloadJson: string | null, audit: Audit): Promise<InboxRow | undefined> {
-    const { rows } = await runQuery(on, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, clockTime(this.options.clock)]);
-    return rows[0];
+    return this.operatorAction(on, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, clockTime(this.options.clock)]);
   }
 
   /** One batch of an operator's bulk replay; the ids replayed. */
   async replayBatch(on: DataSource, sql: string, params: unknown[], audit: Audit): Promise<string[]> {
-    const { rows } = await runQuery<{ id: string }>(on, sql, [...params, audit.actor, audit.reason, clockTime(this.options.clock)]);
-    return rows.map((row) => row.id);
+    return withQueryRunner(on, (queryRunner) =>
+      inTransaction(queryRunner, async () => {
+        const { rows } = await runQuery<{ id: string; ordering_key: string | null }>(queryRunner, sql, [
+          ...params,
+          audit.actor,
+          audit.reason,
+          clockTime(this.options.clock),
+        ]);
+        await this.handOver(queryRunner, rows.map((row) => row.ordering_key));
+        return rows.map((row) => row.id);
+      }),
+    );
   }
 
   /** An operator's discard; undefined when the status does not allow it. */
   async discard(on: DataSource, id: string, audit: Audit): Promise<InboxRow | undefined> {
-    const { rows } = await runQuery(on, this.sql.discard, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
-    return rows[0];
+    return this.operatorAction(on, this.sql.discard, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
   }
 
-  /** An operator's dead-letter; undefined when the status does not allow it. Tells the listeners. */
+  /**
+   * An operator's dead-letter; undefined when the status does not allow it. Whether it then holds
+   * its ordering key is its command type's policy. Tells the listeners.
+   */
   async deadLetter(on: DataSource, id: string, audit: Audit): Promise<InboxRow | undefined> {
-    const { rows } = await runQuery(on, this.sql.deadLetter, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
-    const [row] = rows;
+    const row = await this.operatorAction(on, async (queryRunner) => {
+      const [current] = (await runQuery(queryRunner, this.sql.selectById, [id])).rows;
+      const blocks = current !== undefined && blocksKeyWhenDeadLettered(this.policyOf(current.command_type));
+      return [this.sql.deadLetter, [id, clockTime(this.options.clock), audit.actor, audit.reason, blocks]];
+    });
     if (row) this.listeners.emit({ type: 'dead_letter', entry: toEntry(row), reason: DeadLetterReason.Manual, error: row.error });
     return row;
+  }
+
+  /** One operator statement on one entry, and its key's hand-over, in one transaction. */
+  private operatorAction(
+    on: DataSource,
+    statement: string | ((queryRunner: QueryRunner) => Promise<[string, unknown[]]>),
+    params: unknown[] = [],
+  ): Promise<InboxRow | undefined> {
+    return withQueryRunner(on, (queryRunner) =>
+      inTransaction(queryRunner, async () => {
+        const [sql, values] = typeof statement === 'string' ? [statement, params] : await statement(queryRunner);
+        const [row] = (await runQuery(queryRunner, sql, values)).rows;
+        if (row) await this.handOver(queryRunner, [row.ordering_key]);
+        return row;
+      }),
+    );
+  }
+
+  /** The dead-letter policy of a command type: its handler's, or the module's where it has none here. */
+  private policyOf(commandType: string): DeadLetterPolicy {
+    return this.explorer.get(commandType)?.onDeadLetter ?? this.options.onDeadLetter;
   }
 
   /** The decision for a failed attempt, and what its records say about it. */
@@ -181,6 +247,7 @@ export class OutcomeWriter {
       errorClass: error instanceof Error ? error.name : typeof error,
       stack: (error instanceof Error ? error.stack : undefined)?.slice(0, MAX_STACK_LENGTH) ?? null,
       workerId: kind === FailureKind.LeaseExpired ? row.locked_by : this.options.workerId,
+      blocksKey: row.ordering_key !== null && decision.status === InboxStatus.DeadLetter && blocksKeyWhenDeadLettered(this.policyOf(row.command_type)),
     };
   }
 
@@ -215,6 +282,38 @@ interface DescribedFailure {
   errorClass: string;
   stack: string | null;
   workerId: string | null;
+  /** A dead letter that holds its ordering key (policy block). */
+  blocksKey: boolean;
+}
+
+/** An entry that a hand-over made its key's holder. */
+export interface KeyHolder {
+  id: string;
+  ordering_key: string;
+  status: InboxStatus;
+}
+
+/** Runs `work` in a transaction on the query runner (which must have none open). */
+async function inTransaction<T>(queryRunner: QueryRunner, work: () => Promise<T>): Promise<T> {
+  await queryRunner.startTransaction();
+  try {
+    const result = await work();
+    await queryRunner.commitTransaction();
+    return result;
+  } catch (error) {
+    if (queryRunner.isTransactionActive) await queryRunner.rollbackTransaction().catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Runs `work` on a query runner of its own, released after. */
+async function withQueryRunner<T>(dataSource: DataSource, work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
+  const queryRunner = dataSource.createQueryRunner();
+  try {
+    return await work(queryRunner);
+  } finally {
+    await queryRunner.release();
+  }
 }
 
 /** What a thrown error means for the entry's fate. */

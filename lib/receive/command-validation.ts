@@ -1,7 +1,14 @@
 import { DataSource, EntityManager } from 'typeorm';
-import { InboxArgumentError, UnknownCommandTypeError } from '../errors/inbox.error';
-import { MAX_COMMAND_TYPE_LENGTH, MAX_CORRELATION_ID_LENGTH, MAX_MESSAGE_ID_LENGTH } from '../inbox.constants';
-import type { IncomingCommand, ReceiveOptions } from '../interfaces/inbox-command.interface';
+import { InboxArgumentError, OrderingKeyMismatchError, UnknownCommandTypeError } from '../errors/inbox.error';
+import {
+  DEFAULT_LIST_LIMIT,
+  MAX_COMMAND_TYPE_LENGTH,
+  MAX_CORRELATION_ID_LENGTH,
+  MAX_LIST_LIMIT,
+  MAX_MESSAGE_ID_LENGTH,
+  MAX_ORDERING_KEY_LENGTH,
+} from '../inbox.constants';
+import type { BlockedKeysQuery, IncomingCommand, ReceiveOptions } from '../interfaces/inbox-command.interface';
 import { DEAD_LETTER_REASONS, INBOX_STATUSES } from '../state/inbox-state-machine';
 import type { EntryFilter } from '../store/entry-filter';
 
@@ -29,6 +36,8 @@ export interface ValidatedCommand {
   metadataJson: string;
   correlationId: string | null;
   causationId: string | null;
+  /** Entries with the same key run one at a time, in the order received; null: none. */
+  orderingKey: string | null;
 }
 
 /** What a command is checked against. */
@@ -36,6 +45,8 @@ export interface CommandRules {
   maxPayloadBytes: number;
   /** Whether this application may receive the type (it has a handler, or accepts unknown types). */
   accepts(commandType: string): boolean;
+  /** How the type's handler derives the ordering key from a payload, if this application has it and it does. */
+  orderingKeyOf(commandType: string): ((payload: Record<string, unknown>) => unknown) | undefined;
 }
 
 export function validateCommand(command: IncomingCommand, rules: CommandRules): ValidatedCommand {
@@ -45,14 +56,37 @@ export function validateCommand(command: IncomingCommand, rules: CommandRules): 
   const messageId = boundedString('command.messageId', command.messageId, MAX_MESSAGE_ID_LENGTH);
   const commandType = boundedString('command.commandType', command.commandType, MAX_COMMAND_TYPE_LENGTH);
   if (!rules.accepts(commandType)) throw new UnknownCommandTypeError(commandType);
+  const payloadJson = jsonObject('command.payload', command.payload, true, rules.maxPayloadBytes);
   return {
     messageId,
     commandType,
-    payloadJson: jsonObject('command.payload', command.payload, true, rules.maxPayloadBytes),
+    payloadJson,
     metadataJson: jsonObject('command.metadata', command.metadata ?? {}, false, rules.maxPayloadBytes),
     correlationId: optionalId('command.correlationId', command.correlationId),
     causationId: optionalId('command.causationId', command.causationId),
+    orderingKey: orderingKeyOf(command, commandType, rules),
   };
+}
+
+/** The key given with the command, or the one its handler derives (they must agree), or none. */
+function orderingKeyOf(command: IncomingCommand, commandType: string, rules: CommandRules): string | null {
+  const given = command.orderingKey === undefined || command.orderingKey === null ? null : boundedString('command.orderingKey', command.orderingKey, MAX_ORDERING_KEY_LENGTH);
+  const derive = rules.orderingKeyOf(commandType);
+  if (!derive) return given;
+  let value: unknown;
+  try {
+    value = derive(command.payload);
+  } catch (error) {
+    throw new InboxArgumentError('command.orderingKey', `the handler of "${commandType}" could not derive it from the payload: ${(error as Error)?.message ?? String(error)}`);
+  }
+  let derived: string;
+  try {
+    derived = boundedString('command.orderingKey', value, MAX_ORDERING_KEY_LENGTH);
+  } catch (error) {
+    throw new InboxArgumentError('command.orderingKey', `the handler of "${commandType}" derived an unusable key from the payload (${(error as InboxArgumentError).message.replace(/^Invalid argument "[^"]+": /, '')})`);
+  }
+  if (given !== null && given !== derived) throw new OrderingKeyMismatchError(commandType, given, derived);
+  return derived;
 }
 
 /** `{ manager }`: a TypeORM EntityManager of the inbox's own data source. */
@@ -92,6 +126,14 @@ export function validateFilter(name: string, filter: EntryFilter): EntryFilter {
     validated.includeDiscarded = filter.includeDiscarded;
   }
   return validated;
+}
+
+export function validateBlockedKeysQuery(query: BlockedKeysQuery): { commandType: string | null; limit: number } {
+  if (typeof query !== 'object' || query === null) throw new InboxArgumentError('query', 'expected an object');
+  const commandType = query.commandType === undefined ? null : boundedString('query.commandType', query.commandType, MAX_COMMAND_TYPE_LENGTH);
+  const limit = query.limit ?? DEFAULT_LIST_LIMIT;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);
+  return { commandType, limit };
 }
 
 /** Who asks for an operator action (required or not) and why. */

@@ -5,6 +5,8 @@ import { materializeCommand } from '../discovery/payload-materializer';
 import { InboxArgumentError, InboxEntryNotFoundError, InvalidEntryStateError } from '../errors/inbox.error';
 import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH } from '../inbox.constants';
 import type {
+  BlockedKey,
+  BlockedKeysQuery,
   BulkReplayOptions,
   BulkReplayResult,
   DueCommandType,
@@ -27,7 +29,16 @@ import type { EntryFilter } from '../store/entry-filter';
 import type { InboxEntry } from '../store/inbox-entry.entity';
 import { toEntry, toHistoryRecord, type HistoryRow, type InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
-import { assertUuid, boundedString, jsonObject, validateAudit, validateCommand, validateFilter, validateReceiveOptions } from './command-validation';
+import {
+  assertUuid,
+  boundedString,
+  jsonObject,
+  validateAudit,
+  validateBlockedKeysQuery,
+  validateCommand,
+  validateFilter,
+  validateReceiveOptions,
+} from './command-validation';
 import { Receiver } from './receiver';
 
 /**
@@ -56,6 +67,7 @@ export class InboxService {
     const incoming = validateCommand(command, {
       maxPayloadBytes: this.options.maxPayloadBytes,
       accepts: (commandType) => this.options.acceptUnknownCommandTypes || this.explorer.get(commandType) !== undefined,
+      orderingKeyOf: (commandType) => this.explorer.get(commandType)?.orderingKey,
     });
     const manager = validateReceiveOptions(options, this.dataSource);
     assertOpen(this.dataSource);
@@ -112,14 +124,33 @@ export class InboxService {
     return rows.map((row) => ({ commandType: row.command_type, due: row.due, oldestDueAt: row.oldest_due_at }));
   }
 
-  /** Every attempt and operator action recorded for an entry, oldest first. */
+  /**
+   * Every attempt and operator action recorded for an entry, oldest first. An entry that waits
+   * behind another of its ordering key ends with a `waiting` record saying which one, read now.
+   */
   async history(id: string): Promise<InboxHistoryRecord[]> {
     assertUuid('id', id);
     const [{ rows }, entry] = await Promise.all([this.query<HistoryRow>(this.sql.selectHistory, [id]), this.get(id)]);
     if (!entry) throw new InboxEntryNotFoundError(id);
     const history = rows.map(toHistoryRecord);
     const completed = completedAttemptOf(entry);
-    return completed ? [...history, completed] : history;
+    if (completed) history.push(completed);
+    if (entry.waiting && entry.orderingKey !== null) {
+      const [holder] = (await this.query<InboxRow>(this.sql.keyHolder, [entry.orderingKey])).rows;
+      history.push(waitingRecordOf(entry, holder ? toEntry(holder) : undefined, this.options.clock.now()));
+    }
+    return history;
+  }
+
+  /**
+   * The ordering keys that a dead letter holds (policy `block`), the longest-blocked first, each
+   * with that entry and how many entries wait behind it. Replaying or discarding the entry frees
+   * the key.
+   */
+  async blockedKeys(query: BlockedKeysQuery = {}): Promise<BlockedKey[]> {
+    const { commandType, limit } = validateBlockedKeysQuery(query);
+    const { rows } = await this.query<InboxRow & { waiting_behind: number }>(this.sql.blockedKeys, [commandType, limit]);
+    return rows.map((row) => ({ orderingKey: row.ordering_key!, blockedBy: toEntry(row), waiting: row.waiting_behind }));
   }
 
   /**
@@ -230,6 +261,35 @@ export class InboxService {
       throw asInboxError(error, this.dataSource);
     }
   }
+}
+
+/** Why an entry has not run yet: the entry of its key whose turn it is (none: between two turns). */
+function waitingRecordOf(entry: InboxEntry, holder: InboxEntry | undefined, now: Date): InboxHistoryRecord {
+  const why = !holder
+    ? `waits for its turn behind an earlier entry of ordering key "${entry.orderingKey}"`
+    : `waits behind entry ${holder.id} (messageId ${holder.messageId}, ${holder.commandType}), which holds ordering key "${entry.orderingKey}": ${
+        holder.status === InboxStatus.DeadLetter
+          ? `dead-lettered (${holder.deadLetterReason}); the key is blocked until it is replayed or discarded`
+          : holder.status
+      }`;
+  return {
+    id: `${entry.id}:waiting`,
+    entryId: entry.id,
+    event: HistoryEvent.Waiting,
+    attempt: null,
+    outcome: null,
+    startedAt: null,
+    finishedAt: null,
+    durationMs: null,
+    errorClass: null,
+    errorMessage: null,
+    errorStack: null,
+    workerId: null,
+    actor: null,
+    reason: why,
+    previousPayload: null,
+    recordedAt: now,
+  };
 }
 
 /**

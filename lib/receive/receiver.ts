@@ -37,7 +37,7 @@ export class Receiver {
       // The caller's transaction owns the connection (and its timeouts); the row is invisible until
       // the caller commits, so the next poll finds it rather than a wake-up.
       const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
-      return this.store(query, incoming).catch((error: unknown) => {
+      return this.store(query, incoming, false, true).catch((error: unknown) => {
         throw asInboxError(error, this.dataSource);
       });
     }
@@ -65,7 +65,8 @@ export class Receiver {
    * `announce`, a new entry is announced to other instances: inside the statement itself when the
    * notifier hands this receive the notification, otherwise by a coalesced `pg_notify` after it.
    */
-  private async store(query: RunStatement, incoming: ValidatedCommand, announce = false): Promise<ReceiveResult> {
+  private async store(query: RunStatement, incoming: ValidatedCommand, announce = false, inCallersTransaction = false): Promise<ReceiveResult> {
+    const keyed = incoming.orderingKey !== null;
     const params = [
       incoming.messageId,
       incoming.commandType,
@@ -74,26 +75,51 @@ export class Receiver {
       incoming.causationId,
       incoming.metadataJson,
       clockTime(this.options.clock),
+      ...(keyed ? [incoming.orderingKey] : []),
     ];
+    const [plain, notifying] = keyed ? [this.sql.receiveKeyed, this.sql.receiveKeyedAndNotify] : [this.sql.receive, this.sql.receiveAndNotify];
     for (;;) {
       // Taken with the connection in hand, right before the statement goes: it commits one round trip later.
       const ticket = announce ? this.notifier.takeInline() : undefined;
-      let received: ReceivedRow | undefined;
+      let rows: ReceivedRow[] = [];
       try {
-        [received] = ticket ? await query<ReceivedRow>(this.sql.receiveAndNotify, [...params, ticket.channel]) : await query<ReceivedRow>(this.sql.receive, params);
+        rows = ticket ? await query<ReceivedRow>(notifying, [...params, ticket.channel]) : await query<ReceivedRow>(plain, params);
       } finally {
-        if (ticket) this.notifier.settle(ticket, received?.same_command === null);
+        if (ticket) this.notifier.settle(ticket, rows.some((row) => row.same_command === null && !row.key_left_busy));
       }
+      // A concurrent receive of the same messageId won after this one had taken the key: settle it.
+      if (rows.some((row) => row.key_left_busy)) await this.settleKey(query, incoming.orderingKey!, inCallersTransaction);
+      const received = rows.find((row) => !row.key_left_busy);
       if (received?.same_command === null) {
         if (announce && !ticket) this.notifier.notify();
-        return { entry: newEntry(received.id, incoming, received.received_at!), duplicate: false };
+        return { entry: newEntry(received, incoming), duplicate: false };
       }
       // No row: a concurrent receive committed this messageId after the statement's snapshot.
-      const stored = received ? storedFrom(received, incoming.payloadJson) : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, params.slice(0, 3)))[0];
+      const lookup = [incoming.messageId, incoming.commandType, incoming.payloadJson, incoming.orderingKey];
+      const stored = received ? storedFrom(received, incoming.payloadJson) : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, lookup))[0];
       // Still none: that entry was deleted meanwhile, so storing again is correct.
       if (!stored) continue;
       if (!stored.same_command) throw new IdempotencyConflictError(incoming.messageId, stored.id);
       return { entry: toEntry(stored), duplicate: true };
+    }
+  }
+
+  /** Hands a key over that this receive marked busy without storing an entry to hold it. */
+  private async settleKey(query: RunStatement, key: string, inCallersTransaction: boolean): Promise<void> {
+    const clock = clockTime(this.options.clock);
+    if (inCallersTransaction) {
+      await query(this.sql.lockKeys, [[key]]);
+      await query(this.sql.settleKeys, [[key], clock]);
+      return;
+    }
+    await query('BEGIN', []);
+    try {
+      await query(this.sql.lockKeys, [[key]]);
+      await query(this.sql.settleKeys, [[key], clock]);
+      await query('COMMIT', []);
+    } catch (error) {
+      await query('ROLLBACK', []).catch(() => undefined);
+      throw error;
     }
   }
 
@@ -156,18 +182,25 @@ type RunStatement = <R>(sql: string | Statement, params: unknown[]) => Promise<R
 
 type StoredRow = InboxRow & { same_command: boolean };
 
-/** What the receive statement returns: `same_command` and `stored` are null for a new entry. */
+/**
+ * What the receive statement returns: `same_command` and `stored` are null for a new entry. With an
+ * ordering key, a new entry also comes back with its place and whether it waits, and a row of its
+ * own (`key_left_busy`) says the key was taken for an entry that was not stored.
+ */
 interface ReceivedRow {
   id: string;
   received_at: Date | null;
   same_command: boolean | null;
   stored: Record<string, unknown> | null;
+  ordering_seq?: string | null;
+  waiting?: boolean | null;
+  key_left_busy?: boolean | null;
 }
 
-/** The entry just inserted, built from what was stored (the statement returns only its id and time). */
-function newEntry(id: string, incoming: ValidatedCommand, receivedAt: Date): ReturnType<typeof toEntry> {
+/** The entry just inserted, built from what was stored (the statement returns only its id, time and place). */
+function newEntry(received: ReceivedRow, incoming: ValidatedCommand): ReturnType<typeof toEntry> {
   return toEntry({
-    id,
+    id: received.id,
     message_id: incoming.messageId,
     command_type: incoming.commandType,
     payload: JSON.parse(incoming.payloadJson) as Record<string, unknown>,
@@ -177,7 +210,7 @@ function newEntry(id: string, incoming: ValidatedCommand, receivedAt: Date): Ret
     next_retry_at: null,
     error: null,
     last_outcome: null,
-    received_at: receivedAt,
+    received_at: received.received_at!,
     processed_at: null,
     processing_started_at: null,
     processed_by: null,
@@ -190,6 +223,10 @@ function newEntry(id: string, incoming: ValidatedCommand, receivedAt: Date): Ret
     dead_letter_reason: null,
     dead_lettered_at: null,
     discarded_at: null,
+    ordering_key: incoming.orderingKey,
+    ordering_seq: received.ordering_seq ?? null,
+    waiting: received.waiting ?? false,
+    blocks_key: false,
   });
 }
 

@@ -70,6 +70,8 @@ export enum HistoryEvent {
   DeadLetter = 'dead_letter',
   /** A claim handed back uncharged (its worker gone, its attempt not started or not known to have). */
   Released = 'released',
+  /** Not stored: read at the time from the entry's key, for an entry that waits behind another of its key. */
+  Waiting = 'waiting',
   /** @deprecated the same value as `DeadLetter`; the name goes in the next version. */
   DeadLettered = 'dead_letter',
 }

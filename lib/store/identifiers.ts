@@ -25,12 +25,16 @@ export interface InboxIdentifiers {
   readonly table: string;
   /** Its history table, quoted. */
   readonly history: string;
+  /** Its ordering keys table, quoted. */
+  readonly keys: string;
   /** The status enum type, quoted, in the table's schema. */
   readonly statusType: string;
   /** An index or constraint name of the table, unquoted: `<kind>_<schema>_<table>[_<suffix>]`. */
   name(kind: NameKind, suffix?: string): string;
   /** The same for the history table. */
   historyName(kind: NameKind, suffix?: string): string;
+  /** The same for the keys table. */
+  keysName(kind: NameKind, suffix?: string): string;
   /** The LISTEN/NOTIFY channel of the table. */
   readonly channel: string;
 }
@@ -48,9 +52,11 @@ export function inboxIdentifiers(tableName: string): InboxIdentifiers {
   return {
     table: quote(bare),
     history: quote(`${bare}_history`),
+    keys: quote(`${bare}_keys`),
     statusType: quote(STATUS_ENUM_NAME),
     name: (kind, suffix = '') => fitIdentifier(`${kind}_${prefix}`, suffix),
     historyName: (kind, suffix = '') => fitIdentifier(`${kind}_${prefix}_history`, suffix),
+    keysName: (kind, suffix = '') => fitIdentifier(`${kind}_${prefix}_keys`, suffix),
     channel: fitIdentifier('nestjs_inbox', prefix),
   };
 }

@@ -104,4 +104,20 @@ export class InboxEntry {
   /** Set when an operator closed a dead letter without running it; kept for deduplication and audit. */
   @Column({ name: 'discarded_at', type: 'timestamptz', nullable: true })
   discardedAt!: Date | null;
+
+  /** Entries with the same key run one at a time, in the order they were received. */
+  @Column({ name: 'ordering_key', type: 'varchar', length: 255, nullable: true })
+  orderingKey!: string | null;
+
+  /** The entry's place in its key's order (a bigint, as TypeORM gives bigints: a string). */
+  @Column({ name: 'ordering_seq', type: 'bigint', nullable: true })
+  orderingSeq!: string | null;
+
+  /** Waits behind an earlier entry of its key; it is not claimed until that one is done. */
+  @Column({ type: 'boolean', default: false })
+  waiting!: boolean;
+
+  /** A dead letter that holds its key (policy `block`) until it is replayed or discarded. */
+  @Column({ name: 'blocks_key', type: 'boolean', default: false })
+  blocksKey!: boolean;
 }

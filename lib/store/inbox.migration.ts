@@ -9,6 +9,7 @@ import {
   DEAD_LETTER_REASON_VALUES,
   HISTORY_COLUMNS,
   INBOX_COLUMNS,
+  KEY_COLUMNS,
   SCHEMA_VERSIONS,
   STATUS_VALUES,
 } from './schema';
@@ -25,10 +26,12 @@ const MIGRATION_TIMESTAMP = Math.max(...Object.values(SCHEMA_VERSIONS));
 /** The DDL of the inbox table, for the default or a custom table name. */
 export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: string[]; down: string[] } {
   const names = inboxIdentifiers(tableName);
-  const { table, statusType, history } = names;
+  const { table, statusType, history, keys } = names;
   const name = (kind: NameKind, suffix?: string) => `"${names.name(kind, suffix)}"`;
   const historyName = (kind: NameKind, suffix?: string) => `"${names.historyName(kind, suffix)}"`;
+  const keysName = (kind: NameKind, suffix?: string) => `"${names.keysName(kind, suffix)}"`;
   const open = `"status" IN ('${InboxStatus.Pending}', '${InboxStatus.Failed}')`;
+  const q = (status: InboxStatus) => `'${status}'`;
   return {
     up: [
       // CREATE TYPE has no IF NOT EXISTS; several inbox tables share the type.
@@ -47,8 +50,9 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
       `UPDATE ${table} SET "last_outcome" = '${AttemptOutcome.LeaseExpired}'
          WHERE "last_outcome" IS NULL AND "status" IN ('${InboxStatus.Pending}', '${InboxStatus.Failed}', '${InboxStatus.DeadLetter}')
            AND (COALESCE("error", '') LIKE 'Lease expired%' OR "dead_letter_reason" = '${DeadLetterReason.LeaseExpired}')`,
-      // The claim query: due Pending/Failed entries, oldest due first.
-      `CREATE INDEX IF NOT EXISTS ${name('ix', 'due')} ON ${table} ((COALESCE("next_retry_at", "received_at"))) WHERE ${open}`,
+      // The claim query: due Pending/Failed entries that wait behind no other, oldest due first.
+      `DROP INDEX IF EXISTS ${schemaOf(tableName)}${name('ix', 'due')}`,
+      `CREATE INDEX IF NOT EXISTS ${name('ix', 'claimable')} ON ${table} ((COALESCE("next_retry_at", "received_at"))) WHERE ${open} AND NOT "waiting"`,
       // Crash suspects (last attempt ended with its worker gone): claimed apart, one at a time.
       `DROP INDEX IF EXISTS ${schemaOf(tableName)}${name('ix', 'suspects')}`,
       `CREATE INDEX IF NOT EXISTS ${name('ix', 'crash_suspects')} ON ${table} ((COALESCE("next_retry_at", "received_at")))
@@ -64,6 +68,16 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
       `CREATE INDEX IF NOT EXISTS ${name('ix', 'completed_payload')} ON ${table} ("processed_at")
          WHERE "status" = '${InboxStatus.Completed}' AND "payload" IS NOT NULL`,
       `CREATE INDEX IF NOT EXISTS ${name('ix', 'completed')} ON ${table} ("processed_at") WHERE "status" = '${InboxStatus.Completed}'`,
+      // Ordering keys: the entries waiting behind an earlier one of their key, in their key's order…
+      `CREATE INDEX IF NOT EXISTS ${name('ix', 'waiting')} ON ${table} ("ordering_key", "ordering_seq") WHERE "waiting"`,
+      // …and the one entry that holds each key (unique: two would run side by side).
+      `CREATE UNIQUE INDEX IF NOT EXISTS ${name('ix', 'key_holder')} ON ${table} ("ordering_key")
+         WHERE "ordering_key" IS NOT NULL AND NOT "waiting"
+           AND ("status" IN (${q(InboxStatus.Pending)}, ${q(InboxStatus.Failed)}, ${q(InboxStatus.Processing)}) OR "blocks_key")`,
+      `CREATE TABLE IF NOT EXISTS ${keys} (
+         ${columnDefinitions(KEY_COLUMNS, statusType).join(',\n         ')},
+         CONSTRAINT ${keysName('pk')} PRIMARY KEY ("ordering_key")
+       )`,
       // Append-only history: every failed attempt and every operator action. Deleted with its entry.
       `CREATE TABLE IF NOT EXISTS ${history} (
          ${columnDefinitions(HISTORY_COLUMNS, statusType).join(',\n         ')},
@@ -75,7 +89,7 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
       `UPDATE ${history} SET "outcome" = '${AttemptOutcome.DeadLetter}' WHERE "outcome" = 'dead_lettered'`,
       `UPDATE ${history} SET "event" = '${HistoryEvent.DeadLetter}' WHERE "event" = 'dead_lettered'`,
     ],
-    down: [`DROP TABLE IF EXISTS ${history}`, `DROP TABLE IF EXISTS ${table}`],
+    down: [`DROP TABLE IF EXISTS ${keys}`, `DROP TABLE IF EXISTS ${history}`, `DROP TABLE IF EXISTS ${table}`],
   };
 }
 

@@ -22,8 +22,8 @@ interface ColumnSpec {
 }
 
 /** The migrations that grew the schema (see InboxMigration). */
-export const SCHEMA_VERSIONS = { first: 1764000000000, completingAttempt: 1764100000000, storedFacts: 1764200000000 } as const;
-const { completingAttempt, storedFacts } = SCHEMA_VERSIONS;
+export const SCHEMA_VERSIONS = { first: 1764000000000, completingAttempt: 1764100000000, storedFacts: 1764200000000, orderingKeys: 1764300000000 } as const;
+const { completingAttempt, storedFacts, orderingKeys } = SCHEMA_VERSIONS;
 
 export const INBOX_COLUMNS = {
   id: { type: 'uuid', nullable: false, default: 'gen_random_uuid()', property: 'id' },
@@ -51,6 +51,14 @@ export const INBOX_COLUMNS = {
   dead_letter_reason: { type: 'varchar(32)', nullable: true, property: 'deadLetterReason' },
   dead_lettered_at: { type: 'timestamptz', nullable: true, property: 'deadLetteredAt', timestamp: true },
   discarded_at: { type: 'timestamptz', nullable: true, property: 'discardedAt', timestamp: true },
+  /** Entries with the same key run one at a time, in `ordering_seq` order (see lib/state/ordering.ts). */
+  ordering_key: { type: 'varchar(255)', nullable: true, property: 'orderingKey', since: orderingKeys },
+  /** The entry's place in its key's order; bigint, as a string. */
+  ordering_seq: { type: 'bigint', nullable: true, property: 'orderingSeq', since: orderingKeys },
+  /** Waits behind an earlier entry of its key: not claimable until that one is done. */
+  waiting: { type: 'boolean', nullable: false, default: 'false', property: 'waiting', since: orderingKeys },
+  /** A dead letter that holds its key (policy `block`): nothing later of the key runs until it is replayed or discarded. */
+  blocks_key: { type: 'boolean', nullable: false, default: 'false', property: 'blocksKey', since: orderingKeys },
 } as const satisfies Record<string, ColumnSpec>;
 
 export type InboxColumn = keyof typeof INBOX_COLUMNS;
@@ -80,6 +88,10 @@ export interface InboxRow {
   dead_letter_reason: DeadLetterReason | null;
   dead_lettered_at: Date | null;
   discarded_at: Date | null;
+  ordering_key: string | null;
+  ordering_seq: string | null;
+  waiting: boolean;
+  blocks_key: boolean;
 }
 
 type MappedColumn = { [C in InboxColumn]: (typeof INBOX_COLUMNS)[C] extends { property: string } ? C : never }[InboxColumn];
@@ -111,6 +123,19 @@ export function rowFromJson(json: Record<string, unknown>): InboxRow {
   for (const column of TIMESTAMP_COLUMNS) if (json[column] !== null) json[column] = new Date(json[column] as string);
   return json as unknown as InboxRow;
 }
+
+/**
+ * One row per ordering key: the serialisation point of its receives and hand-overs. `last_seq`
+ * numbers its entries; `busy` says whether an entry holds the key; `was_busy` is what `busy` was
+ * before the last receive (which so learns whether its entry waits).
+ */
+export const KEY_COLUMNS = {
+  ordering_key: { type: 'varchar(255)', nullable: false },
+  last_seq: { type: 'bigint', nullable: false },
+  busy: { type: 'boolean', nullable: false },
+  was_busy: { type: 'boolean', nullable: false, default: 'false' },
+  touched_at: { type: 'timestamptz', nullable: false, default: 'now()' },
+} as const satisfies Record<string, ColumnSpec>;
 
 /** The append-only history: every failed attempt and every operator action. */
 export const HISTORY_COLUMNS = {

@@ -3,6 +3,7 @@ import { statement, type Statement } from './connection';
 import { whereClause, type EntryFilter } from './entry-filter';
 import { columnList, SELECTED_COLUMNS } from './schema';
 import { AttemptOutcome, HistoryEvent, InboxStatus, TRANSITIONS, type TransitionName } from '../state/inbox-state-machine';
+import { HOLDING_STATUSES } from '../state/ordering';
 
 /**
  * Time in SQL is the database's: one clock for every instance, whatever their hosts' clocks say.
@@ -31,6 +32,8 @@ export class InboxStatements {
   // Receiving and reading.
   readonly receive: Statement;
   readonly receiveAndNotify: Statement;
+  readonly receiveKeyed: Statement;
+  readonly receiveKeyedAndNotify: Statement;
   readonly selectByMessageIdWithMatch: string;
   readonly selectById: string;
   readonly selectByMessageId: string;
@@ -51,6 +54,11 @@ export class InboxStatements {
   readonly selectExpiredLeases: string;
   readonly anyExpiredLease: Statement;
   readonly anySuspectDue: Statement;
+  // Ordering keys.
+  readonly lockKeys: Statement;
+  readonly settleKeys: Statement;
+  readonly blockedKeys: string;
+  readonly keyHolder: string;
   // Operators' transitions.
   readonly replay: string;
   readonly discard: string;
@@ -58,6 +66,7 @@ export class InboxStatements {
   // Retention.
   readonly removePayloads: string;
   readonly removeCompleted: string;
+  readonly removeIdleKeys: string;
 
   private readonly table: string;
   private readonly history: string;
@@ -68,7 +77,7 @@ export class InboxStatements {
    * statements so node-postgres prepares them (off for poolers that cannot keep them).
    */
   constructor(tableName: string, recordAttempts = true, prepared = true) {
-    const { table: t, history: h, statusType } = inboxIdentifiers(tableName);
+    const { table: t, history: h, keys, statusType } = inboxIdentifiers(tableName);
     this.table = t;
     this.history = h;
     this.statusType = statusType;
@@ -90,8 +99,10 @@ export class InboxStatements {
     // after this statement's snapshot: look again. A duplicate's payload comes back only when it is
     // not the incoming one. Null columns are left out, metadata is added as it is (stripping nulls
     // would reach inside it).
-    // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 test clock.
-    const sameCommand = `COALESCE("command_type" = $2 AND ("payload" = $3::jsonb OR "payload_digest" = md5($3::jsonb::text)), false)`;
+    // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 test clock;
+    // with an ordering key (receiveKeyed), $8 the key.
+    const sameCommand = (key: string) =>
+      `COALESCE("command_type" = $2 AND "ordering_key" IS NOT DISTINCT FROM ${key} AND ("payload" = $3::jsonb OR "payload_digest" = md5($3::jsonb::text)), false)`;
     const scalarColumns = SELECTED_COLUMNS.filter((name) => name !== 'payload' && name !== 'metadata').map((name) => `'${name}', "${name}"`);
     // The payload comes back only when it differs from the incoming one (a corrected replay's).
     const storedColumns = `jsonb_strip_nulls(jsonb_build_object(${scalarColumns.join(', ')}, 'payload_removed', "payload" IS NULL))
@@ -104,21 +115,53 @@ export class InboxStatements {
       )
       SELECT "id", "received_at", NULL::boolean AS "same_command", NULL::jsonb AS "stored" FROM inserted
       UNION ALL
-      SELECT "id", NULL, ${sameCommand}, ${storedColumns}
+      SELECT "id", NULL, ${sameCommand('NULL')}, ${storedColumns}
       FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)`;
     this.receive = statement('receive', receive(false), prepared);
     // The same, also notifying $8 when a new entry was stored (delivered when it commits).
     this.receiveAndNotify = statement('receive_notify', receive(true), prepared);
-    this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ${sameCommand} AS "same_command" FROM ${t} WHERE "message_id" = $1`;
+    // Receive with an ordering key ($8): the key's row numbers the entry and says whether another
+    // entry holds the key (then this one waits). Taking that row's lock serialises the receives of
+    // a key with each other and with hand-overs (settleKeys). The key is only touched when the
+    // messageId was not stored yet; should a concurrent receive of the same messageId win the race
+    // all the same, a key this receive found free is left marked busy with no entry to hold it:
+    // the last row (`key_left_busy`) says so, and the caller settles the key.
+    const receiveKeyed = (notify: boolean) => `WITH stored AS (
+        SELECT 1 FROM ${t} WHERE "message_id" = $1
+      ), k AS (
+        INSERT INTO ${keys} AS k ("ordering_key", "last_seq", "busy", "was_busy", "touched_at")
+        SELECT $8, 1, true, false, ${statementTime('$7')} WHERE NOT EXISTS (SELECT FROM stored)
+        ON CONFLICT ("ordering_key") DO UPDATE
+          SET "last_seq" = k."last_seq" + 1, "busy" = true, "was_busy" = k."busy", "touched_at" = EXCLUDED."touched_at"
+        RETURNING "last_seq", "was_busy"
+      ), inserted AS (
+        INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at",
+          "ordering_key", "ordering_seq", "waiting")
+        SELECT $1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')}, $8, k."last_seq", k."was_busy" FROM k
+        ON CONFLICT ("message_id") DO NOTHING
+        RETURNING "id", "received_at", "ordering_seq", "waiting"${notify ? ', pg_notify($9, NULL)' : ''}
+      )
+      SELECT "id", "received_at", NULL::boolean AS "same_command", NULL::jsonb AS "stored",
+        "ordering_seq"::text AS "ordering_seq", "waiting", NULL::boolean AS "key_left_busy" FROM inserted
+      UNION ALL
+      SELECT "id", NULL, ${sameCommand('$8')}, ${storedColumns}, NULL, NULL, NULL
+      FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)
+      UNION ALL
+      SELECT NULL, NULL, NULL, NULL, NULL, NULL, true FROM k WHERE NOT k."was_busy" AND NOT EXISTS (SELECT FROM inserted)`;
+    this.receiveKeyed = statement('receive_keyed', receiveKeyed(false), prepared);
+    // The same, also notifying $9.
+    this.receiveKeyedAndNotify = statement('receive_keyed_notify', receiveKeyed(true), prepared);
+    // $1 messageId, $2 type, $3 payload, $4 ordering key or NULL.
+    this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ${sameCommand('$4::varchar')} AS "same_command" FROM ${t} WHERE "message_id" = $1`;
     this.selectById = `SELECT ${COLUMNS} FROM ${t} WHERE "id" = $1`;
     this.selectByMessageId = `SELECT ${COLUMNS} FROM ${t} WHERE "message_id" = $1`;
     this.countByStatus = `SELECT "status", count(*)::int AS "count" FROM ${t} GROUP BY "status"`;
     // What waits to run, by command type: $1 test clock.
     this.dueByCommandType = `SELECT "command_type", count(*)::int AS "due", min(${DUE_AT}) AS "oldest_due_at" FROM ${t}
-      WHERE ${from('claim')} AND ${due} GROUP BY "command_type" ORDER BY min(${DUE_AT})`;
+      WHERE ${from('claim')} AND NOT "waiting" AND ${due} GROUP BY "command_type" ORDER BY min(${DUE_AT})`;
     // Due for longer than $2 and of a type this worker does not handle ($3): $1 test clock.
     this.unclaimedByCommandType = `SELECT "command_type", count(*)::int AS "due", min(${DUE_AT}) AS "oldest_due_at" FROM ${t}
-      WHERE ${from('claim')} AND ${DUE_AT} <= ${statementTime('$1')} - $2::interval AND NOT ("command_type" = ANY($3::text[]))
+      WHERE ${from('claim')} AND NOT "waiting" AND ${DUE_AT} <= ${statementTime('$1')} - $2::interval AND NOT ("command_type" = ANY($3::text[]))
       GROUP BY "command_type" ORDER BY min(${DUE_AT}) LIMIT 20`;
     this.selectHistory = `SELECT * FROM ${h} WHERE "entry_id" = $1 ORDER BY "id"`;
 
@@ -130,7 +173,7 @@ export class InboxStatements {
     // due index in order. $1 test clock, $2 limit, $3 worker, $4 lease, $5 token, $6 command types.
     const claim = (suspects: boolean) => `WITH due AS (
         SELECT "id" FROM ${t}
-        WHERE ${from('claim')} AND ${due}
+        WHERE ${from('claim')} AND NOT "waiting" AND ${due}
           AND ${suspects ? SUSPECT : `"last_outcome" IS DISTINCT FROM '${AttemptOutcome.LeaseExpired}'`}
           AND "command_type" = ANY($6::text[])
         ORDER BY ${DUE_AT}
@@ -190,17 +233,18 @@ export class InboxStatements {
     // $1 ids, $2 tokens, $3 statuses, $4 errors, $5 retry delays (ms; NULL for a dead letter),
     // $6 dead-letter reasons, $7 history outcomes, $8 ms since the attempt started (NULL: its
     // stamped start, a lease expiry's), $9 ms since it ended (NULL: now), $10 error classes,
-    // $11 stacks, $12 workers, $13 messages, $14 how each attempt ended; $15 test clock.
+    // $11 stacks, $12 workers, $13 messages, $14 how each attempt ended; $15 test clock; $16 whether
+    // each dead letter holds its ordering key (see state/ordering.ts).
     const startedAt = `COALESCE(${wallTime('$15')} - ${ms('d."started_ago"')}, e."processing_started_at", ${wallTime('$15')})`;
     const finishedAt = `COALESCE(${wallTime('$15')} - ${ms('d."finished_ago"')}, ${wallTime('$15')})`;
     const failUpdate = `UPDATE ${t} AS e SET "status" = d."status"::${statusType}, "retry_count" = e."retry_count" + 1,
         "error" = d."error", "next_retry_at" = ${wallTime('$15')} + ${ms('d."delay_ms"')}, "dead_letter_reason" = d."reason",
         "dead_lettered_at" = CASE WHEN d."reason" IS NULL THEN NULL ELSE ${wallTime('$15')} END,
-        "last_outcome" = d."ended", ${CLEAR_CLAIM}
+        "last_outcome" = d."ended", "blocks_key" = d."blocks_key", ${CLEAR_CLAIM}
       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[],
-        $8::float8[], $9::float8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+        $8::float8[], $9::float8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $16::boolean[])
         AS d("id", "token", "status", "error", "delay_ms", "reason", "outcome",
-          "started_ago", "finished_ago", "error_class", "error_stack", "worker_id", "error_message", "ended")
+          "started_ago", "finished_ago", "error_class", "error_stack", "worker_id", "error_message", "ended", "blocks_key")
       WHERE e."id" = d."id" AND e."lock_token" = d."token" AND ${fenced('fail', 'e.')}`;
     this.fail = statement('fail', recordAttempts
       ? `WITH outcome AS (${failUpdate} RETURNING ${columnList('e')}, d."outcome" AS "attempt_outcome",
@@ -242,15 +286,61 @@ export class InboxStatements {
     // Served by a partial index that only holds crash suspects: usually empty, always cheap.
     // $1 test clock, $2 command types.
     this.anySuspectDue = statement('suspect', `SELECT 1 FROM ${t}
-      WHERE ${from('claim')} AND ${SUSPECT} AND ${due} AND "command_type" = ANY($2::text[]) LIMIT 1`, prepared);
+      WHERE ${from('claim')} AND ${SUSPECT} AND NOT "waiting" AND ${due} AND "command_type" = ANY($2::text[]) LIMIT 1`, prepared);
+
+    // Ordering keys (see state/ordering.ts). lockKeys: the first step of handing keys over, in the
+    // transaction that finished their holders: it locks the keys' rows (in key order, so that two
+    // transactions cannot wait for each other), so that no receive of them runs until it commits,
+    // and creates a row that retention removed. $1 keys.
+    const holding = `("status" IN (${HOLDING_STATUSES.map(status).join(', ')}) OR "blocks_key")`;
+    this.lockKeys = statement('lock_keys', `WITH created AS (
+        INSERT INTO ${keys} ("ordering_key", "last_seq", "busy")
+        SELECT DISTINCT "key", 0, false FROM unnest($1::text[]) AS u("key") ORDER BY 1
+        ON CONFLICT ("ordering_key") DO NOTHING
+      )
+      SELECT "ordering_key" FROM ${keys} WHERE "ordering_key" = ANY($1::text[]) ORDER BY "ordering_key" FOR UPDATE`, prepared);
+    // settleKeys: the second step, a statement of its own so that it sees every entry a receive
+    // committed before the lock was granted. A key whose holder is done gets its earliest waiting
+    // entry as holder; a key with neither holder nor waiting entry is free again (and one that has
+    // a holder is busy, whatever its row said). Returns the new holders. $1 keys, $2 test clock.
+    this.settleKeys = statement('settle_keys', `WITH settled AS (
+        SELECT u."key", EXISTS (
+            SELECT 1 FROM ${t} WHERE "ordering_key" = u."key" AND NOT "waiting" AND ${holding}
+          ) AS "held"
+        FROM (SELECT DISTINCT "key" FROM unnest($1::text[]) AS u("key")) AS u
+      ), next AS (
+        SELECT n."id", s."key" FROM settled s
+        CROSS JOIN LATERAL (
+          SELECT "id" FROM ${t} WHERE "ordering_key" = s."key" AND "waiting" ORDER BY "ordering_seq" LIMIT 1
+        ) AS n
+        WHERE NOT s."held"
+      ), promoted AS (
+        UPDATE ${t} AS e SET "waiting" = false FROM next WHERE e."id" = next."id"
+        RETURNING e."id", e."ordering_key", e."status"
+      ), marked AS (
+        UPDATE ${keys} AS k SET "busy" = s."busy", "touched_at" = ${wallTime('$2')}
+        FROM (SELECT "key", "held" OR EXISTS (SELECT FROM next WHERE next."key" = settled."key") AS "busy" FROM settled) AS s
+        WHERE k."ordering_key" = s."key" AND k."busy" IS DISTINCT FROM s."busy"
+      )
+      SELECT "id", "ordering_key", "status" FROM promoted`, prepared);
+    // The keys held by a dead letter (policy block), oldest first, each with how many entries wait
+    // behind it. $1 command type of the blocking entry or NULL, $2 limit.
+    this.blockedKeys = `SELECT ${COLUMNS}, (SELECT count(*)::int FROM ${t} AS w WHERE w."ordering_key" = e."ordering_key" AND w."waiting") AS "waiting_behind"
+      FROM ${t} AS e
+      WHERE e."status" = ${status(InboxStatus.DeadLetter)} AND e."blocks_key" AND NOT e."waiting" AND e."ordering_key" IS NOT NULL
+        AND ($1::varchar IS NULL OR e."command_type" = $1)
+      ORDER BY e."dead_lettered_at", e."id" LIMIT $2`;
+    // The entry that holds key $1, if any.
+    this.keyHolder = `SELECT ${COLUMNS} FROM ${t} WHERE "ordering_key" = $1 AND NOT "waiting" AND ${holding}`;
 
     // replay: back to Pending with no attempts, the same messageId. A corrected payload keeps the
     // digest of the one first received (see sameCommand); the last outcome is kept, so a replayed
-    // crash suspect still runs alone. $1 id, $2 corrected payload or NULL, $3 actor, $4 reason, $5 test clock.
+    // crash suspect still runs alone. With an ordering key it keeps its place (see resetForReplay;
+    // settleKeys follows). $1 id, $2 corrected payload or NULL, $3 actor, $4 reason, $5 test clock.
     this.replay = `WITH previous AS (
         SELECT "id", "payload" FROM ${t} WHERE "id" = $1 AND ${from('replay')} FOR UPDATE
       ), replayed AS (
-        UPDATE ${t} AS e SET ${this.resetForReplay()}, "payload" = COALESCE($2::jsonb, e."payload"),
+        UPDATE ${t} AS e SET ${this.resetForReplay('e.')}, "payload" = COALESCE($2::jsonb, e."payload"),
           "payload_digest" = CASE WHEN $2::jsonb IS NULL THEN e."payload_digest" ELSE COALESCE(e."payload_digest", md5(e."payload"::text)) END
         FROM previous WHERE e."id" = previous."id"
         RETURNING ${columnList('e')}, previous."payload" AS "previous_payload"
@@ -259,9 +349,10 @@ export class InboxStatements {
         SELECT "id", '${HistoryEvent.Replayed}', $3, $4, CASE WHEN $2::jsonb IS NULL THEN NULL ELSE "previous_payload" END, ${wallTime('$5')} FROM replayed
       )
       SELECT ${COLUMNS} FROM replayed`;
-    // discard: closes a dead letter; it stays for deduplication and audit. $1 id, $2 test clock, $3 actor, $4 reason.
+    // discard: closes a dead letter; it stays for deduplication and audit, and no longer holds or
+    // waits in its key's order (settleKeys follows). $1 id, $2 test clock, $3 actor, $4 reason.
     this.discard = `WITH discarded AS (
-        UPDATE ${t} SET "status" = ${to('discard')}, "discarded_at" = ${wallTime('$2')}
+        UPDATE ${t} SET "status" = ${to('discard')}, "discarded_at" = ${wallTime('$2')}, "blocks_key" = false, "waiting" = false
         WHERE "id" = $1 AND ${from('discard')} AND "discarded_at" IS NULL
         RETURNING ${COLUMNS}
       ), recorded AS (
@@ -269,9 +360,12 @@ export class InboxStatements {
         SELECT "id", '${HistoryEvent.Discarded}', $3, $4, "discarded_at" FROM discarded
       )
       SELECT ${COLUMNS} FROM discarded`;
-    // deadLetter, by hand. $1 id, $2 test clock, $3 actor, $4 reason.
+    // deadLetter, by hand. With an ordering key, $5 says whether it holds its key (policy block): a
+    // holder keeps holding it, a waiting entry will hold it when its turn comes; under skip it is
+    // done with its key's order (settleKeys follows). $1 id, $2 test clock, $3 actor, $4 reason.
     this.deadLetter = `WITH dead AS (
         UPDATE ${t} SET "status" = ${to('deadLetter')}, "dead_letter_reason" = 'manual', "dead_lettered_at" = ${wallTime('$2')},
+          "blocks_key" = "ordering_key" IS NOT NULL AND $5::boolean, "waiting" = "waiting" AND $5::boolean,
           "error" = 'Dead-lettered by ' || $3::varchar || COALESCE(': ' || $4::text, ''), "next_retry_at" = NULL
         WHERE "id" = $1 AND ${from('deadLetter')}
         RETURNING ${COLUMNS}
@@ -286,17 +380,29 @@ export class InboxStatements {
       WHERE "id" IN (SELECT "id" FROM ${t}
         WHERE ${from('removePayload')} AND "payload" IS NOT NULL AND "processed_at" < ${statementTime('$1')} - $2::interval
         ORDER BY "processed_at" LIMIT $3 FOR UPDATE SKIP LOCKED)`;
+    // Keys free for longer than the deduplication window ($2): their row only numbers entries long gone.
+    this.removeIdleKeys = `DELETE FROM ${keys} WHERE "ordering_key" IN (SELECT "ordering_key" FROM ${keys}
+        WHERE NOT "busy" AND "touched_at" < ${statementTime('$1')} - $2::interval
+        LIMIT $3 FOR UPDATE SKIP LOCKED)`;
     this.removeCompleted = `DELETE FROM ${t}
       WHERE "id" IN (SELECT "id" FROM ${t}
         WHERE ${from('remove')} AND "processed_at" < ${statementTime('$1')} - $2::interval
         ORDER BY "processed_at" LIMIT $3 FOR UPDATE SKIP LOCKED)`;
   }
 
-  /** What a replay resets: status, attempts, times and claim, the dead-letter marks. */
-  private resetForReplay(): string {
+  /**
+   * What a replay resets: status, attempts, times and claim, the dead-letter marks. An entry that
+   * holds its ordering key (a blocking dead letter, or a Failed one: only a holder runs) stays its
+   * holder and runs next; any other keyed entry waits for its turn by its sequence number (settleKeys
+   * gives it the key at once if nothing else holds it).
+   */
+  private resetForReplay(alias = ''): string {
+    const c = (column: string) => `${alias}"${column}"`;
     return `"status" = '${TRANSITIONS.replay.to[0]}'::${this.statusType}, "retry_count" = 0, "next_retry_at" = NULL,
         "processed_at" = NULL, "processing_started_at" = NULL, "processed_by" = NULL, ${CLEAR_CLAIM},
-        "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL`;
+        "dead_letter_reason" = NULL, "dead_lettered_at" = NULL, "discarded_at" = NULL,
+        "waiting" = ${c('ordering_key')} IS NOT NULL AND (${c('waiting')} OR NOT (${c('blocks_key')} OR ${c('status')} = '${InboxStatus.Failed}')),
+        "blocks_key" = false`;
   }
 
   list(filter: EntryFilter, limit: number): { sql: string; params: unknown[] } {
@@ -323,13 +429,13 @@ export class InboxStatements {
       sql: `WITH batch AS (
           SELECT "id" FROM ${this.table} ${keyset} ORDER BY "id" LIMIT $${n + 2} FOR UPDATE SKIP LOCKED
         ), replayed AS (
-          UPDATE ${this.table} AS e SET ${this.resetForReplay()}
-          FROM batch WHERE e."id" = batch."id" RETURNING e."id"
+          UPDATE ${this.table} AS e SET ${this.resetForReplay('e.')}
+          FROM batch WHERE e."id" = batch."id" RETURNING e."id", e."ordering_key"
         ), recorded AS (
           INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason", "recorded_at")
           SELECT "id", '${HistoryEvent.Replayed}', $${n + 3}, $${n + 4}, ${wallTime(`$${n + 5}`)} FROM replayed
         )
-        SELECT "id" FROM replayed ORDER BY "id"`,
+        SELECT "id", "ordering_key" FROM replayed ORDER BY "id"`,
       params,
     };
   }

@@ -30,15 +30,25 @@ type GroupResult =
   | { committed: true; completed: InboxRow[]; failed: Array<{ job: Job; error: unknown }> }
   | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[] };
 
-/** What the processor asks for: up to `limit` due entries, crash suspects or the others. */
+/**
+ * What the processor asks for: up to `limit` due entries, crash suspects or the others. `spread`:
+ * how many batches the claimed entries may run as, side by side (the processor's free slots).
+ */
 export interface ClaimRequest {
   limit: number;
   suspects: boolean;
+  spread?: number;
 }
 
-/** A batch under way: `claimed` settles when the claim has answered, `done` when the batch is over. */
+/** What a claim took: how many entries, run as how many batches side by side. */
+export interface Claimed {
+  count: number;
+  batches: number;
+}
+
+/** A claim under way: `claimed` settles when the claim has answered, `done` when its batches are over. */
 export interface RunningBatch {
-  claimed: Promise<number>;
+  claimed: Promise<Claimed>;
   done: Promise<void>;
 }
 
@@ -65,12 +75,16 @@ export class BatchExecutor {
 
   /**
    * Takes a connection, claims due entries on it and runs them. The claim comes only once the
-   * connection is in hand, so no lease runs while a batch waits for the pool.
+   * connection is in hand, so no lease runs while a batch waits for the pool. A claim that took
+   * fewer entries than it asked for (the queue is short) runs them as several batches side by side,
+   * up to `spread`, each on a connection of its own: a batch runs its handlers one after the
+   * other, and the entries of different ordering keys (or slow handlers) should not wait for each
+   * other while slots are free.
    */
   run(request: ClaimRequest): RunningBatch {
-    let reportClaimed!: (count: number) => void;
+    let reportClaimed!: (claimed: Claimed) => void;
     let failClaim!: (error: unknown) => void;
-    const claimed = new Promise<number>((resolve, reject) => {
+    const claimed = new Promise<Claimed>((resolve, reject) => {
       reportClaimed = resolve;
       failClaim = reject;
     });
@@ -78,8 +92,17 @@ export class BatchExecutor {
     const done = this.connections.use(async (queryRunner) => {
       const rows = await this.claim(queryRunner, request);
       answered = true;
-      reportClaimed(rows.length);
-      if (rows.length > 0) await this.startAndRun(rows, queryRunner, request.suspects);
+      const spread = rows.length < request.limit ? Math.min(request.spread ?? 1, rows.length) : 1;
+      const [first, ...others] = split(rows, Math.max(1, spread));
+      reportClaimed({ count: rows.length, batches: Math.max(1, spread) });
+      if (rows.length === 0) return;
+      const running = [
+        this.startAndRun(first, queryRunner, request.suspects),
+        ...others.map((group) => this.connections.use((other) => this.startAndRun(group, other, request.suspects))),
+      ];
+      const outcomes = await Promise.allSettled(running);
+      const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+      if (failure) throw failure.reason;
     });
     // Until the claim has answered, a failure (no connection, say) is the claim's; after, the batch's.
     return {
@@ -238,6 +261,8 @@ export class BatchExecutor {
         }
       }
       const written = completed.length > 0 ? await this.writer.complete(queryRunner, completed) : [];
+      // The completed entries' keys go to their next entries, committed with the completions.
+      await this.writer.handOver(queryRunner, completed.map((job) => job.row.ordering_key));
       await queryRunner.commitTransaction();
       return { committed: true, completed: written, failed };
     } catch (error) {
@@ -311,6 +336,13 @@ function untilIdle(client: TransactionStatusSource): Promise<void> {
 
 function failureOf(job: Job, error: unknown): FailedAttempt {
   return { row: job.row, error, startedAt: job.startedAt, finishedAt: job.finishedAt };
+}
+
+/** `rows` dealt into `count` groups in turn: each group keeps the rows' due order. */
+function split(rows: InboxRow[], count: number): InboxRow[][] {
+  const groups: InboxRow[][] = Array.from({ length: count }, () => []);
+  rows.forEach((row, index) => groups[index % count].push(row));
+  return groups;
 }
 
 function dueTime(row: InboxRow): number {

@@ -62,8 +62,10 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private failedPasses = 0;
   /** While the database is down, passes are skipped until this time (ms since epoch). */
   private resumeAt = 0;
-  /** Batches in flight, so that a pass can keep `concurrency` of them busy and shutdown can wait for them. */
+  /** Claims in flight, so that a pass can wait for them and shutdown too. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Batches running (a claim may run as several): at most `concurrency`. */
+  private busySlots = 0;
 
   constructor(
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
@@ -228,8 +230,9 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
           executed += await this.runSuspects();
         }
       }
-      if (this.inFlight.size < this.options.concurrency) {
-        const claimed = await this.startBatch({ limit: this.options.batchSize, suspects: false });
+      if (this.busySlots < this.options.concurrency) {
+        const spread = this.options.concurrency - this.busySlots;
+        const claimed = await this.startBatch({ limit: this.options.batchSize, suspects: false, spread });
         if (claimed > 0) {
           executed += claimed;
           continue;
@@ -248,17 +251,29 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    * batch keeps running in the background (`inFlight`). A failed claim rejects (the pass backs off).
    */
   private async startBatch(request: ClaimRequest): Promise<number> {
+    // A claim takes one slot; the batches it runs as, one each (see BatchExecutor.run).
+    let slots = 1;
+    let finished = false;
+    this.busySlots += slots;
     const batch = this.executor.run(request);
     const done: Promise<void> = batch.done
       .catch((error: unknown) => this.logger.error(`Inbox batch failed: ${describe(error)}`, error instanceof Error ? error.stack : undefined))
-      .finally(() => this.inFlight.delete(done));
+      .finally(() => {
+        this.inFlight.delete(done);
+        this.busySlots -= slots;
+        finished = true;
+      });
     this.inFlight.add(done);
     const claimed = await batch.claimed.catch(async (error: unknown) => {
       await done;
       throw error;
     });
-    if (claimed === 0) await done; // gives its connection back at once
-    return claimed;
+    if (!finished) {
+      this.busySlots += claimed.batches - slots;
+      slots = claimed.batches;
+    }
+    if (claimed.count === 0) await done; // gives its connection back at once
+    return claimed.count;
   }
 
   private async runSuspects(): Promise<number> {

@@ -19,6 +19,8 @@ export interface RetentionResult {
   payloadsRemoved: number;
   /** Completed entries deleted after the deduplication window (with their history). */
   deleted: number;
+  /** Ordering keys free for longer than the deduplication window whose row was removed. */
+  keysRemoved: number;
 }
 
 /**
@@ -70,10 +72,12 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
     const { payloadRetentionMs, deduplicationWindowMs } = this.options.retention;
     const deleted = await this.inBatches(this.sql.removeCompleted, deduplicationWindowMs);
     const payloadsRemoved = await this.inBatches(this.sql.removePayloads, payloadRetentionMs);
-    if (deleted + payloadsRemoved > 0) {
-      this.logger.log(`Inbox retention removed ${payloadsRemoved} payload(s) and deleted ${deleted} completed entr(ies).`);
+    // An ordering key's row outlives its entries by the same window; a key received again gets a new one.
+    const keysRemoved = await this.inBatches(this.sql.removeIdleKeys, deduplicationWindowMs);
+    if (deleted + payloadsRemoved + keysRemoved > 0) {
+      this.logger.log(`Inbox retention removed ${payloadsRemoved} payload(s), deleted ${deleted} completed entr(ies) and forgot ${keysRemoved} idle ordering key(s).`);
     }
-    return { payloadsRemoved, deleted };
+    return { payloadsRemoved, deleted, keysRemoved };
   }
 
   /** Runs `statement` on completed entries older than `ageMs` (by the database's clock) until none is left. */

@@ -283,7 +283,13 @@ describe('schema migration', () => {
     await migration.up(runner as never);
     // The first schema had none of the later columns, and told crash suspects by their error text:
     // take them away, as on a database made by it, with a suspect and a poison dead letter in it.
-    await sql(db.url, `ALTER TABLE legacy_inbox DROP COLUMN processing_started_at, DROP COLUMN processed_by, DROP COLUMN max_attempts, DROP COLUMN last_outcome`);
+    await sql(
+      db.url,
+      `ALTER TABLE legacy_inbox DROP COLUMN processing_started_at, DROP COLUMN processed_by, DROP COLUMN max_attempts, DROP COLUMN last_outcome,
+         DROP COLUMN ordering_key, DROP COLUMN ordering_seq, DROP COLUMN waiting, DROP COLUMN blocks_key`,
+    );
+    await sql(db.url, `DROP TABLE legacy_inbox_keys`);
+    await sql(db.url, `CREATE INDEX ix_legacy_inbox_due ON legacy_inbox ((COALESCE(next_retry_at, received_at))) WHERE status IN ('pending', 'failed')`);
     await sql(db.url, `CREATE INDEX ix_legacy_inbox_suspects ON legacy_inbox ((COALESCE(next_retry_at, received_at))) WHERE status IN ('pending', 'failed') AND COALESCE(error, '') LIKE 'Lease expired%'`);
     await sql(
       db.url,
@@ -297,17 +303,32 @@ describe('schema migration', () => {
     const columns = await sql<{ column_name: string }>(
       db.url,
       `SELECT column_name FROM information_schema.columns WHERE table_name = 'legacy_inbox'
-         AND column_name IN ('processing_started_at', 'processed_by', 'max_attempts', 'last_outcome') ORDER BY 1`,
+         AND column_name IN ('processing_started_at', 'processed_by', 'max_attempts', 'last_outcome', 'ordering_key', 'ordering_seq', 'waiting', 'blocks_key')
+         ORDER BY 1`,
     );
-    expect(columns.map((c) => c.column_name)).toEqual(['last_outcome', 'max_attempts', 'processed_by', 'processing_started_at']);
+    expect(columns.map((c) => c.column_name)).toEqual([
+      'blocks_key',
+      'last_outcome',
+      'max_attempts',
+      'ordering_key',
+      'ordering_seq',
+      'processed_by',
+      'processing_started_at',
+      'waiting',
+    ]);
     expect(await sql(db.url, `SELECT message_id, last_outcome FROM legacy_inbox ORDER BY message_id`)).toEqual([
       { message_id: 'plain', last_outcome: null },
       { message_id: 'poison', last_outcome: 'lease_expired' },
       { message_id: 'suspect', last_outcome: 'lease_expired' },
     ]);
-    const indexes = await sql<{ name: string }>(db.url, `SELECT indexname AS name FROM pg_indexes WHERE tablename = 'legacy_inbox' AND indexname LIKE '%suspects' ORDER BY 1`);
-    expect(indexes.map((i) => i.name)).toEqual(['ix_legacy_inbox_crash_suspects']);
-    expect(migration.name).toMatch(/1764200000000$/);
+    const indexes = await sql<{ name: string }>(
+      db.url,
+      `SELECT indexname AS name FROM pg_indexes WHERE tablename = 'legacy_inbox'
+         AND (indexname LIKE '%suspects' OR indexname LIKE '%due' OR indexname LIKE '%claimable' OR indexname LIKE '%key_holder' OR indexname LIKE '%waiting') ORDER BY 1`,
+    );
+    expect(indexes.map((i) => i.name)).toEqual(['ix_legacy_inbox_claimable', 'ix_legacy_inbox_crash_suspects', 'ix_legacy_inbox_key_holder', 'ix_legacy_inbox_waiting']);
+    expect(await sql(db.url, `SELECT count(*)::int AS n FROM legacy_inbox_keys`)).toEqual([{ n: 0 }]);
+    expect(migration.name).toMatch(/1764300000000$/);
   });
 
   it('creates exactly the columns of the schema source, with their nullability', async () => {

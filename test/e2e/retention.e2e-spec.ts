@@ -43,13 +43,13 @@ describe('retention', () => {
   });
 
   it('keeps everything inside the payload retention time', async () => {
-    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 0, deleted: 0 });
+    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 0, deleted: 0, keysRemoved: 0 });
     expect(await app!.inbox.findByMessageId('old-3')).toMatchObject({ payload: { n: 3 } });
   });
 
   it('removes completed payloads after payloadRetentionMs, in batches, and still recognises a late duplicate', async () => {
     clock.advance(2 * HOUR);
-    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 5, deleted: 0 });
+    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 5, deleted: 0, keysRemoved: 0 });
     const stripped = (await app!.inbox.findByMessageId('old-3'))!;
     expect(stripped).toMatchObject({ status: InboxStatus.Completed, payload: null });
 
@@ -76,13 +76,13 @@ describe('retention', () => {
 
   it('deletes completed entries (with their history) only after the deduplication window', async () => {
     clock.advance(2 * HOUR);
-    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 5, deleted: 0 });
+    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 5, deleted: 0, keysRemoved: 0 });
     // A fresh entry, inside the window when the old ones leave it.
     clock.advance(20 * HOUR);
     await app!.inbox.receive({ messageId: 'fresh', commandType: 'test.scripted', payload: {} });
     await app!.processor.runOnce();
     clock.advance(3 * HOUR);
-    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 1, deleted: 5 });
+    expect(await retention.runOnce()).toEqual({ payloadsRemoved: 1, deleted: 5, keysRemoved: 0 });
     expect(await app!.inbox.count({ status: InboxStatus.Completed })).toBe(1);
     expect(await app!.inbox.findByMessageId('fresh')).toMatchObject({ status: InboxStatus.Completed, payload: null });
     expect(await sql(db.url, `SELECT 1 FROM inbox_entries_history h LEFT JOIN inbox_entries e ON e.id = h.entry_id WHERE e.id IS NULL`)).toEqual([]);

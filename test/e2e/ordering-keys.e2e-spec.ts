@@ -1,0 +1,373 @@
+import { Injectable } from '@nestjs/common';
+import {
+  HistoryEvent,
+  InboxArgumentError,
+  InboxHandler,
+  InboxRetention,
+  InboxStatus,
+  OrderingKeyMismatchError,
+  PermanentError,
+  type InboxCommandHandler,
+  type InboxContext,
+  type InboxEntry,
+} from 'nestjs-inbox';
+import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+interface Step {
+  account: string;
+  n: number;
+  /** once: fails its first attempt (transient); permanent: a PermanentError until replayed with `fixed`. */
+  fail?: 'once' | 'permanent';
+  fixed?: boolean;
+  /** Keeps the handler busy, so that runs of different keys overlap. */
+  sleepMs?: number;
+}
+
+interface Run {
+  key: string;
+  messageId: string;
+  n: number;
+  attempt: number;
+  start: number;
+  end: number;
+}
+
+const RETRY_MS = 60_000;
+
+/** Records every run (committed or not) in memory, and each committed one in `step_effects`. */
+@Injectable()
+class Runs {
+  readonly all: Run[] = [];
+
+  async run(command: Step, { manager, entry }: InboxContext): Promise<void> {
+    const run: Run = { key: command.account, messageId: entry.messageId, n: command.n, attempt: entry.attempt, start: performance.now(), end: 0 };
+    this.all.push(run);
+    try {
+      if (command.sleepMs) await new Promise((resolve) => setTimeout(resolve, command.sleepMs));
+      if (command.fail === 'once' && entry.attempt === 1) throw new Error('dependency blip');
+      if (command.fail === 'permanent' && !command.fixed) throw new PermanentError('insufficient funds');
+      await manager.query('INSERT INTO step_effects (account, n, message_id) VALUES ($1, $2, $3)', [command.account, command.n, entry.messageId]);
+    } finally {
+      run.end = performance.now();
+    }
+  }
+
+  of(key: string): Run[] {
+    return this.all.filter((run) => run.key === key);
+  }
+}
+
+/** The key is the account, derived from the payload; a dead-lettered holder blocks its key (the default). */
+@Injectable()
+@InboxHandler('order.step', { maxAttempts: 3, backoff: { initialDelayMs: RETRY_MS, maxDelayMs: RETRY_MS, jitter: 0 }, orderingKey: (step: Step) => step.account })
+class StepHandler implements InboxCommandHandler<Step> {
+  constructor(private readonly runs: Runs) {}
+  execute(command: Step, context: InboxContext): Promise<void> {
+    return this.runs.run(command, context);
+  }
+}
+
+/** The same, but a dead-lettered holder lets its key move on. */
+@Injectable()
+@InboxHandler('order.skip', { maxAttempts: 1, orderingKey: (step: Step) => step.account, onDeadLetter: 'skip' })
+class SkipHandler implements InboxCommandHandler<Step> {
+  constructor(private readonly runs: Runs) {}
+  execute(command: Step, context: InboxContext): Promise<void> {
+    return this.runs.run(command, context);
+  }
+}
+
+/** No derived key: callers pass it, or not. */
+@Injectable()
+@InboxHandler('order.free')
+class FreeHandler implements InboxCommandHandler<Step> {
+  constructor(private readonly runs: Runs) {}
+  execute(command: Step, context: InboxContext): Promise<void> {
+    return this.runs.run(command, context);
+  }
+}
+
+describe('ordering keys', () => {
+  const clock = new ManualClock();
+  let db: TestDatabase;
+  // Commands arrive through an application that does not process them (it has the handlers, so it
+  // derives their keys), and `worker.processor.runOnce()` runs them: nothing runs in between.
+  let app: TestApp;
+  let worker: TestApp;
+  let runs: Runs;
+  let sequence = 0;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('ordering');
+    await sql(db.url, 'CREATE TABLE step_effects (account text NOT NULL, n int NOT NULL, message_id text NOT NULL)');
+    const handlers = [Runs, StepHandler, SkipHandler, FreeHandler];
+    app = await createTestApp({ url: db.url, handlers, inbox: { clock, worker: false, notify: false } });
+    worker = await createTestApp({
+      url: db.url,
+      handlers,
+      inbox: { clock, notify: false, batchSize: 5, concurrency: 4, workerId: 'ordering-worker' },
+      typeorm: { extra: { max: 8 } },
+    });
+    runs = worker.get(Runs);
+    // The pass every worker starts at boot is over before the first command arrives.
+    await worker.processor.runOnce();
+  });
+
+  afterAll(async () => {
+    await worker?.close();
+    await app?.close();
+    await db?.drop();
+  });
+
+  /** A key of its own for each test. */
+  const newKey = () => `acct-${++sequence}`;
+
+  async function send(commandType: string, step: Step, orderingKey?: string): Promise<InboxEntry> {
+    const { entry } = await app.inbox.receive({ messageId: `${step.account}-${step.n}-${commandType}`, commandType, payload: { ...step }, orderingKey });
+    return entry;
+  }
+
+  const effects = async (key: string) =>
+    (await sql<{ n: number }>(db.url, 'SELECT n FROM step_effects WHERE account = $1 ORDER BY ctid', [key])).map((row) => row.n);
+  const entryOf = async (key: string, n: number, commandType = 'order.step') => (await app.inbox.findByMessageId(`${key}-${n}-${commandType}`))!;
+
+  it('runs the entries of one key one at a time, in the order received, while other keys run side by side', async () => {
+    const keys = [newKey(), newKey(), newKey()];
+    // Interleaved, as they would arrive from several aggregates at once.
+    for (let n = 1; n <= 8; n++) for (const account of keys) await send('order.step', { account, n, sleepMs: 5 });
+    await worker.processor.runOnce();
+    for (const key of keys) {
+      expect(await effects(key)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      const ofKey = runs.of(key);
+      expect(ofKey.map((run) => run.n)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      // One at a time: each run starts after the one before it finished.
+      for (let i = 1; i < ofKey.length; i++) expect(ofKey[i].start).toBeGreaterThanOrEqual(ofKey[i - 1].end);
+    }
+    // Across keys, runs overlapped: the keys did not wait for each other.
+    const all = keys.flatMap((key) => runs.of(key));
+    const overlapping = all.some((a) => all.some((b) => a.key !== b.key && a.start < b.end && b.start < a.end));
+    expect(overlapping).toBe(true);
+  });
+
+  it('stores the place of each entry and whether it waits', async () => {
+    const key = newKey();
+    const first = await send('order.step', { account: key, n: 1 });
+    const second = await send('order.step', { account: key, n: 2 });
+    expect(first).toMatchObject({ orderingKey: key, orderingSeq: '1', waiting: false });
+    expect(second).toMatchObject({ orderingKey: key, orderingSeq: '2', waiting: true });
+    expect(await app.inbox.get(second.id)).toMatchObject({ orderingKey: key, orderingSeq: '2', waiting: true, status: InboxStatus.Pending });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+  });
+
+  it('keeps later entries waiting while the holder waits for its retry, then runs them in order after it', async () => {
+    const key = newKey();
+    await send('order.step', { account: key, n: 1, fail: 'once' });
+    await send('order.step', { account: key, n: 2 });
+    await send('order.step', { account: key, n: 3 });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([]);
+    expect(await entryOf(key, 1)).toMatchObject({ status: InboxStatus.Failed, retryCount: 1, waiting: false });
+    expect(await entryOf(key, 2)).toMatchObject({ status: InboxStatus.Pending, waiting: true });
+    // Its history says why it has not run.
+    const history = await app.inbox.history((await entryOf(key, 2)).id);
+    expect(history.at(-1)).toMatchObject({ event: HistoryEvent.Waiting });
+    expect(history.at(-1)!.reason).toContain(`messageId ${key}-1-order.step`);
+    expect(history.at(-1)!.reason).toContain('failed');
+    clock.advance(RETRY_MS);
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2, 3]);
+    expect(runs.of(key).map((run) => [run.n, run.attempt])).toEqual([
+      [1, 1],
+      [1, 2],
+      [2, 1],
+      [3, 1],
+    ]);
+  });
+
+  it('blocks a key behind a dead-lettered holder (policy block) until it is replayed, and the replay runs first', async () => {
+    const key = newKey();
+    const head = await send('order.step', { account: key, n: 1, fail: 'permanent' });
+    await send('order.step', { account: key, n: 2 });
+    await send('order.step', { account: key, n: 3 });
+    await worker.processor.runOnce();
+    expect(await app.inbox.get(head.id)).toMatchObject({ status: InboxStatus.DeadLetter, blocksKey: true, waiting: false });
+    expect(await effects(key)).toEqual([]);
+    const blocked = (await app.inbox.blockedKeys()).find((b) => b.orderingKey === key)!;
+    expect(blocked).toMatchObject({ orderingKey: key, waiting: 2 });
+    expect(blocked.blockedBy.id).toBe(head.id);
+    expect((await app.inbox.blockedKeys({ commandType: 'order.skip' })).map((b) => b.orderingKey)).not.toContain(key);
+    const history = await app.inbox.history((await entryOf(key, 3)).id);
+    expect(history.at(-1)!.reason).toMatch(/dead-lettered \(permanent_error\); the key is blocked/);
+
+    // Still blocked after another pass.
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([]);
+
+    const replayed = await app.inbox.replay(head.id, { actor: 'ops', reason: 'funds added', payload: { account: key, n: 1, fail: 'permanent', fixed: true } });
+    expect(replayed).toMatchObject({ status: InboxStatus.Pending, waiting: false, blocksKey: false });
+    expect((await app.inbox.blockedKeys()).map((b) => b.orderingKey)).not.toContain(key);
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2, 3]);
+  });
+
+  it('frees a blocked key when its dead letter is discarded: the next entry runs', async () => {
+    const key = newKey();
+    const head = await send('order.step', { account: key, n: 1, fail: 'permanent' });
+    await send('order.step', { account: key, n: 2 });
+    await worker.processor.runOnce();
+    expect(await entryOf(key, 2)).toMatchObject({ waiting: true });
+    const discarded = await app.inbox.discard(head.id, { actor: 'ops', reason: 'duplicate order' });
+    expect(discarded).toMatchObject({ blocksKey: false, waiting: false });
+    // Discarding handed the key over in the same transaction.
+    expect(await entryOf(key, 2)).toMatchObject({ status: InboxStatus.Pending, waiting: false });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([2]);
+  });
+
+  it('lets the key move on past a dead-lettered holder under policy skip', async () => {
+    const key = newKey();
+    const head = await send('order.skip', { account: key, n: 1, fail: 'permanent' });
+    await send('order.skip', { account: key, n: 2 });
+    await send('order.skip', { account: key, n: 3 });
+    await worker.processor.runOnce();
+    expect(await app.inbox.get(head.id)).toMatchObject({ status: InboxStatus.DeadLetter, blocksKey: false });
+    expect(await effects(key)).toEqual([2, 3]);
+    expect((await app.inbox.blockedKeys()).map((b) => b.orderingKey)).not.toContain(key);
+  });
+
+  it('derives the key from the payload, refuses another one, and leaves keyless commands unordered', async () => {
+    const key = newKey();
+    expect(await send('order.step', { account: key, n: 1 }, key)).toMatchObject({ orderingKey: key });
+    await expect(send('order.step', { account: key, n: 2 }, 'someone-else')).rejects.toBeInstanceOf(OrderingKeyMismatchError);
+    await expect(send('order.step', { account: key, n: 3 }, 'someone-else')).rejects.toMatchObject({ argument: 'command.orderingKey' });
+    await expect(app.inbox.receive({ messageId: `${key}-x`, commandType: 'order.step', payload: { n: 1 } })).rejects.toThrow(
+      /handler of "order\.step" derived an unusable key/,
+    );
+    await expect(send('order.free', { account: key, n: 9 }, '')).rejects.toBeInstanceOf(InboxArgumentError);
+    expect(await send('order.free', { account: key, n: 10 })).toMatchObject({ orderingKey: null, orderingSeq: null, waiting: false });
+    // Nothing half-written: the refused commands were not stored.
+    expect(await app.inbox.findByMessageId(`${key}-2-order.step`)).toBeNull();
+    await worker.processor.runOnce();
+  });
+
+  it('takes an explicit key for a type whose handler derives none', async () => {
+    const key = newKey();
+    await send('order.free', { account: 'ignored', n: 1, fail: 'once' }, key);
+    await send('order.free', { account: 'ignored', n: 2 }, key);
+    const second = await app.inbox.findByMessageId('ignored-2-order.free');
+    expect(second).toMatchObject({ orderingKey: key, waiting: true });
+    await worker.processor.runOnce();
+    expect(await app.inbox.get(second!.id)).toMatchObject({ status: InboxStatus.Pending, waiting: true });
+    clock.advance(RETRY_MS);
+    await worker.processor.runOnce();
+    expect(await app.inbox.get(second!.id)).toMatchObject({ status: InboxStatus.Completed });
+  });
+
+  it('treats a redelivery with the same key as a duplicate, and one with another key as a conflict', async () => {
+    const key = newKey();
+    const step = { account: 'free', n: 1 };
+    const { entry } = await app.inbox.receive({ messageId: `${key}-dup`, commandType: 'order.free', payload: step, orderingKey: key });
+    expect(await app.inbox.receive({ messageId: `${key}-dup`, commandType: 'order.free', payload: step, orderingKey: key })).toMatchObject({
+      duplicate: true,
+      entry: { id: entry.id, orderingKey: key },
+    });
+    await expect(app.inbox.receive({ messageId: `${key}-dup`, commandType: 'order.free', payload: step, orderingKey: `${key}-other` })).rejects.toMatchObject({
+      name: 'IdempotencyConflictError',
+    });
+    // The duplicate took no place in the key's order: the next entry is the second.
+    const { entry: next } = await app.inbox.receive({ messageId: `${key}-next`, commandType: 'order.free', payload: step, orderingKey: key });
+    expect(next).toMatchObject({ orderingSeq: '2', waiting: true });
+    await worker.processor.runOnce();
+  });
+
+  it('dead-letters a waiting entry by hand: under block it stops its key when its turn comes, under skip it is passed over', async () => {
+    const blockKey = newKey();
+    await send('order.step', { account: blockKey, n: 1 });
+    const blockWaiting = await send('order.step', { account: blockKey, n: 2 });
+    await send('order.step', { account: blockKey, n: 3 });
+    expect(await app.inbox.deadLetter(blockWaiting.id, { actor: 'ops' })).toMatchObject({ blocksKey: true, waiting: true });
+
+    const skipKey = newKey();
+    await send('order.skip', { account: skipKey, n: 1 });
+    const skipWaiting = await send('order.skip', { account: skipKey, n: 2 });
+    await send('order.skip', { account: skipKey, n: 3 });
+    expect(await app.inbox.deadLetter(skipWaiting.id, { actor: 'ops' })).toMatchObject({ blocksKey: false, waiting: false });
+
+    await worker.processor.runOnce();
+    expect(await effects(blockKey)).toEqual([1]);
+    expect((await app.inbox.blockedKeys()).find((b) => b.orderingKey === blockKey)).toMatchObject({ waiting: 1, blockedBy: { id: blockWaiting.id } });
+    expect(await effects(skipKey)).toEqual([1, 3]);
+  });
+
+  it('dead-letters the holder by hand under block, and the key waits for it', async () => {
+    const key = newKey();
+    const head = await send('order.step', { account: key, n: 1 });
+    await send('order.step', { account: key, n: 2 });
+    expect(await app.inbox.deadLetter(head.id, { actor: 'ops', reason: 'hold on' })).toMatchObject({ blocksKey: true, waiting: false });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([]);
+    await app.inbox.replay(head.id, { actor: 'ops' });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+  });
+
+  it('replays dead letters in bulk without breaking the order of their keys', async () => {
+    const keys = [newKey(), newKey()];
+    for (const account of keys) {
+      await send('order.step', { account, n: 1, fail: 'permanent' });
+      await send('order.step', { account, n: 2 });
+    }
+    await worker.processor.runOnce();
+    const result = await app.inbox.replayMany({ commandType: 'order.step', errorContains: 'insufficient funds' }, { actor: 'ops', batchSize: 1 });
+    expect(result.replayed).toBeGreaterThanOrEqual(2);
+    for (const account of keys) {
+      expect(await entryOf(account, 1)).toMatchObject({ status: InboxStatus.Pending, waiting: false });
+      expect(await entryOf(account, 2)).toMatchObject({ waiting: true });
+    }
+    // They fail again (the payload is still wrong), and block again: the successors never ran.
+    await worker.processor.runOnce();
+    for (const account of keys) expect(await effects(account)).toEqual([]);
+  });
+
+  it('keeps a key held through an expired lease on its holder, and resumes in order', async () => {
+    const key = newKey();
+    const head = await send('order.step', { account: key, n: 1 });
+    await send('order.step', { account: key, n: 2 });
+    // The holder's worker claimed it and vanished: Processing, lease in the past, nobody holding the row.
+    await sql(
+      db.url,
+      `UPDATE inbox_entries SET status = 'processing', locked_by = 'gone', locked_until = $2, lock_token = gen_random_uuid() WHERE id = $1`,
+      [head.id, new Date(clock.now().getTime() - 1)],
+    );
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+    expect(runs.of(key).map((run) => run.n)).toEqual([1, 2]);
+  });
+
+  it('never removes what orders others, and forgets a key that has been free for the deduplication window', async () => {
+    const key = newKey();
+    const head = await send('order.step', { account: key, n: 1, fail: 'permanent' });
+    await send('order.step', { account: key, n: 2 });
+    await worker.processor.runOnce();
+    const retention = worker.get(InboxRetention);
+    clock.advance(365 * 24 * 3_600_000);
+    await retention.runOnce();
+    // The blocking dead letter and the entry waiting behind it are still there; the key is still busy.
+    expect(await app.inbox.get(head.id)).toMatchObject({ status: InboxStatus.DeadLetter, blocksKey: true });
+    expect(await entryOf(key, 2)).toMatchObject({ waiting: true });
+    expect(await sql(db.url, 'SELECT busy FROM inbox_entries_keys WHERE ordering_key = $1', [key])).toEqual([{ busy: true }]);
+    await app.inbox.discard(head.id, { actor: 'ops' });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([2]);
+    clock.advance(365 * 24 * 3_600_000);
+    const { keysRemoved } = await retention.runOnce();
+    expect(keysRemoved).toBeGreaterThan(0);
+    expect(await sql(db.url, 'SELECT 1 FROM inbox_entries_keys WHERE ordering_key = $1', [key])).toEqual([]);
+    // A key received again after that starts a new row, and runs.
+    await send('order.step', { account: key, n: 3 });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([2, 3]);
+  });
+});
