@@ -2,7 +2,7 @@ import type { InboxEntry } from '../store/inbox-entry.entity';
 import { HistoryEvent, type DeadLetterReason } from '../state/inbox-state-machine';
 import type { InboxHistoryRecord } from '../interfaces/inbox-history.interface';
 import type { InboxStatus } from '../state/inbox-state-machine';
-import type { DueCommandType } from '../interfaces/inbox-command.interface';
+import type { BlockedKey, DueCommandType } from '../interfaces/inbox-command.interface';
 
 export interface Stats {
   byStatus: Record<InboxStatus, number>;
@@ -54,6 +54,22 @@ export function formatStats(stats: Stats): string {
   ].join('\n');
 }
 
+export function formatBlockedKeys(keys: BlockedKey[]): string {
+  if (keys.length === 0) return 'No ordering key is blocked.';
+  return table(
+    ['ordering key', 'waiting', 'blocked by', 'type', 'reason', 'since', 'error'],
+    keys.map((key) => [
+      truncate(key.orderingKey, 40),
+      String(key.waiting),
+      key.blockedBy.id,
+      truncate(key.blockedBy.commandType, 30),
+      key.blockedBy.deadLetterReason ?? '-',
+      formatDate(key.blockedBy.deadLetteredAt),
+      truncate(key.blockedBy.error, 60),
+    ]),
+  );
+}
+
 export function formatEntryTable(entries: InboxEntry[]): string {
   if (entries.length === 0) return 'No matching entries.';
   return table(
@@ -84,6 +100,7 @@ export function formatEntry(entry: InboxEntry, history: InboxHistoryRecord[]): s
     ['deadLetterReason', entry.deadLetterReason ?? '-'],
     ['deadLetteredAt', formatDate(entry.deadLetteredAt)],
     ['discardedAt', formatDate(entry.discardedAt)],
+    ['orderingKey', entry.orderingKey === null ? '-' : `${entry.orderingKey} #${entry.orderingSeq}${entry.waiting ? ' (waiting)' : ''}${entry.blocksKey ? ' (blocks the key)' : ''}`],
     ['correlationId', entry.correlationId ?? '-'],
     ['causationId', entry.causationId ?? '-'],
     ['lockedBy', entry.lockedBy ? `${entry.lockedBy} until ${formatDate(entry.lockedUntil)}` : '-'],

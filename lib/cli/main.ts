@@ -18,7 +18,7 @@ import type { InboxService } from '../receive/inbox.service';
 import type { BulkReplayResult } from '../interfaces/inbox-command.interface';
 import type { EntryFilter } from '../store/entry-filter';
 import type { CliApp } from './cli-app';
-import { formatEntry, formatEntryTable, formatStats, toJson, type Stats } from './cli-format';
+import { formatBlockedKeys, formatEntry, formatEntryTable, formatStats, toJson, type Stats } from './cli-format';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
@@ -160,6 +160,11 @@ async function stats(inbox: InboxService, json: boolean): Promise<void> {
   out(json ? toJson({ ...result, total: Object.values(byStatus).reduce((a, b) => a + b, 0) }) : formatStats(result));
 }
 
+async function blocked(inbox: InboxService, json: boolean, options: { type?: string; limit: number }): Promise<void> {
+  const keys = await inbox.blockedKeys({ commandType: options.type, limit: options.limit });
+  out(json ? toJson(keys) : formatBlockedKeys(keys));
+}
+
 async function list(inbox: InboxService, json: boolean, options: FilterOptions & { limit: number }): Promise<void> {
   const filter = toFilter(options);
   const entries = await inbox.list({ ...filter, limit: options.limit });
@@ -280,6 +285,14 @@ export function buildProgram(): Command {
   filterOptions(program.command('list').description('list entries, newest first'), INBOX_STATUSES, 'entry status')
     .option('--limit <n>', `at most n entries (1-${MAX_LIST_LIMIT})`, integerFrom(1, MAX_LIST_LIMIT), DEFAULT_LIST_LIMIT)
     .action((options: FilterOptions & { limit: number }, command: Command) => withInbox(command, (inbox, json) => list(inbox, json, options)));
+
+  program
+    .command('blocked')
+    .description('ordering keys held by a dead letter: nothing later of the key runs until it is replayed or discarded')
+    .option('--type <commandType>', 'only keys blocked by an entry of this command type')
+    .option('--limit <n>', `at most n keys (1-${MAX_LIST_LIMIT})`, integerFrom(1, MAX_LIST_LIMIT), DEFAULT_LIST_LIMIT)
+    .addHelpText('after', '\nReplay the blocking entry (nestjs-inbox replay <id>) to run it again first, or discard it to let the key move on.')
+    .action((options: { type?: string; limit: number }, command: Command) => withInbox(command, (inbox, json) => blocked(inbox, json, options)));
 
   program
     .command('show')

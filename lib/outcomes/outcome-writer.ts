@@ -211,7 +211,10 @@ export class OutcomeWriter {
       inTransaction(queryRunner, async () => {
         const [sql, values] = typeof statement === 'string' ? [statement, params] : await statement(queryRunner);
         const [row] = (await runQuery(queryRunner, sql, values)).rows;
-        if (row) await this.handOver(queryRunner, [row.ordering_key]);
+        if (!row) return undefined;
+        const holders = await this.handOver(queryRunner, [row.ordering_key]);
+        // Handed its key in the same transaction: it no longer waits.
+        if (holders.some((holder) => holder.id === row.id)) row.waiting = false;
         return row;
       }),
     );

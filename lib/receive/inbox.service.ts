@@ -245,6 +245,21 @@ export class InboxService {
       );
     }
     await materializeCommand(entry.commandType, payload, handler.payloadClass, handler.payloadValidation);
+    // An entry keeps its place in its key's order: a correction may not move it to another key.
+    if (handler.orderingKey && entry.orderingKey !== null) {
+      let derived: unknown;
+      try {
+        derived = handler.orderingKey(payload);
+      } catch (error) {
+        derived = `(none: ${(error as Error)?.message ?? String(error)})`;
+      }
+      if (derived !== entry.orderingKey) {
+        throw new InboxArgumentError(
+          'options.payload',
+          `the handler derives ordering key ${JSON.stringify(derived)} from it, but the entry belongs to "${entry.orderingKey}"; a corrected payload must keep the key`,
+        );
+      }
+    }
   }
 
   /** Runs a statement on a pool connection of its own, with the library's errors (see guard). */

@@ -79,11 +79,22 @@ export class BankController {
     return toView(entry);
   }
 
-  /** Sends a dead-lettered (or failed) command back to the queue with a fresh attempt budget. */
+  /**
+   * Sends a dead-lettered (or failed) command back to the queue with a fresh attempt budget,
+   * optionally with a corrected payload (`{ "payload": { … } }`), which must pass validation.
+   */
   @Post('commands/:id/replay')
   @HttpCode(HttpStatus.OK)
-  async replay(@Param('id') id: string): Promise<EntryView> {
-    return toView(await this.inbox.replay(id));
+  async replay(@Param('id') id: string, @Body() body: unknown): Promise<EntryView> {
+    const corrected = isObject(body) && isObject(body.payload) ? body.payload : undefined;
+    return toView(await this.inbox.replay(id, { actor: 'bank-api', payload: corrected }));
+  }
+
+  /** Accounts whose commands wait behind a dead letter: replay or discard it to let them run. */
+  @Get('blocked-accounts')
+  async blocked(): Promise<{ accounts: Array<{ accountId: string; waiting: number; blockedBy: EntryView }> }> {
+    const keys = await this.inbox.blockedKeys();
+    return { accounts: keys.map((key) => ({ accountId: key.orderingKey, waiting: key.waiting, blockedBy: toView(key.blockedBy) })) };
   }
 
   @Get('accounts/:id')
@@ -107,6 +118,11 @@ export interface EntryView {
   nextRetryAt: Date | null;
   receivedAt: Date;
   processedAt: Date | null;
+  /** The account whose commands run one at a time, and this one's place among them. */
+  orderingKey: string | null;
+  orderingSeq: string | null;
+  /** Waits behind an earlier command of its account. */
+  waiting: boolean;
 }
 
 function toView(entry: InboxEntry): EntryView {
@@ -121,7 +137,14 @@ function toView(entry: InboxEntry): EntryView {
     nextRetryAt: entry.nextRetryAt,
     receivedAt: entry.receivedAt,
     processedAt: entry.processedAt,
+    orderingKey: entry.orderingKey,
+    orderingSeq: entry.orderingSeq,
+    waiting: entry.waiting,
   };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function requireIdempotencyKey(value: string | undefined): string {

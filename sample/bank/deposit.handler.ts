@@ -5,7 +5,8 @@ import { AccountLedger } from './account-ledger.service';
 import { Deposit } from './commands';
 
 @Injectable()
-@InboxHandler(Deposit)
+// One account's commands run one at a time, in the order received.
+@InboxHandler(Deposit, { orderingKey: (command) => command.accountId })
 export class DepositHandler implements InboxCommandHandler<Deposit> {
   constructor(private readonly ledger: AccountLedger) {}
 

@@ -5,7 +5,8 @@ import { AccountLedger } from './account-ledger.service';
 import { OpenAccount } from './commands';
 
 @Injectable()
-@InboxHandler(OpenAccount)
+// One account's commands run one at a time, in the order received.
+@InboxHandler(OpenAccount, { orderingKey: (command) => command.accountId })
 export class OpenAccountHandler implements InboxCommandHandler<OpenAccount> {
   constructor(private readonly ledger: AccountLedger) {}
 

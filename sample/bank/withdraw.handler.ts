@@ -5,7 +5,9 @@ import { AccountLedger } from './account-ledger.service';
 import { Withdraw } from './commands';
 
 @Injectable()
-@InboxHandler(Withdraw)
+// One account's commands run one at a time, in the order received. A refused withdrawal is a final
+// answer: the account's later commands go on (skip); a dead-lettered deposit holds them (block).
+@InboxHandler(Withdraw, { orderingKey: (command) => command.accountId, onDeadLetter: 'skip' })
 export class WithdrawHandler implements InboxCommandHandler<Withdraw> {
   constructor(private readonly ledger: AccountLedger) {}
 

@@ -280,6 +280,43 @@ describe('operator CLI', () => {
     });
   });
 
+  describe('ordering keys', () => {
+    let keysDb: TestDatabase;
+    let blocking: string;
+    let waiting: string;
+
+    beforeAll(async () => {
+      keysDb = await createTestDatabase('cli_keys');
+      await sql(keysDb.url, EFFECTS_TABLE_SQL);
+      const app = await createTestApp({ url: keysDb.url, handlers: [ScriptedHandler] });
+      try {
+        const receive = (messageId: string, payload: Record<string, unknown>) =>
+          app.inbox.receive({ messageId, commandType: 'test.scripted', payload, orderingKey: 'account-7' });
+        blocking = (await receive('key-1', { permanent: true })).entry.id;
+        waiting = (await receive('key-2', {})).entry.id;
+        await receive('key-3', {});
+        await app.processor.runOnce();
+      } finally {
+        await app.close();
+      }
+    });
+
+    afterAll(async () => {
+      await keysDb?.drop();
+    });
+
+    it('blocked: the keys a dead letter holds, with the entries waiting behind it; show says why an entry waits', async () => {
+      const keys = JSON.parse(await cliOn(keysDb.url, 'blocked', '--json')) as Array<{ orderingKey: string; waiting: number; blockedBy: { id: string } }>;
+      expect(keys).toEqual([expect.objectContaining({ orderingKey: 'account-7', waiting: 2, blockedBy: expect.objectContaining({ id: blocking }) })]);
+      const text = await cliOn(keysDb.url, 'blocked');
+      expect(text).toMatch(new RegExp(`^account-7\\s+2\\s+${blocking}\\s+test\\.scripted\\s+permanent_error\\s+\\S+Z\\s+business rule violated$`, 'm'));
+      expect(await cliOn(keysDb.url, 'blocked', '--type', 'other.type')).toBe('No ordering key is blocked.\n');
+      const shown = await cliOn(keysDb.url, 'show', waiting);
+      expect(shown).toMatch(/^orderingKey\s+account-7 #2 \(waiting\)$/m);
+      expect(shown).toMatch(new RegExp(`waiting\\s.*waits behind entry ${blocking}`));
+    });
+  });
+
   describe('errors', () => {
     const url = () => ['--database-url', db.url];
     const usage: Array<[string, () => string[], RegExp]> = [

@@ -205,6 +205,11 @@ describe('ordering keys', () => {
     await worker.processor.runOnce();
     expect(await effects(key)).toEqual([]);
 
+    // A correction may not move the entry to another key.
+    await expect(app.inbox.replay(head.id, { actor: 'ops', payload: { account: `${key}-other`, n: 1, fixed: true } })).rejects.toMatchObject({
+      argument: 'options.payload',
+      message: expect.stringContaining('a corrected payload must keep the key'),
+    });
     const replayed = await app.inbox.replay(head.id, { actor: 'ops', reason: 'funds added', payload: { account: key, n: 1, fail: 'permanent', fixed: true } });
     expect(replayed).toMatchObject({ status: InboxStatus.Pending, waiting: false, blocksKey: false });
     expect((await app.inbox.blockedKeys()).map((b) => b.orderingKey)).not.toContain(key);
@@ -237,6 +242,21 @@ describe('ordering keys', () => {
     expect((await app.inbox.blockedKeys()).map((b) => b.orderingKey)).not.toContain(key);
   });
 
+  it('replays a skipped dead letter: it takes a free key at once, and waits for its turn on a busy one', async () => {
+    const key = newKey();
+    const skipped = await send('order.skip', { account: key, n: 1, fail: 'permanent' });
+    await send('order.skip', { account: key, n: 2 });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([2]);
+    // The key is free: the replayed entry holds it as soon as the replay commits.
+    expect(await app.inbox.replay(skipped.id, { actor: 'ops', payload: { account: key, n: 1, fixed: true } })).toMatchObject({ waiting: false });
+    // Another entry of the key arrives before a worker ran the replayed one: it waits behind it.
+    const later = await send('order.skip', { account: key, n: 3 });
+    expect(later).toMatchObject({ waiting: true });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([2, 1, 3]);
+  });
+
   it('derives the key from the payload, refuses another one, and leaves keyless commands unordered', async () => {
     const key = newKey();
     expect(await send('order.step', { account: key, n: 1 }, key)).toMatchObject({ orderingKey: key });
@@ -246,6 +266,11 @@ describe('ordering keys', () => {
       /handler of "order\.step" derived an unusable key/,
     );
     await expect(send('order.free', { account: key, n: 9 }, '')).rejects.toBeInstanceOf(InboxArgumentError);
+    await expect(send('order.free', { account: key, n: 9 }, 'k'.repeat(256))).rejects.toMatchObject({ argument: 'command.orderingKey' });
+    await expect(send('order.free', { account: key, n: 9 }, 42 as never)).rejects.toMatchObject({ argument: 'command.orderingKey' });
+    await expect(send('order.free', { account: key, n: 9 }, 'k\uD800')).rejects.toMatchObject({ argument: 'command.orderingKey' });
+    await expect(app.inbox.blockedKeys({ limit: 0 })).rejects.toMatchObject({ argument: 'query.limit' });
+    await expect(app.inbox.blockedKeys({ commandType: '' })).rejects.toMatchObject({ argument: 'query.commandType' });
     expect(await send('order.free', { account: key, n: 10 })).toMatchObject({ orderingKey: null, orderingSeq: null, waiting: false });
     // Nothing half-written: the refused commands were not stored.
     expect(await app.inbox.findByMessageId(`${key}-2-order.step`)).toBeNull();

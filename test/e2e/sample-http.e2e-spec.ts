@@ -1,4 +1,5 @@
 import type { INestApplication } from '@nestjs/common';
+import { InboxService } from 'nestjs-inbox';
 import { bootstrap } from '../../sample/main';
 import { waitFor } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
@@ -32,12 +33,46 @@ describe('sample HTTP API: bad input', () => {
   }
 
   it('accepts a good command (202) and runs it', async () => {
-    const opened = await post('/commands/bank.open-account', JSON.stringify({ accountId: 'acc-t', owner: 'T' }), { 'idempotency-key': 'open-t' });
+    // An account of its own: acc-t may already be held behind a dead-lettered deposit of another test.
+    const opened = await post('/commands/bank.open-account', JSON.stringify({ accountId: 'acc-good', owner: 'T' }), { 'idempotency-key': 'open-good' });
     expect(opened).toMatchObject({ status: 202, body: { status: 'pending', duplicate: false } });
     await waitFor(async () => {
       const response = await fetch(`${base}/commands/${opened.body.id as string}`);
       return ((await response.json()) as { status: string }).status === 'completed';
     }, 'the command to complete');
+  });
+
+  it("runs one account's commands in order: a withdrawal sent right after a deposit waits for the deposit's retry", async () => {
+    const send = (type: string, key: string, body: object) => post(`/commands/${type}`, JSON.stringify(body), { 'idempotency-key': key });
+    await send('bank.open-account', 'open-ord', { accountId: 'acc-ord', owner: 'O' });
+    await send('bank.deposit', 'dep-ord', { accountId: 'acc-ord', amount: 5000, simulateOutage: 1 });
+    const withdrawal = await send('bank.withdraw', 'wd-ord', { accountId: 'acc-ord', amount: 3000 });
+    expect(withdrawal).toMatchObject({ status: 202 });
+    const account = await waitFor(async () => {
+      const response = await fetch(`${base}/accounts/acc-ord`);
+      const body = (await response.json()) as { version?: number; balance: number; events: Array<{ type: string; messageId: string }> };
+      return body.version === 3 ? body : null;
+    }, 'the three commands to complete');
+    expect(account.events.map((event) => event.messageId)).toEqual(['open-ord', 'dep-ord', 'wd-ord']);
+    expect(account.balance).toBe(2000);
+    const view = (await (await fetch(`${base}/commands/${withdrawal.body.id as string}`)).json()) as Record<string, unknown>;
+    expect(view).toMatchObject({ status: 'completed', orderingKey: 'acc-ord', orderingSeq: '3', retryCount: 0 });
+  });
+
+  it('holds an account behind a dead-lettered deposit, and lists it, until an operator discards the deposit', async () => {
+    const send = (type: string, key: string, body: object) => post(`/commands/${type}`, JSON.stringify(body), { 'idempotency-key': key });
+    // A deposit to an account not opened yet can never succeed as it is: dead-lettered, it holds acc-late.
+    const early = await send('bank.deposit', 'dep-late', { accountId: 'acc-late', amount: 700 });
+    const blockedAccounts = async () =>
+      ((await (await fetch(`${base}/blocked-accounts`)).json()) as { accounts: Array<{ accountId: string; waiting: number; blockedBy: { id: string } }> }).accounts;
+    await waitFor(async () => (await blockedAccounts()).some((a) => a.accountId === 'acc-late'), 'the account to be blocked');
+    const opening = await send('bank.open-account', 'open-late', { accountId: 'acc-late', owner: 'L' });
+    expect((await blockedAccounts()).find((a) => a.accountId === 'acc-late')).toMatchObject({ waiting: 1, blockedBy: { id: early.body.id } });
+    expect(await (await fetch(`${base}/commands/${opening.body.id as string}`)).json()).toMatchObject({ status: 'pending', waiting: true });
+    // The operator (CLI or InboxService) discards the deposit that came too early: the account moves on.
+    await app.get(InboxService).discard(early.body.id as string, { actor: 'ops', reason: 'sent before the account was opened' });
+    await waitFor(async () => (await fetch(`${base}/accounts/acc-late`)).status === 200, 'the account to be opened');
+    expect((await blockedAccounts()).map((a) => a.accountId)).not.toContain('acc-late');
   });
 
   const deposit = JSON.stringify({ accountId: 'acc-t', amount: 100 });

@@ -1,4 +1,4 @@
-import { DEFAULT_BACKOFF, InboxConfigurationError } from 'nestjs-inbox';
+import { DEFAULT_BACKOFF, InboxConfigurationError, InboxHandler } from 'nestjs-inbox';
 import { resolveInboxOptions } from '../../lib/inbox-options';
 
 describe('resolveInboxOptions', () => {
@@ -21,6 +21,7 @@ describe('resolveInboxOptions', () => {
       unclaimedWarningMs: 300_000,
       listenerTimeoutMs: 10_000,
       payloadValidation: { whitelist: true, forbidNonWhitelisted: false },
+      onDeadLetter: 'block',
     });
     expect(options.workerId).toMatch(/:\d+:[0-9a-f]{6}$/);
     expect(options.clock.now()).toBeInstanceOf(Date);
@@ -69,9 +70,19 @@ describe('resolveInboxOptions', () => {
     [{ payloadValidation: { strict: true } }, 'payloadValidation.strict'],
     [{ tableName: `a.${'b'.repeat(56)}` }, 'tableName'],
     [{ retries: 3 }, 'retries'],
+    [{ onDeadLetter: 'park' }, 'onDeadLetter'],
   ])('rejects %j naming "%s"', (options, name) => {
     expect(() => resolveInboxOptions(options as never)).toThrow(InboxConfigurationError);
     expect(() => resolveInboxOptions(options as never)).toThrow(`"${name}"`);
+  });
+
+  it.each([
+    [{ orderingKey: 'accountId' }, /orderingKey must be a function/],
+    [{ onDeadLetter: 'park' }, /onDeadLetter/],
+    [{ keyBy: () => 'k' }, /unknown option "keyBy"/],
+  ])('rejects the handler option %j', (options, message) => {
+    expect(() => InboxHandler('orders.ship', options as never)).toThrow(InboxConfigurationError);
+    expect(() => InboxHandler('orders.ship', options as never)).toThrow(message);
   });
 
   it('rejects a non-object', () => {
