@@ -19,7 +19,7 @@ module.exports = {
   // Nest 12 ships ES modules only; compile them to CommonJS together with our TypeScript.
   transform: { '^.+\\.(ts|js|mjs)$': swc },
   transformIgnorePatterns: ['/node_modules/(?!(@nestjs|uid|load-esm|file-type)/)'],
-  moduleNameMapper: { '^nestjs-inbox$': '<rootDir>/lib/index.ts' },
+  moduleNameMapper: { '^nestjs-inbox$': '<rootDir>/lib/index.ts', '^nestjs-inbox/terminus$': '<rootDir>/lib/terminus/index.ts' },
   globalSetup: '<rootDir>/test/support/global-setup.mjs',
   globalTeardown: '<rootDir>/test/support/global-teardown.mjs',
   testTimeout: 60_000,

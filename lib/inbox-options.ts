@@ -26,7 +26,7 @@ const TABLE_NAME_PATTERN = /^[a-z_][a-z0-9_]{0,54}(\.[a-z_][a-z0-9_]{0,54})?$/; 
 const KNOWN_OPTIONS = new Set([
   'maxAttempts', 'backoff', 'pollIntervalMs', 'batchSize', 'concurrency', 'leaseMs', 'handlerTimeoutMs', 'receiveTimeoutMs', 'worker',
   'shutdownTimeoutMs', 'tableName', 'acceptUnknownCommandTypes', 'maxPayloadBytes', 'workerId', 'clock', 'attemptHistory', 'preparedStatements', 'notify', 'retention',
-  'unclaimedWarningMs', 'listenerTimeoutMs', 'payloadValidation', 'onDeadLetter',
+  'unclaimedWarningMs', 'listenerTimeoutMs', 'payloadValidation', 'onDeadLetter', 'telemetry',
 ]);
 const KNOWN_BACKOFF = new Set(Object.keys(DEFAULT_BACKOFF));
 
@@ -210,5 +210,28 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     listenerTimeoutMs: integer('listenerTimeoutMs', raw.listenerTimeoutMs, 10_000, 1),
     payloadValidation: resolvePayloadValidation('payloadValidation', raw.payloadValidation, DEFAULT_PAYLOAD_VALIDATION),
     onDeadLetter: resolveDeadLetterPolicy('onDeadLetter', raw.onDeadLetter, 'block'),
+    telemetry: resolveTelemetry(raw.telemetry),
+  };
+}
+
+const KNOWN_TELEMETRY = ['tracerProvider', 'meterProvider', 'snapshotMaxAgeMs'];
+
+function resolveTelemetry(value: unknown): ResolvedInboxOptions['telemetry'] {
+  if (value === undefined) return { snapshotMaxAgeMs: 15_000 };
+  if (!isPlainObject(value)) fail('telemetry', 'expected an object', value);
+  for (const key of Object.keys(value)) {
+    if (!KNOWN_TELEMETRY.includes(key)) fail(`telemetry.${key}`, `unknown option; known: ${KNOWN_TELEMETRY.join(', ')}`, value[key]);
+  }
+  const provider = (name: string, method: string) => {
+    const candidate = value[name];
+    if (candidate !== undefined && (typeof candidate !== 'object' || candidate === null || typeof (candidate as Record<string, unknown>)[method] !== 'function')) {
+      fail(`telemetry.${name}`, `expected an object with a ${method}() method`, candidate);
+    }
+    return candidate as never;
+  };
+  return {
+    tracerProvider: provider('tracerProvider', 'getTracer'),
+    meterProvider: provider('meterProvider', 'getMeter'),
+    snapshotMaxAgeMs: integer('telemetry.snapshotMaxAgeMs', value.snapshotMaxAgeMs, 15_000, 0, 86_400_000),
   };
 }

@@ -3,6 +3,7 @@ import { DiscoveryModule } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import { InboxExplorer } from './discovery/inbox.explorer';
 import { InboxListeners } from './discovery/inbox-listeners';
+import { InboxHealth } from './health/inbox-health';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
 import {
   ConfigurableInboxModule,
@@ -16,6 +17,9 @@ import { OutcomeWriter } from './outcomes/outcome-writer';
 import { InboxService } from './receive/inbox.service';
 import { Receiver } from './receive/receiver';
 import { InboxStatements } from './store/statements';
+import { InboxMetrics } from './telemetry/inbox-metrics';
+import { InboxSnapshots } from './telemetry/inbox-snapshot';
+import { InboxTracing } from './telemetry/inbox-tracing';
 import { InboxNotifier } from './wake/notifier';
 import { WakeSignal } from './wake/wake-signal';
 import { BatchExecutor } from './worker/batch-executor';
@@ -66,6 +70,11 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
     InboxNotifier,
     // outcomes, written by the worker and by operators alike
     OutcomeWriter,
+    // spans, metrics and the figures behind gauges and health checks
+    InboxTracing,
+    InboxMetrics,
+    InboxSnapshots,
+    InboxHealth,
     // the worker
     InboxProcessor,
     BatchExecutor,
@@ -78,6 +87,6 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
     ...definition,
     imports: [...(definition.imports ?? []), DiscoveryModule],
     providers: [...(definition.providers ?? []), ...providers],
-    exports: [...(definition.exports ?? []), InboxService, InboxProcessor, InboxRetention],
+    exports: [...(definition.exports ?? []), InboxService, InboxProcessor, InboxRetention, InboxHealth, InboxSnapshots],
   };
 }

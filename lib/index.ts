@@ -15,7 +15,12 @@ export type {
   InboxModuleOptions,
   PayloadValidationOptions,
   RetentionOptions,
+  TelemetryOptions,
 } from './interfaces/inbox-options.interface';
+
+// Observability: the health check behind `nestjs-inbox/terminus`, the figures behind the gauges.
+export { InboxHealth, type InboxHealthReport, type InboxHealthThresholds } from './health/inbox-health';
+export { InboxSnapshots, type InboxSnapshot } from './telemetry/inbox-snapshot';
 
 // Handlers and listeners.
 export { InboxHandler } from './decorators/inbox-handler.decorator';

@@ -7,6 +7,8 @@ import { AccountEvent } from './bank/account-event.entity';
 import { BankModule } from './bank/bank.module';
 import { CreateAccountEvents1764000100000 } from './bank/create-account-events.migration';
 import { HttpExceptionFilter } from './http-exception.filter';
+import { ObservabilityModule } from './observability/observability.module';
+import { PrometheusMetrics } from './observability/prometheus';
 
 function databaseUrl(): string {
   const url = process.env.DATABASE_URL;
@@ -33,11 +35,17 @@ function databaseUrl(): string {
       }),
     }),
     ScheduleModule.forRoot(),
-    InboxModule.forRoot({
-      pollIntervalMs: 500,
-      maxAttempts: 5,
-      backoff: { initialDelayMs: 1000, multiplier: 2, maxDelayMs: 30_000, jitter: 0.2 },
+    InboxModule.forRootAsync({
+      imports: [ObservabilityModule],
+      inject: [PrometheusMetrics],
+      useFactory: (prometheus: PrometheusMetrics) => ({
+        pollIntervalMs: 500,
+        maxAttempts: 5,
+        backoff: { initialDelayMs: 1000, multiplier: 2, maxDelayMs: 30_000, jitter: 0.2 },
+        telemetry: { meterProvider: prometheus.meterProvider },
+      }),
     }),
+    ObservabilityModule,
     BankModule,
   ],
   providers: [

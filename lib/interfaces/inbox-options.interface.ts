@@ -104,10 +104,29 @@ export interface InboxModuleOptions {
    * Handlers may override. Default `'block'`.
    */
   onDeadLetter?: DeadLetterPolicy;
+  /** Where spans and metrics go, and how fresh the gauges are (see README, Observability). */
+  telemetry?: TelemetryOptions;
   /** Name of this worker in `lockedBy`. Default: hostname, pid and a random suffix. */
   workerId?: string;
   /** Tests only: shifts the database's time by this clock's distance from the real one. Default: none. */
   clock?: InboxClock;
+}
+
+/**
+ * Telemetry through the OpenTelemetry API (an optional peer dependency): by default the global
+ * tracer and meter providers, which the application's SDK registers before the Nest app is created.
+ * The provider types are written out here so that these declarations do not need the API installed.
+ */
+export interface TelemetryOptions {
+  /** A TracerProvider to use instead of the global one (tests, or an application with several). */
+  tracerProvider?: { getTracer(name: string, version?: string): unknown };
+  /** A MeterProvider to use instead of the global one. */
+  meterProvider?: { getMeter(name: string, version?: string): unknown };
+  /**
+   * How old the shared figures behind the gauges may be before an instance recounts them (one
+   * statement for the whole fleet per interval). Default 15000.
+   */
+  snapshotMaxAgeMs?: number;
 }
 
 /** Synchronous extras of `forRoot` / `forRootAsync`: they are needed before any factory runs. */
@@ -143,4 +162,5 @@ export interface ResolvedInboxOptions {
   listenerTimeoutMs: number;
   payloadValidation: Required<PayloadValidationOptions>;
   onDeadLetter: DeadLetterPolicy;
+  telemetry: TelemetryOptions & { snapshotMaxAgeMs: number };
 }

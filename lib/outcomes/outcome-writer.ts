@@ -13,6 +13,8 @@ import { runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
 import { toEntry, type InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
+import { InboxMetrics } from '../telemetry/inbox-metrics';
+import { InboxTracing, type AttemptSpan } from '../telemetry/inbox-tracing';
 
 /** Stored error messages and stack traces are cut to this many characters. */
 const MAX_ERROR_LENGTH = 4000;
@@ -23,6 +25,9 @@ export interface CompletedAttempt {
   row: InboxRow;
   startedAt: number;
   finishedAt: number;
+  /** When its batch was claimed (`performance.now()`). */
+  claimedAt?: number;
+  span?: AttemptSpan;
 }
 
 /** An attempt that failed; times are null for a lease expiry (from its stamped start until now). */
@@ -31,6 +36,7 @@ export interface FailedAttempt {
   error: unknown;
   startedAt: number | null;
   finishedAt: number | null;
+  span?: AttemptSpan;
 }
 
 /** Who asks for an operator action, and why. */
@@ -54,6 +60,8 @@ export class OutcomeWriter {
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly explorer: InboxExplorer,
     private readonly listeners: InboxListeners,
+    private readonly tracing: InboxTracing,
+    private readonly metrics: InboxMetrics,
   ) {}
 
   /**
@@ -89,9 +97,32 @@ export class OutcomeWriter {
     return rows;
   }
 
-  /** The batch that completed these has committed: tell the listeners. */
-  completed(rows: InboxRow[]): void {
+  /**
+   * The batch that completed these has committed: end their spans, count them, tell the listeners
+   * (`rows`: what the statement returned, when someone listens).
+   */
+  completed(rows: InboxRow[], attempts: CompletedAttempt[]): void {
+    const now = performance.now();
+    for (const attempt of attempts) {
+      const { row } = attempt;
+      this.tracing.endAttempt(attempt.span, 'completed');
+      this.metrics.processed(row.command_type, 'completed', (attempt.finishedAt - attempt.startedAt) / 1000, null, null);
+      // The database's clock: the claim's time (its lease's start) and the time since, measured here.
+      const claimedAt = this.claimTime(row);
+      if (claimedAt !== null && attempt.claimedAt !== undefined) this.metrics.timings(row.command_type, claimedAt + (now - attempt.claimedAt) - row.received_at.getTime(), null);
+    }
     for (const row of rows) this.listeners.emit({ type: 'completed', entry: toEntry(row), reason: null, error: null });
+  }
+
+  /** A first attempt starts: how long its entry waited since its receive, on the database's clock. */
+  firstAttemptStarted(row: InboxRow): void {
+    const claimedAt = this.claimTime(row);
+    if (claimedAt !== null) this.metrics.timings(row.command_type, null, claimedAt - row.received_at.getTime());
+  }
+
+  /** When the row was claimed, by the database's clock: its lease's end minus the lease. */
+  private claimTime(row: InboxRow): number | null {
+    return row.locked_until ? row.locked_until.getTime() - this.options.leaseMs : null;
   }
 
   /**
@@ -104,13 +135,19 @@ export class OutcomeWriter {
     const failures = attempts.map((attempt) => this.describe(attempt));
     // A skipped dead letter is done with its key: the key is handed over in the same transaction.
     const skipped = failures.filter((f) => f.row.ordering_key !== null && f.decision.status === InboxStatus.DeadLetter && !f.blocksKey);
-    const rows = skipped.length === 0
-      ? await this.writeFailures(queryRunner, failures)
-      : await inTransaction(queryRunner, async () => {
-          const written = await this.writeFailures(queryRunner, failures);
-          await this.handOver(queryRunner, skipped.map((f) => f.row.ordering_key));
-          return written;
-        });
+    let rows: InboxRow[];
+    try {
+      rows = skipped.length === 0
+        ? await this.writeFailures(queryRunner, failures)
+        : await inTransaction(queryRunner, async () => {
+            const written = await this.writeFailures(queryRunner, failures);
+            await this.handOver(queryRunner, skipped.map((f) => f.row.ordering_key));
+            return written;
+          });
+    } catch (error) {
+      for (const failure of failures) this.tracing.endAttempt(failure.span, 'not_recorded', failure.error);
+      throw error;
+    }
     const written = new Map(rows.map((row) => [row.id, row]));
     for (const failure of failures) this.report(failure, written.get(failure.row.id));
   }
@@ -163,28 +200,43 @@ export class OutcomeWriter {
    * allow it. Each operator action and its key's hand-over commit together.
    */
   async replay(on: DataSource, id: string, payloadJson: string | null, audit: Audit): Promise<InboxRow | undefined> {
-    return this.operatorAction(on, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, clockTime(this.options.clock)]);
+    const startedAt = Date.now();
+    const row = await this.operatorAction(on, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, clockTime(this.options.clock)]);
+    if (row) {
+      this.tracing.operatorAction('replay', row, audit.actor, startedAt);
+      this.metrics.replayed(row.command_type);
+    }
+    return row;
   }
 
   /** One batch of an operator's bulk replay; the ids replayed. */
   async replayBatch(on: DataSource, sql: string, params: unknown[], audit: Audit): Promise<string[]> {
     return withQueryRunner(on, (queryRunner) =>
       inTransaction(queryRunner, async () => {
-        const { rows } = await runQuery<{ id: string; ordering_key: string | null }>(queryRunner, sql, [
+        const { rows } = await runQuery<{ id: string; ordering_key: string | null; command_type: string }>(queryRunner, sql, [
           ...params,
           audit.actor,
           audit.reason,
           clockTime(this.options.clock),
         ]);
         await this.handOver(queryRunner, rows.map((row) => row.ordering_key));
-        return rows.map((row) => row.id);
+        return rows;
       }),
-    );
+    ).then((rows) => {
+      for (const row of rows) this.metrics.replayed(row.command_type);
+      return rows.map((row) => row.id);
+    });
   }
 
   /** An operator's discard; undefined when the status does not allow it. */
   async discard(on: DataSource, id: string, audit: Audit): Promise<InboxRow | undefined> {
-    return this.operatorAction(on, this.sql.discard, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
+    const startedAt = Date.now();
+    const row = await this.operatorAction(on, this.sql.discard, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
+    if (row) {
+      this.tracing.operatorAction('discard', row, audit.actor, startedAt);
+      this.metrics.discarded(row.command_type);
+    }
+    return row;
   }
 
   /**
@@ -192,12 +244,17 @@ export class OutcomeWriter {
    * its ordering key is its command type's policy. Tells the listeners.
    */
   async deadLetter(on: DataSource, id: string, audit: Audit): Promise<InboxRow | undefined> {
+    const startedAt = Date.now();
     const row = await this.operatorAction(on, async (queryRunner) => {
       const [current] = (await runQuery(queryRunner, this.sql.selectById, [id])).rows;
       const blocks = current !== undefined && blocksKeyWhenDeadLettered(this.policyOf(current.command_type));
       return [this.sql.deadLetter, [id, clockTime(this.options.clock), audit.actor, audit.reason, blocks]];
     });
-    if (row) this.listeners.emit({ type: 'dead_letter', entry: toEntry(row), reason: DeadLetterReason.Manual, error: row.error });
+    if (row) {
+      this.tracing.operatorAction('dead_letter', row, audit.actor, startedAt);
+      this.metrics.processed(row.command_type, 'dead_letter', null, null, DeadLetterReason.Manual);
+      this.listeners.emit({ type: 'dead_letter', entry: toEntry(row), reason: DeadLetterReason.Manual, error: row.error });
+    }
     return row;
   }
 
@@ -226,7 +283,7 @@ export class OutcomeWriter {
   }
 
   /** The decision for a failed attempt, and what its records say about it. */
-  private describe({ row, error, startedAt, finishedAt }: FailedAttempt): DescribedFailure {
+  private describe({ row, error, startedAt, finishedAt, span }: FailedAttempt): DescribedFailure {
     const handler = this.explorer.get(row.command_type);
     const attempt = row.retry_count + 1;
     const kind = failureKindOf(error);
@@ -240,6 +297,8 @@ export class OutcomeWriter {
     const exhausted = decision.status === InboxStatus.DeadLetter && decision.reason !== DeadLetterReason.PermanentError && decision.reason !== DeadLetterReason.InvalidPayload;
     return {
       row,
+      error,
+      span,
       attempt,
       maxAttempts,
       decision,
@@ -258,6 +317,11 @@ export class OutcomeWriter {
   private report(failure: DescribedFailure, written: InboxRow | undefined): void {
     const { row, decision, message } = failure;
     const label = `Inbox entry ${row.id} (${row.command_type}) attempt ${failure.attempt}/${failure.maxAttempts}`;
+    const outcome = !written ? 'not_recorded' : written.status === InboxStatus.DeadLetter ? 'dead_letter' : 'failed';
+    const reason = written?.dead_letter_reason ?? null;
+    this.tracing.endAttempt(failure.span, outcome, failure.error, reason);
+    const seconds = failure.startedAt === null || failure.finishedAt === null ? null : (failure.finishedAt - failure.startedAt) / 1000;
+    this.metrics.processed(row.command_type, outcome, seconds, failure.errorClass, reason);
     if (!written) {
       this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
       return;
@@ -275,6 +339,8 @@ export class OutcomeWriter {
 
 interface DescribedFailure {
   row: InboxRow;
+  error: unknown;
+  span: AttemptSpan | undefined;
   attempt: number;
   maxAttempts: number;
   decision: FailureDecision;

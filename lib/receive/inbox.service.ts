@@ -39,6 +39,8 @@ import {
   validateFilter,
   validateReceiveOptions,
 } from './command-validation';
+import { ATTR } from '../telemetry/attributes';
+import { InboxTracing } from '../telemetry/inbox-tracing';
 import { Receiver } from './receiver';
 
 /**
@@ -56,6 +58,7 @@ export class InboxService {
     private readonly explorer: InboxExplorer,
     private readonly receiver: Receiver,
     private readonly writer: OutcomeWriter,
+    private readonly tracing: InboxTracing,
   ) {}
 
   /**
@@ -191,20 +194,24 @@ export class InboxService {
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
       throw new InboxArgumentError('options.onProgress', 'expected a function');
     }
-    const matched = await this.count(scope);
-    if (options.dryRun) return { matched, replayed: 0, dryRun: true };
-    const { sql, params } = this.sql.replayBatch(scope);
-    let replayed = 0;
-    let afterId = '00000000-0000-0000-0000-000000000000';
-    for (;;) {
-      const ids = await this.guard(() => this.writer.replayBatch(this.dataSource, sql, [...params, afterId, batchSize], audit));
-      replayed += ids.length;
-      options.onProgress?.(replayed, matched);
-      if (ids.length < batchSize) break;
-      afterId = ids[ids.length - 1];
-    }
-    if (replayed > 0) this.receiver.announce();
-    return { matched, replayed, dryRun: false };
+    return this.tracing.internal('nestjs_inbox.replay_many', { [ATTR.actor]: audit.actor ?? '', 'nestjs_inbox.dry_run': options.dryRun === true }, async (span) => {
+      const matched = await this.count(scope);
+      span?.setAttribute('nestjs_inbox.matched', matched);
+      if (options.dryRun) return { matched, replayed: 0, dryRun: true };
+      const { sql, params } = this.sql.replayBatch(scope);
+      let replayed = 0;
+      let afterId = '00000000-0000-0000-0000-000000000000';
+      for (;;) {
+        const ids = await this.guard(() => this.writer.replayBatch(this.dataSource, sql, [...params, afterId, batchSize], audit));
+        replayed += ids.length;
+        options.onProgress?.(replayed, matched);
+        if (ids.length < batchSize) break;
+        afterId = ids[ids.length - 1];
+      }
+      span?.setAttribute(ATTR.count, replayed);
+      if (replayed > 0) this.receiver.announce();
+      return { matched, replayed, dryRun: false };
+    });
   }
 
   /** Closes a DeadLetter entry without running it; it stays (discardedAt set) for deduplication and audit. */

@@ -10,6 +10,9 @@ import { clockTime } from '../store/database-clock';
 import { asInboxError, isConnectionError } from '../store/database-errors';
 import { rowFromJson, toEntry, type InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
+import { InboxMetrics } from '../telemetry/inbox-metrics';
+import { InboxTracing } from '../telemetry/inbox-tracing';
+import type { StoredTraceContext } from '../telemetry/trace-context';
 import { InboxNotifier } from '../wake/notifier';
 import { WakeSignal } from '../wake/wake-signal';
 import type { ValidatedCommand } from './command-validation';
@@ -29,21 +32,35 @@ export class Receiver {
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly notifier: InboxNotifier,
     private readonly wakeSignal: WakeSignal,
+    private readonly tracing: InboxTracing,
+    private readonly metrics: InboxMetrics,
   ) {}
 
+  /** Stores the command in its `send` span (see InboxTracing), and counts the result. */
   async receive(incoming: ValidatedCommand, manager: EntityManager | undefined): Promise<ReceiveResult> {
+    try {
+      const result = await this.tracing.send(incoming, (trace) => this.storeCommand(incoming, manager, trace));
+      this.metrics.received(incoming.commandType, result.duplicate ? 'duplicate' : 'new');
+      return result;
+    } catch (error) {
+      this.metrics.received(incoming.commandType, error instanceof IdempotencyConflictError ? 'conflict' : 'error');
+      throw error;
+    }
+  }
+
+  private async storeCommand(incoming: ValidatedCommand, manager: EntityManager | undefined, trace: StoredTraceContext | null): Promise<ReceiveResult> {
     const queryRunner = manager?.queryRunner;
     if (queryRunner) {
       // The caller's transaction owns the connection (and its timeouts); the row is invisible until
       // the caller commits, so the next poll finds it rather than a wake-up.
       const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
-      return this.store(query, incoming, false, true).catch((error: unknown) => {
+      return this.store(query, incoming, trace, false, true).catch((error: unknown) => {
         throw asInboxError(error, this.dataSource);
       });
     }
     let result: ReceiveResult;
     try {
-      result = await this.withTimeout((query) => this.store(query, incoming, true));
+      result = await this.withTimeout((query) => this.store(query, incoming, trace, true));
     } catch (error) {
       // A timed-out statement may still have committed: announce it (a spare wake-up costs one
       // claim that finds nothing).
@@ -65,7 +82,7 @@ export class Receiver {
    * `announce`, a new entry is announced to other instances: inside the statement itself when the
    * notifier hands this receive the notification, otherwise by a coalesced `pg_notify` after it.
    */
-  private async store(query: RunStatement, incoming: ValidatedCommand, announce = false, inCallersTransaction = false): Promise<ReceiveResult> {
+  private async store(query: RunStatement, incoming: ValidatedCommand, trace: StoredTraceContext | null, announce = false, inCallersTransaction = false): Promise<ReceiveResult> {
     const keyed = incoming.orderingKey !== null;
     const params = [
       incoming.messageId,
@@ -75,6 +92,8 @@ export class Receiver {
       incoming.causationId,
       incoming.metadataJson,
       clockTime(this.options.clock),
+      trace?.traceParent ?? null,
+      trace?.traceState ?? null,
       ...(keyed ? [incoming.orderingKey] : []),
     ];
     const [plain, notifying] = keyed ? [this.sql.receiveKeyed, this.sql.receiveKeyedAndNotify] : [this.sql.receive, this.sql.receiveAndNotify];
@@ -92,7 +111,7 @@ export class Receiver {
       const received = rows.find((row) => !row.key_left_busy);
       if (received?.same_command === null) {
         if (announce && !ticket) this.notifier.notify();
-        return { entry: newEntry(received, incoming), duplicate: false };
+        return { entry: newEntry(received, incoming, trace), duplicate: false };
       }
       // No row: a concurrent receive committed this messageId after the statement's snapshot.
       const lookup = [incoming.messageId, incoming.commandType, incoming.payloadJson, incoming.orderingKey];
@@ -198,7 +217,7 @@ interface ReceivedRow {
 }
 
 /** The entry just inserted, built from what was stored (the statement returns only its id, time and place). */
-function newEntry(received: ReceivedRow, incoming: ValidatedCommand): ReturnType<typeof toEntry> {
+function newEntry(received: ReceivedRow, incoming: ValidatedCommand, trace: StoredTraceContext | null): ReturnType<typeof toEntry> {
   return toEntry({
     id: received.id,
     message_id: incoming.messageId,
@@ -227,6 +246,8 @@ function newEntry(received: ReceivedRow, incoming: ValidatedCommand): ReturnType
     ordering_seq: received.ordering_seq ?? null,
     waiting: received.waiting ?? false,
     blocks_key: false,
+    trace_parent: trace?.traceParent ?? null,
+    trace_state: trace?.traceState ?? null,
   });
 }
 

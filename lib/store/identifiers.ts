@@ -27,6 +27,8 @@ export interface InboxIdentifiers {
   readonly history: string;
   /** Its ordering keys table, quoted. */
   readonly keys: string;
+  /** Its metrics snapshot table, quoted. */
+  readonly snapshot: string;
   /** The status enum type, quoted, in the table's schema. */
   readonly statusType: string;
   /** An index or constraint name of the table, unquoted: `<kind>_<schema>_<table>[_<suffix>]`. */
@@ -35,6 +37,8 @@ export interface InboxIdentifiers {
   historyName(kind: NameKind, suffix?: string): string;
   /** The same for the keys table. */
   keysName(kind: NameKind, suffix?: string): string;
+  /** The same for the snapshot table. */
+  snapshotName(kind: NameKind, suffix?: string): string;
   /** The LISTEN/NOTIFY channel of the table. */
   readonly channel: string;
 }
@@ -53,10 +57,12 @@ export function inboxIdentifiers(tableName: string): InboxIdentifiers {
     table: quote(bare),
     history: quote(`${bare}_history`),
     keys: quote(`${bare}_keys`),
+    snapshot: quote(`${bare}_stats`),
     statusType: quote(STATUS_ENUM_NAME),
     name: (kind, suffix = '') => fitIdentifier(`${kind}_${prefix}`, suffix),
     historyName: (kind, suffix = '') => fitIdentifier(`${kind}_${prefix}_history`, suffix),
     keysName: (kind, suffix = '') => fitIdentifier(`${kind}_${prefix}_keys`, suffix),
+    snapshotName: (kind, suffix = '') => fitIdentifier(`${kind}_${prefix}_stats`, suffix),
     channel: fitIdentifier('nestjs_inbox', prefix),
   };
 }

@@ -120,4 +120,12 @@ export class InboxEntry {
   /** A dead letter that holds its key (policy `block`) until it is replayed or discarded. */
   @Column({ name: 'blocks_key', type: 'boolean', default: false })
   blocksKey!: boolean;
+
+  /** The W3C trace context (`traceparent`) of the receive: the parent of every attempt's span. */
+  @Column({ name: 'trace_parent', type: 'varchar', length: 55, nullable: true })
+  traceParent!: string | null;
+
+  /** The W3C `tracestate` that came with it. */
+  @Column({ name: 'trace_state', type: 'varchar', length: 512, nullable: true })
+  traceState!: string | null;
 }

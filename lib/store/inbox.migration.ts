@@ -11,6 +11,7 @@ import {
   INBOX_COLUMNS,
   KEY_COLUMNS,
   SCHEMA_VERSIONS,
+  SNAPSHOT_COLUMNS,
   STATUS_VALUES,
 } from './schema';
 
@@ -26,10 +27,11 @@ const MIGRATION_TIMESTAMP = Math.max(...Object.values(SCHEMA_VERSIONS));
 /** The DDL of the inbox table, for the default or a custom table name. */
 export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: string[]; down: string[] } {
   const names = inboxIdentifiers(tableName);
-  const { table, statusType, history, keys } = names;
+  const { table, statusType, history, keys, snapshot } = names;
   const name = (kind: NameKind, suffix?: string) => `"${names.name(kind, suffix)}"`;
   const historyName = (kind: NameKind, suffix?: string) => `"${names.historyName(kind, suffix)}"`;
   const keysName = (kind: NameKind, suffix?: string) => `"${names.keysName(kind, suffix)}"`;
+  const snapshotName = (kind: NameKind, suffix?: string) => `"${names.snapshotName(kind, suffix)}"`;
   const open = `"status" IN ('${InboxStatus.Pending}', '${InboxStatus.Failed}')`;
   const q = (status: InboxStatus) => `'${status}'`;
   return {
@@ -78,6 +80,13 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
          ${columnDefinitions(KEY_COLUMNS, statusType).join(',\n         ')},
          CONSTRAINT ${keysName('pk')} PRIMARY KEY ("ordering_key")
        )`,
+      // The metrics' figures, one row, shared by every instance.
+      `CREATE TABLE IF NOT EXISTS ${snapshot} (
+         ${columnDefinitions(SNAPSHOT_COLUMNS, statusType).join(',\n         ')},
+         CONSTRAINT ${snapshotName('pk')} PRIMARY KEY ("id"),
+         CONSTRAINT ${snapshotName('ck', 'one_row')} CHECK ("id" = 1)
+       )`,
+      `INSERT INTO ${snapshot} ("id") VALUES (1) ON CONFLICT ("id") DO NOTHING`,
       // Append-only history: every failed attempt and every operator action. Deleted with its entry.
       `CREATE TABLE IF NOT EXISTS ${history} (
          ${columnDefinitions(HISTORY_COLUMNS, statusType).join(',\n         ')},
@@ -89,7 +98,7 @@ export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: st
       `UPDATE ${history} SET "outcome" = '${AttemptOutcome.DeadLetter}' WHERE "outcome" = 'dead_lettered'`,
       `UPDATE ${history} SET "event" = '${HistoryEvent.DeadLetter}' WHERE "event" = 'dead_lettered'`,
     ],
-    down: [`DROP TABLE IF EXISTS ${keys}`, `DROP TABLE IF EXISTS ${history}`, `DROP TABLE IF EXISTS ${table}`],
+    down: [`DROP TABLE IF EXISTS ${snapshot}`, `DROP TABLE IF EXISTS ${keys}`, `DROP TABLE IF EXISTS ${history}`, `DROP TABLE IF EXISTS ${table}`],
   };
 }
 

@@ -22,8 +22,14 @@ interface ColumnSpec {
 }
 
 /** The migrations that grew the schema (see InboxMigration). */
-export const SCHEMA_VERSIONS = { first: 1764000000000, completingAttempt: 1764100000000, storedFacts: 1764200000000, orderingKeys: 1764300000000 } as const;
-const { completingAttempt, storedFacts, orderingKeys } = SCHEMA_VERSIONS;
+export const SCHEMA_VERSIONS = {
+  first: 1764000000000,
+  completingAttempt: 1764100000000,
+  storedFacts: 1764200000000,
+  orderingKeys: 1764300000000,
+  telemetry: 1764400000000,
+} as const;
+const { completingAttempt, storedFacts, orderingKeys, telemetry } = SCHEMA_VERSIONS;
 
 export const INBOX_COLUMNS = {
   id: { type: 'uuid', nullable: false, default: 'gen_random_uuid()', property: 'id' },
@@ -59,6 +65,9 @@ export const INBOX_COLUMNS = {
   waiting: { type: 'boolean', nullable: false, default: 'false', property: 'waiting', since: orderingKeys },
   /** A dead letter that holds its key (policy `block`): nothing later of the key runs until it is replayed or discarded. */
   blocks_key: { type: 'boolean', nullable: false, default: 'false', property: 'blocksKey', since: orderingKeys },
+  /** The W3C trace context of the receive (its `send` span): every attempt's span is its child. */
+  trace_parent: { type: 'varchar(55)', nullable: true, property: 'traceParent', since: telemetry },
+  trace_state: { type: 'varchar(512)', nullable: true, property: 'traceState', since: telemetry },
 } as const satisfies Record<string, ColumnSpec>;
 
 export type InboxColumn = keyof typeof INBOX_COLUMNS;
@@ -92,6 +101,8 @@ export interface InboxRow {
   ordering_seq: string | null;
   waiting: boolean;
   blocks_key: boolean;
+  trace_parent: string | null;
+  trace_state: string | null;
 }
 
 type MappedColumn = { [C in InboxColumn]: (typeof INBOX_COLUMNS)[C] extends { property: string } ? C : never }[InboxColumn];
@@ -135,6 +146,24 @@ export const KEY_COLUMNS = {
   busy: { type: 'boolean', nullable: false },
   was_busy: { type: 'boolean', nullable: false, default: 'false' },
   touched_at: { type: 'timestamptz', nullable: false, default: 'now()' },
+} as const satisfies Record<string, ColumnSpec>;
+
+/**
+ * One row per inbox table: the figures the metrics' gauges report, refreshed by whichever instance
+ * first finds them older than its interval (see InboxStatements.snapshot), read by all the others.
+ */
+export const SNAPSHOT_COLUMNS = {
+  id: { type: 'smallint', nullable: false, default: '1' },
+  pending: { type: 'bigint', nullable: false, default: '0' },
+  processing: { type: 'bigint', nullable: false, default: '0' },
+  failed: { type: 'bigint', nullable: false, default: '0' },
+  dead_letter: { type: 'bigint', nullable: false, default: '0' },
+  /** Counted from the table's statistics, not row by row (see InboxStatements.snapshot). */
+  completed_estimate: { type: 'bigint', nullable: false, default: '0' },
+  open_dead_letters: { type: 'bigint', nullable: false, default: '0' },
+  expired_leases: { type: 'bigint', nullable: false, default: '0' },
+  oldest_due_at: { type: 'timestamptz', nullable: true },
+  refreshed_at: { type: 'timestamptz', nullable: false, default: `'-infinity'` },
 } as const satisfies Record<string, ColumnSpec>;
 
 /** The append-only history: every failed attempt and every operator action. */

@@ -67,6 +67,9 @@ export class InboxStatements {
   readonly removePayloads: string;
   readonly removeCompleted: string;
   readonly removeIdleKeys: string;
+  // Telemetry.
+  readonly snapshot: Statement;
+  readonly deadLettersSince: string;
 
   private readonly table: string;
   private readonly history: string;
@@ -77,7 +80,7 @@ export class InboxStatements {
    * statements so node-postgres prepares them (off for poolers that cannot keep them).
    */
   constructor(tableName: string, recordAttempts = true, prepared = true) {
-    const { table: t, history: h, keys, statusType } = inboxIdentifiers(tableName);
+    const { table: t, history: h, keys, snapshot, statusType } = inboxIdentifiers(tableName);
     this.table = t;
     this.history = h;
     this.statusType = statusType;
@@ -99,8 +102,8 @@ export class InboxStatements {
     // after this statement's snapshot: look again. A duplicate's payload comes back only when it is
     // not the incoming one. Null columns are left out, metadata is added as it is (stripping nulls
     // would reach inside it).
-    // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 test clock;
-    // with an ordering key (receiveKeyed), $8 the key.
+    // $1 messageId, $2 type, $3 payload, $4 correlation, $5 causation, $6 metadata, $7 test clock,
+    // $8 traceparent, $9 tracestate; with an ordering key (receiveKeyed), $10 the key.
     const sameCommand = (key: string) =>
       `COALESCE("command_type" = $2 AND "ordering_key" IS NOT DISTINCT FROM ${key} AND ("payload" = $3::jsonb OR "payload_digest" = md5($3::jsonb::text)), false)`;
     const scalarColumns = SELECTED_COLUMNS.filter((name) => name !== 'payload' && name !== 'metadata').map((name) => `'${name}', "${name}"`);
@@ -108,19 +111,20 @@ export class InboxStatements {
     const storedColumns = `jsonb_strip_nulls(jsonb_build_object(${scalarColumns.join(', ')}, 'payload_removed', "payload" IS NULL))
       || jsonb_build_object('metadata', "metadata", 'payload_stored', CASE WHEN "payload" = $3::jsonb THEN NULL ELSE "payload" END)`;
     const receive = (notify: boolean) => `WITH inserted AS (
-        INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
-        VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')})
+        INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at",
+          "trace_parent", "trace_state")
+        VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')}, $8, $9)
         ON CONFLICT ("message_id") DO NOTHING
-        RETURNING "id", "received_at"${notify ? ', pg_notify($8, NULL)' : ''}
+        RETURNING "id", "received_at"${notify ? ', pg_notify($10, NULL)' : ''}
       )
       SELECT "id", "received_at", NULL::boolean AS "same_command", NULL::jsonb AS "stored" FROM inserted
       UNION ALL
       SELECT "id", NULL, ${sameCommand('NULL')}, ${storedColumns}
       FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)`;
     this.receive = statement('receive', receive(false), prepared);
-    // The same, also notifying $8 when a new entry was stored (delivered when it commits).
+    // The same, also notifying $10 when a new entry was stored (delivered when it commits).
     this.receiveAndNotify = statement('receive_notify', receive(true), prepared);
-    // Receive with an ordering key ($8): the key's row numbers the entry and says whether another
+    // Receive with an ordering key ($10): the key's row numbers the entry and says whether another
     // entry holds the key (then this one waits). Taking that row's lock serialises the receives of
     // a key with each other and with hand-overs (settleKeys). The key is only touched when the
     // messageId was not stored yet; should a concurrent receive of the same messageId win the race
@@ -130,26 +134,26 @@ export class InboxStatements {
         SELECT 1 FROM ${t} WHERE "message_id" = $1
       ), k AS (
         INSERT INTO ${keys} AS k ("ordering_key", "last_seq", "busy", "was_busy", "touched_at")
-        SELECT $8, 1, true, false, ${statementTime('$7')} WHERE NOT EXISTS (SELECT FROM stored)
+        SELECT $10, 1, true, false, ${statementTime('$7')} WHERE NOT EXISTS (SELECT FROM stored)
         ON CONFLICT ("ordering_key") DO UPDATE
           SET "last_seq" = k."last_seq" + 1, "busy" = true, "was_busy" = k."busy", "touched_at" = EXCLUDED."touched_at"
         RETURNING "last_seq", "was_busy"
       ), inserted AS (
         INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at",
-          "ordering_key", "ordering_seq", "waiting")
-        SELECT $1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')}, $8, k."last_seq", k."was_busy" FROM k
+          "trace_parent", "trace_state", "ordering_key", "ordering_seq", "waiting")
+        SELECT $1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')}, $8, $9, $10, k."last_seq", k."was_busy" FROM k
         ON CONFLICT ("message_id") DO NOTHING
-        RETURNING "id", "received_at", "ordering_seq", "waiting"${notify ? ', pg_notify($9, NULL)' : ''}
+        RETURNING "id", "received_at", "ordering_seq", "waiting"${notify ? ', pg_notify($11, NULL)' : ''}
       )
       SELECT "id", "received_at", NULL::boolean AS "same_command", NULL::jsonb AS "stored",
         "ordering_seq"::text AS "ordering_seq", "waiting", NULL::boolean AS "key_left_busy" FROM inserted
       UNION ALL
-      SELECT "id", NULL, ${sameCommand('$8')}, ${storedColumns}, NULL, NULL, NULL
+      SELECT "id", NULL, ${sameCommand('$10')}, ${storedColumns}, NULL, NULL, NULL
       FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)
       UNION ALL
       SELECT NULL, NULL, NULL, NULL, NULL, NULL, true FROM k WHERE NOT k."was_busy" AND NOT EXISTS (SELECT FROM inserted)`;
     this.receiveKeyed = statement('receive_keyed', receiveKeyed(false), prepared);
-    // The same, also notifying $9.
+    // The same, also notifying $11.
     this.receiveKeyedAndNotify = statement('receive_keyed_notify', receiveKeyed(true), prepared);
     // $1 messageId, $2 type, $3 payload, $4 ordering key or NULL.
     this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ${sameCommand('$4::varchar')} AS "same_command" FROM ${t} WHERE "message_id" = $1`;
@@ -388,6 +392,32 @@ export class InboxStatements {
       WHERE "id" IN (SELECT "id" FROM ${t}
         WHERE ${from('remove')} AND "processed_at" < ${statementTime('$1')} - $2::interval
         ORDER BY "processed_at" LIMIT $3 FOR UPDATE SKIP LOCKED)`;
+
+    // The gauges' figures, shared by the fleet: the first instance that finds them older than $1
+    // recounts them in the same statement (a concurrent one then sees the row fresh, and skips);
+    // every other one reads them. Each count is served by a partial index or a range of the
+    // (status, received_at) index, so it costs what the open entries number, not the table: the
+    // completed entries are estimated from the planner's statistics (reltuples) instead. $1 age,
+    // $2 test clock.
+    const counted = (s: InboxStatus) => `(SELECT count(*) FROM ${t} WHERE "status" = ${status(s)})`;
+    const snapshotColumns = `"pending", "processing", "failed", "dead_letter", "completed_estimate", "open_dead_letters", "expired_leases", "oldest_due_at", "refreshed_at", ${statementTime('$2')} AS "read_at"`;
+    this.snapshot = statement('snapshot', `WITH fresh AS (
+        UPDATE ${snapshot} SET "refreshed_at" = now(),
+          "pending" = ${counted(InboxStatus.Pending)}, "processing" = ${counted(InboxStatus.Processing)},
+          "failed" = ${counted(InboxStatus.Failed)}, "dead_letter" = ${counted(InboxStatus.DeadLetter)},
+          "completed_estimate" = GREATEST(0, (SELECT "reltuples"::bigint FROM pg_class WHERE "oid" = '${t}'::regclass)),
+          "open_dead_letters" = (SELECT count(*) FROM ${t} WHERE "status" = ${status(InboxStatus.DeadLetter)} AND "discarded_at" IS NULL),
+          "expired_leases" = (SELECT count(*) FROM ${t} WHERE ${from('expireLease')} AND "locked_until" <= ${statementTime('$2')}),
+          "oldest_due_at" = (SELECT min(${DUE_AT}) FROM ${t} WHERE ${from('claim')} AND NOT "waiting")
+        WHERE "id" = 1 AND "refreshed_at" <= now() - $1::interval
+        RETURNING ${snapshotColumns}
+      )
+      SELECT ${snapshotColumns} FROM fresh
+      UNION ALL
+      SELECT ${snapshotColumns} FROM ${snapshot} WHERE "id" = 1 AND NOT EXISTS (SELECT FROM fresh)`, prepared);
+    // Dead letters since $1 (the health check's last look): the dead-letter index's range. $2 test clock.
+    this.deadLettersSince = `SELECT count(*)::int AS "count", ${wallTime('$2')} AS "now" FROM ${t}
+      WHERE "status" = ${status(InboxStatus.DeadLetter)} AND "dead_lettered_at" > $1`;
   }
 
   /**
@@ -430,12 +460,12 @@ export class InboxStatements {
           SELECT "id" FROM ${this.table} ${keyset} ORDER BY "id" LIMIT $${n + 2} FOR UPDATE SKIP LOCKED
         ), replayed AS (
           UPDATE ${this.table} AS e SET ${this.resetForReplay('e.')}
-          FROM batch WHERE e."id" = batch."id" RETURNING e."id", e."ordering_key"
+          FROM batch WHERE e."id" = batch."id" RETURNING e."id", e."ordering_key", e."command_type"
         ), recorded AS (
           INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason", "recorded_at")
           SELECT "id", '${HistoryEvent.Replayed}', $${n + 3}, $${n + 4}, ${wallTime(`$${n + 5}`)} FROM replayed
         )
-        SELECT "id", "ordering_key" FROM replayed ORDER BY "id"`,
+        SELECT "id", "ordering_key", "command_type" FROM replayed ORDER BY "id"`,
       params,
     };
   }

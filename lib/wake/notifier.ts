@@ -48,6 +48,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   private client?: ListenClient;
   private closed = false;
   private failures = 0;
+  private listening = false;
   private reconnectTimer?: NodeJS.Timeout;
   private spacingTimer?: NodeJS.Timeout;
   private lastSentAt = 0;
@@ -130,6 +131,11 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     this.spacingTimer = undefined;
   }
 
+  /** Whether this instance hears other instances' notifications now (its LISTEN connection is up). */
+  get isListening(): boolean {
+    return this.listening;
+  }
+
   /** Calls `onWake` whenever another instance received commands. */
   async listen(onWake: () => void): Promise<void> {
     if (!this.options.notify) return;
@@ -138,6 +144,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.listening = false;
     clearTimeout(this.reconnectTimer);
     const client = this.client;
     this.client = undefined;
@@ -155,7 +162,9 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     const client = new driver.postgres.Client(driver.master.options);
     this.client = client;
     const lost = (error?: Error) => {
-      if (this.client !== client || this.closed) return;
+      if (this.client !== client) return;
+      this.listening = false;
+      if (this.closed) return;
       this.client = undefined;
       client.removeAllListeners();
       client.on('error', () => undefined);
@@ -168,6 +177,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     try {
       await client.connect();
       await client.query(`LISTEN "${this.channel}"`);
+      this.listening = this.client === client;
       if (this.failures > 0) this.logger.log('Inbox notification listener reconnected.');
       this.failures = 0;
       onWake(); // commands may have arrived while we were not listening

@@ -14,6 +14,7 @@ import { clockTime } from '../store/database-clock';
 import { isConnectionError } from '../store/database-errors';
 import type { InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
+import { InboxTracing, type AttemptSpan } from '../telemetry/inbox-tracing';
 import { WorkerConnections } from './connections';
 
 /** One claimed entry on its way through a batch. */
@@ -24,10 +25,14 @@ interface Job {
   /** When its handler started and finished (`performance.now()`, monotonic). */
   startedAt: number;
   finishedAt: number;
+  /** When its batch was claimed (`performance.now()`). */
+  claimedAt: number;
+  /** Its `process` span, opened when its handler first starts. */
+  span?: AttemptSpan;
 }
 
 type GroupResult =
-  | { committed: true; completed: InboxRow[]; failed: Array<{ job: Job; error: unknown }> }
+  | { committed: true; completed: InboxRow[]; completedJobs: Job[]; failed: Array<{ job: Job; error: unknown }> }
   | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[] };
 
 /**
@@ -71,6 +76,7 @@ export class BatchExecutor {
     private readonly explorer: InboxExplorer,
     private readonly writer: OutcomeWriter,
     private readonly connections: WorkerConnections,
+    private readonly tracing: InboxTracing,
   ) {}
 
   /**
@@ -165,24 +171,27 @@ export class BatchExecutor {
   private async execute(rows: InboxRow[], batchConnection: QueryRunner, suspect: boolean): Promise<void> {
     const failures: FailedAttempt[] = [];
     let jobs: Job[] = [];
+    const claimedAt = performance.now();
     for (const row of rows) {
       const handler = this.explorer.get(row.command_type)!;
       const startedAt = performance.now();
       try {
         const command = await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass, handler.payloadValidation);
-        jobs.push({ row, handler, command, startedAt, finishedAt: startedAt });
+        jobs.push({ row, handler, command, startedAt, finishedAt: startedAt, claimedAt });
       } catch (error) {
-        failures.push({ row, error, startedAt, finishedAt: performance.now() });
+        failures.push({ row, error, startedAt, finishedAt: performance.now(), span: this.tracing.startAttempt(row) });
       }
     }
     let completed: InboxRow[] = [];
+    let completedJobs: Job[] = [];
     let isolated = false;
     while (jobs.length > 0 && !this.connections.isAbandoned) {
       const savepoints = isolated && jobs.length > 1;
       const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, suspect));
-      if (this.connections.isAbandoned) return; // leases will expire; nothing more to record from here
+      if (this.connections.isAbandoned) break; // leases will expire; nothing more to record from here
       if (result.committed) {
         completed = result.completed;
+        completedJobs = result.completedJobs;
         for (const { job, error } of result.failed) failures.push(failureOf(job, error));
         break;
       }
@@ -195,6 +204,7 @@ export class BatchExecutor {
         await this.connections
           .use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, 'its batch lost its connection'))
           .catch(() => undefined);
+        for (const job of jobs) this.tracing.endAttempt(job.span, 'released', result.error);
         break;
       } else if (isolated || jobs.length === 1) {
         // The transaction itself failed (commit, connection): every attempt in it failed.
@@ -204,10 +214,14 @@ export class BatchExecutor {
       jobs = result.rest;
       isolated = true;
     }
+    if (this.connections.isAbandoned) {
+      for (const attempt of [...jobs, ...failures]) this.tracing.endAttempt(attempt.span, 'not_recorded');
+      return;
+    }
     // Failures first, in their own statement (the handlers' writes are already rolled back); then
     // the listeners hear of the completions.
-    if (failures.length > 0 && !this.connections.isAbandoned) await this.onConnection(batchConnection, (queryRunner) => this.writer.fail(queryRunner, failures));
-    this.writer.completed(completed);
+    if (failures.length > 0) await this.onConnection(batchConnection, (queryRunner) => this.writer.fail(queryRunner, failures));
+    this.writer.completed(completed, completedJobs);
   }
 
   /** Runs `work` on the batch's connection, or on a fresh one when a timeout has cut that one. */
@@ -245,6 +259,7 @@ export class BatchExecutor {
           }
         }
         job.startedAt = performance.now();
+        job.span ??= this.startAttempt(job.row);
         try {
           await this.runHandler(job, queryRunner, client);
           job.finishedAt = performance.now();
@@ -264,7 +279,7 @@ export class BatchExecutor {
       // The completed entries' keys go to their next entries, committed with the completions.
       await this.writer.handOver(queryRunner, completed.map((job) => job.row.ordering_key));
       await queryRunner.commitTransaction();
-      return { committed: true, completed: written, failed };
+      return { committed: true, completed: written, completedJobs: completed, failed };
     } catch (error) {
       await this.rollback(queryRunner, error);
       return { committed: false, error, rest: jobs };
@@ -286,7 +301,8 @@ export class BatchExecutor {
     let timer: NodeJS.Timeout | undefined;
     // A failed statement's error reaches the handler before the server says the transaction is
     // aborted; wait for that word (within the time limit) before asking.
-    const running = Promise.resolve(job.handler.instance.execute(job.command, this.contextFor(job.row, queryRunner))).then(() => untilIdle(client));
+    const context = this.contextFor(job.row, queryRunner);
+    const running = Promise.resolve(this.tracing.runInAttempt(job.span, () => job.handler.instance.execute(job.command, context))).then(() => untilIdle(client));
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new HandlerTimeoutError(job.handler.timeoutMs)), job.handler.timeoutMs);
     });
@@ -302,6 +318,12 @@ export class BatchExecutor {
       clearTimeout(timer);
     }
     if (client.getTransactionStatus?.() === 'E') throw new AbortedTransactionError();
+  }
+
+  /** Opens an attempt's span; a first attempt's wait since its receive goes to the metrics. */
+  private startAttempt(row: InboxRow): AttemptSpan | undefined {
+    if (row.retry_count === 0 && row.last_outcome === null) this.writer.firstAttemptStarted(row);
+    return this.tracing.startAttempt(row);
   }
 
   private contextFor(row: InboxRow, queryRunner: QueryRunner): InboxContext {
@@ -335,7 +357,7 @@ function untilIdle(client: TransactionStatusSource): Promise<void> {
 }
 
 function failureOf(job: Job, error: unknown): FailedAttempt {
-  return { row: job.row, error, startedAt: job.startedAt, finishedAt: job.finishedAt };
+  return { row: job.row, error, startedAt: job.startedAt, finishedAt: job.finishedAt, span: job.span };
 }
 
 /** `rows` dealt into `count` groups in turn: each group keeps the rows' due order. */

@@ -1,4 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
+import type { Span } from '@opentelemetry/api';
+import type { QueryRunner } from 'typeorm';
 import { LeaseExpiredError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
@@ -8,6 +10,8 @@ import { runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
 import type { InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
+import { ATTR } from '../telemetry/attributes';
+import { InboxTracing } from '../telemetry/inbox-tracing';
 import { WorkerConnections } from './connections';
 
 /** Expired leases handled per sweep; the rest wait for the next one. */
@@ -30,6 +34,7 @@ export class LeaseRescuer {
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly writer: OutcomeWriter,
     private readonly connections: WorkerConnections,
+    private readonly tracing: InboxTracing,
   ) {}
 
   async sweep(): Promise<void> {
@@ -37,20 +42,26 @@ export class LeaseRescuer {
     await this.connections.use(async (queryRunner) => {
       // The usual answer is "none": find that out with one cheap statement.
       if ((await runQuery(queryRunner, this.sql.anyExpiredLease, [clock])).rows.length === 0) return;
-      const { rows } = await runQuery<InboxRow>(queryRunner, this.sql.selectExpiredLeases, [clock, LEASE_SWEEP_LIMIT]);
-      const decided = (decision: LeaseExpiryDecision) =>
-        rows.filter((row) => decideLeaseExpiry(row.processing_started_at !== null, isCrashSuspect(row.last_outcome)) === decision);
-      await this.writer.release(queryRunner, decided(LeaseExpiryDecision.Release), false, 'its claim as a crash suspect expired before its attempt started');
-      await this.writer.release(queryRunner, decided(LeaseExpiryDecision.ReleaseAsSuspect), true, 'its worker was gone when the lease of its batch ran out');
-      await this.writer.fail(
-        queryRunner,
-        decided(LeaseExpiryDecision.Charge).map((row) => ({
-          row,
-          error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
-          startedAt: null,
-          finishedAt: null,
-        })),
-      );
+      await this.tracing.internal('nestjs_inbox.lease_sweep', {}, (span) => this.settle(queryRunner, clock, span));
     });
+  }
+
+  /** Settles the expired leases found, up to a sweep's limit. */
+  private async settle(queryRunner: QueryRunner, clock: Date | null, span: Span | undefined): Promise<void> {
+    const { rows } = await runQuery<InboxRow>(queryRunner, this.sql.selectExpiredLeases, [clock, LEASE_SWEEP_LIMIT]);
+    span?.setAttribute(ATTR.count, rows.length);
+    const decided = (decision: LeaseExpiryDecision) =>
+      rows.filter((row) => decideLeaseExpiry(row.processing_started_at !== null, isCrashSuspect(row.last_outcome)) === decision);
+    await this.writer.release(queryRunner, decided(LeaseExpiryDecision.Release), false, 'its claim as a crash suspect expired before its attempt started');
+    await this.writer.release(queryRunner, decided(LeaseExpiryDecision.ReleaseAsSuspect), true, 'its worker was gone when the lease of its batch ran out');
+    await this.writer.fail(
+      queryRunner,
+      decided(LeaseExpiryDecision.Charge).map((row) => ({
+        row,
+        error: new LeaseExpiredError(`Lease expired: worker ${row.locked_by ?? '?'} did not finish within ${this.options.leaseMs} ms (crash, kill or hang).`),
+        startedAt: null,
+        finishedAt: null,
+      })),
+    );
   }
 }

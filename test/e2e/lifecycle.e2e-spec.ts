@@ -286,9 +286,10 @@ describe('schema migration', () => {
     await sql(
       db.url,
       `ALTER TABLE legacy_inbox DROP COLUMN processing_started_at, DROP COLUMN processed_by, DROP COLUMN max_attempts, DROP COLUMN last_outcome,
-         DROP COLUMN ordering_key, DROP COLUMN ordering_seq, DROP COLUMN waiting, DROP COLUMN blocks_key`,
+         DROP COLUMN ordering_key, DROP COLUMN ordering_seq, DROP COLUMN waiting, DROP COLUMN blocks_key, DROP COLUMN trace_parent, DROP COLUMN trace_state`,
     );
     await sql(db.url, `DROP TABLE legacy_inbox_keys`);
+    await sql(db.url, `DROP TABLE legacy_inbox_stats`);
     await sql(db.url, `CREATE INDEX ix_legacy_inbox_due ON legacy_inbox ((COALESCE(next_retry_at, received_at))) WHERE status IN ('pending', 'failed')`);
     await sql(db.url, `CREATE INDEX ix_legacy_inbox_suspects ON legacy_inbox ((COALESCE(next_retry_at, received_at))) WHERE status IN ('pending', 'failed') AND COALESCE(error, '') LIKE 'Lease expired%'`);
     await sql(
@@ -303,7 +304,8 @@ describe('schema migration', () => {
     const columns = await sql<{ column_name: string }>(
       db.url,
       `SELECT column_name FROM information_schema.columns WHERE table_name = 'legacy_inbox'
-         AND column_name IN ('processing_started_at', 'processed_by', 'max_attempts', 'last_outcome', 'ordering_key', 'ordering_seq', 'waiting', 'blocks_key')
+         AND column_name IN ('processing_started_at', 'processed_by', 'max_attempts', 'last_outcome', 'ordering_key', 'ordering_seq', 'waiting', 'blocks_key',
+           'trace_parent', 'trace_state')
          ORDER BY 1`,
     );
     expect(columns.map((c) => c.column_name)).toEqual([
@@ -314,6 +316,8 @@ describe('schema migration', () => {
       'ordering_seq',
       'processed_by',
       'processing_started_at',
+      'trace_parent',
+      'trace_state',
       'waiting',
     ]);
     expect(await sql(db.url, `SELECT message_id, last_outcome FROM legacy_inbox ORDER BY message_id`)).toEqual([
@@ -328,7 +332,9 @@ describe('schema migration', () => {
     );
     expect(indexes.map((i) => i.name)).toEqual(['ix_legacy_inbox_claimable', 'ix_legacy_inbox_crash_suspects', 'ix_legacy_inbox_key_holder', 'ix_legacy_inbox_waiting']);
     expect(await sql(db.url, `SELECT count(*)::int AS n FROM legacy_inbox_keys`)).toEqual([{ n: 0 }]);
-    expect(migration.name).toMatch(/1764300000000$/);
+    // The snapshot table comes back with its one row, once however often the migration runs.
+    expect(await sql(db.url, `SELECT id FROM legacy_inbox_stats`)).toEqual([{ id: 1 }]);
+    expect(migration.name).toMatch(/1764400000000$/);
   });
 
   it('creates exactly the columns of the schema source, with their nullability', async () => {

@@ -75,6 +75,21 @@ describe('sample HTTP API: bad input', () => {
     expect((await blockedAccounts()).map((a) => a.accountId)).not.toContain('acc-late');
   });
 
+  it('serves Prometheus metrics and a Terminus health check', async () => {
+    const opened = await post('/commands/bank.open-account', JSON.stringify({ accountId: 'acc-metrics', owner: 'M' }), { 'idempotency-key': 'open-metrics' });
+    await waitFor(async () => ((await (await fetch(`${base}/commands/${opened.body.id as string}`)).json()) as { status: string }).status === 'completed', 'the command to complete');
+    const scrape = await fetch(`${base}/metrics`);
+    expect(scrape.headers.get('content-type')).toContain('text/plain');
+    const text = await scrape.text();
+    expect(text).toMatch(/^nestjs_inbox_commands_received_total\{[^}]*messaging_destination_name="bank\.open-account"[^}]*nestjs_inbox_receive_result="new"[^}]*\} [1-9]/m);
+    expect(text).toMatch(/^nestjs_inbox_commands_processed_total\{[^}]*messaging_destination_name="bank\.open-account"[^}]*nestjs_inbox_outcome="completed"[^}]*\} [1-9]/m);
+    expect(text).toMatch(/^messaging_process_duration_count\{[^}]*messaging_destination_name="bank\.open-account"[^}]*\} [1-9]/m);
+    expect(text).toMatch(/^nestjs_inbox_entries\{[^}]*nestjs_inbox_status="dead_letter"[^}]*\} \d+/m);
+    const health = await fetch(`${base}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'ok', info: { inbox: { status: 'up', processorRunning: true, databaseReachable: true } } });
+  });
+
   const deposit = JSON.stringify({ accountId: 'acc-t', amount: 100 });
   const rows: Array<[string, () => Promise<{ status: number; body: Record<string, unknown> }>, number, string]> = [
     ['a missing Idempotency-Key', () => post('/commands/bank.deposit', deposit), 400, 'MissingIdempotencyKey'],

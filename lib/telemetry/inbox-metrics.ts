@@ -1,0 +1,106 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { Attributes, Counter, Histogram, Meter } from '@opentelemetry/api';
+import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
+import { INBOX_STATUSES } from '../state/inbox-state-machine';
+import { ATTR, MESSAGING_SYSTEM, METRIC, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
+import { InboxSnapshots } from './inbox-snapshot';
+import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
+
+interface Instruments {
+  received: Counter;
+  processed: Counter;
+  replayed: Counter;
+  discarded: Counter;
+  processDuration: Histogram;
+  completionDuration: Histogram;
+  waitDuration: Histogram;
+}
+
+/** Histogram buckets in seconds, from a fast handler (1 ms) to a long wait (an hour). */
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
+
+/**
+ * The library's metrics (OpenTelemetry metrics API): counters of what was received, processed,
+ * replayed and discarded; histograms of handler time, receive-to-completion and receive-to-first
+ * attempt; gauges of the entries by status, the oldest due entry's age, open dead letters and
+ * expired leases, read from the fleet's shared snapshot when a reader collects them (so nothing is
+ * counted unless someone reads the metrics). Without the API installed every method returns at once.
+ */
+@Injectable()
+export class InboxMetrics {
+  private readonly logger = new Logger('InboxMetrics');
+  private readonly instruments: Instruments | undefined;
+
+  constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions, snapshots: InboxSnapshots) {
+    const provider = options.telemetry.meterProvider ?? openTelemetry?.metrics;
+    if (!openTelemetry || !provider) return;
+    const meter = provider.getMeter(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Meter;
+    const seconds = (name: string, description: string) => meter.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: DURATION_BUCKETS } });
+    this.instruments = {
+      received: meter.createCounter(METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
+      processed: meter.createCounter(METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
+      replayed: meter.createCounter(METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
+      discarded: meter.createCounter(METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
+      processDuration: seconds(METRIC.processDuration, 'How long handlers ran.'),
+      completionDuration: seconds(METRIC.completionDuration, 'From receive to completion.'),
+      waitDuration: seconds(METRIC.waitDuration, 'From receive to the first attempt.'),
+    };
+    this.observeSnapshot(meter, snapshots);
+  }
+
+  received(commandType: string, result: ReceiveResultName): void {
+    this.instruments?.received.add(1, { ...destination(commandType), [ATTR.receiveResult]: result });
+  }
+
+  /** An attempt whose outcome was recorded; `seconds`: its handler's time, when a handler ran. */
+  processed(commandType: string, outcome: AttemptOutcomeName, seconds: number | null, errorType: string | null, deadLetterReason: string | null): void {
+    if (!this.instruments) return;
+    const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
+    if (errorType) attributes[ATTR.errorType] = errorType;
+    if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
+    this.instruments.processed.add(1, attributes);
+    if (seconds !== null) this.instruments.processDuration.record(seconds, { ...destination(commandType), [ATTR.operationName]: 'process', ...(errorType ? { [ATTR.errorType]: errorType } : {}) });
+  }
+
+  /** From receive to completion, and (for a first attempt) to the attempt's start. */
+  timings(commandType: string, completedAfterMs: number | null, waitedMs: number | null): void {
+    if (!this.instruments) return;
+    if (completedAfterMs !== null) this.instruments.completionDuration.record(Math.max(0, completedAfterMs) / 1000, destination(commandType));
+    if (waitedMs !== null) this.instruments.waitDuration.record(Math.max(0, waitedMs) / 1000, destination(commandType));
+  }
+
+  replayed(commandType: string | null, count = 1): void {
+    if (count > 0) this.instruments?.replayed.add(count, commandType ? destination(commandType) : { [ATTR.messagingSystem]: MESSAGING_SYSTEM });
+  }
+
+  discarded(commandType: string): void {
+    this.instruments?.discarded.add(1, destination(commandType));
+  }
+
+  private observeSnapshot(meter: Meter, snapshots: InboxSnapshots): void {
+    const entries = meter.createObservableGauge(METRIC.entries, { unit: '{entry}', description: 'Entries by status (Completed estimated from table statistics).' });
+    const oldestDueAge = meter.createObservableGauge(METRIC.oldestDueAge, { unit: 's', description: 'How long the oldest due entry has waited.' });
+    const openDeadLetters = meter.createObservableGauge(METRIC.openDeadLetters, { unit: '{entry}', description: 'Dead letters not discarded.' });
+    const expiredLeases = meter.createObservableGauge(METRIC.expiredLeases, { unit: '{entry}', description: 'Claims whose lease ran out.' });
+    meter.addBatchObservableCallback(
+      async (result) => {
+        const snapshot = await snapshots.read().catch((error: unknown) => {
+          this.logger.warn(`Inbox gauges not read: ${(error as Error).message}`);
+          return undefined;
+        });
+        if (!snapshot) return;
+        const system = { [ATTR.messagingSystem]: MESSAGING_SYSTEM };
+        for (const status of INBOX_STATUSES) result.observe(entries, snapshot.entries[status], { ...system, [ATTR.status]: status });
+        result.observe(oldestDueAge, snapshot.oldestDueAgeMs / 1000, system);
+        result.observe(openDeadLetters, snapshot.openDeadLetters, system);
+        result.observe(expiredLeases, snapshot.expiredLeases, system);
+      },
+      [entries, oldestDueAge, openDeadLetters, expiredLeases],
+    );
+  }
+}
+
+function destination(commandType: string): Attributes {
+  return { [ATTR.messagingSystem]: MESSAGING_SYSTEM, [ATTR.destinationName]: commandType };
+}

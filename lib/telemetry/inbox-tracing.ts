@@ -1,0 +1,166 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Attributes, Context, Link, Span, Tracer } from '@opentelemetry/api';
+import { IdempotencyConflictError } from '../errors/inbox.error';
+import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
+import type { InboxRow } from '../store/schema';
+import { ATTR, MESSAGING_SYSTEM, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
+import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
+import { fromStoredContext, toStoredContext, type StoredTraceContext } from './trace-context';
+
+// Numeric values of the API's enums, so that this file needs the API only when it is installed.
+const SPAN_KIND = { internal: 0, producer: 3, consumer: 4 } as const;
+const STATUS_ERROR = 2;
+
+/** An attempt's span and the context its handler runs in. */
+export interface AttemptSpan {
+  span: Span;
+  context: Context;
+}
+
+/** What the receive stored, for the `send` span. */
+export interface SendFacts {
+  commandType: string;
+  messageId: string;
+  correlationId: string | null;
+}
+
+/**
+ * The library's spans (OpenTelemetry messaging conventions): `send <type>` around a receive, whose
+ * context is stored on the entry; `process <type>` for every attempt, a child of that stored
+ * context, so retries and replays stay in the receive's trace; operator actions and the
+ * background sweeps. Without the OpenTelemetry API installed every method only runs its work.
+ */
+@Injectable()
+export class InboxTracing {
+  private readonly tracer: Tracer | undefined;
+
+  constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions) {
+    const provider = options.telemetry.tracerProvider ?? openTelemetry?.trace;
+    this.tracer = openTelemetry && provider ? (provider.getTracer(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Tracer) : undefined;
+  }
+
+  /**
+   * Runs a receive in its `send` span, a child of the caller's active context; `store` is given the
+   * span's context to store with the entry (a duplicate keeps the one stored first).
+   */
+  async send<T extends { duplicate: boolean }>(facts: SendFacts, store: (context: StoredTraceContext | null) => Promise<T>): Promise<T> {
+    if (!this.tracer) return store(null);
+    const span = this.tracer.startSpan(`send ${facts.commandType}`, {
+      kind: SPAN_KIND.producer,
+      attributes: messageAttributes('send', facts.commandType, facts.messageId, facts.correlationId),
+    });
+    try {
+      const result = await store(toStoredContext(span.spanContext()));
+      span.setAttribute(ATTR.receiveResult, (result.duplicate ? 'duplicate' : 'new') satisfies ReceiveResultName);
+      return result;
+    } catch (error) {
+      span.setAttribute(ATTR.receiveResult, (error instanceof IdempotencyConflictError ? 'conflict' : 'error') satisfies ReceiveResultName);
+      markFailed(span, error);
+      throw error;
+    } finally {
+      span.end();
+    }
+  }
+
+  /** Opens an attempt's `process` span, a child of the context its receive stored. */
+  startAttempt(row: InboxRow): AttemptSpan | undefined {
+    if (!this.tracer) return undefined;
+    const api = openTelemetry!;
+    const parent = parentContextOf(row);
+    const span = this.tracer.startSpan(
+      `process ${row.command_type}`,
+      {
+        kind: SPAN_KIND.consumer,
+        attributes: {
+          ...messageAttributes('process', row.command_type, row.message_id, row.correlation_id),
+          [ATTR.entryId]: row.id,
+          [ATTR.attempt]: row.retry_count + 1,
+        },
+      },
+      parent,
+    );
+    return { span, context: api.trace.setSpan(parent, span) };
+  }
+
+  /** Runs a handler in its attempt's context: the spans it starts are the attempt's children. */
+  runInAttempt<T>(attempt: AttemptSpan | undefined, work: () => T): T {
+    return attempt ? openTelemetry!.context.with(attempt.context, work) : work();
+  }
+
+  /** Ends an attempt's span with its outcome (and, for a failure, its error's class). */
+  endAttempt(attempt: AttemptSpan | undefined, outcome: AttemptOutcomeName, error?: unknown, deadLetterReason?: string | null): void {
+    if (!attempt) return;
+    attempt.span.setAttribute(ATTR.outcome, outcome);
+    if (deadLetterReason) attempt.span.setAttribute(ATTR.deadLetterReason, deadLetterReason);
+    if (error !== undefined) markFailed(attempt.span, error);
+    attempt.span.end();
+  }
+
+  /**
+   * Records an operator's action on an entry (`replay`, `discard`, `dead_letter`) as a span in the
+   * entry's trace, linked to the operator's own active context (its parent when the entry has no
+   * trace), from `startTime` until now.
+   */
+  operatorAction(action: string, row: InboxRow, actor: string | null, startTime: number): void {
+    if (!this.tracer) return;
+    const api = openTelemetry!;
+    const operator = api.trace.getSpanContext(api.context.active());
+    const links: Link[] = operator && api.trace.isSpanContextValid(operator) ? [{ context: operator }] : [];
+    const span = this.tracer.startSpan(
+      `${action} ${row.command_type}`,
+      {
+        kind: SPAN_KIND.internal,
+        startTime,
+        links,
+        attributes: {
+          ...messageAttributes(action, row.command_type, row.message_id, row.correlation_id),
+          [ATTR.entryId]: row.id,
+          ...(actor ? { [ATTR.actor]: actor } : {}),
+        },
+      },
+      row.trace_parent ? parentContextOf(row) : api.context.active(),
+    );
+    span.end();
+  }
+
+  /** Runs background or bulk work (the lease sweep, retention, a bulk replay) in a span of its own. */
+  async internal<T>(name: string, attributes: Attributes, work: (span: Span | undefined) => Promise<T>): Promise<T> {
+    if (!this.tracer) return work(undefined);
+    return this.tracer.startActiveSpan(name, { kind: SPAN_KIND.internal, attributes: { [ATTR.messagingSystem]: MESSAGING_SYSTEM, ...attributes } }, async (span) => {
+      try {
+        return await work(span);
+      } catch (error) {
+        markFailed(span, error);
+        throw error;
+      } finally {
+        span.end();
+      }
+    });
+  }
+}
+
+function messageAttributes(operation: string, commandType: string, messageId: string, correlationId: string | null): Attributes {
+  const attributes: Attributes = {
+    [ATTR.messagingSystem]: MESSAGING_SYSTEM,
+    [ATTR.operationType]: operation === 'send' || operation === 'process' ? operation : 'settle',
+    [ATTR.operationName]: operation,
+    [ATTR.destinationName]: commandType,
+    [ATTR.messageId]: messageId,
+  };
+  if (correlationId !== null) attributes[ATTR.conversationId] = correlationId;
+  return attributes;
+}
+
+/** The stored context as a remote parent; the root context when the entry has none. */
+function parentContextOf(row: InboxRow): Context {
+  const api = openTelemetry!;
+  const stored = fromStoredContext(row.trace_parent, row.trace_state);
+  return stored ? api.trace.setSpanContext(api.ROOT_CONTEXT, stored) : api.ROOT_CONTEXT;
+}
+
+/** Error status with the error's class as `error.type`; the message, which a handler wrote, as the status text. */
+function markFailed(span: Span, error: unknown): void {
+  span.setAttribute(ATTR.errorType, error instanceof Error ? error.name : typeof error);
+  span.setStatus({ code: STATUS_ERROR, message: error instanceof Error ? error.message.slice(0, 500) : undefined });
+}

@@ -1,0 +1,293 @@
+import { Injectable } from '@nestjs/common';
+import { context, trace, SpanKind, type Attributes } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { AggregationTemporality, MeterProvider, MetricReader, type DataPoint, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { InboxHandler, InboxSnapshots, InboxStatus, PermanentError, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
+import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+/** What the traced handler does next: fail (transient), fail for good, or succeed. */
+const script = { mode: 'ok' as 'ok' | 'fail' | 'permanent' };
+const SECRET = 'hunter2-payload-secret';
+const METADATA_SECRET = 'metadata-secret-token';
+
+/** Starts a span of its own inside the attempt (as a handler's own instrumentation would) and queries. */
+@Injectable()
+@InboxHandler('obs.traced')
+class TracedHandler implements InboxCommandHandler<{ secret: string }> {
+  async execute(_command: { secret: string }, ctx: InboxContext): Promise<void> {
+    await trace.getTracer('handler').startActiveSpan('handler work', async (span) => {
+      await ctx.manager.query('SELECT 1');
+      span.end();
+    });
+    if (script.mode === 'fail') throw new Error('dependency down');
+    if (script.mode === 'permanent') throw new PermanentError('business rule violated');
+  }
+}
+
+/** Fails for good when asked to, succeeds otherwise. */
+@Injectable()
+@InboxHandler('obs.counted')
+class CountedHandler implements InboxCommandHandler<{ fail?: boolean; n: number }> {
+  async execute(command: { fail?: boolean }): Promise<void> {
+    if (command.fail) throw new PermanentError('refused');
+  }
+}
+
+/** Collects on demand (a reader with no schedule of its own). */
+class OnDemandReader extends MetricReader {
+  constructor() {
+    super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
+  }
+  protected async onForceFlush(): Promise<void> {}
+  protected async onShutdown(): Promise<void> {}
+}
+
+describe('telemetry: traces and metrics through OpenTelemetry', () => {
+  let db: TestDatabase;
+  /** Receives and acts as operator; the worker app runs only when a test drives it. */
+  let receiver: TestApp;
+  let app: TestApp;
+  const clock = new ManualClock();
+  const spans = new InMemorySpanExporter();
+  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });
+  const reader = new OnDemandReader();
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const contextManager = new AsyncLocalStorageContextManager().enable();
+  let seq = 0;
+
+  beforeAll(async () => {
+    // As an application's SDK would: the context manager and the tracer provider go global (a
+    // handler's own spans use the global tracer); the library is given both providers explicitly.
+    context.setGlobalContextManager(contextManager);
+    trace.setGlobalTracerProvider(tracerProvider);
+    db = await createTestDatabase('telemetry');
+    const telemetry = { tracerProvider, meterProvider, snapshotMaxAgeMs: 0 };
+    app = await createTestApp({
+      url: db.url,
+      handlers: [TracedHandler, CountedHandler],
+      inbox: { clock, telemetry, notify: false, backoff: { initialDelayMs: 1000, jitter: 0 } },
+    });
+    receiver = await createTestApp({ url: db.url, handlers: [TracedHandler, CountedHandler], inbox: { clock, telemetry, worker: false } });
+  });
+
+  afterAll(async () => {
+    await receiver?.close();
+    await app?.close();
+    await meterProvider.shutdown();
+    await tracerProvider.shutdown();
+    trace.disable();
+    context.disable();
+    await db?.drop();
+  });
+
+  beforeEach(() => {
+    spans.reset();
+    script.mode = 'ok';
+  });
+
+  const messageId = (name: string) => `${name}-${++seq}-${Date.now()}`;
+  const finished = () => spans.getFinishedSpans();
+  const named = (name: string) => finished().filter((span) => span.name === name);
+  const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId;
+
+  it('receive, a failed attempt, its retry, the dead letter, the replay and the completion form one trace', async () => {
+    const id = messageId('traced');
+    const tracer = tracerProvider.getTracer('test');
+    // The caller's request: the receive's `send` span is its child.
+    const request = tracer.startSpan('POST /commands');
+    const { entry } = await context.with(trace.setSpan(context.active(), request), () =>
+      receiver.inbox.receive({ messageId: id, commandType: 'obs.traced', payload: { secret: SECRET }, correlationId: 'conversation-1', metadata: { token: METADATA_SECRET } }),
+    );
+    request.end();
+    expect(entry.traceParent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+
+    script.mode = 'fail';
+    await app.processor.runOnce();
+    clock.advance(5_000);
+    script.mode = 'permanent';
+    await app.processor.runOnce();
+    expect((await receiver.inbox.get(entry.id))!.status).toBe(InboxStatus.DeadLetter);
+
+    // The operator acts inside a request of their own.
+    const operator = tracer.startSpan('POST /admin/replay');
+    await context.with(trace.setSpan(context.active(), operator), () => receiver.inbox.replay(entry.id, { actor: 'alice', reason: 'fixed the rule' }));
+    operator.end();
+    script.mode = 'ok';
+    await app.processor.runOnce();
+    expect((await receiver.inbox.get(entry.id))!.status).toBe(InboxStatus.Completed);
+
+    const [send] = named('send obs.traced');
+    const attempts = named('process obs.traced');
+    const [replay] = named('replay obs.traced');
+    const handlerSpans = named('handler work');
+    expect(attempts).toHaveLength(3);
+    expect(handlerSpans).toHaveLength(3);
+    // One trace, from the caller's request to the completion.
+    const traceId = request.spanContext().traceId;
+    for (const span of [send, ...attempts, replay, ...handlerSpans]) expect(span.spanContext().traceId).toBe(traceId);
+    expect(parentOf(send)).toBe(request.spanContext().spanId);
+    expect(entry.traceParent).toContain(send.spanContext().spanId);
+    expect(send.kind).toBe(SpanKind.PRODUCER);
+    expect(send.attributes).toMatchObject({
+      'messaging.system': 'nestjs_inbox',
+      'messaging.operation.type': 'send',
+      'messaging.destination.name': 'obs.traced',
+      'messaging.message.id': id,
+      'messaging.message.conversation_id': 'conversation-1',
+      'nestjs_inbox.receive.result': 'new',
+    });
+    // Every attempt, the retry and the replayed one too, is a child of the receive.
+    for (const attempt of attempts) {
+      expect(attempt.kind).toBe(SpanKind.CONSUMER);
+      expect(parentOf(attempt)).toBe(send.spanContext().spanId);
+    }
+    expect(attempts.map((span) => [span.attributes['nestjs_inbox.attempt'], span.attributes['nestjs_inbox.outcome'], span.attributes['error.type']])).toEqual([
+      [1, 'failed', 'Error'],
+      [2, 'dead_letter', 'PermanentError'],
+      [1, 'completed', undefined],
+    ]);
+    expect(attempts[1].attributes['nestjs_inbox.dead_letter.reason']).toBe('permanent_error');
+    expect(attempts[0].attributes).toMatchObject({
+      'messaging.system': 'nestjs_inbox',
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'process',
+      'messaging.destination.name': 'obs.traced',
+      'messaging.message.id': id,
+      'messaging.message.conversation_id': 'conversation-1',
+      'nestjs_inbox.entry.id': entry.id,
+    });
+    // The handler's own span nests under its attempt.
+    for (const [index, span] of handlerSpans.entries()) expect(parentOf(span)).toBe(attempts[index].spanContext().spanId);
+    // The replay: in the entry's trace, naming the operator, linked to the operator's request.
+    expect(parentOf(replay)).toBe(send.spanContext().spanId);
+    expect(replay.attributes['nestjs_inbox.actor']).toBe('alice');
+    expect(replay.links.map((link) => link.context.spanId)).toEqual([operator.spanContext().spanId]);
+  });
+
+  it('spans a duplicate and a conflicting receive, and keeps the first receive\'s context', async () => {
+    const id = messageId('dup');
+    const first = await receiver.inbox.receive({ messageId: id, commandType: 'obs.counted', payload: { n: 1 } });
+    const again = await receiver.inbox.receive({ messageId: id, commandType: 'obs.counted', payload: { n: 1 } });
+    await expect(receiver.inbox.receive({ messageId: id, commandType: 'obs.counted', payload: { n: 2 } })).rejects.toThrow('already');
+    expect(again.duplicate).toBe(true);
+    expect(again.entry.traceParent).toBe(first.entry.traceParent);
+    expect(named('send obs.counted').map((span) => span.attributes['nestjs_inbox.receive.result'])).toEqual(['new', 'duplicate', 'conflict']);
+    expect(named('send obs.counted')[2].attributes['error.type']).toBe('IdempotencyConflictError');
+  });
+
+  it('counts what was received, processed, replayed and discarded, and times it', async () => {
+    const before = await collect();
+    const ok = messageId('count-ok');
+    const bad = messageId('count-bad');
+    await receiver.inbox.receive({ messageId: ok, commandType: 'obs.counted', payload: { n: 1 } });
+    await receiver.inbox.receive({ messageId: ok, commandType: 'obs.counted', payload: { n: 1 } });
+    await expect(receiver.inbox.receive({ messageId: ok, commandType: 'obs.counted', payload: { n: 9 } })).rejects.toThrow();
+    const { entry } = await receiver.inbox.receive({ messageId: bad, commandType: 'obs.counted', payload: { n: 2, fail: true } });
+    clock.advance(2_000); // both waited two seconds on the database's (test) clock
+    await app.processor.runOnce();
+    await receiver.inbox.replay(entry.id, { actor: 'bob' });
+    await app.processor.runOnce();
+    await receiver.inbox.discard(entry.id, { actor: 'bob', reason: 'obsolete' });
+    const after = await collect();
+
+    const counted = { 'messaging.destination.name': 'obs.counted' };
+    const delta = (name: string, attributes: Attributes) => sumOf(after, name, attributes) - sumOf(before, name, attributes);
+    expect(delta('nestjs_inbox.commands.received', { ...counted, 'nestjs_inbox.receive.result': 'new' })).toBe(2);
+    expect(delta('nestjs_inbox.commands.received', { ...counted, 'nestjs_inbox.receive.result': 'duplicate' })).toBe(1);
+    expect(delta('nestjs_inbox.commands.received', { ...counted, 'nestjs_inbox.receive.result': 'conflict' })).toBe(1);
+    expect(delta('nestjs_inbox.commands.processed', { ...counted, 'nestjs_inbox.outcome': 'completed' })).toBe(1);
+    expect(delta('nestjs_inbox.commands.processed', { ...counted, 'nestjs_inbox.outcome': 'dead_letter', 'nestjs_inbox.dead_letter.reason': 'permanent_error', 'error.type': 'PermanentError' })).toBe(2);
+    expect(delta('nestjs_inbox.commands.replayed', counted)).toBe(1);
+    expect(delta('nestjs_inbox.commands.discarded', counted)).toBe(1);
+    // One handler run per attempt; the wait of both first attempts; one completion.
+    expect(delta('messaging.process.duration', counted)).toBe(3);
+    expect(delta('nestjs_inbox.command.wait.duration', counted)).toBe(2);
+    expect(delta('nestjs_inbox.command.completion.duration', counted)).toBe(1);
+    // Two first attempts, each claimed two seconds after its receive by the database's (test) clock.
+    const waitSum = histogramSum(after, 'nestjs_inbox.command.wait.duration', counted) - histogramSum(before, 'nestjs_inbox.command.wait.duration', counted);
+    expect(waitSum).toBeCloseTo(4, 2);
+  });
+
+  it('reports the gauges from the shared snapshot, as the table holds them', async () => {
+    await receiver.inbox.receive({ messageId: messageId('gauge'), commandType: 'obs.counted', payload: { n: 1 } });
+    await receiver.inbox.receive({ messageId: messageId('gauge'), commandType: 'obs.counted', payload: { n: 1, fail: true } });
+    clock.advance(60_000);
+    const metrics = await collect();
+    const counts = await sql<{ status: string; n: number }>(db.url, `SELECT status::text, count(*)::int AS n FROM inbox_entries GROUP BY 1`);
+    const byStatus = Object.fromEntries(counts.map((row) => [row.status, row.n]));
+    for (const status of [InboxStatus.Pending, InboxStatus.Failed, InboxStatus.Processing, InboxStatus.DeadLetter]) {
+      expect([status, gaugeOf(metrics, 'nestjs_inbox.entries', { 'nestjs_inbox.status': status })]).toEqual([status, byStatus[status] ?? 0]);
+    }
+    expect(byStatus[InboxStatus.Pending]).toBeGreaterThan(1);
+    const [{ open }] = await sql<{ open: number }>(db.url, `SELECT count(*)::int AS open FROM inbox_entries WHERE status = 'dead_letter' AND discarded_at IS NULL`);
+    expect(gaugeOf(metrics, 'nestjs_inbox.dead_letters', {})).toBe(open);
+    const [{ oldest }] = await sql<{ oldest: Date }>(db.url, `SELECT min(COALESCE(next_retry_at, received_at)) AS oldest FROM inbox_entries WHERE status IN ('pending', 'failed') AND NOT waiting`);
+    expect(gaugeOf(metrics, 'nestjs_inbox.oldest_due.age', {})).toBeCloseTo((clock.now().getTime() - oldest.getTime()) / 1000, 3);
+    expect(gaugeOf(metrics, 'nestjs_inbox.leases.expired', {})).toBe(0);
+    await app.processor.runOnce();
+  });
+
+  it('never puts a payload or metadata value in a span or a metric', async () => {
+    const id = messageId('secret');
+    await receiver.inbox.receive({ messageId: id, commandType: 'obs.traced', payload: { secret: SECRET }, metadata: { token: METADATA_SECRET } });
+    script.mode = 'permanent';
+    await app.processor.runOnce();
+    const exported = JSON.stringify(
+      finished().map((span) => ({ name: span.name, attributes: span.attributes, events: span.events, links: span.links, status: span.status, resource: span.resource.attributes })),
+    );
+    expect(exported).toContain(id); // what was exported is the attempt's
+    expect(exported).not.toContain(SECRET);
+    expect(exported).not.toContain(METADATA_SECRET);
+    const metrics = JSON.stringify((await collect()).scopeMetrics);
+    expect(metrics).toContain('obs.traced');
+    expect(metrics).not.toContain(SECRET);
+    expect(metrics).not.toContain(METADATA_SECRET);
+  });
+
+  it('shares one snapshot across instances: a second app reads the first one\'s figures until they are stale', async () => {
+    const other = await createTestApp({ url: db.url, handlers: [CountedHandler], inbox: { worker: false, clock } });
+    try {
+      const mine = await receiver.get(InboxSnapshots).read(0);
+      await receiver.inbox.receive({ messageId: messageId('fleet'), commandType: 'obs.counted', payload: { n: 1 } });
+      const theirs = await other.get(InboxSnapshots).read(60_000);
+      expect(theirs.refreshedAt).toEqual(mine.refreshedAt);
+      expect(theirs.entries.pending).toBe(mine.entries.pending);
+      const recounted = await other.get(InboxSnapshots).read(0);
+      expect(recounted.refreshedAt.getTime()).toBeGreaterThan(mine.refreshedAt.getTime());
+      expect(recounted.entries.pending).toBe(mine.entries.pending + 1);
+    } finally {
+      await other.close();
+      await app.processor.runOnce();
+    }
+  });
+
+  async function collect(): Promise<ResourceMetrics> {
+    const { resourceMetrics, errors } = await reader.collect();
+    expect(errors).toEqual([]);
+    return resourceMetrics;
+  }
+});
+
+/** The data points of a metric whose attributes include `attributes`. */
+function pointsOf(metrics: ResourceMetrics, name: string, attributes: Attributes): Array<DataPoint<unknown>> {
+  const metric = metrics.scopeMetrics.flatMap((scope) => scope.metrics).find((m) => m.descriptor.name === name);
+  if (!metric) return [];
+  return (metric.dataPoints as Array<DataPoint<unknown>>).filter((point) => Object.entries(attributes).every(([key, value]) => point.attributes[key] === value));
+}
+
+/** A counter's sum, or a histogram's count, over the matching points. */
+function sumOf(metrics: ResourceMetrics, name: string, attributes: Attributes): number {
+  return pointsOf(metrics, name, attributes).reduce((sum, point) => sum + (typeof point.value === 'number' ? point.value : (point.value as Histogram).count), 0);
+}
+
+function histogramSum(metrics: ResourceMetrics, name: string, attributes: Attributes): number {
+  return pointsOf(metrics, name, attributes).reduce((sum, point) => sum + (point.value as Histogram).sum!, 0);
+}
+
+function gaugeOf(metrics: ResourceMetrics, name: string, attributes: Attributes): number {
+  const points = pointsOf(metrics, name, attributes);
+  expect(points).toHaveLength(1);
+  return points[0].value as number;
+}
