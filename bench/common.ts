@@ -93,7 +93,7 @@ export const SMOKE_SIZES: Sizes = {
   slowDrain: 400,
   slowKeys: 10,
   claimBacklog: 2_000,
-  claimKeys: 100,
+  claimKeys: 200,
   blockedWaiting: 1_000,
   claimVerify: 200,
 };
