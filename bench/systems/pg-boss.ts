@@ -17,7 +17,7 @@ export const PGBOSS_QUEUES: Record<Exclude<Handler, KeyedHandler> | 'dedup', str
 /** The queue of a kind; ordering keys are measured for nestjs-inbox alone. */
 function queueOf(kind: Handler): string {
   if (kind === 'keyed' || kind === 'keyed-slow') throw new Error(`pg-boss has no "${kind}" queue here`);
-  return queueOf(kind);
+  return PGBOSS_QUEUES[kind];
 }
 
 /** Worker settings (env overrides for tuning runs: BENCH_PGBOSS_CONCURRENCY, _BATCH, _POOL). */
