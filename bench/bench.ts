@@ -1,4 +1,4 @@
-// npm run bench [-- --smoke] [--repeat N] [--only receive,drain,drain-noop,latency,dedup,failure,scale] [--profile] [--no-enforce]
+// npm run bench [-- --smoke] [--repeat N] [--only receive,drain,drain-noop,latency,dedup,failure,scale,keys] [--profile] [--no-enforce]
 //                [--systems nestjs-inbox,graphile-worker,pg-boss,raw-pg]
 //
 // Compares nestjs-inbox with pg-boss, graphile-worker and raw-pg floors on identical workloads.
@@ -73,6 +73,7 @@ function versionOf(pkg: string): string {
 
 function ratioDefs(sizes: Sizes): RatioDef[] {
   const k = (workload: string, system: string, metric: string) => `${workload}|${system}|${metric}`;
+  const count = (n: number) => n.toLocaleString('en-US');
   const history = sizes.scaleHistory >= 1_000_000 ? `${sizes.scaleHistory / 1_000_000}M` : sizes.scaleHistory.toLocaleString('en-US');
   return [
     { label: 'drain (event row): nestjs-inbox / graphile-worker', numerator: k('drain', 'nestjs-inbox', 'commands/s'), denominator: k('drain', 'graphile-worker', 'commands/s'), target: { op: '>=', value: 1.2 } },
@@ -97,6 +98,30 @@ function ratioDefs(sizes: Sizes): RatioDef[] {
       numerator: k('drain', 'nestjs-inbox', 'worker peak RSS'),
       denominator: k('drain', 'graphile-worker in a Nest + TypeORM app', 'worker peak RSS'),
       target: { op: '<=', value: 1.0 },
+    },
+    {
+      label: `keys drain: ${count(sizes.drain)} in ${count(sizes.drainKeys)} keys / no keys`,
+      numerator: k('keys', 'drain, keyed', 'commands/s'),
+      denominator: k('keys', 'drain, no keys', 'commands/s'),
+      target: { op: '>=', value: 0.8 },
+    },
+    {
+      label: `keys drain, ${sizes.slowKeys} keys, 2 ms handler: commands/s / per-key serial limit`,
+      numerator: k('keys', 'drain, few keys, 2 ms handler', 'commands/s'),
+      denominator: k('keys', 'drain, few keys, 2 ms handler', 'per-key serial limit'),
+      target: { op: '>=', value: 0.8 },
+    },
+    {
+      label: `keys claim latency: ${count(sizes.claimBacklog)} due in ${count(sizes.claimKeys)} keys, one blocked / no keys`,
+      numerator: k('keys', 'claim, keyed, one key blocked', 'claim latency (client)'),
+      denominator: k('keys', 'claim, no keys', 'claim latency (client)'),
+      target: { op: '<=', value: 1.5 },
+    },
+    {
+      label: 'keys receive: with a key / without',
+      numerator: k('keys', 'receive with a key', 'calls/s'),
+      denominator: k('keys', 'receive, no key', 'calls/s'),
+      target: { op: '>=', value: 0.9 },
     },
   ];
 }
@@ -185,7 +210,9 @@ async function main(): Promise<void> {
       `library: ${libraryVersion()}; child baseline RSS (node + swc TS loader + pg, included in every worker's RSS): ${baselineRssMiB()}`,
       `versions: pg-boss ${versionOf('pg-boss')}, graphile-worker ${versionOf('graphile-worker')}, pg ${versionOf('pg')}, typeorm ${versionOf('typeorm')}, @nestjs/core ${versionOf('@nestjs/core')}`,
       `sizes: receive ${sizes.receive} calls / 8 callers; drain and no-op drain ${sizes.drain} (+${sizes.drainWarmup} warm-up); latency ${sizes.latencySeconds} s at 200/s; ` +
-        `dedup ${sizes.dedupKeys * 2} calls for ${sizes.dedupKeys} keys; failure ${sizes.failure} × 3 attempts; scale history ${sizes.scaleHistory.toLocaleString('en-US')} rows`,
+        `dedup ${sizes.dedupKeys * 2} calls for ${sizes.dedupKeys} keys; failure ${sizes.failure} × 3 attempts; scale history ${sizes.scaleHistory.toLocaleString('en-US')} rows; ` +
+        `keys: receive and drain over ${sizes.drainKeys} keys, 2 ms drain ${sizes.slowDrain} on ${sizes.slowKeys} keys, ` +
+        `claim with ${sizes.claimBacklog} due in ${sizes.claimKeys} keys (${sizes.blockedWaiting} behind one blocked key)`,
       `repetitions: ${flags.repeat}; workloads: ${flags.only.join(', ')}`,
       ...(['nestjs-inbox', 'graphile-worker', 'pg-boss', 'raw-pg'] as const).flatMap((name) => loadAdapter(name).settings().map((line) => `${name}: ${line}`)),
     ];

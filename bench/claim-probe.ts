@@ -1,4 +1,4 @@
-// The scale workload's claim probe: with N Pending entries waiting (plus the history, if any), run
+// The claim probe (scale and keys workloads): with N Pending entries waiting (plus the history, or keys), run
 // the claim statement the nestjs-inbox worker itself sent during the drain (captured in the worker
 // child, see systems/inbox-claim-capture.ts), bound the way the worker bound it, each time in a
 // transaction opened as the worker opened it and rolled back; then EXPLAIN (ANALYZE, BUFFERS) it once.
@@ -10,6 +10,12 @@ import { INBOX_WORKER } from './systems/inbox-settings';
 import type { Entrant, RunContext } from './workloads';
 
 const WARM_UP_RUNS = 3;
+
+/** Where the probe's figures go: the workload's rows, and what the backlog was (for the plans file). */
+export interface ProbeTarget {
+  workload: string;
+  backlog: string;
+}
 
 /** The captured values bound for a run now: timestamps keep their distance from "now". */
 function bindNow(values: CapturedValue[]): unknown[] {
@@ -27,6 +33,7 @@ export async function claimProbe(
   client: Client,
   enqueuePending: () => Promise<void>,
   claim: CapturedStatement | undefined,
+  target: ProbeTarget = { workload: 'scale', backlog: `${ctx.sizes.drain} Pending entries` },
 ): Promise<void> {
   if (!claim) {
     throw new Error('the worker sent no statement named nestjs_inbox_claim_<hash> (prepared statements off, or renamed?): no claim to probe');
@@ -60,17 +67,17 @@ export async function claimProbe(
   for (let i = scanAt + 1; scanAt >= 0 && i < plan.length && !plan[i].includes('->'); i++) {
     if (plan[i].trim().startsWith('Buffers:')) scanBuffers = plan[i].trim();
   }
-  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim latency (client)', unit: 'ms', digits: 3 }, ctx.rep, med);
-  ctx.results.add({ workload: 'scale', system: entrant.label, metric: 'claim EXPLAIN exec', unit: 'ms', digits: 3 }, ctx.rep, execMs);
+  ctx.results.add({ workload: target.workload, system: entrant.label, metric: 'claim latency (client)', unit: 'ms', digits: 3 }, ctx.rep, med);
+  ctx.results.add({ workload: target.workload, system: entrant.label, metric: 'claim EXPLAIN exec', unit: 'ms', digits: 3 }, ctx.rep, execMs);
   ctx.results.notes.push(
     `rep ${ctx.rep + 1} ${entrant.label}: ${scan.replace(/\s+/g, ' ')}${scanBuffers ? `; ${scanBuffers}` : ''}; Execution Time ${execMs.toFixed(3)} ms`,
   );
   appendFileSync(
     ctx.plansFile,
     `-- ${entrant.label}, repetition ${ctx.rep + 1}, ${new Date().toISOString()}\n` +
-      `-- ${claim.name} (as the worker sent it) claiming ${INBOX_WORKER.batchSize} with ${ctx.sizes.drain} Pending entries; ` +
+      `-- ${claim.name} (as the worker sent it, opened with ${JSON.stringify(claim.opening ?? 'BEGIN')}) claiming ${INBOX_WORKER.batchSize} with ${target.backlog}; ` +
       `client-side median ${med.toFixed(3)} ms over ${timings.length}\n` +
       `${plan.join('\n')}\n\n`,
   );
-  ctx.log(`  scale claim ${entrant.label}: median ${med.toFixed(3)} ms, EXPLAIN ${execMs.toFixed(3)} ms — ${scan.replace(/\s+/g, ' ')}`);
+  ctx.log(`  ${target.workload} claim ${entrant.label}: median ${med.toFixed(3)} ms, EXPLAIN ${execMs.toFixed(3)} ms — ${scan.replace(/\s+/g, ' ')}`);
 }

@@ -16,6 +16,13 @@ export const FAIL_COMMAND_TYPE = 'bench.fail';
 export const LATENCY_COMMAND_TYPE = 'bench.latency';
 /** Commands whose handler does nothing: what is left is each system's own cost per command. */
 export const NOOP_COMMAND_TYPE = 'bench.noop';
+/** Commands with an ordering key (the `keys` workload): the drain's handler, and a 2 ms one. */
+export const KEYED_COMMAND_TYPE = 'bench.keyed';
+export const SLOW_KEYED_COMMAND_TYPE = 'bench.keyed-slow';
+/** How long the slow keyed handler waits (a timer: it models I/O, not CPU). */
+export const SLOW_HANDLER_MS = 2;
+/** The payload field the keyed handlers derive their ordering key from. */
+export const KEY_FIELD = 'account';
 
 /** The statement every handler runs once per command. */
 export const EVENT_INSERT = 'INSERT INTO events (message_id, data) VALUES ($1, $2::jsonb)';
@@ -36,6 +43,17 @@ export interface Sizes {
   failure: number;
   scaleHistory: number;
   claimSamples: number;
+  /** keys workload: keys of the keyed drain and of the keyed receive. */
+  drainKeys: number;
+  /** keys workload: the drain with a 2 ms handler, on this many keys (worker concurrency ≥ keys). */
+  slowDrain: number;
+  slowKeys: number;
+  /** keys workload, claim: due entries, in how many keys, how many of them behind the one blocked key. */
+  claimBacklog: number;
+  claimKeys: number;
+  blockedWaiting: number;
+  /** keys workload, claim: entries the library then runs on the seeded backlog (its state checked after). */
+  claimVerify: number;
 }
 
 export const FULL_SIZES: Sizes = {
@@ -51,6 +69,13 @@ export const FULL_SIZES: Sizes = {
   failure: 1_000,
   scaleHistory: 1_000_000,
   claimSamples: 30,
+  drainKeys: 1_000,
+  slowDrain: 10_000,
+  slowKeys: 10,
+  claimBacklog: 100_000,
+  claimKeys: 10_000,
+  blockedWaiting: 50_000,
+  claimVerify: 2_000,
 };
 
 export const SMOKE_SIZES: Sizes = {
@@ -64,6 +89,13 @@ export const SMOKE_SIZES: Sizes = {
   failure: 60,
   scaleHistory: 20_000,
   claimSamples: 5,
+  drainKeys: 40,
+  slowDrain: 400,
+  slowKeys: 10,
+  claimBacklog: 2_000,
+  claimKeys: 200,
+  blockedWaiting: 1_000,
+  claimVerify: 200,
 };
 
 /** A ~200-byte JSON command payload; `extra` fields are added before padding. */

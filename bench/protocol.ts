@@ -6,8 +6,13 @@ import type { SystemName } from './common';
 export const MARKER = '@bench ';
 
 export type Role = 'send' | 'work' | 'latency-send';
-/** What a worker's handler does: append an event row, throw, record its latency, or nothing. */
-export type Handler = 'event' | 'fail' | 'latency' | 'noop';
+/**
+ * What a worker's handler does: append an event row, throw, record its latency, or nothing; `keyed`
+ * appends an event row under an ordering key derived from the payload, `keyed-slow` waits 2 ms
+ * (an I/O-bound handler: it holds no CPU) under one (nestjs-inbox only).
+ */
+export type Handler = 'event' | 'fail' | 'latency' | 'noop' | KeyedHandler;
+export type KeyedHandler = 'keyed' | 'keyed-slow';
 
 /** What a child is asked to do (passed as JSON in argv). */
 export interface ChildSpec {
@@ -17,14 +22,18 @@ export interface ChildSpec {
   /** send: calls to time; latency-send: commands after the warm-up. */
   count: number;
   warmup: number;
-  /** send: 'plain' (distinct keys) or 'dedup' (each key twice). */
-  mode?: 'plain' | 'dedup';
+  /** send: 'plain' (distinct keys), 'dedup' (each key twice) or 'keyed' (distinct keys, each with an ordering key). */
+  mode?: 'plain' | 'dedup' | 'keyed';
   /** work: what the handler does. */
   handler?: Handler;
   /** raw-pg work: one transaction per batch or per command; graphile-worker work: inside a Nest + TypeORM app. */
   variant?: 'batch' | 'per-command' | 'nest-host';
   /** nestjs-inbox work: report the last claim statement the worker sent (text and binding), for the claim probe. */
   captureClaim?: boolean;
+  /** send: payloads name one of this many accounts (KEY_FIELD); in 'keyed' mode it is also the ordering key. */
+  orderingKeys?: number;
+  /** nestjs-inbox work: handlers in flight (else the benchmark's default). */
+  concurrency?: number;
   /** latency-send: commands per second. */
   rate?: number;
 }

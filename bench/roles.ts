@@ -1,12 +1,12 @@
 // Child-side flows shared by every system: the system files only supply "how to send one
 // command" and "how to start/stop a worker".
-import { CALLERS, makePayload, monoMs, runCallers, sleep } from './common';
+import { CALLERS, KEY_FIELD, makePayload, monoMs, runCallers, sleep } from './common';
 import { emit, latencySummary, type ChildSpec, type Commands } from './protocol';
 import { queriesSent } from './query-counter';
 
 export interface Sender {
-  /** Sends one command; resolves when the system acknowledged it. */
-  call(messageId: string, payload: Record<string, unknown>): Promise<unknown>;
+  /** Sends one command (with an ordering key, if given); resolves when the system acknowledged it. */
+  call(messageId: string, payload: Record<string, unknown>, orderingKey?: string): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -17,31 +17,46 @@ export interface RunningWorker {
   stop(): Promise<Record<string, unknown> | void>;
 }
 
-/** Keys and payloads of a send run: plain = distinct keys; dedup = every key twice (first pass, then again). */
-export function sendPlan(spec: ChildSpec): { keys: string[]; payloads: Array<Record<string, unknown>> } {
+/** The account a command of a keyed send run names (its ordering key in 'keyed' mode). */
+export function accountOf(i: number, accounts: number, prefix = 'acc'): string {
+  return `${prefix}-${i % accounts}`;
+}
+
+function payloadFor(spec: ChildSpec, i: number, prefix?: string): Record<string, unknown> {
+  return spec.orderingKeys ? makePayload(i, { [KEY_FIELD]: accountOf(i, spec.orderingKeys, prefix) }) : makePayload(i);
+}
+
+/**
+ * Keys and payloads of a send run: plain = distinct keys; dedup = every key twice (first pass, then
+ * again); keyed = distinct keys, each command with its account as ordering key.
+ */
+export function sendPlan(spec: ChildSpec): { keys: string[]; payloads: Array<Record<string, unknown>>; orderingKeys?: string[] } {
   const distinct = spec.mode === 'dedup' ? Math.ceil(spec.count / 2) : spec.count;
-  const base = Array.from({ length: distinct }, (_, i) => makePayload(i));
+  const base = Array.from({ length: distinct }, (_, i) => payloadFor(spec, i));
   const keys: string[] = [];
   const payloads: Array<Record<string, unknown>> = [];
   for (let i = 0; i < spec.count; i++) {
     keys.push(`cmd-${i % distinct}`);
     payloads.push(base[i % distinct]);
   }
-  return { keys, payloads };
+  const orderingKeys = spec.mode === 'keyed' ? payloads.map((p) => p[KEY_FIELD] as string) : undefined;
+  return { keys, payloads, orderingKeys };
 }
 
 /** receive / dedup: warm up, wait for go, time `count` calls from CALLERS concurrent callers. */
 export async function runSendRole(spec: ChildSpec, commands: Commands, open: () => Promise<Sender>): Promise<void> {
   const sender = await open();
-  const { keys, payloads } = sendPlan(spec);
-  const warm = Array.from({ length: spec.warmup }, (_, i) => makePayload(1_000_000 + i));
-  await runCallers(spec.warmup, CALLERS, (i) => sender.call(`warm-${i}`, warm[i]));
+  const { keys, payloads, orderingKeys } = sendPlan(spec);
+  // Keyed warm-up calls use keys of their own: the timed calls find their keys new, as planned.
+  const warm = Array.from({ length: spec.warmup }, (_, i) => payloadFor(spec, 1_000_000 + i, 'warm-acc'));
+  const warmKey = (i: number) => (spec.mode === 'keyed' ? (warm[i][KEY_FIELD] as string) : undefined);
+  await runCallers(spec.warmup, CALLERS, (i) => sender.call(`warm-${i}`, warm[i], warmKey(i)));
   emit({ type: 'ready' });
   await commands.expect('go');
   const q0 = queriesSent();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  await runCallers(spec.count, CALLERS, (i) => sender.call(keys[i], payloads[i]));
+  await runCallers(spec.count, CALLERS, (i) => sender.call(keys[i], payloads[i], orderingKeys?.[i]));
   const elapsedMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   emit({ type: 'result', elapsedMs, calls: spec.count, queries: queriesSent() - q0, cpuMs: (cpu.user + cpu.system) / 1000 });

@@ -1,12 +1,16 @@
-// The seven workloads, orchestrator side: fresh database, child process(es), timing, checks.
+// The eight workloads, orchestrator side: fresh database, child process(es), timing, checks.
 import type { Client } from 'pg';
 import { BenchChild } from './child-process';
 import { claimProbe } from './claim-probe';
+import { keysClaim } from './keys-claim';
+import { checkKeyOrder, keysDrainPlan, perKeySerialLimit, type KeysDrainVariant } from './keys-drains';
+import { accountOf } from './roles';
 import {
   connectClient,
   createDatabase,
   dropDatabase,
   LATENCY_RATE_PER_S,
+  KEY_FIELD,
   makePayload,
   pollUntil,
   serverCpuMs,
@@ -14,20 +18,23 @@ import {
   type Sizes,
   type SystemName,
 } from './common';
-import type { CapturedStatement } from './protocol';
+import type { CapturedStatement, Handler } from './protocol';
 import { Results } from './stats';
 import { loadAdapter } from './systems';
 import type { EnqueueItem, SystemAdapter } from './systems/types';
 
-export type WorkloadName = 'receive' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale';
-export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'drain-noop', 'latency', 'dedup', 'failure', 'scale'];
+export type WorkloadName = 'receive' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale' | 'keys';
+export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'drain-noop', 'latency', 'dedup', 'failure', 'scale', 'keys'];
 
 /** A system as one workload runs it (raw-pg has two drain floors; scale runs nestjs-inbox twice). */
 export interface Entrant {
   system: SystemName;
   label: string;
-  variant?: 'batch' | 'per-command' | 'empty' | 'history' | 'nest-host';
+  variant?: 'batch' | 'per-command' | 'empty' | 'history' | 'nest-host' | KeysVariant;
 }
+
+/** The keys workload's measurements, each side by side with the same one without keys. */
+export type KeysVariant = 'receive-plain' | 'receive-keyed' | KeysDrainVariant | 'claim-plain' | 'claim-keyed';
 
 export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
   receive: [
@@ -73,6 +80,16 @@ export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
     { system: 'nestjs-inbox', label: 'nestjs-inbox, empty table', variant: 'empty' },
     { system: 'nestjs-inbox', label: 'nestjs-inbox, with history', variant: 'history' },
   ],
+  // Ordering keys against the same work without them (nestjs-inbox only).
+  keys: [
+    { system: 'nestjs-inbox', label: 'receive, no key', variant: 'receive-plain' },
+    { system: 'nestjs-inbox', label: 'receive with a key', variant: 'receive-keyed' },
+    { system: 'nestjs-inbox', label: 'drain, no keys', variant: 'drain-plain' },
+    { system: 'nestjs-inbox', label: 'drain, keyed', variant: 'drain-keyed' },
+    { system: 'nestjs-inbox', label: 'drain, few keys, 2 ms handler', variant: 'drain-slow' },
+    { system: 'nestjs-inbox', label: 'claim, no keys', variant: 'claim-plain' },
+    { system: 'nestjs-inbox', label: 'claim, keyed, one key blocked', variant: 'claim-keyed' },
+  ],
 };
 
 export interface RunContext {
@@ -89,18 +106,29 @@ export interface RunContext {
   log(line: string): void;
 }
 
-const TIMEOUT_MS = 300_000;
+export const TIMEOUT_MS = 300_000;
 
 function dbName(workload: WorkloadName, entrant: Entrant, rep: number): string {
   const system = entrant.system.replace(/[^a-z0-9]/g, '_');
-  return `bench_${system}${entrant.variant ? `_${entrant.variant.replace('-', '_')}` : ''}_${workload.replace('-', '_')}_${rep + 1}`;
+  return `bench_${system}${entrant.variant ? `_${entrant.variant.replace(/-/g, '_')}` : ''}_${workload.replace('-', '_')}_${rep + 1}`;
 }
 
-function items(prefix: string, count: number, offset = 0): EnqueueItem[] {
-  return Array.from({ length: count }, (_, i) => ({ messageId: `${prefix}-${i}`, payload: makePayload(offset + i) }));
+/** Accounts of the payloads, round robin, and whether they are also the entries' ordering keys. */
+export interface Accounts {
+  count: number;
+  prefix: string;
+  keyed: boolean;
 }
 
-function spawnOptions(ctx: RunContext, system: SystemName) {
+export function items(prefix: string, count: number, offset = 0, accounts?: Accounts): EnqueueItem[] {
+  return Array.from({ length: count }, (_, i) => {
+    if (!accounts) return { messageId: `${prefix}-${i}`, payload: makePayload(offset + i) };
+    const account = accountOf(i, accounts.count, accounts.prefix);
+    return { messageId: `${prefix}-${i}`, payload: makePayload(offset + i, { [KEY_FIELD]: account }), orderingKey: accounts.keyed ? account : undefined };
+  });
+}
+
+export function spawnOptions(ctx: RunContext, system: SystemName) {
   return system === 'nestjs-inbox' && ctx.cpuProfileDir ? { cpuProfileDir: ctx.cpuProfileDir } : {};
 }
 
@@ -130,6 +158,10 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
         return await latency(ctx, entrant, adapter, url, track);
       case 'failure':
         return await failure(ctx, entrant, adapter, url, track);
+      case 'keys':
+        if (entrant.variant === 'receive-plain' || entrant.variant === 'receive-keyed') return await receive(ctx, workload, entrant, adapter, url, track);
+        if (entrant.variant === 'claim-plain' || entrant.variant === 'claim-keyed') return await keysClaim(ctx, entrant, adapter, url, track);
+        return await drain(ctx, workload, entrant, adapter, url, track);
     }
   } finally {
     for (const child of children) child.kill();
@@ -137,14 +169,17 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
   }
 }
 
-type Track = (child: BenchChild) => BenchChild;
+export type Track = (child: BenchChild) => BenchChild;
 
-async function receive(ctx: RunContext, workload: 'receive' | 'dedup', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+async function receive(ctx: RunContext, workload: 'receive' | 'dedup' | 'keys', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
   const dedup = workload === 'dedup';
   const count = dedup ? ctx.sizes.dedupKeys * 2 : ctx.sizes.receive;
+  // The keys workload's two receives send the same payloads (naming an account); one also gives it as ordering key.
+  const mode = dedup ? 'dedup' : entrant.variant === 'receive-keyed' ? 'keyed' : 'plain';
+  const orderingKeys = workload === 'keys' ? ctx.sizes.drainKeys : undefined;
   const child = track(
     new BenchChild(
-      { system: entrant.system, role: 'send', url, count, warmup: ctx.sizes.receiveWarmup, mode: dedup ? 'dedup' : 'plain' },
+      { system: entrant.system, role: 'send', url, count, warmup: ctx.sizes.receiveWarmup, mode, orderingKeys },
       spawnOptions(ctx, entrant.system),
     ),
   );
@@ -168,15 +203,21 @@ async function receive(ctx: RunContext, workload: 'receive' | 'dedup', entrant: 
   ctx.log(`  ${workload} ${entrant.label}: ${rate.toFixed(0)} calls/s (${count} calls in ${(result.elapsedMs as number).toFixed(0)} ms)`);
 }
 
-async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
-  const n = ctx.sizes.drain;
+async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale' | 'keys', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+  const keys = workload === 'keys' ? keysDrainPlan(ctx.sizes, entrant.variant as KeysDrainVariant) : undefined;
+  const n = keys?.count ?? ctx.sizes.drain;
   const warm = ctx.sizes.drainWarmup;
-  const kind = workload === 'drain-noop' ? 'noop' : 'event';
+  const kind: Handler = keys?.kind ?? (workload === 'drain-noop' ? 'noop' : 'event');
   const variant = entrant.variant === 'batch' || entrant.variant === 'per-command' || entrant.variant === 'nest-host' ? entrant.variant : undefined;
   // The scale workload probes the claim statement the worker actually sent.
   const captureClaim = workload === 'scale' ? true : undefined;
+  // Warm-up entries have keys of their own: the timed entries find theirs new.
+  const accounts = (prefix: string): Accounts | undefined => (keys ? { count: keys.accounts, prefix, keyed: keys.keyed } : undefined);
   const child = track(
-    new BenchChild({ system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: kind, variant, captureClaim }, spawnOptions(ctx, entrant.system)),
+    new BenchChild(
+      { system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: kind, variant, captureClaim, concurrency: keys?.concurrency },
+      spawnOptions(ctx, entrant.system),
+    ),
   );
   await child.waitFor('ready');
   const bootRss = child.peakRssMiB();
@@ -185,11 +226,11 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
   try {
     const done = (expected: number) => () => adapter.finished(poll, kind, expected);
     // Warm-up: same path, not timed.
-    await enqueuer.enqueue(items('warm', warm, 1_000_000), kind);
+    await enqueuer.enqueue(items('warm', warm, 1_000_000, accounts('warm-acc')), kind);
     child.send('go');
     await pollUntil(done(warm), `${entrant.label} warm-up`, TIMEOUT_MS);
     // Timed: from the commit of one INSERT holding all N commands until all are finished.
-    await enqueuer.enqueue(items('cmd', n), kind);
+    await enqueuer.enqueue(items('cmd', n, 0, accounts('acc')), kind);
     const t0 = performance.now();
     child.send('go');
     const server0 = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) : NaN;
@@ -204,6 +245,7 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
     const metric = (name: string, unit: string, digits: number, value: number) =>
       ctx.results.add({ workload, system: entrant.label, metric: name, unit, digits }, ctx.rep, value);
     metric('commands/s', 'cmd/s', 0, rate);
+    if (kind === 'keyed-slow') metric('per-key serial limit', 'cmd/s', 0, perKeySerialLimit(keys!.accounts));
     if (workload !== 'scale') {
       if (rss !== undefined) metric('worker peak RSS', 'MiB', 1, rss);
       // What the drain itself added over the booted, idle worker (the framework's load-time share excluded).
@@ -216,6 +258,7 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
       if (Number.isFinite(serverMs)) metric('PostgreSQL CPU per command', 'µs', 0, (serverMs * 1000) / n);
     }
     await checkDrained(entrant, adapter, poll, kind, warm + n);
+    if (keys?.keyed) await checkKeyOrder(poll, entrant.label);
     ctx.log(
       `  ${workload} ${entrant.label}: ${rate.toFixed(0)} cmd/s (${n} in ${(t1 - t0).toFixed(0)} ms)${rss ? `, worker peak RSS ${rss.toFixed(1)} MiB` : ''}`,
     );
@@ -233,9 +276,9 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
  * After a drain: event handlers left exactly one event row per command (at least one for the
  * at-least-once peers); no-op handlers none, and every command a system keeps ended Completed.
  */
-async function checkDrained(entrant: Entrant, adapter: SystemAdapter, client: Client, kind: 'event' | 'noop', total: number): Promise<void> {
+async function checkDrained(entrant: Entrant, adapter: SystemAdapter, client: Client, kind: Handler, total: number): Promise<void> {
   const { rows } = await client.query<{ n: number; d: number }>('SELECT count(*)::int AS n, count(DISTINCT message_id)::int AS d FROM events');
-  if (kind === 'noop') {
+  if (kind === 'noop' || kind === 'keyed-slow') {
     if (rows[0].n !== 0) throw new Error(`${entrant.label}: ${rows[0].n} event rows after a no-op drain`);
     // graphile-worker deletes completed jobs: for it, "finished" (no job left) is the check.
     const completed = adapter.completed ? await adapter.completed(client, kind) : total;

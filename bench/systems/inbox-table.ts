@@ -1,9 +1,20 @@
 // The `inbox_entries` table as both nestjs-inbox and the raw-pg floors use it: the floors run on
 // the very schema the library's migration creates (same columns, enum, indexes).
 import type { Client } from 'pg';
-import { COMMAND_TYPE, connectClient, EVENTS_DDL, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, NOOP_COMMAND_TYPE, withClient } from '../common';
+import {
+  COMMAND_TYPE,
+  connectClient,
+  EVENTS_DDL,
+  FAIL_COMMAND_TYPE,
+  KEYED_COMMAND_TYPE,
+  LATENCY_COMMAND_TYPE,
+  NOOP_COMMAND_TYPE,
+  SLOW_KEYED_COMMAND_TYPE,
+  withClient,
+} from '../common';
 import type { Handler } from '../protocol';
-import type { SystemAdapter } from './types';
+import { enqueueKeyedRows } from './inbox-keyed-rows';
+import type { EnqueueItem, SystemAdapter } from './types';
 
 export const TABLE = 'inbox_entries';
 
@@ -12,7 +23,14 @@ const COMMAND_TYPES: Record<Handler, string> = {
   fail: FAIL_COMMAND_TYPE,
   latency: LATENCY_COMMAND_TYPE,
   noop: NOOP_COMMAND_TYPE,
+  keyed: KEYED_COMMAND_TYPE,
+  'keyed-slow': SLOW_KEYED_COMMAND_TYPE,
 };
+
+/** Handlers that write no event row: finished when nothing of their kind is left to do. */
+function writesNoEvent(kind: Handler): boolean {
+  return kind === 'noop' || kind === 'keyed-slow';
+}
 
 export function commandTypeFor(kind: Handler): string {
   return COMMAND_TYPES[kind];
@@ -54,7 +72,8 @@ export async function migrateWithPg(url: string): Promise<void> {
  * Stores commands as Pending entries in one statement (so they become visible together): the
  * rows a `receive` would store, received in order.
  */
-export async function enqueueRows(client: Client, items: Array<{ messageId: string; payload: Record<string, unknown> }>, kind: Handler): Promise<void> {
+export async function enqueueRows(client: Client, items: EnqueueItem[], kind: Handler): Promise<void> {
+  if (items.some((item) => item.orderingKey !== undefined)) return enqueueKeyedRows(client, TABLE, items, commandTypeFor(kind));
   await client.query(
     `INSERT INTO ${TABLE} ("message_id", "command_type", "payload", "received_at")
      SELECT m, $3, p, clock_timestamp() FROM unnest($1::text[], $2::jsonb[]) AS t(m, p)`,
@@ -108,7 +127,7 @@ export const inboxTableQueue: Pick<SystemAdapter, 'openEnqueuer' | 'finished' | 
     const client = await connectClient(url);
     return { enqueue: (items, kind) => enqueueRows(client, items, kind), close: () => client.end() };
   },
-  finished: async (client, kind, expected) => (kind === 'noop' ? nothingLeft(client, kind) : (await finishedRows(client, kind)) >= expected),
+  finished: async (client, kind, expected) => (writesNoEvent(kind) ? nothingLeft(client, kind) : (await finishedRows(client, kind)) >= expected),
   completed: (client, kind) => completedRows(client, kind),
   stored: (client) => storedRows(client),
 };

@@ -1,6 +1,7 @@
 // nestjs-inbox: receive through InboxService in a real Nest application context, process with the
 // library's own processor in a Nest worker application (child process).
 import 'reflect-metadata';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable, Module, type DynamicModule, type LogLevel, type Provider } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ScheduleModule } from '@nestjs/schedule';
@@ -11,12 +12,23 @@ import {
   InboxModule,
   InboxProcessor,
   InboxService,
+  PermanentError,
   type InboxCommandHandler,
   type InboxContext,
   type InboxModuleOptions,
 } from '../../lib';
 import { resolveInboxOptions } from '../../lib/inbox-options';
-import { COMMAND_TYPE, EVENT_INSERT, FAIL_COMMAND_TYPE, LATENCY_COMMAND_TYPE, NOOP_COMMAND_TYPE } from '../common';
+import {
+  COMMAND_TYPE,
+  EVENT_INSERT,
+  FAIL_COMMAND_TYPE,
+  KEY_FIELD,
+  KEYED_COMMAND_TYPE,
+  LATENCY_COMMAND_TYPE,
+  NOOP_COMMAND_TYPE,
+  SLOW_HANDLER_MS,
+  SLOW_KEYED_COMMAND_TYPE,
+} from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { Handler } from '../protocol';
 import { captureClaimStatement } from './inbox-claim-capture';
@@ -65,7 +77,35 @@ class NoopHandler implements InboxCommandHandler<Record<string, unknown>> {
   }
 }
 
-const HANDLERS: Record<Handler, Provider> = { event: AppendEventHandler, fail: AlwaysFailsHandler, latency: LatencyHandler, noop: NoopHandler };
+const accountOf = (command: Record<string, unknown>) => command[KEY_FIELD] as string;
+
+/** The event handler under an ordering key; a `poison` command fails for good (and, policy block, blocks its key). */
+@Injectable()
+@InboxHandler(KEYED_COMMAND_TYPE, { orderingKey: accountOf, onDeadLetter: 'block' })
+class KeyedAppendEventHandler implements InboxCommandHandler<Record<string, unknown>> {
+  async execute(command: Record<string, unknown>, context: InboxContext): Promise<void> {
+    if (command.poison === true) throw new PermanentError('bench: a poison command');
+    await context.manager.query(EVENT_INSERT, [context.entry.messageId, JSON.stringify(command)]);
+  }
+}
+
+/** 2 ms of waiting (a call to another service, say) under an ordering key: a timer, so no CPU is held. */
+@Injectable()
+@InboxHandler(SLOW_KEYED_COMMAND_TYPE, { orderingKey: accountOf, onDeadLetter: 'block' })
+class SlowKeyedHandler implements InboxCommandHandler<Record<string, unknown>> {
+  async execute(): Promise<void> {
+    await sleep(SLOW_HANDLER_MS);
+  }
+}
+
+const HANDLERS: Record<Handler, Provider> = {
+  event: AppendEventHandler,
+  fail: AlwaysFailsHandler,
+  latency: LatencyHandler,
+  noop: NoopHandler,
+  keyed: KeyedAppendEventHandler,
+  'keyed-slow': SlowKeyedHandler,
+};
 
 @Module({})
 class BenchInboxApp {}
@@ -97,7 +137,7 @@ async function openSender(url: string, commandType: string): Promise<Sender> {
   });
   const inbox = app.get(InboxService);
   return {
-    call: (messageId, payload) => inbox.receive({ messageId, commandType, payload }),
+    call: (messageId, payload, orderingKey) => inbox.receive({ messageId, commandType, payload, ...(orderingKey === undefined ? {} : { orderingKey }) }),
     close: () => app.close(),
   };
 }
@@ -126,8 +166,11 @@ export const inboxAdapter: SystemAdapter = {
       runWorkRole(spec, commands, async () => {
         const handler = HANDLERS[spec.handler ?? 'event'];
         const lastClaim = spec.captureClaim ? captureClaimStatement() : undefined;
+        // A concurrency of its own (the slow keyed drain) brings the pool it needs.
+        const concurrency = spec.concurrency ?? INBOX_WORKER.concurrency;
+        const pool = spec.concurrency ? INBOX_WORKER_POOL - INBOX_WORKER.concurrency + concurrency : INBOX_WORKER_POOL;
         const app = await NestFactory.createApplicationContext(
-          appModule(spec.url, { ...INBOX_WORKER, worker: true }, INBOX_WORKER_POOL, [handler]),
+          appModule(spec.url, { ...INBOX_WORKER, concurrency, worker: true }, pool, [handler]),
           { logger: NEST_LOGGER },
         );
         const processor = app.get(InboxProcessor);

@@ -2,17 +2,23 @@
 // burstWhenBatchFull, and LISTEN/NOTIFY wake-ups (useListenNotify + queues created with notify).
 import { PgBoss, type ConstructorOptions, type Job } from 'pg-boss';
 import { envInt, EVENT_INSERT, EVENTS_DDL } from '../common';
-import type { Handler } from '../protocol';
+import type { Handler, KeyedHandler } from '../protocol';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
 import type { SystemAdapter } from './types';
 
-export const PGBOSS_QUEUES: Record<Handler | 'dedup', string> = {
+export const PGBOSS_QUEUES: Record<Exclude<Handler, KeyedHandler> | 'dedup', string> = {
   event: 'bench-order',
   fail: 'bench-fail',
   latency: 'bench-latency',
   noop: 'bench-noop',
   dedup: 'bench-dedup',
 };
+
+/** The queue of a kind; ordering keys are measured for nestjs-inbox alone. */
+function queueOf(kind: Handler): string {
+  if (kind === 'keyed' || kind === 'keyed-slow') throw new Error(`pg-boss has no "${kind}" queue here`);
+  return PGBOSS_QUEUES[kind];
+}
 
 /** Worker settings (env overrides for tuning runs: BENCH_PGBOSS_CONCURRENCY, _BATCH, _POOL). */
 export const PGBOSS_WORKER = {
@@ -87,6 +93,8 @@ function handlerFor(kind: Handler, boss: PgBoss): (jobs: Array<Job<JobData>>) =>
       return () => Promise.resolve();
     case 'event':
       return insertEvents;
+    default:
+      throw new Error(`pg-boss has no "${kind}" handler here`);
   }
 }
 
@@ -116,7 +124,7 @@ export const pgBossAdapter: SystemAdapter = {
     return {
       enqueue: async (items, kind) => {
         await boss.insert(
-          PGBOSS_QUEUES[kind],
+          queueOf(kind),
           items.map((item) => ({ data: item.payload })),
         );
       },
@@ -128,20 +136,20 @@ export const pgBossAdapter: SystemAdapter = {
       // Nothing left to do; stops at the first unfinished job (no event rows to count here).
       const { rows } = await client.query<{ left: boolean }>(
         `SELECT EXISTS (SELECT 1 FROM pgboss.job WHERE name = $1 AND state IN ('created', 'retry', 'active')) AS left`,
-        [PGBOSS_QUEUES[kind]],
+        [queueOf(kind)],
       );
       return !rows[0].left;
     }
     const state = kind === 'fail' ? 'failed' : 'completed';
     const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state = $2', [
-      PGBOSS_QUEUES[kind],
+      queueOf(kind),
       state,
     ]);
     return rows[0].n >= expected;
   },
   async completed(client, kind) {
     const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state = 'completed'`, [
-      PGBOSS_QUEUES[kind],
+      queueOf(kind),
     ]);
     return rows[0].n;
   },
@@ -159,7 +167,7 @@ export const pgBossAdapter: SystemAdapter = {
         const kind = spec.handler ?? 'event';
         const boss = newBoss(spec.url, PGBOSS_WORKER_POOL);
         await boss.start();
-        await boss.work<JobData>(PGBOSS_QUEUES[kind], { ...PGBOSS_WORKER }, handlerFor(kind, boss));
+        await boss.work<JobData>(queueOf(kind), { ...PGBOSS_WORKER }, handlerFor(kind, boss));
         return {
           // The enqueue's NOTIFY wakes every fetch loop (notifyWorker() would wake only the first).
           nudge: () => undefined,

@@ -5,6 +5,8 @@ import type { ChildSpec, Commands, Handler, Role } from '../protocol';
 export interface EnqueueItem {
   messageId: string;
   payload: Record<string, unknown>;
+  /** nestjs-inbox only: stored as a keyed receive would store it (see inbox-table.ts). */
+  orderingKey?: string;
 }
 
 /** Orchestrator-side producer: stores a batch in ONE transaction, so it becomes visible at once. */
