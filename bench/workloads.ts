@@ -3,7 +3,7 @@ import type { Client } from 'pg';
 import { BenchChild } from './child-process';
 import { claimProbe } from './claim-probe';
 import { keysClaim } from './keys-claim';
-import { checkKeyOrder, keysDrainPlan, perKeySerialLimit, type KeysDrainVariant } from './keys-drains';
+import { checkKeyOrder, keysDrainPlan, perKeyFloor, perKeySerialLimit, type KeysDrainVariant } from './keys-drains';
 import { accountOf } from './roles';
 import {
   connectClient,
@@ -259,6 +259,8 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
     }
     await checkDrained(entrant, adapter, poll, kind, warm + n);
     if (keys?.keyed) await checkKeyOrder(poll, entrant.label);
+    // The same handler work in bare loops, right after, on the same server.
+    if (kind === 'keyed-slow') metric('per-key floor (bare loops)', 'cmd/s', 0, await perKeyFloor(url, keys!.accounts, n));
     ctx.log(
       `  ${workload} ${entrant.label}: ${rate.toFixed(0)} cmd/s (${n} in ${(t1 - t0).toFixed(0)} ms)${rss ? `, worker peak RSS ${rss.toFixed(1)} MiB` : ''}`,
     );
@@ -278,7 +280,7 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
  */
 async function checkDrained(entrant: Entrant, adapter: SystemAdapter, client: Client, kind: Handler, total: number): Promise<void> {
   const { rows } = await client.query<{ n: number; d: number }>('SELECT count(*)::int AS n, count(DISTINCT message_id)::int AS d FROM events');
-  if (kind === 'noop' || kind === 'keyed-slow') {
+  if (kind === 'noop') {
     if (rows[0].n !== 0) throw new Error(`${entrant.label}: ${rows[0].n} event rows after a no-op drain`);
     // graphile-worker deletes completed jobs: for it, "finished" (no job left) is the check.
     const completed = adapter.completed ? await adapter.completed(client, kind) : total;

@@ -89,12 +89,16 @@ class KeyedAppendEventHandler implements InboxCommandHandler<Record<string, unkn
   }
 }
 
-/** 2 ms of waiting (a call to another service, say) under an ordering key: a timer, so no CPU is held. */
+/**
+ * 2 ms of waiting (a call to another service, say) under an ordering key: a timer, so no CPU is
+ * held; then its event row, which the order check reads.
+ */
 @Injectable()
 @InboxHandler(SLOW_KEYED_COMMAND_TYPE, { orderingKey: accountOf, onDeadLetter: 'block' })
 class SlowKeyedHandler implements InboxCommandHandler<Record<string, unknown>> {
-  async execute(): Promise<void> {
+  async execute(command: Record<string, unknown>, context: InboxContext): Promise<void> {
     await sleep(SLOW_HANDLER_MS);
+    await context.manager.query(EVENT_INSERT, [context.entry.messageId, JSON.stringify(command)]);
   }
 }
 

@@ -175,18 +175,46 @@ export class InboxStatements {
     // are claimed apart, one at a time. The claim starts no attempt (`processing_started_at` is
     // cleared; see start). It runs with sorting disabled (see runInIndexOrder): it must walk the
     // due index in order. $1 test clock, $2 limit, $3 worker, $4 lease, $5 token, $6 command types.
+    //
+    // A key's run: with each due entry that holds an ordering key come entries waiting behind it, in
+    // their key's order, as long as each is Pending, of a handled type and no crash suspect (the run
+    // stops at the first that is not), as many as the batch has room for ($2 less the due entries,
+    // shared equally among the keyed ones: a claim never takes more than $2 entries). They are claimed still waiting (so
+    // the key keeps one holder) and run after their head in the same batch (see BatchExecutor):
+    // a key whose handler is slow is not held to one transaction and one claim per entry. Taking
+    // them with FOR UPDATE (no skipping) means each is judged by its latest version: one an
+    // operator dead-lettered meanwhile ends the run, one discarded has left the key's queue.
     const claim = (suspects: boolean) => `WITH due AS (
-        SELECT "id" FROM ${t}
+        SELECT "id", "ordering_key" FROM ${t}
         WHERE ${from('claim')} AND NOT "waiting" AND ${due}
           AND ${suspects ? SUSPECT : `"last_outcome" IS DISTINCT FROM '${AttemptOutcome.LeaseExpired}'`}
           AND "command_type" = ANY($6::text[])
         ORDER BY ${DUE_AT}
         LIMIT $2
         FOR UPDATE SKIP LOCKED
-      )
+      )${suspects ? '' : `, queued AS (
+        SELECT w."id", w."ordering_key", w."ordering_seq",
+          w."status" = ${status(InboxStatus.Pending)} AND w."command_type" = ANY($6::text[])
+            AND w."last_outcome" IS DISTINCT FROM '${AttemptOutcome.LeaseExpired}' AS "runnable"
+        FROM due d CROSS JOIN LATERAL (
+          SELECT "id", "ordering_key", "ordering_seq", "status", "command_type", "last_outcome" FROM ${t}
+          WHERE "ordering_key" = d."ordering_key" AND "waiting"
+          ORDER BY "ordering_seq"
+          LIMIT (SELECT GREATEST(0, ($2 - count(*)) / GREATEST(1, count("ordering_key"))) FROM due)
+          FOR UPDATE
+        ) AS w
+        WHERE d."ordering_key" IS NOT NULL
+      ), followers AS (
+        -- The run: each runnable one with no unrunnable one before it in its key. No window (and no
+        -- sort): the claim may run with sorting disabled. Both sides hold at most $2 rows.
+        SELECT q."id" FROM queued q
+        WHERE q."runnable" AND NOT EXISTS (
+          SELECT FROM queued b WHERE b."ordering_key" = q."ordering_key" AND b."ordering_seq" < q."ordering_seq" AND NOT b."runnable"
+        )
+      )`}
       UPDATE ${t} AS e SET "status" = ${to('claim')}, "locked_by" = $3,
         "locked_until" = ${statementTime('$1')} + $4::interval, "lock_token" = $5, "processing_started_at" = NULL
-      FROM due WHERE e."id" = due."id"
+      FROM (SELECT "id" FROM due${suspects ? '' : ' UNION ALL SELECT "id" FROM followers'}) AS claimed WHERE e."id" = claimed."id"
       RETURNING ${columnList('e')}`;
     // Two statements, not a parameter: a generic plan must still see which partial index applies.
     this.claim = statement('claim', claim(false), prepared);
@@ -224,7 +252,7 @@ export class InboxStatements {
     const complete = `UPDATE ${t} AS e SET "status" = ${to('complete')},
         "processing_started_at" = ${wallTime('$6')} - ${ms('d."started_ago"')},
         "processed_at" = ${wallTime('$6')} - ${ms('d."finished_ago"')},
-        "processed_by" = $5, "error" = NULL, "next_retry_at" = NULL, "last_outcome" = '${AttemptOutcome.Completed}', ${CLEAR_CLAIM}
+        "processed_by" = $5, "error" = NULL, "next_retry_at" = NULL, "last_outcome" = '${AttemptOutcome.Completed}', "waiting" = false, ${CLEAR_CLAIM}
       FROM unnest($1::uuid[], $3::float8[], $4::float8[]) AS d("id", "started_ago", "finished_ago")
       WHERE e."id" = d."id" AND e."lock_token" = $2 AND ${fenced('complete', 'e.')}`;
     this.complete = statement('complete', complete, prepared);
@@ -395,7 +423,8 @@ export class InboxStatements {
 
     // The gauges' figures, shared by the fleet: the first instance that finds them older than $1
     // recounts them in the same statement (a concurrent one then sees the row fresh, and skips);
-    // every other one reads them. Each count is served by a partial index or a range of the
+    // every other one reads them, FOR SHARE so that one which waited for a recount reads its result
+    // (a plain read would see the row as it was when the statement began). Each count is served by a partial index or a range of the
     // (status, received_at) index, so it costs what the open entries number, not the table: the
     // completed entries are estimated from the planner's statistics (reltuples) instead. $1 age,
     // $2 test clock.
@@ -411,10 +440,10 @@ export class InboxStatements {
           "oldest_due_at" = (SELECT min(${DUE_AT}) FROM ${t} WHERE ${from('claim')} AND NOT "waiting")
         WHERE "id" = 1 AND "refreshed_at" <= now() - $1::interval
         RETURNING ${snapshotColumns}
+      ), kept AS (
+        SELECT ${snapshotColumns} FROM ${snapshot} WHERE "id" = 1 AND NOT EXISTS (SELECT FROM fresh) FOR SHARE
       )
-      SELECT ${snapshotColumns} FROM fresh
-      UNION ALL
-      SELECT ${snapshotColumns} FROM ${snapshot} WHERE "id" = 1 AND NOT EXISTS (SELECT FROM fresh)`, prepared);
+      SELECT * FROM fresh UNION ALL SELECT * FROM kept`, prepared);
     // Dead letters since $1 (the health check's last look): the dead-letter index's range. $2 test clock.
     this.deadLettersSince = `SELECT count(*)::int AS "count", ${wallTime('$2')} AS "now" FROM ${t}
       WHERE "status" = ${status(InboxStatus.DeadLetter)} AND "dead_lettered_at" > $1`;

@@ -16,6 +16,7 @@ import type { InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
 import { InboxTracing, type AttemptSpan } from '../telemetry/inbox-tracing';
 import { WorkerConnections } from './connections';
+import { dealUnits, headCount, runUnits, settleRuns } from './key-runs';
 
 /** One claimed entry on its way through a batch. */
 interface Job {
@@ -45,10 +46,14 @@ export interface ClaimRequest {
   spread?: number;
 }
 
-/** What a claim took: how many entries, run as how many batches side by side. */
+/**
+ * What a claim took: how many entries, run as how many batches side by side, and each batch's end
+ * (so that its slot frees as soon as it is over: a batch does not wait for its siblings).
+ */
 export interface Claimed {
   count: number;
   batches: number;
+  finished: Array<Promise<void>>;
 }
 
 /** A claim under way: `claimed` settles when the claim has answered, `done` when its batches are over. */
@@ -98,14 +103,18 @@ export class BatchExecutor {
     const done = this.connections.use(async (queryRunner) => {
       const rows = await this.claim(queryRunner, request);
       answered = true;
-      const spread = rows.length < request.limit ? Math.min(request.spread ?? 1, rows.length) : 1;
-      const [first, ...others] = split(rows, Math.max(1, spread));
-      reportClaimed({ count: rows.length, batches: Math.max(1, spread) });
-      if (rows.length === 0) return;
+      const units = runUnits(rows);
+      const spread = units.length < request.limit ? Math.min(request.spread ?? 1, units.length) : 1;
+      const [first, ...others] = dealUnits(units, Math.max(1, spread));
+      if (rows.length === 0) {
+        reportClaimed({ count: 0, batches: 1, finished: [] });
+        return;
+      }
       const running = [
         this.startAndRun(first, queryRunner, request.suspects),
         ...others.map((group) => this.connections.use((other) => this.startAndRun(group, other, request.suspects))),
       ];
+      reportClaimed({ count: rows.length, batches: running.length, finished: running });
       const outcomes = await Promise.allSettled(running);
       const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
       if (failure) throw failure.reason;
@@ -138,8 +147,8 @@ export class BatchExecutor {
     const inIndexOrder = !suspects && this.backlog;
     const statement = suspects ? this.sql.claimSuspects : this.sql.claim;
     const { rows } = inIndexOrder ? await runInIndexOrder(queryRunner, statement, params) : await runQuery(queryRunner, statement, params);
-    if (!suspects) this.backlog = rows.length === limit;
-    return rows.sort((a, b) => dueTime(a) - dueTime(b));
+    if (!suspects) this.backlog = headCount(rows) === limit;
+    return rows;
   }
 
   /**
@@ -169,10 +178,13 @@ export class BatchExecutor {
   }
 
   private async execute(rows: InboxRow[], batchConnection: QueryRunner, suspect: boolean): Promise<void> {
-    const failures: FailedAttempt[] = [];
+    let failures: FailedAttempt[] = [];
     let jobs: Job[] = [];
     const claimedAt = performance.now();
+    // A key's run stops at an entry that cannot even be materialised (see settleRuns).
+    const cut = new Set<string>();
     for (const row of rows) {
+      if (row.ordering_key !== null && cut.has(row.ordering_key)) continue;
       const handler = this.explorer.get(row.command_type)!;
       const startedAt = performance.now();
       try {
@@ -180,8 +192,10 @@ export class BatchExecutor {
         jobs.push({ row, handler, command, startedAt, finishedAt: startedAt, claimedAt });
       } catch (error) {
         failures.push({ row, error, startedAt, finishedAt: performance.now(), span: this.tracing.startAttempt(row) });
+        if (row.ordering_key !== null) cut.add(row.ordering_key);
       }
     }
+    const released = new Set<string>();
     let completed: InboxRow[] = [];
     let completedJobs: Job[] = [];
     let isolated = false;
@@ -204,7 +218,10 @@ export class BatchExecutor {
         await this.connections
           .use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, 'its batch lost its connection'))
           .catch(() => undefined);
-        for (const job of jobs) this.tracing.endAttempt(job.span, 'released', result.error);
+        for (const job of jobs) {
+          released.add(job.row.id);
+          this.tracing.endAttempt(job.span, 'released', result.error);
+        }
         break;
       } else if (isolated || jobs.length === 1) {
         // The transaction itself failed (commit, connection): every attempt in it failed.
@@ -217,6 +234,16 @@ export class BatchExecutor {
     if (this.connections.isAbandoned) {
       for (const attempt of [...jobs, ...failures]) this.tracing.endAttempt(attempt.span, 'not_recorded');
       return;
+    }
+    // Runs that broke: what came after the entry that did not complete goes back, still waiting.
+    const settled = settleRuns(rows, new Set(completedJobs.map((job) => job.row.id)), new Set(failures.map((f) => f.row.id)), released);
+    if (settled.release.length > 0) {
+      await this.onConnection(batchConnection, (queryRunner) =>
+        this.writer.release(queryRunner, settled.release, false, 'an earlier entry of its ordering key did not complete in its batch'),
+      );
+      const back = new Set(settled.release.map((row) => row.id));
+      for (const attempt of [...jobs, ...failures]) if (back.has(attempt.row.id) && !released.has(attempt.row.id)) this.tracing.endAttempt(attempt.span, 'released');
+      failures = failures.filter((failure) => !settled.dropFailures.has(failure.row.id));
     }
     // Failures first, in their own statement (the handlers' writes are already rolled back); then
     // the listeners hear of the completions.
@@ -236,6 +263,8 @@ export class BatchExecutor {
   private async runGroup(jobs: Job[], queryRunner: QueryRunner, savepoints: boolean, suspect: boolean): Promise<GroupResult> {
     const completed: Job[] = [];
     const failed: Array<{ job: Job; error: unknown }> = [];
+    // Keys whose run broke in this group: their later entries do not run (see settleRuns).
+    const broken = new Set<string>();
     try {
       await queryRunner.startTransaction();
       const client = (await queryRunner.connect()) as TransactionStatusSource;
@@ -248,8 +277,10 @@ export class BatchExecutor {
       for (const [index, job] of jobs.entries()) {
         if (!ours.has(job.row.id)) {
           this.logger.warn(`Inbox entry ${job.row.id} (${job.row.command_type}): claim lost before the handler started; skipped.`);
+          if (job.row.ordering_key !== null) broken.add(job.row.ordering_key);
           continue;
         }
+        if (job.row.ordering_key !== null && broken.has(job.row.ordering_key)) continue;
         // The transaction is never left aborted by a handler (see runHandler), so this cannot fail on its account.
         if (savepoints) await queryRunner.query('SAVEPOINT inbox_entry');
         if (suspect) {
@@ -269,10 +300,14 @@ export class BatchExecutor {
           // A timeout cut the connection: the whole transaction is gone.
           if (!savepoints || queryRunner.isReleased) {
             await this.rollback(queryRunner, error);
-            return { committed: false, culprit: { job, error }, rest: jobs.slice(0, index).concat(jobs.slice(index + 1)).filter((j) => ours.has(j.row.id)) };
+            // The rest runs again, but not the entries behind the culprit in its key.
+            const behind = (j: Job) => job.row.ordering_key !== null && j.row.ordering_key === job.row.ordering_key;
+            const rest = jobs.slice(0, index).concat(jobs.slice(index + 1).filter((j) => !behind(j)));
+            return { committed: false, culprit: { job, error }, rest: rest.filter((j) => ours.has(j.row.id)) };
           }
           await queryRunner.query('ROLLBACK TO SAVEPOINT inbox_entry');
           failed.push({ job, error });
+          if (job.row.ordering_key !== null) broken.add(job.row.ordering_key);
         }
       }
       const written = completed.length > 0 ? await this.writer.complete(queryRunner, completed) : [];
@@ -358,15 +393,4 @@ function untilIdle(client: TransactionStatusSource): Promise<void> {
 
 function failureOf(job: Job, error: unknown): FailedAttempt {
   return { row: job.row, error, startedAt: job.startedAt, finishedAt: job.finishedAt, span: job.span };
-}
-
-/** `rows` dealt into `count` groups in turn: each group keeps the rows' due order. */
-function split(rows: InboxRow[], count: number): InboxRow[][] {
-  const groups: InboxRow[][] = Array.from({ length: count }, () => []);
-  rows.forEach((row, index) => groups[index % count].push(row));
-  return groups;
-}
-
-function dueTime(row: InboxRow): number {
-  return (row.next_retry_at ?? row.received_at).getTime();
 }

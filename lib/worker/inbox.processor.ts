@@ -251,26 +251,38 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
    * batch keeps running in the background (`inFlight`). A failed claim rejects (the pass backs off).
    */
   private async startBatch(request: ClaimRequest): Promise<number> {
-    // A claim takes one slot; the batches it runs as, one each (see BatchExecutor.run).
-    let slots = 1;
-    let finished = false;
-    this.busySlots += slots;
+    // A claim takes one slot; once it has answered, each batch it runs as holds one until it ends.
+    let held = 1;
+    this.busySlots += held;
+    const free = (slots: number) => {
+      held -= slots;
+      this.busySlots -= slots;
+    };
     const batch = this.executor.run(request);
     const done: Promise<void> = batch.done
       .catch((error: unknown) => this.logger.error(`Inbox batch failed: ${describe(error)}`, error instanceof Error ? error.stack : undefined))
       .finally(() => {
         this.inFlight.delete(done);
-        this.busySlots -= slots;
-        finished = true;
+        free(held);
       });
     this.inFlight.add(done);
     const claimed = await batch.claimed.catch(async (error: unknown) => {
       await done;
       throw error;
     });
-    if (!finished) {
-      this.busySlots += claimed.batches - slots;
-      slots = claimed.batches;
+    if (held > 0 && claimed.finished.length > 0) {
+      this.busySlots += claimed.finished.length - held;
+      held = claimed.finished.length;
+      for (const finished of claimed.finished) {
+        // Errors are the claim's `done` to report; this only frees the batch's slot and wakes the loop.
+        const ended: Promise<void> = finished
+          .catch(() => undefined)
+          .finally(() => {
+            this.inFlight.delete(ended);
+            if (held > 0) free(1);
+          });
+        this.inFlight.add(ended);
+      }
     }
     if (claimed.count === 0) await done; // gives its connection back at once
     return claimed.count;

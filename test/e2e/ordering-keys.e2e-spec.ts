@@ -100,7 +100,8 @@ describe('ordering keys', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase('ordering');
-    await sql(db.url, 'CREATE TABLE step_effects (account text NOT NULL, n int NOT NULL, message_id text NOT NULL)');
+    // `tx`: the transaction that wrote the effect (a key's run commits in its batch's transaction).
+    await sql(db.url, 'CREATE TABLE step_effects (account text NOT NULL, n int NOT NULL, message_id text NOT NULL, tx bigint NOT NULL DEFAULT txid_current())');
     const handlers = [Runs, StepHandler, SkipHandler, FreeHandler];
     app = await createTestApp({ url: db.url, handlers, inbox: { clock, worker: false, notify: false } });
     worker = await createTestApp({
@@ -148,6 +149,59 @@ describe('ordering keys', () => {
     const all = keys.flatMap((key) => runs.of(key));
     const overlapping = all.some((a) => all.some((b) => a.key !== b.key && a.start < b.end && b.start < a.end));
     expect(overlapping).toBe(true);
+  });
+
+  const transactions = async (key: string) =>
+    (await sql<{ n: number }>(db.url, 'SELECT count(DISTINCT tx)::int AS n FROM step_effects WHERE account = $1', [key]))[0].n;
+
+  it("claims the entries waiting behind a key's head with it, and runs them after it in one transaction", async () => {
+    const key = newKey();
+    for (let n = 1; n <= 5; n++) await send('order.step', { account: key, n });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2, 3, 4, 5]);
+    expect(await transactions(key)).toBe(1);
+    const ofKey = runs.of(key);
+    for (let i = 1; i < ofKey.length; i++) expect(ofKey[i].start).toBeGreaterThanOrEqual(ofKey[i - 1].end);
+    expect((await entryOf(key, 5)).waiting).toBe(false);
+  });
+
+  it("stops a key's run at an entry that fails: the entries behind it go back, still waiting, without running", async () => {
+    const key = newKey();
+    await send('order.step', { account: key, n: 1 });
+    await send('order.step', { account: key, n: 2, fail: 'once' });
+    await send('order.step', { account: key, n: 3 });
+    await send('order.step', { account: key, n: 4 });
+    await worker.processor.runOnce();
+    // The head's effect committed (once); the failed entry holds the key for its retry.
+    expect(await effects(key)).toEqual([1]);
+    expect(await entryOf(key, 2)).toMatchObject({ status: InboxStatus.Failed, retryCount: 1, waiting: false });
+    for (const n of [3, 4]) expect(await entryOf(key, n)).toMatchObject({ status: InboxStatus.Pending, waiting: true, retryCount: 0, lockedBy: null });
+    expect(runs.of(key).map((run) => run.n)).not.toContain(3);
+    const history = await app.inbox.history((await entryOf(key, 3)).id);
+    expect(history.find((record) => record.event === HistoryEvent.Released)?.reason).toBe('an earlier entry of its ordering key did not complete in its batch');
+    clock.advance(RETRY_MS);
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2, 3, 4]);
+    expect(runs.of(key).filter((run) => run.n >= 2).map((run) => [run.n, run.attempt])).toEqual([
+      [2, 1],
+      [2, 2],
+      [3, 1],
+      [4, 1],
+    ]);
+  });
+
+  it('ends a run at an entry an operator dead-lettered while it waited (policy block): it then holds the key', async () => {
+    const key = newKey();
+    for (let n = 1; n <= 4; n++) await send('order.step', { account: key, n });
+    const third = await entryOf(key, 3);
+    expect(await app.inbox.deadLetter(third.id, { actor: 'ops', reason: 'wrong amount' })).toMatchObject({ blocksKey: true, waiting: true });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+    const blocked = (await app.inbox.blockedKeys()).find((b) => b.orderingKey === key)!;
+    expect(blocked).toMatchObject({ waiting: 1, blockedBy: { id: third.id } });
+    await app.inbox.discard(third.id, { actor: 'ops' });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2, 4]);
   });
 
   it('stores the place of each entry and whether it waits', async () => {
