@@ -98,6 +98,9 @@ async function killSomeWorker(pool: WorkerPool): Promise<string | undefined> {
 async function restartDatabase(pool: WorkerPool, postgres: PostgresHandle, url: string, plan: FaultPlan, violations: string[]): Promise<Outage> {
   // Follow as many workers as possible through the outage: give restarting ones a moment.
   await pool.waitUntil(() => pool.readyCount() === pool.size, 8000).catch(() => undefined);
+  // On a loaded machine a crash-looping fleet may have no worker up yet: a restart with none to
+  // follow proves nothing, so wait for one a while longer.
+  await pool.waitUntil(() => pool.readyCount() > 0, 30_000).catch(() => undefined);
   const before = pool.readyPids();
   const startedAt = Date.now();
   await postgres.restart({ downtimeMs: plan.downtimeMs });
