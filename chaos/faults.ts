@@ -107,6 +107,10 @@ async function restartDatabase(
   violations: string[],
   followed: Set<string>,
 ): Promise<Outage> {
+  // Poison commands are sent first so that their crash cycles are over before the restart; on a
+  // slow machine (workers take seconds to boot) they last longer: a worker followed through the
+  // outage would be cut down by one, so the restart waits for them a while.
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await poisonOpen(url)) !== 0; ) await sleep(250);
   // Follow as many workers as possible through the outage: give restarting ones a moment.
   await pool.waitUntil(() => pool.readyCount() === pool.size, 8000).catch(() => undefined);
   // On a loaded machine a crash-looping fleet may have no worker up yet: a restart with none to
@@ -154,6 +158,22 @@ async function restartDatabase(
     for (const worker of fates.keys()) followed.delete(worker);
   }
   return { startedAt, upAt, workers: [...before].map(([worker, pid]) => ({ worker, pid, ...fates.get(worker)! })) };
+}
+
+/** Poison commands not yet dead-lettered; undefined when the database cannot say. */
+async function poisonOpen(url: string): Promise<number | undefined> {
+  const client = new Client({ connectionString: url });
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ open: number }>(
+      `SELECT count(*)::int AS open FROM inbox_entries WHERE payload->>'kind' = 'poison' AND status <> 'dead_letter'`,
+    );
+    return rows[0]!.open;
+  } catch {
+    return undefined;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /**
