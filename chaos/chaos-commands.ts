@@ -1,11 +1,22 @@
-// What the chaos orchestrator, its producers and its workers agree on: the command and its two
-// types, the worker settings, the tables the handlers write, and the lines workers log.
-import { IsIn, IsInt, Max, Min } from 'class-validator';
-import { InboxCommand, type InboxModuleOptions } from '../lib';
+// What the chaos orchestrator, its producers and its workers agree on: the command and its types
+// (two unkeyed, two with ordering keys), the worker settings, the tables the handlers write, and
+// the lines workers log.
+import { IsIn, IsInt, IsString, Length, Max, Min } from 'class-validator';
+import { InboxCommand, type DeadLetterPolicy, type InboxModuleOptions } from '../lib';
 
 export const CHAOS_COMMAND = 'chaos.apply';
 /** The type only the new release handles: same payload, same handler behaviour. */
 export const CHAOS_COMMAND_V2 = 'chaos.apply-v2';
+/**
+ * The keyed types, one per dead-letter policy. The block type's handler derives the key from the
+ * payload (`orderingKey` handler option); the skip type's key is passed to receive by the sender.
+ */
+export const KEYED_BLOCK_COMMAND = 'chaos.keyed-block';
+export const KEYED_SKIP_COMMAND = 'chaos.keyed-skip';
+export const KEYED_COMMAND_OF: Record<DeadLetterPolicy, typeof KEYED_BLOCK_COMMAND | typeof KEYED_SKIP_COMMAND> = {
+  block: KEYED_BLOCK_COMMAND,
+  skip: KEYED_SKIP_COMMAND,
+};
 export const MAX_ATTEMPTS = 5;
 
 /**
@@ -39,6 +50,13 @@ export class ChaosCommand {
   amount!: number;
 }
 
+/** The payload of the keyed types: the same, with the aggregate it belongs to. */
+export class KeyedChaosCommand extends ChaosCommand {
+  @IsString()
+  @Length(1, 100)
+  key!: string;
+}
+
 export const WORKER_INBOX_OPTIONS: InboxModuleOptions = {
   maxAttempts: MAX_ATTEMPTS,
   leaseMs: 2000,
@@ -50,14 +68,21 @@ export const WORKER_INBOX_OPTIONS: InboxModuleOptions = {
 
 /**
  * chaos_effects: the primary key makes a second application of a command fail loudly instead of
- * counting twice. chaos_taken_keys: holds the one key every swallow command tries to insert again.
+ * counting twice. The entry's ordering key and place in it, as the handler's transaction saw them,
+ * and the database's clock when the handler started and finished let the key checks see order and
+ * overlap of committed runs. chaos_taken_keys: holds the one key every swallow command tries to
+ * insert again.
  */
 export const CHAOS_TABLES_DDL = `CREATE TABLE chaos_effects (
   message_id text PRIMARY KEY,
   amount integer NOT NULL,
   attempt integer NOT NULL,
   worker text NOT NULL,
-  applied_at timestamptz NOT NULL DEFAULT now()
+  applied_at timestamptz NOT NULL DEFAULT now(),
+  ordering_key text,
+  ordering_seq bigint,
+  started_at timestamptz NOT NULL,
+  finished_at timestamptz
 );
 CREATE TABLE chaos_taken_keys (key text PRIMARY KEY);
 INSERT INTO chaos_taken_keys VALUES ('taken');`;
@@ -79,9 +104,13 @@ export interface ChaosWorkerConfig {
   poolMax?: number;
 }
 
+export type ChaosCommandType = typeof CHAOS_COMMAND | typeof CHAOS_COMMAND_V2 | typeof KEYED_BLOCK_COMMAND | typeof KEYED_SKIP_COMMAND;
+
 export interface PlannedCommand {
   messageId: string;
-  commandType: typeof CHAOS_COMMAND | typeof CHAOS_COMMAND_V2;
+  commandType: ChaosCommandType;
   kind: Kind;
   payload: Record<string, unknown>;
+  /** For a keyed command: the key its entry must carry, and the policy of its type. */
+  ordering?: { key: string; policy: DeadLetterPolicy };
 }

@@ -36,6 +36,9 @@ export interface FaultLog {
 export async function runFaults(pool: WorkerPool, postgres: PostgresHandle, databaseUrl: string, plan: FaultPlan): Promise<FaultLog> {
   const start = Date.now();
   const log: FaultLog = { killed: [], outages: [], violations: [] };
+  // Workers being followed through a PostgreSQL restart are spared by the kills until the follow
+  // ends: on a slow machine the follow takes long, and a kill in it leaves the restart unproven.
+  const followed = new Set<string>();
   // One random moment in each of `count` equal slots of [from, to] (fractions of the window).
   const moments = (count: number, from: number, to: number) =>
     Array.from({ length: count }, (_, i) => start + (from + ((to - from) * (i + 0.15 + 0.7 * Math.random())) / count) * plan.windowMs);
@@ -46,9 +49,9 @@ export async function runFaults(pool: WorkerPool, postgres: PostgresHandle, data
   const kills = async () => {
     for (const moment of moments(plan.kills, 0, 1)) {
       await at(moment);
-      const killed = await killSomeWorker(pool);
+      const killed = await killSomeWorker(pool, followed);
       if (killed) log.killed.push(killed);
-      else log.violations.push('no worker was up to be killed for 30 s');
+      else log.violations.push('no worker was up to be killed for 60 s');
     }
   };
   // Restarts fall mid-window: after the poison commands (sent first) have mostly dead-lettered,
@@ -56,7 +59,7 @@ export async function runFaults(pool: WorkerPool, postgres: PostgresHandle, data
   const restarts = async () => {
     for (const moment of moments(plan.dbRestarts, 0.4, 0.7)) {
       await at(moment);
-      log.outages.push(await restartDatabase(pool, postgres, databaseUrl, plan, log.violations));
+      log.outages.push(await restartDatabase(pool, postgres, databaseUrl, plan, log.violations, followed));
     }
   };
   // Each slot in turn, in random order; restarts in between keep the slot's current release.
@@ -82,10 +85,11 @@ function shuffled<T>(items: T[]): T[] {
   return copy;
 }
 
-async function killSomeWorker(pool: WorkerPool): Promise<string | undefined> {
-  // Right after a crash every worker may still be booting; wait for one that runs.
-  for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(100)) {
-    const name = await pool.killRandom();
+async function killSomeWorker(pool: WorkerPool, spare: ReadonlySet<string>): Promise<string | undefined> {
+  // Right after a crash every worker may still be booting, or be followed through a restart (at
+  // most its resume deadline): wait for one that can be killed.
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+    const name = await pool.killRandom(spare);
     if (name) return name;
   }
   return undefined;
@@ -95,10 +99,25 @@ async function killSomeWorker(pool: WorkerPool): Promise<string | undefined> {
  * Restarts PostgreSQL, then follows each worker that was processing before: it must stay up,
  * reconnect to the new server and (while there is work) complete commands, without a restart.
  */
-async function restartDatabase(pool: WorkerPool, postgres: PostgresHandle, url: string, plan: FaultPlan, violations: string[]): Promise<Outage> {
+async function restartDatabase(
+  pool: WorkerPool,
+  postgres: PostgresHandle,
+  url: string,
+  plan: FaultPlan,
+  violations: string[],
+  followed: Set<string>,
+): Promise<Outage> {
+  // Poison commands are sent first so that their crash cycles are over before the restart; on a
+  // slow machine (workers take seconds to boot) they last longer: a worker followed through the
+  // outage would be cut down by one, so the restart waits for them a while.
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await poisonOpen(url)) !== 0; ) await sleep(250);
   // Follow as many workers as possible through the outage: give restarting ones a moment.
   await pool.waitUntil(() => pool.readyCount() === pool.size, 8000).catch(() => undefined);
+  // On a loaded machine a crash-looping fleet may have no worker up yet: a restart with none to
+  // follow proves nothing, so wait for one a while longer.
+  await pool.waitUntil(() => pool.readyCount() > 0, 30_000).catch(() => undefined);
   const before = pool.readyPids();
+  for (const worker of before.keys()) followed.add(worker);
   const startedAt = Date.now();
   await postgres.restart({ downtimeMs: plan.downtimeMs });
   const upAt = Date.now();
@@ -136,8 +155,25 @@ async function restartDatabase(pool: WorkerPool, postgres: PostgresHandle, url: 
         violations.push(`${worker} (pid ${pid}) kept running but did not reconnect within ${plan.resumeDeadlineMs} ms after PostgreSQL came back`);
       }
     }
+    for (const worker of fates.keys()) followed.delete(worker);
   }
   return { startedAt, upAt, workers: [...before].map(([worker, pid]) => ({ worker, pid, ...fates.get(worker)! })) };
+}
+
+/** Poison commands not yet dead-lettered; undefined when the database cannot say. */
+async function poisonOpen(url: string): Promise<number | undefined> {
+  const client = new Client({ connectionString: url });
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ open: number }>(
+      `SELECT count(*)::int AS open FROM inbox_entries WHERE payload->>'kind' = 'poison' AND status <> 'dead_letter'`,
+    );
+    return rows[0]!.open;
+  } catch {
+    return undefined;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /**

@@ -57,7 +57,13 @@ export async function runProducers(inbox: InboxService, commands: PlannedCommand
 async function sendUntilStored(inbox: InboxService, command: PlannedCommand, stats: ProducerStats, deadline: number): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const { duplicate } = await inbox.receive({ messageId: command.messageId, commandType: command.commandType, payload: command.payload });
+      const { duplicate } = await inbox.receive({
+        messageId: command.messageId,
+        commandType: command.commandType,
+        payload: command.payload,
+        // The skip type's key comes with the command; the block type's handler derives it.
+        orderingKey: command.ordering?.policy === 'skip' ? command.ordering.key : undefined,
+      });
       if (duplicate && attempt === 1) stats.unexpectedDuplicates.push(command.messageId);
       if (duplicate && attempt > 1) stats.storedByFailedCall++;
       stats.stored++;

@@ -1,7 +1,8 @@
 // The end-of-run summary: what ran, what was injected, what came out, and every violation.
 import path from 'node:path';
 import type { PostgresHandle } from '../scripts/postgres.mjs';
-import { CHAOS_COMMAND, CHAOS_COMMAND_V2, KINDS, MAX_ATTEMPTS, WORKER_INBOX_OPTIONS, type PlannedCommand } from './chaos-commands';
+import { CHAOS_COMMAND, CHAOS_COMMAND_V2, KEYED_BLOCK_COMMAND, KEYED_SKIP_COMMAND, KINDS, MAX_ATTEMPTS, WORKER_INBOX_OPTIONS, type PlannedCommand } from './chaos-commands';
+import type { KeyOperator } from './key-operator';
 import type { FaultLog } from './faults';
 import type { ProducerStats } from './producer';
 import type { Verification } from './verify';
@@ -24,6 +25,7 @@ export interface RunReport {
   drainedInMs: number | undefined;
   stopProblems: string[];
   pool: WorkerPool;
+  operator: Pick<KeyOperator, 'failedCalls'>;
   postgres: PostgresHandle;
   database: string;
 }
@@ -63,6 +65,8 @@ export function printSummary(r: RunReport): number {
   const events = countBy(r.pool.events.map((e) => e.kind));
   const s = r.result.byStatus;
   const d = r.result.deadLetters;
+  const k = r.result.keys;
+  const keyedKinds = countBy(r.commands.filter((c) => c.ordering).map((c) => c.kind));
   const elapsed = `${((Date.now() - r.startedAt) / 1000).toFixed(1)} s`;
   const sec = (ms: number | undefined) => (ms === undefined ? 'n/a' : `${(ms / 1000).toFixed(1)} s`);
   const lines = [
@@ -73,6 +77,9 @@ export function printSummary(r: RunReport): number {
     `  fleet        ${fleet.slots.map((slot) => `${slot.worker} ${describeProfile(slot)}${fleetDetail(slot)}, ${slot.completed} completed`).join('; ')}`,
     `  releases     old handles ${CHAOS_COMMAND}, new also ${CHAOS_COMMAND_V2}; all started old, upgraded ${r.pool.upgrades.map((u) => `${u.worker} at ${sec(u.at - r.startedAt)} (${OLD_ENDS[u.oldEnd]} in ${u.exitMs} ms)`).join(', ') || 'none'}`,
     `  commands     ${r.commands.length} generated: ${KINDS.map((k) => `${kinds[k] ?? 0} ${k}`).join(', ')}; ${fleet.v2Commands} sent as ${CHAOS_COMMAND_V2} (their attempts: ${fleet.v2AttemptsByRelease.old} by old-release workers, ${fleet.v2AttemptsByRelease.new} by new)`,
+    `  keyed        ${k.keyedCommands} commands (${KINDS.filter((kind) => keyedKinds[kind]).map((kind) => `${keyedKinds[kind]} ${kind}`).join(', ')}) on ${k.keys.block + k.keys.skip} keys, ${k.perKey.min}-${k.perKey.max} entries each: ${k.keys.block} block keys (${KEYED_BLOCK_COMMAND}, key derived by its handler), ${k.keys.skip} skip keys (${KEYED_SKIP_COMMAND}, key given to receive); ${k.queued} entries arrived while their key was busy`,
+    `  key outcome  ${k.completed} Completed, dead letters ${k.deadLetters.block} block + ${k.deadLetters.skip} skip; ${k.releases} blocked keys released by the operator (discard; ${k.releasesWithWaiting} with entries waiting behind, up to ${k.maxWaitingBehind}; ${r.operator.failedCalls} operator calls failed and were retried); ${k.completedAfterSkip} entries completed after a skipped dead letter of their key, ${k.completedAfterRelease} after a released one`,
+    `  key order    ${k.pairs} pairs of entries of one key compared: ${k.orderViolations} order violations, ${k.overlaps} overlaps, ${k.ranBeforeRelease} ran before a release, ${k.ranBeforeSkippedDeadLetter} before a skipped dead letter ahead, ${k.deadLetteredTooEarly} dead-lettered too early`,
     `  producers    ${r.producerLoops} loops at ${r.ratePerSecond}/s; ${p.stored} stored; ${p.failedCalls} receive calls failed and were reported to the caller (${p.affected.size} commands), all retried with the same messageId; ${p.storedByFailedCall} retries found the command already stored`,
     ...[...p.errorSamples].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([text, n]) => `                 ${n} x ${text.slice(0, 150)}`),
     `  faults       ${events['harness-kill'] ?? 0} SIGKILLs by the harness, ${events['poison-crash'] ?? 0} crashes by poison commands, ${events.upgrade ?? 0} drained for an upgrade, ${events['unexpected-exit'] ?? 0} unexpected worker exits`,
@@ -91,7 +98,8 @@ export function printSummary(r: RunReport): number {
     console.log(
       '  checks       all commands stored once; all Completed or DeadLetter; effects = Completed; no double effect; dead letters = designed set;\n' +
         '               every charged attempt ran (invalid excepted), every run charged; aborted transactions blamed on swallowers only;\n' +
-        `               ${CHAOS_COMMAND_V2} only on the new release, none dead-lettered for want of a handler; clock and pool as configured`,
+        `               ${CHAOS_COMMAND_V2} only on the new release, none dead-lettered for want of a handler; clock and pool as configured;\n` +
+        '               each key ran one entry at a time in receive order, nothing ran past a dead letter before it was skipped or released',
     );
   }
   return violations.length === 0 ? 0 : 1;

@@ -1,11 +1,14 @@
 // The end-of-run checks: compares what the producers generated with the inbox table, the effects
 // table and the worker logs. Each broken invariant becomes one violation line. The accounting of
-// attempts and the checks on the fleet (releases, clocks, pools) have files of their own.
+// attempts, the checks on the fleet (releases, clocks, pools) and on ordering keys have files of
+// their own.
 import { DeadLetterReason, InboxStatus } from '../lib';
 import { MAX_ATTEMPTS, PERMANENT_MESSAGE, type Kind, type PlannedCommand } from './chaos-commands';
 import { readRunData, type AttemptRow, type EntryRow } from './run-data';
 import { checkAttempts, type AttemptAccounting } from './verify-attempts';
 import { checkFleet, type FleetReport } from './verify-fleet';
+import { checkKeys, type KeyReport } from './verify-keys';
+import type { KeyOperator } from './key-operator';
 import { listReporter, reporter } from './violations';
 import { readWorkerLogs } from './worker-logs';
 import type { WorkerPool } from './workers';
@@ -21,12 +24,13 @@ export interface Verification {
   okRetried: number;
   attempts: AttemptAccounting;
   fleet: FleetReport;
+  keys: KeyReport;
 }
 
 const DESIGNED_DEAD: ReadonlySet<Kind> = new Set(['permanent', 'invalid', 'swallow', 'poison']);
 const ABORTED_MESSAGE = 'The handler returned normally but left its transaction aborted';
 
-export async function verify(url: string, commands: PlannedCommand[], pool: WorkerPool): Promise<Verification> {
+export async function verify(url: string, commands: PlannedCommand[], pool: WorkerPool, operator: Pick<KeyOperator, 'releases'>): Promise<Verification> {
   const data = await readRunData(url);
   const logs = readWorkerLogs(pool.logFiles);
   const { entries, effectIds } = data;
@@ -106,8 +110,9 @@ export async function verify(url: string, commands: PlannedCommand[], pool: Work
 
   const attempts = checkAttempts(commands, data, logs, pool);
   const fleet = checkFleet(commands, data, logs, pool);
-  violations.push(...attempts.violations, ...fleet.violations);
-  return { violations, byStatus, deadLetters, swallowLastLostToCrash, effects: effects.size, okRetried, attempts, fleet };
+  const keys = checkKeys(commands, data, operator);
+  violations.push(...attempts.violations, ...fleet.violations, ...keys.violations);
+  return { violations, byStatus, deadLetters, swallowLastLostToCrash, effects: effects.size, okRetried, attempts, fleet, keys };
 }
 
 function reasonFits(kind: Kind, entry: EntryRow, history: Map<number, AttemptRow>): boolean {

@@ -145,9 +145,12 @@ export class WorkerPool {
     await this.waitUntil(() => this.readyCount() === this.slots.length, timeoutMs, 'all workers ready');
   }
 
-  /** SIGKILLs one random ready worker; it is started again once it is gone. Returns its name. */
-  async killRandom(): Promise<string | undefined> {
-    const ready = this.slots.filter((slot) => slot.ready && slot.child);
+  /**
+   * SIGKILLs one random ready worker, other than the slots in `spare`; it is started again once it
+   * is gone. Returns its name.
+   */
+  async killRandom(spare: ReadonlySet<string> = new Set()): Promise<string | undefined> {
+    const ready = this.slots.filter((slot) => slot.ready && slot.child && !spare.has(slot.name));
     const slot = ready[Math.floor(Math.random() * ready.length)];
     if (!slot) return undefined;
     slot.stop = 'kill';
