@@ -1,7 +1,8 @@
 // The keys workload's drains: what each one stores and runs, and the check that a keyed drain ran
 // every key in its order, one entry at a time.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pool, type Client } from 'pg';
+import type { Client } from 'pg';
+import { DataSource } from 'typeorm';
 import { EVENT_INSERT, SLOW_HANDLER_MS, type Sizes } from './common';
 import type { Handler } from './protocol';
 
@@ -32,26 +33,30 @@ export function keysDrainPlan(sizes: Sizes, variant: KeysDrainVariant): KeysDrai
 }
 
 /**
- * The same handler work without an inbox: `keys` loops, one connection each, each running its
- * share back to back (the 2 ms wait, then the event row), committing every 100 like a key's run.
- * What the machine allows a key to do serially: a 2 ms timer alone takes about 2.2 ms here, and
- * the loops share one event loop and the server's two cores.
+ * The same handler work without an inbox: `keys` loops, each on a TypeORM query runner of its own
+ * (the handler writes through TypeORM's manager, as a Nest application's code would), each running
+ * its share back to back (the 2 ms wait, then the event row), committing every 100 like a key's
+ * run. What the machine allows a key to do serially: a 2 ms timer alone takes about 2.2 ms here,
+ * and the loops share one event loop and the server's two cores.
  */
 export async function perKeyFloor(url: string, keys: number, count: number): Promise<number> {
-  const pool = new Pool({ connectionString: url, max: keys });
+  const dataSource = await new DataSource({ type: 'postgres', url, extra: { max: keys }, logging: false }).initialize();
   const each = Math.ceil(count / keys);
   const loop = async (key: number) => {
-    const client = await pool.connect();
+    const runner = dataSource.createQueryRunner();
     try {
-      await client.query('BEGIN');
+      await runner.startTransaction();
       for (let i = 0; i < each; i++) {
         await sleep(SLOW_HANDLER_MS);
-        await client.query(EVENT_INSERT, [`floor-${key}-${i}`, JSON.stringify({ key })]);
-        if (i % 100 === 99) await client.query('COMMIT; BEGIN');
+        await runner.manager.query(EVENT_INSERT, [`floor-${key}-${i}`, JSON.stringify({ key })]);
+        if (i % 100 === 99) {
+          await runner.commitTransaction();
+          await runner.startTransaction();
+        }
       }
-      await client.query('COMMIT');
+      await runner.commitTransaction();
     } finally {
-      client.release();
+      await runner.release();
     }
   };
   try {
@@ -59,7 +64,7 @@ export async function perKeyFloor(url: string, keys: number, count: number): Pro
     await Promise.all(Array.from({ length: keys }, (_, key) => loop(key)));
     return ((each * keys) / (performance.now() - t0)) * 1000;
   } finally {
-    await pool.end();
+    await dataSource.destroy();
   }
 }
 
