@@ -34,7 +34,7 @@ interface Job {
 
 type GroupResult =
   | { committed: true; completed: InboxRow[]; completedJobs: Job[]; failed: Array<{ job: Job; error: unknown }> }
-  | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[] };
+  | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[]; connectionLost?: boolean };
 
 /**
  * What the processor asks for: up to `limit` due entries, crash suspects or the others. `spread`:
@@ -211,7 +211,7 @@ export class BatchExecutor {
       }
       if (result.culprit) {
         failures.push(failureOf(result.culprit.job, result.culprit.error));
-      } else if (!suspect && isConnectionError(result.error)) {
+      } else if (!suspect && (result.connectionLost || isConnectionError(result.error))) {
         // The connection broke under the batch (its transaction rolled back): nobody's fault that is
         // known. Back, uncharged, as crash suspects (to run alone) if the database can be reached;
         // else their leases expire and the sweep does the same.
@@ -299,7 +299,12 @@ export class BatchExecutor {
           job.finishedAt = performance.now();
           // A timeout cut the connection: the whole transaction is gone.
           if (!savepoints || queryRunner.isReleased) {
-            await this.rollback(queryRunner, error);
+            const rolledBack = await this.rollback(queryRunner, error);
+            // The handler's statement failed because the batch's own connection died (a server
+            // restart, a terminated backend): nobody's fault that is known, as below.
+            if (isConnectionError(error) && !(error instanceof HandlerTimeoutError) && (!rolledBack || queryRunner.isReleased)) {
+              return { committed: false, error, rest: jobs.filter((j) => ours.has(j.row.id)), connectionLost: true };
+            }
             // The rest runs again, but not the entries behind the culprit in its key.
             const behind = (j: Job) => job.row.ordering_key !== null && j.row.ordering_key === job.row.ordering_key;
             const rest = jobs.slice(0, index).concat(jobs.slice(index + 1).filter((j) => !behind(j)));
@@ -321,9 +326,17 @@ export class BatchExecutor {
     }
   }
 
-  private async rollback(queryRunner: QueryRunner, cause: unknown): Promise<void> {
-    if (!queryRunner.isTransactionActive || queryRunner.isReleased) return;
-    await queryRunner.rollbackTransaction().catch(() => destroyConnection(queryRunner, cause instanceof Error ? cause : new Error(String(cause))));
+  /** Rolls back; false when the connection could not (it is gone, or was destroyed for failing to). */
+  private async rollback(queryRunner: QueryRunner, cause: unknown): Promise<boolean> {
+    if (queryRunner.isReleased) return false;
+    if (!queryRunner.isTransactionActive) return true;
+    try {
+      await queryRunner.rollbackTransaction();
+      return true;
+    } catch {
+      await destroyConnection(queryRunner, cause instanceof Error ? cause : new Error(String(cause)));
+      return false;
+    }
   }
 
   /**

@@ -8,15 +8,18 @@ interface IsolationPayload {
    * ok: writes its effect. swallow: inserts a row that already exists and catches the error (the
    * "insert, ignore duplicates" idiom), which leaves its transaction aborted. throw-once: fails its
    * first attempt. spoof-once: fails its first attempt with a message that looks like the library's
-   * own lease-expiry text.
+   * own lease-expiry text. sever-once: the first time it runs, its statement ends its own
+   * connection (as a server restart would). refused-once: fails its first attempt with a
+   * connection error of its own (a service it calls is down), the batch's connection intact.
    */
-  mode: 'ok' | 'swallow' | 'throw-once' | 'spoof-once';
+  mode: 'ok' | 'swallow' | 'throw-once' | 'spoof-once' | 'sever-once' | 'refused-once';
 }
 
 @Injectable()
 @InboxHandler('test.isolation', { maxAttempts: 3, backoff: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } })
 class IsolationHandler implements InboxCommandHandler<IsolationPayload> {
   readonly runs: Array<{ messageId: string; attempt: number; txid: string }> = [];
+  private readonly severed = new Set<string>();
 
   async execute(command: IsolationPayload, { manager, entry }: InboxContext): Promise<void> {
     const [{ txid }] = (await manager.query('SELECT txid_current()::text AS txid')) as Array<{ txid: string }>;
@@ -29,7 +32,12 @@ class IsolationHandler implements InboxCommandHandler<IsolationPayload> {
       }
       return;
     }
+    if (command.mode === 'sever-once' && !this.severed.has(entry.messageId)) {
+      this.severed.add(entry.messageId);
+      await manager.query('SELECT pg_terminate_backend(pg_backend_pid())');
+    }
     await manager.query('INSERT INTO isolation_effects (message_id, attempt) VALUES ($1, $2)', [entry.messageId, entry.attempt]);
+    if (command.mode === 'refused-once' && entry.attempt === 1) throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.7:443'), { code: 'ECONNREFUSED' });
     if (command.mode === 'throw-once' && entry.attempt === 1) throw new Error('dependency blip');
     if (command.mode === 'spoof-once' && entry.attempt === 1) throw new Error('Lease expired: voucher V-1 is past its date');
   }
@@ -122,6 +130,35 @@ describe('batch isolation', () => {
       ['sp-3', InboxStatus.Completed, 0],
     ]);
     expect((await failedAttemptsOf('sp')).map((row) => row.message_id)).toEqual(['sp-0', 'sp-1', 'sp-1', 'sp-1']);
+  });
+
+  it('charges nobody when a handler\'s statement fails because the batch\'s own connection died', async () => {
+    await store('sever', ['ok', 'sever-once', 'ok']);
+    await app.processor.runOnce();
+    const history = await sql<{ event: string; reason: string | null }>(
+      db.url,
+      `SELECT h.event, h.reason FROM inbox_entries_history h JOIN inbox_entries e ON e.id = h.entry_id WHERE e.message_id = 'sever-1' ORDER BY h.id`,
+    );
+    expect(history[0]).toEqual({ event: 'released', reason: 'its batch lost its connection' });
+    expect(history.map((record) => record.event)).not.toContain('attempt');
+    // Back uncharged as crash suspects, each then run alone: all complete on their first attempt.
+    await app.processor.runOnce();
+    expect(await rowsOf('sever')).toEqual([
+      expect.objectContaining({ message_id: 'sever-0', status: InboxStatus.Completed, retry_count: 0 }),
+      expect.objectContaining({ message_id: 'sever-1', status: InboxStatus.Completed, retry_count: 0 }),
+      expect.objectContaining({ message_id: 'sever-2', status: InboxStatus.Completed, retry_count: 0 }),
+    ]);
+  });
+
+  it('charges a handler whose own call failed with a connection error while the batch\'s connection was fine', async () => {
+    await store('refused', ['refused-once']);
+    await app.processor.runOnce();
+    expect((await rowsOf('refused'))[0]).toMatchObject({ status: InboxStatus.Completed, retry_count: 1 });
+    const [attempt] = await sql<{ outcome: string; error_message: string }>(
+      db.url,
+      `SELECT h.outcome, h.error_message FROM inbox_entries_history h JOIN inbox_entries e ON e.id = h.entry_id WHERE e.message_id = 'refused-0' AND h.event = 'attempt'`,
+    );
+    expect(attempt).toEqual({ outcome: 'failed', error_message: 'connect ECONNREFUSED 10.0.0.7:443' });
   });
 
   it('does not take a business error that reads like a lease expiry for a crash', async () => {
