@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Client } from 'pg';
 import { EFFECTS_TABLE_SQL } from '../fixtures/handlers';
 import { ChildWorker } from '../support/child-worker';
+import { proxyFor, type TcpProxy } from '../support/tcp-proxy';
 import { createTestApp, waitFor } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
@@ -32,6 +33,7 @@ describe('backends terminated under a running worker', () => {
   let db: TestDatabase;
   let admin: Client;
   let child: ChildWorker | undefined;
+  let proxy: TcpProxy | undefined;
 
   beforeAll(async () => {
     db = await createTestDatabase('termination');
@@ -43,8 +45,14 @@ describe('backends terminated under a running worker', () => {
     await admin.connect();
   });
 
-  afterAll(async () => {
+  afterEach(async () => {
     await child?.kill();
+    child = undefined;
+    await proxy?.close();
+    proxy = undefined;
+  });
+
+  afterAll(async () => {
     await admin?.end().catch(() => undefined);
     await db?.drop();
   });
@@ -88,13 +96,39 @@ describe('backends terminated under a running worker', () => {
 
   const alive = () => child!.process.exitCode === null && child!.process.signalCode === null;
 
+  /** Waits for the commands to complete, on the worker that is still running. */
+  const completes = (ids: string[]) =>
+    waitFor(
+      async () => (await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM inbox_entries WHERE message_id = ANY($1) AND status = 'completed'`, [ids])).rows[0].n === ids.length,
+      'the commands sent after the terminations to complete',
+      30_000,
+    );
+
+  it('survives connections that the server ends the moment they are set up', async () => {
+    proxy = proxyFor(db.url);
+    child = new ChildWorker(RESTART_WORKER, [await proxy.start(db.url), APPLICATION_NAME]);
+    await child.waitForLine('READY');
+    await completes(await insert(4, {}, 'before'));
+
+    // Its connections drop; the pool opens new ones, each of which the server ends right after its setup.
+    proxy.terminateAfterStartup(5, (pid) => admin.query('SELECT pg_terminate_backend($1)', [pid]));
+    await insert(4, {});
+    await terminateAll();
+    await waitFor(() => proxy!.terminatedAtStartup === 5 || !alive(), 'five connections ended at their setup');
+
+    expect(child.log).not.toMatch(/Unhandled 'error' event/);
+    expect(alive()).toBe(true);
+    await completes(await insert(10, {}, 'after'));
+    expect(alive()).toBe(true);
+  });
+
   it('survives terminations while idle, connecting, claiming, mid-batch and mid-handler, then completes new commands', async () => {
     child = new ChildWorker(RESTART_WORKER, [db.url, APPLICATION_NAME]);
     await child.waitForLine('READY');
     const hits = new Map<Moment, number>();
     const record = (rows: Terminated[]) => rows.forEach((row) => hits.set(momentOf(row), (hits.get(momentOf(row)) ?? 0) + 1));
 
-    for (let round = 0; round < 40 && alive(); round++) {
+    for (let round = 0; round < 6 && alive(); round++) {
       // Idle: connections parked in the pool (and the LISTEN connection).
       if (await whenBackends((rows) => rows.some((row) => row.state === 'idle' && !/^LISTEN/i.test(row.query)), 'an idle connection')) record(await terminateAll());
       // Mid-handler: a handler inside its statement, its batch's transaction open.
@@ -104,7 +138,7 @@ describe('backends terminated under a running worker', () => {
       await insert(8, {});
       if (await whenBackends((rows) => rows.some((row) => row.state !== 'idle' && !/pg_sleep/.test(row.query)), 'a claim or batch under way')) record(await terminateAll());
       // Connecting: the worker reconnects at once after a termination; cut the new connections too.
-      for (let cut = 0; cut < 5 && alive(); cut++) {
+      for (let cut = 0; cut < 10 && alive(); cut++) {
         if (await whenBackends((rows) => rows.length > 0, 'a new connection', 2_000)) record(await terminateAll());
       }
     }
@@ -115,12 +149,7 @@ describe('backends terminated under a running worker', () => {
     expect(hits.get('mid-handler') ?? 0).toBeGreaterThan(0);
 
     // The database is back: new commands complete on the same process.
-    const after = await insert(10, {}, 'after');
-    await waitFor(
-      async () => (await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM inbox_entries WHERE message_id = ANY($1) AND status = 'completed'`, [after])).rows[0].n === after.length,
-      'the commands sent after the terminations to complete',
-      30_000,
-    );
+    await completes(await insert(10, {}, 'after'));
     expect(alive()).toBe(true);
     expect(child.log).not.toMatch(/Unhandled 'error' event/);
   }, 120_000);
