@@ -16,6 +16,7 @@ import type { InboxModuleExtras, InboxModuleOptions, ResolvedInboxOptions } from
 import { OutcomeWriter } from './outcomes/outcome-writer';
 import { InboxService } from './receive/inbox.service';
 import { Receiver } from './receive/receiver';
+import { guardConnectionsOf } from './store/connection';
 import { InboxStatements } from './store/statements';
 import { InboxMetrics } from './telemetry/inbox-metrics';
 import { InboxSnapshots } from './telemetry/inbox-snapshot';
@@ -53,7 +54,9 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
       useFactory: (options: InboxModuleOptions) => resolveInboxOptions(options),
       inject: [INBOX_MODULE_OPTIONS],
     },
-    { provide: INBOX_DATA_SOURCE, useExisting: getDataSourceToken(extras.dataSource) },
+    // The application's data source, its pool's checked-out connections guarded against errors
+    // that would otherwise go unhandled (a restarting server's, see guardCheckedOutClients).
+    { provide: INBOX_DATA_SOURCE, useFactory: guardConnectionsOf, inject: [getDataSourceToken(extras.dataSource)] },
     // the SQL, written once for the table
     {
       provide: InboxStatements,

@@ -121,8 +121,53 @@ export interface PgPool extends PgQueryable {
   readonly totalCount: number;
   readonly idleCount: number;
   readonly options: { max: number };
+  on(event: 'acquire' | 'release', listener: (...args: never[]) => void): unknown;
 }
 
 export function pgPoolOf(dataSource: DataSource): PgPool {
-  return (dataSource.driver as unknown as { master: PgPool }).master;
+  const pool = (dataSource.driver as unknown as { master?: PgPool }).master;
+  if (pool) guardCheckedOutClients(pool);
+  return pool as PgPool;
 }
+
+/**
+ * Guards the checked-out clients of the data source's pool (see guardCheckedOutClients), once the
+ * data source has one (it is created when the data source initialises). Returns the data source.
+ */
+export function guardConnectionsOf(dataSource: DataSource): DataSource {
+  pgPoolOf(dataSource);
+  return dataSource;
+}
+
+/** Pools whose checked-out clients are guarded (see guardCheckedOutClients). */
+const guardedPools = new WeakSet<object>();
+
+/**
+ * Gives every client of the pool an 'error' listener for as long as it is checked out.
+ *
+ * node-postgres emits 'error' on a client whose server ends its session (57P01 when PostgreSQL
+ * restarts or pg_terminate_backend runs), and an 'error' nobody listens to ends the process. The
+ * pool listens while a client is idle; whoever checks it out has to listen after that, and TypeORM's
+ * query runners (and `pool.connect()`'s promise) only do so a few microtasks after the pool hands
+ * the client over. A new connection is handed over from inside its own ReadyForQuery, in the middle
+ * of parsing what the socket brought: when the server terminated the backend right after it came
+ * up, its 57P01 is the next message of that same read, and it arrives before anyone listens.
+ *
+ * The pool says 'acquire' before it takes its idle listener off and 'release' after it has put it
+ * back, both synchronously: in between, this listener is there. It only keeps the error from being
+ * unhandled; the holder learns of it from its next statement, which fails (the client is no longer
+ * queryable), and the connection is destroyed when it goes back to the pool.
+ */
+export function guardCheckedOutClients(pool: PgPool): void {
+  // Only node-postgres' pool says 'acquire' and 'release' (a stand-in of a unit test may not).
+  if (guardedPools.has(pool) || typeof pool.on !== 'function') return;
+  guardedPools.add(pool);
+  pool.on('acquire', (client: PgPoolClient) => {
+    client.removeListener('error', ignoreCheckedOutClientError); // one at a time, whatever happened before
+    client.on('error', ignoreCheckedOutClientError);
+  });
+  pool.on('release', (_error: unknown, client: PgPoolClient) => client.removeListener('error', ignoreCheckedOutClientError));
+}
+
+/** An error on a checked-out client: its holder's next statement fails with it (not queryable). */
+function ignoreCheckedOutClientError(): void {}

@@ -14,6 +14,10 @@ export class TcpProxy {
   private dropAnswerTo?: Buffer;
   /** Answers swallowed so far (see dropAnswerOnce). */
   droppedAnswers = 0;
+  /** New connections still to be ended by the server right after their setup (see terminateAfterStartup). */
+  private terminations?: { left: number; terminate: (pid: number) => Promise<unknown> };
+  /** Connections the server ended right after their setup so far. */
+  terminatedAtStartup = 0;
 
   constructor(
     private readonly targetHost: string,
@@ -51,6 +55,17 @@ export class TcpProxy {
     this.dropAnswerTo = Buffer.from(marker);
   }
 
+  /**
+   * The next `count` new connections are ended by the server the moment they are set up, and the
+   * client reads both in one go: the proxy holds the server's answer to the startup until its
+   * ReadyForQuery, has `terminate` end that backend (its pid is in the answer's BackendKeyData),
+   * and passes the answer on together with the server's 57P01 error. What a client sees when
+   * PostgreSQL shuts down (or pg_terminate_backend runs) just as it connects, and is slow to read.
+   */
+  terminateAfterStartup(count: number, terminate: (pid: number) => Promise<unknown>): void {
+    this.terminations = count > 0 ? { left: count, terminate } : undefined;
+  }
+
   async close(): Promise<void> {
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
@@ -65,6 +80,12 @@ export class TcpProxy {
     const pair: [Socket, Socket] = [client, upstream];
     this.pairs.add(pair);
     let swallowing: Buffer | undefined;
+    // The startup answer held back (see terminateAfterStartup), until the server's error follows it.
+    let held: { bytes: Buffer; terminating: boolean; terminate: (pid: number) => Promise<unknown> } | undefined;
+    if (this.terminations) {
+      held = { bytes: Buffer.alloc(0), terminating: false, terminate: this.terminations.terminate };
+      if (--this.terminations.left === 0) this.terminations = undefined;
+    }
     client.on('data', (chunk: Buffer) => {
       if (!this.pairs.has(pair)) return;
       if (this.dropAnswerTo && chunk.includes(this.dropAnswerTo)) {
@@ -75,6 +96,23 @@ export class TcpProxy {
     });
     upstream.on('data', (chunk: Buffer) => {
       if (!this.pairs.has(pair)) return;
+      if (held) {
+        held.bytes = Buffer.concat([held.bytes, chunk]);
+        const types = messageTypes(held.bytes);
+        const ready = types.findIndex((message) => message.type === 0x5a);
+        if (ready === -1) return;
+        if (!held.terminating) {
+          held.terminating = true;
+          const keyData = types.find((message) => message.type === 0x4b);
+          void held.terminate(held.bytes.readInt32BE(keyData!.offset + 5));
+          return;
+        }
+        if (!types.slice(ready + 1).some((message) => message.type === 0x45)) return;
+        this.terminatedAtStartup++;
+        const bytes = held.bytes;
+        held = undefined;
+        return void client.write(bytes);
+      }
       if (!swallowing) return void client.write(chunk);
       swallowing = Buffer.concat([swallowing, chunk]);
       // ReadyForQuery ('Z', length 5, status) ends the answer: the statement has committed by now.
@@ -99,6 +137,18 @@ export class TcpProxy {
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
   }
+}
+
+/** The complete backend messages at the start of `bytes`: type byte and offset of each. */
+function messageTypes(bytes: Buffer): Array<{ type: number; offset: number }> {
+  const messages: Array<{ type: number; offset: number }> = [];
+  for (let offset = 0; offset + 5 <= bytes.length; ) {
+    const end = offset + 1 + bytes.readInt32BE(offset + 1);
+    if (end > bytes.length) break;
+    messages.push({ type: bytes[offset], offset });
+    offset = end;
+  }
+  return messages;
 }
 
 /** Proxy for the server behind `url`. */
