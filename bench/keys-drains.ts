@@ -36,7 +36,7 @@ export function keysDrainPlan(sizes: Sizes, variant: KeysDrainVariant): KeysDrai
  * The same handler work without an inbox: `keys` loops, each on a TypeORM query runner of its own
  * (the handler writes through TypeORM's manager, as a Nest application's code would), each running
  * its share back to back (the 2 ms wait, then the event row), committing every 100 like a key's
- * run. What the machine allows a key to do serially: a 2 ms timer alone takes about 2.2 ms here,
+ * run, watched by the same count of event rows as the drain. What the machine allows a key to do serially: a 2 ms timer alone takes about 2.2 ms here,
  * and the loops share one event loop and the server's two cores.
  */
 export async function perKeyFloor(url: string, keys: number, count: number): Promise<number> {
@@ -59,11 +59,24 @@ export async function perKeyFloor(url: string, keys: number, count: number): Pro
       await runner.release();
     }
   };
+  // The drain is watched by counting event rows every 10 ms (pollUntil): the loops are watched alike.
+  let looping = true;
+  const watch = async () => {
+    while (looping) {
+      await dataSource.query('SELECT count(*)::int AS n FROM events');
+      await sleep(10);
+    }
+  };
   try {
+    const watching = watch();
     const t0 = performance.now();
     await Promise.all(Array.from({ length: keys }, (_, key) => loop(key)));
-    return ((each * keys) / (performance.now() - t0)) * 1000;
+    const rate = ((each * keys) / (performance.now() - t0)) * 1000;
+    looping = false;
+    await watching;
+    return rate;
   } finally {
+    looping = false;
     await dataSource.destroy();
   }
 }

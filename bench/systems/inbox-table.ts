@@ -29,7 +29,7 @@ const COMMAND_TYPES: Record<Handler, string> = {
 
 /** Handlers that write no event row: finished when nothing of their kind is left to do. */
 function writesNoEvent(kind: Handler): boolean {
-  return kind === 'noop' || kind === 'keyed-slow';
+  return kind === 'noop';
 }
 
 export function commandTypeFor(kind: Handler): string {
