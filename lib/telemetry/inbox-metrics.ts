@@ -3,6 +3,7 @@ import type { Attributes, Counter, Histogram, Meter } from '@opentelemetry/api';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { INBOX_STATUSES } from '../state/inbox-state-machine';
+import { AttributeCache } from './attribute-cache';
 import { ATTR, MESSAGING_SYSTEM, METRIC, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { InboxSnapshots } from './inbox-snapshot';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
@@ -31,6 +32,8 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 export class InboxMetrics {
   private readonly logger = new Logger('InboxMetrics');
   private readonly instruments: Instruments | undefined;
+  /** One attribute object per combination: no object built per record. */
+  private readonly attributes = new AttributeCache();
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions, snapshots: InboxSnapshots) {
     const provider = options.telemetry.meterProvider ?? openTelemetry?.metrics;
@@ -50,32 +53,50 @@ export class InboxMetrics {
   }
 
   received(commandType: string, result: ReceiveResultName): void {
-    this.instruments?.received.add(1, { ...destination(commandType), [ATTR.receiveResult]: result });
+    if (!this.instruments) return;
+    this.instruments.received.add(1, this.attributes.get(`r\u0000${commandType}\u0000${result}`, () => ({ ...destination(commandType), [ATTR.receiveResult]: result })));
   }
 
   /** An attempt whose outcome was recorded; `seconds`: its handler's time, when a handler ran. */
   processed(commandType: string, outcome: AttemptOutcomeName, seconds: number | null, errorType: string | null, deadLetterReason: string | null): void {
     if (!this.instruments) return;
-    const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
-    if (errorType) attributes[ATTR.errorType] = errorType;
-    if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
-    this.instruments.processed.add(1, attributes);
-    if (seconds !== null) this.instruments.processDuration.record(seconds, { ...destination(commandType), [ATTR.operationName]: 'process', ...(errorType ? { [ATTR.errorType]: errorType } : {}) });
+    const key = `${commandType}\u0000${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
+    this.instruments.processed.add(
+      1,
+      this.attributes.get(`p\u0000${key}`, () => {
+        const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
+        if (errorType) attributes[ATTR.errorType] = errorType;
+        if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
+        return attributes;
+      }),
+    );
+    if (seconds === null) return;
+    const durationAttributes = this.attributes.get(`d\u0000${commandType}\u0000${errorType ?? ''}`, () => ({
+      ...destination(commandType),
+      [ATTR.operationName]: 'process',
+      ...(errorType ? { [ATTR.errorType]: errorType } : {}),
+    }));
+    this.instruments.processDuration.record(seconds, durationAttributes);
   }
 
   /** From receive to completion, and (for a first attempt) to the attempt's start. */
   timings(commandType: string, completedAfterMs: number | null, waitedMs: number | null): void {
     if (!this.instruments) return;
-    if (completedAfterMs !== null) this.instruments.completionDuration.record(Math.max(0, completedAfterMs) / 1000, destination(commandType));
-    if (waitedMs !== null) this.instruments.waitDuration.record(Math.max(0, waitedMs) / 1000, destination(commandType));
+    const attributes = this.destination(commandType);
+    if (completedAfterMs !== null) this.instruments.completionDuration.record(Math.max(0, completedAfterMs) / 1000, attributes);
+    if (waitedMs !== null) this.instruments.waitDuration.record(Math.max(0, waitedMs) / 1000, attributes);
   }
 
   replayed(commandType: string | null, count = 1): void {
-    if (count > 0) this.instruments?.replayed.add(count, commandType ? destination(commandType) : { [ATTR.messagingSystem]: MESSAGING_SYSTEM });
+    if (count > 0) this.instruments?.replayed.add(count, commandType ? this.destination(commandType) : { [ATTR.messagingSystem]: MESSAGING_SYSTEM });
   }
 
   discarded(commandType: string): void {
-    this.instruments?.discarded.add(1, destination(commandType));
+    this.instruments?.discarded.add(1, this.destination(commandType));
+  }
+
+  private destination(commandType: string): Attributes {
+    return this.attributes.get(`t\u0000${commandType}`, () => destination(commandType));
   }
 
   private observeSnapshot(meter: Meter, snapshots: InboxSnapshots): void {

@@ -4,6 +4,7 @@ import { IdempotencyConflictError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import type { InboxRow } from '../store/schema';
+import { AttributeCache } from './attribute-cache';
 import { ATTR, MESSAGING_SYSTEM, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
 import { fromStoredContext, toStoredContext, type StoredTraceContext } from './trace-context';
@@ -34,6 +35,8 @@ export interface SendFacts {
 @Injectable()
 export class InboxTracing {
   private readonly tracer: Tracer | undefined;
+  /** What a sampler may look at (system, operation, command type): one object per type and operation. */
+  private readonly base = new AttributeCache();
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions) {
     const provider = options.telemetry.tracerProvider ?? openTelemetry?.trace;
@@ -46,17 +49,19 @@ export class InboxTracing {
    */
   async send<T extends { duplicate: boolean }>(facts: SendFacts, store: (context: StoredTraceContext | null) => Promise<T>): Promise<T> {
     if (!this.tracer) return store(null);
-    const span = this.tracer.startSpan(`send ${facts.commandType}`, {
-      kind: SPAN_KIND.producer,
-      attributes: messageAttributes('send', facts.commandType, facts.messageId, facts.correlationId),
-    });
+    const span = this.tracer.startSpan(`send ${facts.commandType}`, { kind: SPAN_KIND.producer, attributes: this.baseAttributes('send', facts.commandType) });
+    const recording = span.isRecording();
+    // The message's own attributes only on a span that keeps them.
+    if (recording) span.setAttributes(messageAttributes(facts.messageId, facts.correlationId));
     try {
       const result = await store(toStoredContext(span.spanContext()));
-      span.setAttribute(ATTR.receiveResult, (result.duplicate ? 'duplicate' : 'new') satisfies ReceiveResultName);
+      if (recording) span.setAttribute(ATTR.receiveResult, (result.duplicate ? 'duplicate' : 'new') satisfies ReceiveResultName);
       return result;
     } catch (error) {
-      span.setAttribute(ATTR.receiveResult, (error instanceof IdempotencyConflictError ? 'conflict' : 'error') satisfies ReceiveResultName);
-      markFailed(span, error);
+      if (recording) {
+        span.setAttribute(ATTR.receiveResult, (error instanceof IdempotencyConflictError ? 'conflict' : 'error') satisfies ReceiveResultName);
+        markFailed(span, error);
+      }
       throw error;
     } finally {
       span.end();
@@ -68,18 +73,14 @@ export class InboxTracing {
     if (!this.tracer) return undefined;
     const api = openTelemetry!;
     const parent = parentContextOf(row);
-    const span = this.tracer.startSpan(
-      `process ${row.command_type}`,
-      {
-        kind: SPAN_KIND.consumer,
-        attributes: {
-          ...messageAttributes('process', row.command_type, row.message_id, row.correlation_id),
-          [ATTR.entryId]: row.id,
-          [ATTR.attempt]: row.retry_count + 1,
-        },
-      },
-      parent,
-    );
+    const span = this.tracer.startSpan(`process ${row.command_type}`, { kind: SPAN_KIND.consumer, attributes: this.baseAttributes('process', row.command_type) }, parent);
+    if (span.isRecording()) {
+      span.setAttributes(messageAttributes(row.message_id, row.correlation_id));
+      span.setAttributes({ [ATTR.entryId]: row.id, [ATTR.attempt]: row.retry_count + 1 });
+    } else if (!api.trace.isSpanContextValid(span.spanContext())) {
+      // A no-op span with no trace to continue: nothing would read its context.
+      return undefined;
+    }
     return { span, context: api.trace.setSpan(parent, span) };
   }
 
@@ -91,6 +92,7 @@ export class InboxTracing {
   /** Ends an attempt's span with its outcome (and, for a failure, its error's class). */
   endAttempt(attempt: AttemptSpan | undefined, outcome: AttemptOutcomeName, error?: unknown, deadLetterReason?: string | null): void {
     if (!attempt) return;
+    if (!attempt.span.isRecording()) return attempt.span.end();
     attempt.span.setAttribute(ATTR.outcome, outcome);
     if (deadLetterReason) attempt.span.setAttribute(ATTR.deadLetterReason, deadLetterReason);
     if (error !== undefined) markFailed(attempt.span, error);
@@ -114,7 +116,8 @@ export class InboxTracing {
         startTime,
         links,
         attributes: {
-          ...messageAttributes(action, row.command_type, row.message_id, row.correlation_id),
+          ...this.baseAttributes(action, row.command_type),
+          ...messageAttributes(row.message_id, row.correlation_id),
           [ATTR.entryId]: row.id,
           ...(actor ? { [ATTR.actor]: actor } : {}),
         },
@@ -122,6 +125,16 @@ export class InboxTracing {
       row.trace_parent ? parentContextOf(row) : api.context.active(),
     );
     span.end();
+  }
+
+  /** System, operation and command type: the same frozen object for every message of a type. */
+  private baseAttributes(operation: string, commandType: string): Attributes {
+    return this.base.get(`${operation}\u0000${commandType}`, () => ({
+      [ATTR.messagingSystem]: MESSAGING_SYSTEM,
+      [ATTR.operationType]: operation === 'send' || operation === 'process' ? operation : 'settle',
+      [ATTR.operationName]: operation,
+      [ATTR.destinationName]: commandType,
+    }));
   }
 
   /** Runs background or bulk work (the lease sweep, retention, a bulk replay) in a span of its own. */
@@ -140,16 +153,8 @@ export class InboxTracing {
   }
 }
 
-function messageAttributes(operation: string, commandType: string, messageId: string, correlationId: string | null): Attributes {
-  const attributes: Attributes = {
-    [ATTR.messagingSystem]: MESSAGING_SYSTEM,
-    [ATTR.operationType]: operation === 'send' || operation === 'process' ? operation : 'settle',
-    [ATTR.operationName]: operation,
-    [ATTR.destinationName]: commandType,
-    [ATTR.messageId]: messageId,
-  };
-  if (correlationId !== null) attributes[ATTR.conversationId] = correlationId;
-  return attributes;
+function messageAttributes(messageId: string, correlationId: string | null): Attributes {
+  return correlationId === null ? { [ATTR.messageId]: messageId } : { [ATTR.messageId]: messageId, [ATTR.conversationId]: correlationId };
 }
 
 /** The stored context as a remote parent; the root context when the entry has none. */
