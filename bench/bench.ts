@@ -1,4 +1,4 @@
-// npm run bench [-- --smoke] [--repeat N] [--only receive,drain,drain-noop,latency,dedup,failure,scale,keys] [--profile] [--no-enforce]
+// npm run bench [-- --smoke] [--repeat N] [--only receive,drain,drain-noop,latency,dedup,failure,scale,keys,telemetry] [--profile] [--no-enforce]
 //                [--systems nestjs-inbox,graphile-worker,pg-boss,raw-pg]
 //
 // Compares nestjs-inbox with pg-boss, graphile-worker and raw-pg floors on identical workloads.
@@ -13,6 +13,7 @@ import path from 'node:path';
 import { FULL_SIZES, loadAverage, localPostmasterPid, SMOKE_SIZES, withClient, type Sizes } from './common';
 import { evaluateRatio, renderRatios, renderResults, Results, type RatioDef, type RatioRow } from './stats';
 import { loadAdapter } from './systems';
+import { TELEMETRY_SETUP } from './telemetry-workload';
 import { buildScaleTemplate, ENTRANTS, runEntrant, WORKLOADS, type WorkloadName } from './workloads';
 
 interface Flags {
@@ -129,6 +130,32 @@ function ratioDefs(sizes: Sizes): RatioDef[] {
       denominator: k('keys', 'receive, no key', 'calls/s'),
       target: { op: '>=', value: 0.9 },
     },
+    // The library's telemetry: with the SDK registered it may cost up to 10 %; installed without an
+    // SDK it must cost nothing measurable (its per-repetition range shows the noise).
+    {
+      label: 'telemetry drain: SDK / api absent',
+      numerator: k('telemetry', 'drain, SDK', 'commands/s'),
+      denominator: k('telemetry', 'drain, api absent', 'commands/s'),
+      target: { op: '>=', value: 0.9 },
+    },
+    {
+      label: 'telemetry receive: SDK / api absent',
+      numerator: k('telemetry', 'receive, SDK', 'calls/s'),
+      denominator: k('telemetry', 'receive, api absent', 'calls/s'),
+      target: { op: '>=', value: 0.9 },
+    },
+    {
+      label: 'telemetry drain: no SDK / api absent (within noise)',
+      numerator: k('telemetry', 'drain, no SDK', 'commands/s'),
+      denominator: k('telemetry', 'drain, api absent', 'commands/s'),
+      target: { op: '>=', value: 0.95 },
+    },
+    {
+      label: 'telemetry receive: no SDK / api absent (within noise)',
+      numerator: k('telemetry', 'receive, no SDK', 'calls/s'),
+      denominator: k('telemetry', 'receive, api absent', 'calls/s'),
+      target: { op: '>=', value: 0.95 },
+    },
   ];
 }
 
@@ -218,9 +245,11 @@ async function main(): Promise<void> {
       `sizes: receive ${sizes.receive} calls / 8 callers; drain and no-op drain ${sizes.drain} (+${sizes.drainWarmup} warm-up); latency ${sizes.latencySeconds} s at 200/s; ` +
         `dedup ${sizes.dedupKeys * 2} calls for ${sizes.dedupKeys} keys; failure ${sizes.failure} × 3 attempts; scale history ${sizes.scaleHistory.toLocaleString('en-US')} rows; ` +
         `keys: receive and drain over ${sizes.drainKeys} keys, 2 ms drain ${sizes.slowDrain} on ${sizes.slowKeys} keys, ` +
-        `claim with ${sizes.claimBacklog} due in ${sizes.claimKeys} keys (${sizes.blockedWaiting} behind one blocked key)`,
+        `claim with ${sizes.claimBacklog} due in ${sizes.claimKeys} keys (${sizes.blockedWaiting} behind one blocked key); ` +
+        `telemetry: the nestjs-inbox drain and receive above, each with the OpenTelemetry API absent, without an SDK, with the SDK`,
       `repetitions: ${flags.repeat}; workloads: ${flags.only.join(', ')}`,
       ...(['nestjs-inbox', 'graphile-worker', 'pg-boss', 'raw-pg'] as const).flatMap((name) => loadAdapter(name).settings().map((line) => `${name}: ${line}`)),
+      ...(flags.only.includes('telemetry') ? [TELEMETRY_SETUP] : []),
     ];
     log(header.join('\n'));
     log('');

@@ -23,10 +23,10 @@ export class BenchChild {
   readonly label: string;
 
   constructor(readonly spec: ChildSpec, options: SpawnOptions = {}) {
-    this.label = `${spec.system}/${spec.role}${spec.handler ? `/${spec.handler}` : ''}`;
+    this.label = `${spec.system}/${spec.role}${spec.handler ? `/${spec.handler}` : ''}${spec.telemetry ? ` (telemetry ${spec.telemetry})` : ''}`;
     const nodeArgs = ['-r', REGISTER];
     if (options.cpuProfileDir) {
-      nodeArgs.unshift('--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${spec.system}-${spec.role}-${Date.now()}.cpuprofile`);
+      nodeArgs.unshift('--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${spec.system}-${spec.role}${spec.telemetry ? `-telemetry-${spec.telemetry}` : ''}-${Date.now()}.cpuprofile`);
     }
     this.proc = spawn(process.execPath, [...nodeArgs, ENTRY, JSON.stringify(spec)], { stdio: ['pipe', 'pipe', 'pipe'] });
     let pending = '';

@@ -3,9 +3,12 @@
 import './query-counter'; // first: patches pg before any system loads it
 import { loadAdapter } from './systems';
 import { Commands, emit, type ChildSpec } from './protocol';
+import { setUpTelemetry } from './telemetry';
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? '{}') as ChildSpec;
+  // Before the system (and with it the library) loads: hide the OpenTelemetry API, or register the SDK.
+  if (spec.telemetry) setUpTelemetry(spec.telemetry);
   const adapter = loadAdapter(spec.system);
   const role = adapter.roles[spec.role];
   if (!role) throw new Error(`${spec.system} has no "${spec.role}" role`);

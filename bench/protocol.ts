@@ -2,6 +2,7 @@
 // `@bench {json}` lines on stdout, the orchestrator writes one command word per line on stdin.
 import { createInterface } from 'node:readline';
 import type { SystemName } from './common';
+import type { TelemetryMode } from './telemetry';
 
 export const MARKER = '@bench ';
 
@@ -36,6 +37,8 @@ export interface ChildSpec {
   concurrency?: number;
   /** latency-send: commands per second. */
   rate?: number;
+  /** nestjs-inbox (telemetry workload): OpenTelemetry API absent, installed without an SDK, or with the SDK registered (bench/telemetry.ts). */
+  telemetry?: TelemetryMode;
 }
 
 /**

@@ -3,6 +3,7 @@
 import { CALLERS, KEY_FIELD, makePayload, monoMs, runCallers, sleep } from './common';
 import { emit, latencySummary, type ChildSpec, type Commands } from './protocol';
 import { queriesSent } from './query-counter';
+import { telemetryReport } from './telemetry';
 
 export interface Sender {
   /** Sends one command (with an ordering key, if given); resolves when the system acknowledged it. */
@@ -59,7 +60,9 @@ export async function runSendRole(spec: ChildSpec, commands: Commands, open: () 
   await runCallers(spec.count, CALLERS, (i) => sender.call(keys[i], payloads[i], orderingKeys?.[i]));
   const elapsedMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
-  emit({ type: 'result', elapsedMs, calls: spec.count, queries: queriesSent() - q0, cpuMs: (cpu.user + cpu.system) / 1000 });
+  // After the timed calls: flushing the telemetry SDK is not measured.
+  const telemetry = await telemetryReport();
+  emit({ type: 'result', elapsedMs, calls: spec.count, queries: queriesSent() - q0, cpuMs: (cpu.user + cpu.system) / 1000, telemetry });
   await commands.next();
   await sender.close();
 }

@@ -1,4 +1,4 @@
-// The eight workloads, orchestrator side: fresh database, child process(es), timing, checks.
+// The nine workloads, orchestrator side: fresh database, child process(es), timing, checks.
 import type { Client } from 'pg';
 import { BenchChild } from './child-process';
 import { claimProbe } from './claim-probe';
@@ -20,17 +20,18 @@ import {
 } from './common';
 import type { CapturedStatement, Handler } from './protocol';
 import { Results } from './stats';
+import { recordTelemetry, telemetryModeOf, type TelemetryVariant } from './telemetry-workload';
 import { loadAdapter } from './systems';
 import type { EnqueueItem, SystemAdapter } from './systems/types';
 
-export type WorkloadName = 'receive' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale' | 'keys';
-export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'drain-noop', 'latency', 'dedup', 'failure', 'scale', 'keys'];
+export type WorkloadName = 'receive' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale' | 'keys' | 'telemetry';
+export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'drain-noop', 'latency', 'dedup', 'failure', 'scale', 'keys', 'telemetry'];
 
 /** A system as one workload runs it (raw-pg has two drain floors; scale runs nestjs-inbox twice). */
 export interface Entrant {
   system: SystemName;
   label: string;
-  variant?: 'batch' | 'per-command' | 'empty' | 'history' | 'nest-host' | KeysVariant;
+  variant?: 'batch' | 'per-command' | 'empty' | 'history' | 'nest-host' | KeysVariant | TelemetryVariant;
 }
 
 /** The keys workload's measurements, each side by side with the same one without keys. */
@@ -89,6 +90,16 @@ export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
     { system: 'nestjs-inbox', label: 'drain, few keys, 2 ms handler', variant: 'drain-slow' },
     { system: 'nestjs-inbox', label: 'claim, no keys', variant: 'claim-plain' },
     { system: 'nestjs-inbox', label: 'claim, keyed, one key blocked', variant: 'claim-keyed' },
+  ],
+  // The drain and the receive of nestjs-inbox with the OpenTelemetry API absent, installed without an
+  // SDK, and with the SDK registered (bench/telemetry.ts).
+  telemetry: [
+    { system: 'nestjs-inbox', label: 'drain, api absent', variant: 'drain-absent' },
+    { system: 'nestjs-inbox', label: 'drain, no SDK', variant: 'drain-api' },
+    { system: 'nestjs-inbox', label: 'drain, SDK', variant: 'drain-sdk' },
+    { system: 'nestjs-inbox', label: 'receive, api absent', variant: 'receive-absent' },
+    { system: 'nestjs-inbox', label: 'receive, no SDK', variant: 'receive-api' },
+    { system: 'nestjs-inbox', label: 'receive, SDK', variant: 'receive-sdk' },
   ],
 };
 
@@ -162,6 +173,9 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
         if (entrant.variant === 'receive-plain' || entrant.variant === 'receive-keyed') return await receive(ctx, workload, entrant, adapter, url, track);
         if (entrant.variant === 'claim-plain' || entrant.variant === 'claim-keyed') return await keysClaim(ctx, entrant, adapter, url, track);
         return await drain(ctx, workload, entrant, adapter, url, track);
+      case 'telemetry':
+        if (entrant.variant?.startsWith('receive-')) return await receive(ctx, workload, entrant, adapter, url, track);
+        return await drain(ctx, workload, entrant, adapter, url, track);
     }
   } finally {
     for (const child of children) child.kill();
@@ -171,7 +185,7 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
 
 export type Track = (child: BenchChild) => BenchChild;
 
-async function receive(ctx: RunContext, workload: 'receive' | 'dedup' | 'keys', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+async function receive(ctx: RunContext, workload: 'receive' | 'dedup' | 'keys' | 'telemetry', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
   const dedup = workload === 'dedup';
   const count = dedup ? ctx.sizes.dedupKeys * 2 : ctx.sizes.receive;
   // The keys workload's two receives send the same payloads (naming an account); one also gives it as ordering key.
@@ -179,7 +193,7 @@ async function receive(ctx: RunContext, workload: 'receive' | 'dedup' | 'keys', 
   const orderingKeys = workload === 'keys' ? ctx.sizes.drainKeys : undefined;
   const child = track(
     new BenchChild(
-      { system: entrant.system, role: 'send', url, count, warmup: ctx.sizes.receiveWarmup, mode, orderingKeys },
+      { system: entrant.system, role: 'send', url, count, warmup: ctx.sizes.receiveWarmup, mode, orderingKeys, telemetry: telemetryModeOf(entrant) },
       spawnOptions(ctx, entrant.system),
     ),
   );
@@ -200,10 +214,11 @@ async function receive(ctx: RunContext, workload: 'receive' | 'dedup' | 'keys', 
   const expected = ctx.sizes.receiveWarmup + (dedup ? ctx.sizes.dedupKeys : count);
   const stored = await withClient(url, (client) => adapter.stored(client, dedup ? 'dedup' : 'plain'));
   if (stored !== expected) throw new Error(`${entrant.label}: ${stored} commands stored, expected ${expected}`);
+  if (workload === 'telemetry') recordTelemetry(ctx, entrant, result.telemetry, ctx.sizes.receiveWarmup + count, 'received');
   ctx.log(`  ${workload} ${entrant.label}: ${rate.toFixed(0)} calls/s (${count} calls in ${(result.elapsedMs as number).toFixed(0)} ms)`);
 }
 
-async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale' | 'keys', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale' | 'keys' | 'telemetry', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
   const keys = workload === 'keys' ? keysDrainPlan(ctx.sizes, entrant.variant as KeysDrainVariant) : undefined;
   const n = keys?.count ?? ctx.sizes.drain;
   const warm = ctx.sizes.drainWarmup;
@@ -215,7 +230,18 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
   const accounts = (prefix: string): Accounts | undefined => (keys ? { count: keys.accounts, prefix, keyed: keys.keyed } : undefined);
   const child = track(
     new BenchChild(
-      { system: entrant.system, role: 'work', url, count: n, warmup: warm, handler: kind, variant, captureClaim, concurrency: keys?.concurrency },
+      {
+        system: entrant.system,
+        role: 'work',
+        url,
+        count: n,
+        warmup: warm,
+        handler: kind,
+        variant,
+        captureClaim,
+        concurrency: keys?.concurrency,
+        telemetry: telemetryModeOf(entrant),
+      },
       spawnOptions(ctx, entrant.system),
     ),
   );
@@ -259,6 +285,7 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
     }
     await checkDrained(entrant, adapter, poll, kind, warm + n);
     if (keys?.keyed) await checkKeyOrder(poll, entrant.label);
+    if (workload === 'telemetry') recordTelemetry(ctx, entrant, result.telemetry, warm + n, 'processed');
     // The same handler work in bare loops, right after, on the same server.
     if (kind === 'keyed-slow') metric('per-key floor (bare loops)', 'cmd/s', 0, await perKeyFloor(url, keys!.accounts, n));
     ctx.log(

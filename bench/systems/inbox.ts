@@ -30,6 +30,7 @@ import {
   SLOW_KEYED_COMMAND_TYPE,
 } from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
+import { telemetryReport } from '../telemetry';
 import type { Handler } from '../protocol';
 import { captureClaimStatement } from './inbox-claim-capture';
 import { commandTypeFor, inboxTableQueue, migrateWithTypeOrm } from './inbox-table';
@@ -181,8 +182,10 @@ export const inboxAdapter: SystemAdapter = {
         return {
           nudge: () => processor.wake(),
           stop: async () => {
+            // Telemetry first, while the application runs (the SDK's last collection reads the gauges).
+            const telemetry = await telemetryReport();
             await app.close();
-            return lastClaim ? { claimStatement: lastClaim() } : undefined;
+            return { telemetry, ...(lastClaim ? { claimStatement: lastClaim() } : {}) };
           },
         };
       }),
