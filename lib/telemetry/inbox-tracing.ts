@@ -75,8 +75,10 @@ export class InboxTracing {
     const parent = parentContextOf(row);
     const span = this.tracer.startSpan(`process ${row.command_type}`, { kind: SPAN_KIND.consumer, attributes: this.baseAttributes('process', row.command_type) }, parent);
     if (span.isRecording()) {
-      span.setAttributes(messageAttributes(row.message_id, row.correlation_id));
-      span.setAttributes({ [ATTR.entryId]: row.id, [ATTR.attempt]: row.retry_count + 1 });
+      const attributes = messageAttributes(row.message_id, row.correlation_id);
+      attributes[ATTR.entryId] = row.id;
+      attributes[ATTR.attempt] = row.retry_count + 1;
+      span.setAttributes(attributes);
     } else if (!api.trace.isSpanContextValid(span.spanContext())) {
       // A no-op span with no trace to continue: nothing would read its context.
       return undefined;
