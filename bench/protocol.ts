@@ -35,6 +35,8 @@ export interface ChildSpec {
   orderingKeys?: number;
   /** nestjs-inbox work: handlers in flight (else the benchmark's default). */
   concurrency?: number;
+  /** nestjs-inbox work: entries per claim (else the benchmark's default). */
+  batchSize?: number;
   /** latency-send: commands per second. */
   rate?: number;
   /** nestjs-inbox (telemetry workload): OpenTelemetry API absent, installed without an SDK, or with the SDK registered (bench/telemetry.ts). */

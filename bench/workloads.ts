@@ -240,6 +240,7 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
         variant,
         captureClaim,
         concurrency: keys?.concurrency,
+        batchSize: keys?.batchSize,
         telemetry: telemetryModeOf(entrant),
       },
       spawnOptions(ctx, entrant.system),

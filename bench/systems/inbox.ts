@@ -175,7 +175,7 @@ export const inboxAdapter: SystemAdapter = {
         const concurrency = spec.concurrency ?? INBOX_WORKER.concurrency;
         const pool = spec.concurrency ? INBOX_WORKER_POOL - INBOX_WORKER.concurrency + concurrency : INBOX_WORKER_POOL;
         const app = await NestFactory.createApplicationContext(
-          appModule(spec.url, { ...INBOX_WORKER, concurrency, worker: true }, pool, [handler]),
+          appModule(spec.url, { ...INBOX_WORKER, concurrency, batchSize: spec.batchSize ?? INBOX_WORKER.batchSize, worker: true }, pool, [handler]),
           { logger: NEST_LOGGER },
         );
         const processor = app.get(InboxProcessor);

@@ -81,9 +81,9 @@ export class TcpProxy {
     this.pairs.add(pair);
     let swallowing: Buffer | undefined;
     // The startup answer held back (see terminateAfterStartup), until the server's error follows it.
-    let held: { bytes: Buffer; terminating: boolean; terminate: (pid: number) => Promise<unknown> } | undefined;
+    let held: { bytes: Buffer; authenticated: boolean; terminating: boolean; terminate: (pid: number) => Promise<unknown> } | undefined;
     if (this.terminations) {
-      held = { bytes: Buffer.alloc(0), terminating: false, terminate: this.terminations.terminate };
+      held = { bytes: Buffer.alloc(0), authenticated: false, terminating: false, terminate: this.terminations.terminate };
       if (--this.terminations.left === 0) this.terminations = undefined;
     }
     client.on('data', (chunk: Buffer) => {
@@ -98,6 +98,23 @@ export class TcpProxy {
       if (!this.pairs.has(pair)) return;
       if (held) {
         held.bytes = Buffer.concat([held.bytes, chunk]);
+        if (!held.authenticated) {
+          // A password exchange passes through (the client has to answer it); from AuthenticationOk
+          // ('R', code 0) on, the answer is held.
+          let passed = 0;
+          for (const message of messageTypes(held.bytes)) {
+            if (message.type === 0x52 && held.bytes.readInt32BE(message.offset + 5) === 0) {
+              held.authenticated = true;
+              break;
+            }
+            passed = message.offset + 1 + held.bytes.readInt32BE(message.offset + 1);
+          }
+          if (passed > 0) {
+            client.write(held.bytes.subarray(0, passed));
+            held.bytes = held.bytes.subarray(passed);
+          }
+          if (!held.authenticated) return;
+        }
         const types = messageTypes(held.bytes);
         const ready = types.findIndex((message) => message.type === 0x5a);
         if (ready === -1) return;
