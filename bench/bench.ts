@@ -156,6 +156,31 @@ function ratioDefs(sizes: Sizes): RatioDef[] {
       denominator: k('telemetry', 'receive, api absent', 'calls/s'),
       target: { op: '>=', value: 0.95 },
     },
+    // What the SDK costs the application by itself, and the inbox's own share on top of it.
+    {
+      label: 'telemetry drain: SDK with inbox telemetry off / api absent (the SDK alone)',
+      numerator: k('telemetry', 'drain, SDK, inbox telemetry off', 'commands/s'),
+      denominator: k('telemetry', 'drain, api absent', 'commands/s'),
+      target: { op: '>=', value: 0.9 },
+    },
+    {
+      label: 'telemetry receive: SDK with inbox telemetry off / api absent (the SDK alone)',
+      numerator: k('telemetry', 'receive, SDK, inbox telemetry off', 'calls/s'),
+      denominator: k('telemetry', 'receive, api absent', 'calls/s'),
+      target: { op: '>=', value: 0.9 },
+    },
+    {
+      label: "telemetry drain: SDK / SDK with inbox telemetry off (the inbox's share)",
+      numerator: k('telemetry', 'drain, SDK', 'commands/s'),
+      denominator: k('telemetry', 'drain, SDK, inbox telemetry off', 'commands/s'),
+      target: { op: '>=', value: 0.9 },
+    },
+    {
+      label: "telemetry receive: SDK / SDK with inbox telemetry off (the inbox's share)",
+      numerator: k('telemetry', 'receive, SDK', 'calls/s'),
+      denominator: k('telemetry', 'receive, SDK, inbox telemetry off', 'calls/s'),
+      target: { op: '>=', value: 0.9 },
+    },
   ];
 }
 

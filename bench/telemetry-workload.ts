@@ -9,7 +9,7 @@ export type TelemetryVariant = `${'drain' | 'receive'}-${TelemetryMode}`;
 
 /** The child's telemetry mode for a telemetry-workload entrant; undefined for every other entrant. */
 export function telemetryModeOf(entrant: Entrant): TelemetryMode | undefined {
-  const match = /^(?:drain|receive)-(absent|api|sdk)$/.exec(entrant.variant ?? '');
+  const match = /^(?:drain|receive)-(absent|api|sdk|sdk-inbox-off)$/.exec(entrant.variant ?? '');
   return match ? (match[1] as TelemetryMode) : undefined;
 }
 
@@ -25,7 +25,9 @@ export function recordTelemetry(ctx: RunContext, entrant: Entrant, reported: unk
   if (report.libraryHasApi !== (mode !== 'absent')) {
     throw new Error(`${entrant.label}: the library ${report.libraryHasApi ? 'found' : 'did not find'} the OpenTelemetry API`);
   }
-  if (report.sdkLoaded !== (mode === 'sdk')) throw new Error(`${entrant.label}: an SDK was ${report.sdkLoaded ? '' : 'not '}loaded`);
+  const withSdk = mode === 'sdk' || mode === 'sdk-inbox-off';
+  if (report.sdkLoaded !== withSdk) throw new Error(`${entrant.label}: an SDK was ${report.sdkLoaded ? '' : 'not '}loaded`);
+  if (mode === 'sdk-inbox-off' && report.spans > 0) throw new Error(`${entrant.label}: the inbox exported ${report.spans} spans with its telemetry off`);
   if (mode !== 'sdk') return;
   const counterName = METRIC[counter];
   const counted = report.counters[counterName] ?? 0;

@@ -8,12 +8,16 @@
 //            with a BatchSpanProcessor and a MeterProvider with a PeriodicExportingMetricReader
 //            (every 1 s), both over exporters that count what they are given and discard it.
 //            Sampling is the default (ParentBased(AlwaysOn)): every span is created and batched.
+//   sdk-inbox-off — the same SDK, its context manager's store entered once (as the batch
+//            processor's first export does), but the inbox given no-op providers: what the SDK
+//            costs the application by itself, the library's telemetry apart.
 // Only types are imported here: the packages are required when a mode needs them.
 import Module from 'node:module';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import type { TelemetryOptions } from '../lib';
 
-export type TelemetryMode = 'absent' | 'api' | 'sdk';
+export type TelemetryMode = 'absent' | 'api' | 'sdk' | 'sdk-inbox-off';
 
 /** What a child reports about its telemetry (in its result message, as `telemetry`). */
 export interface TelemetryReport {
@@ -43,7 +47,18 @@ const counts = { spans: 0, metricPoints: 0, metricExports: 0, counters: {} as Re
 export function setUpTelemetry(wanted: TelemetryMode): void {
   mode = wanted;
   if (wanted === 'absent') return hideApi();
-  if (wanted === 'sdk') registerSdk();
+  if (wanted === 'sdk' || wanted === 'sdk-inbox-off') registerSdk();
+}
+
+/**
+ * The module's telemetry option for the mode: no-op providers when the inbox's telemetry is to be
+ * off while the SDK runs; none (the global providers) otherwise.
+ */
+export function inboxTelemetryOption(): TelemetryOptions | undefined {
+  if (mode !== 'sdk-inbox-off') return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const api = require(API) as typeof import('@opentelemetry/api');
+  return { tracerProvider: new api.ProxyTracerProvider(), meterProvider: { getMeter: () => api.createNoopMeter() } };
 }
 
 /** Makes every resolution of the API (and its subpaths) fail as a missing package does. */
@@ -70,6 +85,9 @@ function registerSdk(): void {
   const SUCCESS = 0; // ExportResultCode.SUCCESS
 
   api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  // With the inbox's spans off, nothing would enter the context manager's store; the batch
+  // processor's first export does so in any application with the SDK.
+  if (mode === 'sdk-inbox-off') api.context.with(api.ROOT_CONTEXT, () => undefined);
   const tracerProvider = new BasicTracerProvider({
     spanProcessors: [
       new BatchSpanProcessor({

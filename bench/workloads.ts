@@ -97,9 +97,11 @@ export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
     { system: 'nestjs-inbox', label: 'drain, api absent', variant: 'drain-absent' },
     { system: 'nestjs-inbox', label: 'drain, no SDK', variant: 'drain-api' },
     { system: 'nestjs-inbox', label: 'drain, SDK', variant: 'drain-sdk' },
+    { system: 'nestjs-inbox', label: 'drain, SDK, inbox telemetry off', variant: 'drain-sdk-inbox-off' },
     { system: 'nestjs-inbox', label: 'receive, api absent', variant: 'receive-absent' },
     { system: 'nestjs-inbox', label: 'receive, no SDK', variant: 'receive-api' },
     { system: 'nestjs-inbox', label: 'receive, SDK', variant: 'receive-sdk' },
+    { system: 'nestjs-inbox', label: 'receive, SDK, inbox telemetry off', variant: 'receive-sdk-inbox-off' },
   ],
 };
 

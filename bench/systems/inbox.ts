@@ -30,7 +30,7 @@ import {
   SLOW_KEYED_COMMAND_TYPE,
 } from '../common';
 import { recordLatency, runLatencySendRole, runSendRole, runWorkRole, type Sender } from '../roles';
-import { telemetryReport } from '../telemetry';
+import { inboxTelemetryOption, telemetryReport } from '../telemetry';
 import type { Handler } from '../protocol';
 import { captureClaimStatement } from './inbox-claim-capture';
 import { commandTypeFor, inboxTableQueue, migrateWithTypeOrm } from './inbox-table';
@@ -130,7 +130,7 @@ function appModule(url: string, inbox: InboxModuleOptions, poolMax: number, hand
         extra: { max: poolMax },
       }),
       ...(inbox.worker === false ? [] : [ScheduleModule.forRoot()]),
-      InboxModule.forRoot({ ...inbox, ...EXTRA_OPTIONS }),
+      InboxModule.forRoot({ ...inbox, ...EXTRA_OPTIONS, ...(inboxTelemetryOption() ? { telemetry: inboxTelemetryOption() } : {}) }),
     ],
     providers: handlers,
   };
