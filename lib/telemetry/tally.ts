@@ -20,7 +20,7 @@ export class Tally {
       counted.value += n;
       return;
     }
-    if (this.counts.size >= MAX_SETS && key !== OVERFLOW) return this.add(OVERFLOW, () => this.overflowAttributes, n);
+    if (this.counts.size >= MAX_SETS) return this.add(OVERFLOW, () => this.overflowAttributes, n);
     this.counts.set(key, { attributes: Object.freeze(build()), value: n });
   }
 
