@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import type { Attributes, Histogram, Meter, ObservableCounter } from '@opentelemetry/api';
+import type { Attributes, Counter, Histogram, Meter } from '@opentelemetry/api';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { INBOX_STATUSES } from '../state/inbox-state-machine';
@@ -7,9 +7,12 @@ import { AttributeCache } from './attribute-cache';
 import { ATTR, MESSAGING_SYSTEM, METRIC, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { InboxSnapshots } from './inbox-snapshot';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
-import { Tally } from './tally';
 
 interface Instruments {
+  received: Counter;
+  processed: Counter;
+  replayed: Counter;
+  discarded: Counter;
   processDuration: Histogram;
   completionDuration: Histogram;
   waitDuration: Histogram;
@@ -31,19 +34,17 @@ export class InboxMetrics {
   private readonly instruments: Instruments | undefined;
   /** One attribute object per combination: no object built per record. */
   private readonly attributes = new AttributeCache();
-  // The counters, counted here and reported when a reader collects (see Tally).
-  private readonly receivedTally = new Tally({ [ATTR.messagingSystem]: MESSAGING_SYSTEM });
-  private readonly processedTally = new Tally({ [ATTR.messagingSystem]: MESSAGING_SYSTEM });
-  private readonly replayedTally = new Tally({ [ATTR.messagingSystem]: MESSAGING_SYSTEM });
-  private readonly discardedTally = new Tally({ [ATTR.messagingSystem]: MESSAGING_SYSTEM });
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions, snapshots: InboxSnapshots) {
     const provider = options.telemetry.meterProvider ?? openTelemetry?.metrics;
     if (!openTelemetry || !provider) return;
     const meter = provider.getMeter(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Meter;
     const seconds = (name: string, description: string) => meter.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: DURATION_BUCKETS } });
-    this.observeTallies(meter);
     this.instruments = {
+      received: meter.createCounter(METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
+      processed: meter.createCounter(METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
+      replayed: meter.createCounter(METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
+      discarded: meter.createCounter(METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
       processDuration: seconds(METRIC.processDuration, 'How long handlers ran.'),
       completionDuration: seconds(METRIC.completionDuration, 'From receive to completion.'),
       waitDuration: seconds(METRIC.waitDuration, 'From receive to the first attempt.'),
@@ -53,18 +54,22 @@ export class InboxMetrics {
 
   received(commandType: string, result: ReceiveResultName): void {
     if (!this.instruments) return;
-    this.receivedTally.add(`${commandType}\u0000${result}`, () => ({ ...destination(commandType), [ATTR.receiveResult]: result }));
+    this.instruments.received.add(1, this.attributes.get(`r\u0000${commandType}\u0000${result}`, () => ({ ...destination(commandType), [ATTR.receiveResult]: result })));
   }
 
   /** An attempt whose outcome was recorded; `seconds`: its handler's time, when a handler ran. */
   processed(commandType: string, outcome: AttemptOutcomeName, seconds: number | null, errorType: string | null, deadLetterReason: string | null): void {
     if (!this.instruments) return;
-    this.processedTally.add(`${commandType}\u0000${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`, () => {
-      const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
-      if (errorType) attributes[ATTR.errorType] = errorType;
-      if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
-      return attributes;
-    });
+    const key = `${commandType}\u0000${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
+    this.instruments.processed.add(
+      1,
+      this.attributes.get(`p\u0000${key}`, () => {
+        const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
+        if (errorType) attributes[ATTR.errorType] = errorType;
+        if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
+        return attributes;
+      }),
+    );
     if (seconds === null) return;
     const durationAttributes = this.attributes.get(`d\u0000${commandType}\u0000${errorType ?? ''}`, () => ({
       ...destination(commandType),
@@ -82,29 +87,12 @@ export class InboxMetrics {
     if (waitedMs !== null) this.instruments.waitDuration.record(Math.max(0, waitedMs) / 1000, attributes);
   }
 
-  replayed(commandType: string, count = 1): void {
-    if (this.instruments && count > 0) this.replayedTally.add(commandType, () => destination(commandType), count);
+  replayed(commandType: string | null, count = 1): void {
+    if (count > 0) this.instruments?.replayed.add(count, commandType ? this.destination(commandType) : { [ATTR.messagingSystem]: MESSAGING_SYSTEM });
   }
 
   discarded(commandType: string): void {
-    if (this.instruments) this.discardedTally.add(commandType, () => destination(commandType));
-  }
-
-  private observeTallies(meter: Meter): void {
-    const counter = (name: string, unit: string, description: string): ObservableCounter => meter.createObservableCounter(name, { unit, description });
-    const received = counter(METRIC.received, '{command}', 'Commands received, by result (new, duplicate, conflict, error).');
-    const processed = counter(METRIC.processed, '{attempt}', 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).');
-    const replayed = counter(METRIC.replayed, '{command}', 'Entries an operator replayed.');
-    const discarded = counter(METRIC.discarded, '{command}', 'Dead letters an operator discarded.');
-    meter.addBatchObservableCallback(
-      (result) => {
-        this.receivedTally.observe(result, received);
-        this.processedTally.observe(result, processed);
-        this.replayedTally.observe(result, replayed);
-        this.discardedTally.observe(result, discarded);
-      },
-      [received, processed, replayed, discarded],
-    );
+    this.instruments?.discarded.add(1, this.destination(commandType));
   }
 
   private destination(commandType: string): Attributes {
