@@ -266,13 +266,16 @@ export class InboxStatements {
     // $6 dead-letter reasons, $7 history outcomes, $8 ms since the attempt started (NULL: its
     // stamped start, a lease expiry's), $9 ms since it ended (NULL: now), $10 error classes,
     // $11 stacks, $12 workers, $13 messages, $14 how each attempt ended; $15 test clock; $16 whether
-    // each dead letter holds its ordering key (see state/ordering.ts).
+    // each dead letter holds its ordering key (see state/ordering.ts). A dead letter that does not
+    // hold its key leaves the key's queue, waiting or not (else, promoted later, it would hold
+    // nothing while the entries behind it wait).
     const startedAt = `COALESCE(${wallTime('$15')} - ${ms('d."started_ago"')}, e."processing_started_at", ${wallTime('$15')})`;
     const finishedAt = `COALESCE(${wallTime('$15')} - ${ms('d."finished_ago"')}, ${wallTime('$15')})`;
     const failUpdate = `UPDATE ${t} AS e SET "status" = d."status"::${statusType}, "retry_count" = e."retry_count" + 1,
         "error" = d."error", "next_retry_at" = ${wallTime('$15')} + ${ms('d."delay_ms"')}, "dead_letter_reason" = d."reason",
         "dead_lettered_at" = CASE WHEN d."reason" IS NULL THEN NULL ELSE ${wallTime('$15')} END,
-        "last_outcome" = d."ended", "blocks_key" = d."blocks_key", ${CLEAR_CLAIM}
+        "last_outcome" = d."ended", "blocks_key" = d."blocks_key",
+        "waiting" = e."waiting" AND (d."status" <> '${InboxStatus.DeadLetter}' OR d."blocks_key"), ${CLEAR_CLAIM}
       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::text[],
         $8::float8[], $9::float8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $16::boolean[])
         AS d("id", "token", "status", "error", "delay_ms", "reason", "outcome",

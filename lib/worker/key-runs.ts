@@ -9,7 +9,8 @@ import type { InboxRow } from '../store/schema';
 
 /**
  * The claimed rows as units that run one after the other on one connection: an entry without a key
- * alone, a key's run in its order; units in the order their heads were due.
+ * alone, a key's run in its order (its holder, then the waiting entries by their place); units in
+ * the order their heads were due.
  */
 export function runUnits(rows: InboxRow[]): InboxRow[][] {
   const units: InboxRow[][] = [];
@@ -27,7 +28,8 @@ export function runUnits(rows: InboxRow[]): InboxRow[][] {
     }
     unit.push(row);
   }
-  for (const unit of byKey.values()) unit.sort((a, b) => compareSeq(a.ordering_seq!, b.ordering_seq!));
+  // The holder first (an entry replayed behind it may have an earlier place), then the waiting ones in their order.
+  for (const unit of byKey.values()) unit.sort((a, b) => Number(a.waiting) - Number(b.waiting) || compareSeq(a.ordering_seq!, b.ordering_seq!));
   return units.sort((a, b) => dueTime(a[0]) - dueTime(b[0]));
 }
 

@@ -204,6 +204,28 @@ describe('ordering keys', () => {
     expect(await effects(key)).toEqual([1, 2, 4]);
   });
 
+  it('runs a holder before an earlier entry replayed behind it, and a skipped dead letter left waiting does not strand its key', async () => {
+    const key = newKey();
+    // 1 (policy skip) is dead-lettered and skipped; the key moves on to 2, which fails once and holds it.
+    await send('order.skip', { account: key, n: 1, fail: 'permanent' });
+    await send('order.step', { account: key, n: 2, fail: 'once' });
+    await send('order.step', { account: key, n: 3 });
+    await worker.processor.runOnce();
+    expect(await entryOf(key, 1, 'order.skip')).toMatchObject({ status: InboxStatus.DeadLetter, blocksKey: false });
+    expect(await entryOf(key, 2)).toMatchObject({ status: InboxStatus.Failed, waiting: false });
+    // 1 is replayed, still failing: it waits behind the holder, 2, by its earlier place.
+    expect(await app.inbox.replay((await entryOf(key, 1, 'order.skip')).id, { actor: 'ops' })).toMatchObject({ waiting: true });
+    const before = runs.of(key).length;
+    clock.advance(RETRY_MS);
+    await worker.processor.runOnce();
+    // The holder ran first, then 1 (dead-lettered again and skipped; 2's writes rolled back with its
+    // failure, so 2 ran again alone), then 3; nothing is left waiting.
+    expect(runs.of(key).slice(before).map((run) => run.n)).toEqual([2, 1, 2, 3]);
+    expect(await effects(key)).toEqual([2, 3]);
+    expect(await entryOf(key, 1, 'order.skip')).toMatchObject({ status: InboxStatus.DeadLetter, waiting: false });
+    expect(await entryOf(key, 3)).toMatchObject({ status: InboxStatus.Completed });
+  });
+
   it('stores the place of each entry and whether it waits', async () => {
     const key = newKey();
     const first = await send('order.step', { account: key, n: 1 });

@@ -22,6 +22,11 @@ describe('key runs', () => {
     expect(runUnits([row('k100', 'k', 100, 1, true), row('k99', 'k', 99, 1)]).map((unit) => unit.map((r) => r.id))).toEqual([['k99', 'k100']]);
   });
 
+  it('puts the holder first, before an entry replayed behind it with an earlier place', () => {
+    const units = runUnits([row('k5', 'k', 5, 1), row('k2', 'k', 2, 1, true), row('k6', 'k', 6, 1, true)]);
+    expect(units.map((unit) => unit.map((r) => r.id))).toEqual([['k5', 'k2', 'k6']]);
+  });
+
   it('counts heads, not the entries behind them', () => {
     expect(headCount(rows)).toBe(4);
   });
