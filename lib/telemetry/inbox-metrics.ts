@@ -31,68 +31,102 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 @Injectable()
 export class InboxMetrics {
   private readonly logger = new Logger('InboxMetrics');
-  private readonly instruments: Instruments | undefined;
+  private warned = false;
+  private instruments: Instruments | undefined;
   /** One attribute object per combination: no object built per record. */
   private readonly attributes = new AttributeCache();
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions, snapshots: InboxSnapshots) {
     const provider = options.telemetry.meterProvider ?? openTelemetry?.metrics;
     if (!openTelemetry || !provider) return;
-    const meter = provider.getMeter(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Meter;
-    const seconds = (name: string, description: string) => meter.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: DURATION_BUCKETS } });
-    this.instruments = {
-      received: meter.createCounter(METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
-      processed: meter.createCounter(METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
-      replayed: meter.createCounter(METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
-      discarded: meter.createCounter(METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
-      processDuration: seconds(METRIC.processDuration, 'How long handlers ran.'),
-      completionDuration: seconds(METRIC.completionDuration, 'From receive to completion.'),
-      waitDuration: seconds(METRIC.waitDuration, 'From receive to the first attempt.'),
-    };
-    this.observeSnapshot(meter, snapshots);
+    try {
+      const meter = provider.getMeter(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Meter;
+      const seconds = (name: string, description: string) => meter.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: DURATION_BUCKETS } });
+      this.instruments = {
+        received: meter.createCounter(METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
+        processed: meter.createCounter(METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
+        replayed: meter.createCounter(METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
+        discarded: meter.createCounter(METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
+        processDuration: seconds(METRIC.processDuration, 'How long handlers ran.'),
+        completionDuration: seconds(METRIC.completionDuration, 'From receive to completion.'),
+        waitDuration: seconds(METRIC.waitDuration, 'From receive to the first attempt.'),
+      };
+      this.observeSnapshot(meter, snapshots);
+    } catch (error) {
+      // A meter provider that fails here leaves the inbox without metrics, not without its work.
+      this.instruments = undefined;
+      this.warn(error);
+    }
   }
 
   received(commandType: string, result: ReceiveResultName): void {
-    if (!this.instruments) return;
-    this.instruments.received.add(1, this.attributes.get(`r\u0000${commandType}\u0000${result}`, () => ({ ...destination(commandType), [ATTR.receiveResult]: result })));
+    try {
+      if (!this.instruments) return;
+      this.instruments.received.add(1, this.attributes.get(`r\u0000${commandType}\u0000${result}`, () => ({ ...destination(commandType), [ATTR.receiveResult]: result })));
+    } catch (error) {
+      this.warn(error);
+    }
   }
 
   /** An attempt whose outcome was recorded; `seconds`: its handler's time, when a handler ran. */
   processed(commandType: string, outcome: AttemptOutcomeName, seconds: number | null, errorType: string | null, deadLetterReason: string | null): void {
-    if (!this.instruments) return;
-    const key = `${commandType}\u0000${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
-    this.instruments.processed.add(
-      1,
-      this.attributes.get(`p\u0000${key}`, () => {
-        const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
-        if (errorType) attributes[ATTR.errorType] = errorType;
-        if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
-        return attributes;
-      }),
-    );
-    if (seconds === null) return;
-    const durationAttributes = this.attributes.get(`d\u0000${commandType}\u0000${errorType ?? ''}`, () => ({
-      ...destination(commandType),
-      [ATTR.operationName]: 'process',
-      ...(errorType ? { [ATTR.errorType]: errorType } : {}),
-    }));
-    this.instruments.processDuration.record(seconds, durationAttributes);
+    try {
+      if (!this.instruments) return;
+      const key = `${commandType}\u0000${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
+      this.instruments.processed.add(
+        1,
+        this.attributes.get(`p\u0000${key}`, () => {
+          const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
+          if (errorType) attributes[ATTR.errorType] = errorType;
+          if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
+          return attributes;
+        }),
+      );
+      if (seconds === null) return;
+      const durationAttributes = this.attributes.get(`d\u0000${commandType}\u0000${errorType ?? ''}`, () => ({
+        ...destination(commandType),
+        [ATTR.operationName]: 'process',
+        ...(errorType ? { [ATTR.errorType]: errorType } : {}),
+      }));
+      this.instruments.processDuration.record(seconds, durationAttributes);
+    } catch (error) {
+      this.warn(error);
+    }
   }
 
   /** From receive to completion, and (for a first attempt) to the attempt's start. */
   timings(commandType: string, completedAfterMs: number | null, waitedMs: number | null): void {
-    if (!this.instruments) return;
-    const attributes = this.destination(commandType);
-    if (completedAfterMs !== null) this.instruments.completionDuration.record(Math.max(0, completedAfterMs) / 1000, attributes);
-    if (waitedMs !== null) this.instruments.waitDuration.record(Math.max(0, waitedMs) / 1000, attributes);
+    try {
+      if (!this.instruments) return;
+      const attributes = this.destination(commandType);
+      if (completedAfterMs !== null) this.instruments.completionDuration.record(Math.max(0, completedAfterMs) / 1000, attributes);
+      if (waitedMs !== null) this.instruments.waitDuration.record(Math.max(0, waitedMs) / 1000, attributes);
+    } catch (error) {
+      this.warn(error);
+    }
   }
 
   replayed(commandType: string | null, count = 1): void {
-    if (count > 0) this.instruments?.replayed.add(count, commandType ? this.destination(commandType) : { [ATTR.messagingSystem]: MESSAGING_SYSTEM });
+    try {
+      if (count > 0) this.instruments?.replayed.add(count, commandType ? this.destination(commandType) : { [ATTR.messagingSystem]: MESSAGING_SYSTEM });
+    } catch (error) {
+      this.warn(error);
+    }
   }
 
   discarded(commandType: string): void {
-    this.instruments?.discarded.add(1, this.destination(commandType));
+    try {
+      this.instruments?.discarded.add(1, this.destination(commandType));
+    } catch (error) {
+      this.warn(error);
+    }
+  }
+
+  /** A meter that throws is reported once; the inbox's work goes on without the record. */
+  private warn(error: unknown): void {
+    if (this.warned) return;
+    this.warned = true;
+    this.logger.warn(`Metrics failed and are skipped where they fail (reported once): ${error instanceof Error ? error.message : String(error)}`);
   }
 
   private destination(commandType: string): Attributes {

@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Attributes, Context, Link, Span, Tracer } from '@opentelemetry/api';
 import { IdempotencyConflictError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
@@ -34,13 +34,15 @@ export interface SendFacts {
  */
 @Injectable()
 export class InboxTracing {
+  private readonly logger = new Logger('InboxTelemetry');
+  private warned = false;
   private readonly tracer: Tracer | undefined;
   /** What a sampler may look at (system, operation, command type): one object per type and operation. */
   private readonly base = new AttributeCache();
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions) {
     const provider = options.telemetry.tracerProvider ?? openTelemetry?.trace;
-    this.tracer = openTelemetry && provider ? (provider.getTracer(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Tracer) : undefined;
+    this.tracer = openTelemetry && provider ? this.guard(undefined, () => provider.getTracer(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Tracer) : undefined;
   }
 
   /**
@@ -49,41 +51,47 @@ export class InboxTracing {
    */
   async send<T extends { duplicate: boolean }>(facts: SendFacts, store: (context: StoredTraceContext | null) => Promise<T>): Promise<T> {
     if (!this.tracer) return store(null);
-    const span = this.tracer.startSpan(`send ${facts.commandType}`, { kind: SPAN_KIND.producer, attributes: this.baseAttributes('send', facts.commandType) });
-    const recording = span.isRecording();
-    // The message's own attributes only on a span that keeps them.
-    if (recording) span.setAttributes(messageAttributes(facts.messageId, facts.correlationId));
+    const span = this.guard(undefined, () => {
+      const started = this.tracer!.startSpan(`send ${facts.commandType}`, { kind: SPAN_KIND.producer, attributes: this.baseAttributes('send', facts.commandType) });
+      // The message's own attributes only on a span that keeps them.
+      if (started.isRecording()) started.setAttributes(messageAttributes(facts.messageId, facts.correlationId));
+      return started;
+    });
+    if (!span) return store(null);
     try {
-      const result = await store(toStoredContext(span.spanContext()));
-      if (recording) span.setAttribute(ATTR.receiveResult, (result.duplicate ? 'duplicate' : 'new') satisfies ReceiveResultName);
+      const result = await store(this.guard(null, () => toStoredContext(span.spanContext())));
+      this.guard(undefined, () => span.isRecording() && span.setAttribute(ATTR.receiveResult, (result.duplicate ? 'duplicate' : 'new') satisfies ReceiveResultName));
       return result;
     } catch (error) {
-      if (recording) {
+      this.guard(undefined, () => {
+        if (!span.isRecording()) return;
         span.setAttribute(ATTR.receiveResult, (error instanceof IdempotencyConflictError ? 'conflict' : 'error') satisfies ReceiveResultName);
         markFailed(span, error);
-      }
+      });
       throw error;
     } finally {
-      span.end();
+      this.guard(undefined, () => span.end());
     }
   }
 
   /** Opens an attempt's `process` span, a child of the context its receive stored. */
   startAttempt(row: InboxRow): AttemptSpan | undefined {
     if (!this.tracer) return undefined;
-    const api = openTelemetry!;
-    const parent = parentContextOf(row);
-    const span = this.tracer.startSpan(`process ${row.command_type}`, { kind: SPAN_KIND.consumer, attributes: this.baseAttributes('process', row.command_type) }, parent);
-    if (span.isRecording()) {
-      const attributes = messageAttributes(row.message_id, row.correlation_id);
-      attributes[ATTR.entryId] = row.id;
-      attributes[ATTR.attempt] = row.retry_count + 1;
-      span.setAttributes(attributes);
-    } else if (!api.trace.isSpanContextValid(span.spanContext())) {
-      // A no-op span with no trace to continue: nothing would read its context.
-      return undefined;
-    }
-    return { span, context: api.trace.setSpan(parent, span) };
+    return this.guard(undefined, (): AttemptSpan | undefined => {
+      const api = openTelemetry!;
+      const parent = parentContextOf(row);
+      const span = this.tracer!.startSpan(`process ${row.command_type}`, { kind: SPAN_KIND.consumer, attributes: this.baseAttributes('process', row.command_type) }, parent);
+      if (span.isRecording()) {
+        const attributes = messageAttributes(row.message_id, row.correlation_id);
+        attributes[ATTR.entryId] = row.id;
+        attributes[ATTR.attempt] = row.retry_count + 1;
+        span.setAttributes(attributes);
+      } else if (!api.trace.isSpanContextValid(span.spanContext())) {
+        // A no-op span with no trace to continue: nothing would read its context.
+        return undefined;
+      }
+      return { span, context: api.trace.setSpan(parent, span) };
+    });
   }
 
   /** Runs a handler in its attempt's context: the spans it starts are the attempt's children. */
@@ -94,11 +102,14 @@ export class InboxTracing {
   /** Ends an attempt's span with its outcome (and, for a failure, its error's class). */
   endAttempt(attempt: AttemptSpan | undefined, outcome: AttemptOutcomeName, error?: unknown, deadLetterReason?: string | null): void {
     if (!attempt) return;
-    if (!attempt.span.isRecording()) return attempt.span.end();
-    attempt.span.setAttribute(ATTR.outcome, outcome);
-    if (deadLetterReason) attempt.span.setAttribute(ATTR.deadLetterReason, deadLetterReason);
-    if (error !== undefined) markFailed(attempt.span, error);
-    attempt.span.end();
+    this.guard(undefined, () => {
+      if (attempt.span.isRecording()) {
+        attempt.span.setAttribute(ATTR.outcome, outcome);
+        if (deadLetterReason) attempt.span.setAttribute(ATTR.deadLetterReason, deadLetterReason);
+        if (error !== undefined) markFailed(attempt.span, error);
+      }
+      attempt.span.end();
+    });
   }
 
   /**
@@ -108,10 +119,14 @@ export class InboxTracing {
    */
   operatorAction(action: string, row: InboxRow, actor: string | null, startTime: number): void {
     if (!this.tracer) return;
+    this.guard(undefined, () => this.recordOperatorAction(action, row, actor, startTime));
+  }
+
+  private recordOperatorAction(action: string, row: InboxRow, actor: string | null, startTime: number): void {
     const api = openTelemetry!;
     const operator = api.trace.getSpanContext(api.context.active());
     const links: Link[] = operator && api.trace.isSpanContextValid(operator) ? [{ context: operator }] : [];
-    const span = this.tracer.startSpan(
+    const span = this.tracer!.startSpan(
       `${action} ${row.command_type}`,
       {
         kind: SPAN_KIND.internal,
@@ -129,6 +144,22 @@ export class InboxTracing {
     span.end();
   }
 
+  /** Runs telemetry work; a tracer that throws is reported once and never fails the inbox's work. */
+  private guard<R>(fallback: R, work: () => R): R {
+    try {
+      return work();
+    } catch (error) {
+      this.warn(error);
+      return fallback;
+    }
+  }
+
+  private warn(error: unknown): void {
+    if (this.warned) return;
+    this.warned = true;
+    this.logger.warn(`Tracing failed and is skipped where it fails (reported once): ${error instanceof Error ? error.message : String(error)}`);
+  }
+
   /** System, operation and command type: the same frozen object for every message of a type. */
   private baseAttributes(operation: string, commandType: string): Attributes {
     return this.base.get(`${operation}\u0000${commandType}`, () => ({
@@ -142,17 +173,27 @@ export class InboxTracing {
   /** Runs background or bulk work (the lease sweep, retention, a bulk replay) in a span of its own. */
   async internal<T>(name: string, attributes: Attributes, work: (span: Span | undefined) => Promise<T>): Promise<T> {
     if (!this.tracer) return work(undefined);
-    return this.tracer.startActiveSpan(name, { kind: SPAN_KIND.internal, attributes: { [ATTR.messagingSystem]: MESSAGING_SYSTEM, ...attributes } }, async (span) => {
-      try {
-        return await work(span);
-      } catch (error) {
-        markFailed(span, error);
-        throw error;
-      } finally {
-        span.end();
-      }
-    });
+    let started = false;
+    try {
+      return await this.tracer.startActiveSpan(name, { kind: SPAN_KIND.internal, attributes: { [ATTR.messagingSystem]: MESSAGING_SYSTEM, ...attributes } }, async (span) => {
+        started = true;
+        try {
+          return await work(span);
+        } catch (error) {
+          this.guard(undefined, () => markFailed(span, error));
+          throw error;
+        } finally {
+          this.guard(undefined, () => span.end());
+        }
+      });
+    } catch (error) {
+      // A tracer that fails before the work starts does not keep the work from running.
+      if (started) throw error;
+      this.warn(error);
+      return work(undefined);
+    }
   }
+
 }
 
 function messageAttributes(messageId: string, correlationId: string | null): Attributes {

@@ -30,6 +30,8 @@ interface Job {
   claimedAt: number;
   /** Its `process` span, opened when its handler first starts. */
   span?: AttemptSpan;
+  /** Whether its attempt has started (its span opened, its wait measured): once, whatever the reruns. */
+  started?: boolean;
 }
 
 type GroupResult =
@@ -100,25 +102,36 @@ export class BatchExecutor {
       failClaim = reject;
     });
     let answered = false;
-    const done = this.connections.use(async (queryRunner) => {
+    let running: Array<Promise<void>> = [];
+    // The claim's connection runs the first batch and goes back to the pool when that batch ends
+    // (its slot frees then too); the other batches hold connections of their own.
+    const first = this.connections.use(async (queryRunner) => {
       const rows = await this.claim(queryRunner, request);
       answered = true;
       const units = runUnits(rows);
       const spread = units.length < request.limit ? Math.min(request.spread ?? 1, units.length) : 1;
-      const [first, ...others] = dealUnits(units, Math.max(1, spread));
+      const [firstGroup, ...others] = dealUnits(units, Math.max(1, spread));
       if (rows.length === 0) {
         reportClaimed({ count: 0, batches: 1, finished: [] });
         return;
       }
-      const running = [
-        this.startAndRun(first, queryRunner, request.suspects),
-        ...others.map((group) => this.connections.use((other) => this.startAndRun(group, other, request.suspects))),
-      ];
+      const firstRun = this.startAndRun(firstGroup, queryRunner, request.suspects);
+      running = [firstRun, ...others.map((group) => this.connections.use((other) => this.startAndRun(group, other, request.suspects)))];
       reportClaimed({ count: rows.length, batches: running.length, finished: running });
-      const outcomes = await Promise.allSettled(running);
-      const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
-      if (failure) throw failure.reason;
+      await firstRun.catch(() => undefined); // reported below, with the others
     });
+    // Over when every batch is: a failure is reported once all of them have ended.
+    const done = first.then(
+      async () => {
+        const outcomes = await Promise.allSettled(running);
+        const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+        if (failure) throw failure.reason;
+      },
+      async (error: unknown) => {
+        await Promise.allSettled(running);
+        throw error;
+      },
+    );
     // Until the claim has answered, a failure (no connection, say) is the claim's; after, the batch's.
     return {
       claimed,
@@ -196,6 +209,8 @@ export class BatchExecutor {
       }
     }
     const released = new Set<string>();
+    // Every job, whatever reruns drop from `jobs` later: their spans must all end.
+    const claimedJobs = [...jobs];
     let completed: InboxRow[] = [];
     let completedJobs: Job[] = [];
     let isolated = false;
@@ -232,7 +247,7 @@ export class BatchExecutor {
       isolated = true;
     }
     if (this.connections.isAbandoned) {
-      for (const attempt of [...jobs, ...failures]) this.tracing.endAttempt(attempt.span, 'not_recorded');
+      this.endSpans([...claimedJobs, ...failures], () => 'not_recorded');
       return;
     }
     // Runs that broke: what came after the entry that did not complete goes back, still waiting.
@@ -242,13 +257,24 @@ export class BatchExecutor {
         this.writer.release(queryRunner, settled.release, false, 'an earlier entry of its ordering key did not complete in its batch'),
       );
       const back = new Set(settled.release.map((row) => row.id));
-      for (const attempt of [...jobs, ...failures]) if (back.has(attempt.row.id) && !released.has(attempt.row.id)) this.tracing.endAttempt(attempt.span, 'released');
+      this.endSpans([...claimedJobs, ...failures], (attempt) => (back.has(attempt.row.id) && !released.has(attempt.row.id) ? 'released' : undefined));
       failures = failures.filter((failure) => !settled.dropFailures.has(failure.row.id));
     }
     // Failures first, in their own statement (the handlers' writes are already rolled back); then
     // the listeners hear of the completions.
     if (failures.length > 0) await this.onConnection(batchConnection, (queryRunner) => this.writer.fail(queryRunner, failures));
     this.writer.completed(completed, completedJobs);
+  }
+
+  /** Ends each distinct span once, with the outcome `outcomeOf` gives it (none: left open for later). */
+  private endSpans(attempts: Array<{ row: InboxRow; span?: AttemptSpan }>, outcomeOf: (attempt: { row: InboxRow }) => 'released' | 'not_recorded' | undefined): void {
+    const ended = new Set<AttemptSpan>();
+    for (const attempt of attempts) {
+      const outcome = outcomeOf(attempt);
+      if (!attempt.span || !outcome || ended.has(attempt.span)) continue;
+      ended.add(attempt.span);
+      this.tracing.endAttempt(attempt.span, outcome);
+    }
   }
 
   /** Runs `work` on the batch's connection, or on a fresh one when a timeout has cut that one. */
@@ -290,7 +316,10 @@ export class BatchExecutor {
           }
         }
         job.startedAt = performance.now();
-        job.span ??= this.startAttempt(job.row);
+        if (!job.started) {
+          job.started = true;
+          job.span = this.startAttempt(job.row);
+        }
         try {
           await this.runHandler(job, queryRunner, client);
           job.finishedAt = performance.now();

@@ -3,7 +3,7 @@ import { context, trace, SpanKind, type Attributes } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { AggregationTemporality, MeterProvider, MetricReader, type DataPoint, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { InboxHandler, InboxSnapshots, InboxStatus, PermanentError, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
+import { InboxHandler, InboxRetention, InboxSnapshots, InboxStatus, PermanentError, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
 import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
@@ -293,3 +293,43 @@ function gaugeOf(metrics: ResourceMetrics, name: string, attributes: Attributes)
   expect(points).toHaveLength(1);
   return points[0].value as number;
 }
+
+describe('telemetry: a tracer and a meter that throw', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  const exploded = () => {
+    throw new Error('exporter exploded');
+  };
+  const tracerProvider = { getTracer: () => ({ startSpan: exploded, startActiveSpan: exploded }) };
+  const meter = {
+    createCounter: () => ({ add: exploded }),
+    createHistogram: () => ({ record: exploded }),
+    createObservableGauge: () => ({}),
+    addBatchObservableCallback: () => undefined,
+  };
+
+  beforeAll(async () => {
+    db = await createTestDatabase('telemetry_broken');
+    app = await createTestApp({
+      url: db.url,
+      handlers: [CountedHandler],
+      inbox: { notify: false, telemetry: { tracerProvider, meterProvider: { getMeter: () => meter } } },
+    });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  it('never keeps a command from being received, processed, dead-lettered, replayed or cleaned up', async () => {
+    const ok = await app.inbox.receive({ messageId: 'broken-ok', commandType: 'obs.counted', payload: { n: 1 } });
+    const bad = await app.inbox.receive({ messageId: 'broken-bad', commandType: 'obs.counted', payload: { n: 2, fail: true } });
+    await app.processor.runOnce();
+    expect((await app.inbox.get(ok.entry.id))!.status).toBe(InboxStatus.Completed);
+    expect((await app.inbox.get(bad.entry.id))!.status).toBe(InboxStatus.DeadLetter);
+    expect((await app.inbox.replay(bad.entry.id, { actor: 'ops' })).status).toBe(InboxStatus.Pending);
+    expect(await app.inbox.replayMany({ commandType: 'obs.counted' }, { actor: 'ops', dryRun: true })).toMatchObject({ dryRun: true });
+    await expect(app.get(InboxRetention).runOnce()).resolves.toMatchObject({ deleted: 0 });
+  });
+});
