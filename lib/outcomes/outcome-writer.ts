@@ -200,13 +200,7 @@ export class OutcomeWriter {
    * allow it. Each operator action and its key's hand-over commit together.
    */
   async replay(on: DataSource, id: string, payloadJson: string | null, audit: Audit): Promise<InboxRow | undefined> {
-    const startedAt = Date.now();
-    const row = await this.operatorAction(on, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, clockTime(this.options.clock)]);
-    if (row) {
-      this.tracing.operatorAction('replay', row, audit.actor, startedAt);
-      this.metrics.replayed(row.command_type);
-    }
-    return row;
+    return this.operatorAction(on, 'replay', audit, this.sql.replay, [id, payloadJson, audit.actor, audit.reason, clockTime(this.options.clock)]);
   }
 
   /** One batch of an operator's bulk replay; the ids replayed. */
@@ -230,13 +224,7 @@ export class OutcomeWriter {
 
   /** An operator's discard; undefined when the status does not allow it. */
   async discard(on: DataSource, id: string, audit: Audit): Promise<InboxRow | undefined> {
-    const startedAt = Date.now();
-    const row = await this.operatorAction(on, this.sql.discard, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
-    if (row) {
-      this.tracing.operatorAction('discard', row, audit.actor, startedAt);
-      this.metrics.discarded(row.command_type);
-    }
-    return row;
+    return this.operatorAction(on, 'discard', audit, this.sql.discard, [id, clockTime(this.options.clock), audit.actor, audit.reason]);
   }
 
   /**
@@ -244,27 +232,28 @@ export class OutcomeWriter {
    * its ordering key is its command type's policy. Tells the listeners.
    */
   async deadLetter(on: DataSource, id: string, audit: Audit): Promise<InboxRow | undefined> {
-    const startedAt = Date.now();
-    const row = await this.operatorAction(on, async (queryRunner) => {
+    const row = await this.operatorAction(on, 'dead_letter', audit, async (queryRunner) => {
       const [current] = (await runQuery(queryRunner, this.sql.selectById, [id])).rows;
       const blocks = current !== undefined && blocksKeyWhenDeadLettered(this.policyOf(current.command_type));
       return [this.sql.deadLetter, [id, clockTime(this.options.clock), audit.actor, audit.reason, blocks]];
     });
-    if (row) {
-      this.tracing.operatorAction('dead_letter', row, audit.actor, startedAt);
-      this.metrics.processed(row.command_type, 'dead_letter', null, null, DeadLetterReason.Manual);
-      this.listeners.emit({ type: 'dead_letter', entry: toEntry(row), reason: DeadLetterReason.Manual, error: row.error });
-    }
+    if (row) this.listeners.emit({ type: 'dead_letter', entry: toEntry(row), reason: DeadLetterReason.Manual, error: row.error });
     return row;
   }
 
-  /** One operator statement on one entry, and its key's hand-over, in one transaction. */
-  private operatorAction(
+  /**
+   * One operator statement on one entry, and its key's hand-over, in one transaction; then its span
+   * in the entry's trace and its count.
+   */
+  private async operatorAction(
     on: DataSource,
+    action: OperatorActionName,
+    audit: Audit,
     statement: string | ((queryRunner: QueryRunner) => Promise<[string, unknown[]]>),
     params: unknown[] = [],
   ): Promise<InboxRow | undefined> {
-    return withQueryRunner(on, (queryRunner) =>
+    const startedAt = Date.now();
+    const row = await withQueryRunner(on, (queryRunner) =>
       inTransaction(queryRunner, async () => {
         const [sql, values] = typeof statement === 'string' ? [statement, params] : await statement(queryRunner);
         const [row] = (await runQuery(queryRunner, sql, values)).rows;
@@ -275,6 +264,12 @@ export class OutcomeWriter {
         return row;
       }),
     );
+    if (!row) return undefined;
+    this.tracing.operatorAction(action, row, audit.actor, startedAt);
+    if (action === 'replay') this.metrics.replayed(row.command_type);
+    else if (action === 'discard') this.metrics.discarded(row.command_type);
+    else this.metrics.processed(row.command_type, 'dead_letter', null, null, DeadLetterReason.Manual);
+    return row;
   }
 
   /** The dead-letter policy of a command type: its handler's, or the module's where it has none here. */
@@ -354,6 +349,8 @@ interface DescribedFailure {
   /** A dead letter that holds its ordering key (policy block). */
   blocksKey: boolean;
 }
+
+type OperatorActionName = 'replay' | 'discard' | 'dead_letter';
 
 /** An entry that a hand-over made its key's holder. */
 export interface KeyHolder {

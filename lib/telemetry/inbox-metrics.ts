@@ -106,9 +106,9 @@ export class InboxMetrics {
     }
   }
 
-  replayed(commandType: string | null, count = 1): void {
+  replayed(commandType: string): void {
     try {
-      if (count > 0) this.instruments?.replayed.add(count, commandType ? this.destination(commandType) : { [ATTR.messagingSystem]: MESSAGING_SYSTEM });
+      this.instruments?.replayed.add(1, this.destination(commandType));
     } catch (error) {
       this.warn(error);
     }

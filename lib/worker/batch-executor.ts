@@ -251,7 +251,9 @@ export class BatchExecutor {
       return;
     }
     // Runs that broke: what came after the entry that did not complete goes back, still waiting.
-    const settled = settleRuns(rows, new Set(completedJobs.map((job) => job.row.id)), new Set(failures.map((f) => f.row.id)), released);
+    const settled = rows.some((row) => row.waiting)
+      ? settleRuns(rows, new Set(completedJobs.map((job) => job.row.id)), new Set(failures.map((f) => f.row.id)), released)
+      : NO_RUNS;
     if (settled.release.length > 0) {
       await this.onConnection(batchConnection, (queryRunner) =>
         this.writer.release(queryRunner, settled.release, false, 'an earlier entry of its ordering key did not complete in its batch'),
@@ -419,6 +421,9 @@ export class BatchExecutor {
     };
   }
 }
+
+/** A batch with no entry claimed behind its key's holder has no run to settle. */
+const NO_RUNS: ReturnType<typeof settleRuns> = { dropFailures: new Set(), release: [] };
 
 /** The bits of node-postgres' client that tell whether the open transaction was aborted ('E'). */
 interface TransactionStatusSource {
