@@ -66,6 +66,8 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private readonly inFlight = new Set<Promise<void>>();
   /** Batches running (a claim may run as several): at most `concurrency`. */
   private busySlots = 0;
+  /** Batches (with entries) that have ended, ever: tells a claim that found nothing whether one ended meanwhile. */
+  private batchesEnded = 0;
 
   constructor(
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
@@ -232,11 +234,15 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       }
       if (this.busySlots < this.options.concurrency) {
         const spread = this.options.concurrency - this.busySlots;
+        const endedBefore = this.batchesEnded;
         const claimed = await this.startBatch({ limit: this.options.batchSize, suspects: false, spread });
         if (claimed > 0) {
           executed += claimed;
           continue;
         }
+        // A batch that ended while this claim looked may have handed its key to an entry the claim's
+        // snapshot did not see yet: look again, or the pass would end with that entry due.
+        if (this.batchesEnded !== endedBefore) continue;
       }
       if (this.inFlight.size === 0) break;
       // Full, or nothing due right now: wait for a batch to finish, then look again.
@@ -279,6 +285,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
           .catch(() => undefined)
           .finally(() => {
             this.inFlight.delete(ended);
+            this.batchesEnded++;
             if (held > 0) free(1);
           });
         this.inFlight.add(ended);

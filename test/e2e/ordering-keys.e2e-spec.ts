@@ -101,7 +101,7 @@ describe('ordering keys', () => {
   beforeAll(async () => {
     db = await createTestDatabase('ordering');
     // `tx`: the transaction that wrote the effect (a key's run commits in its batch's transaction).
-    await sql(db.url, 'CREATE TABLE step_effects (account text NOT NULL, n int NOT NULL, message_id text NOT NULL, tx bigint NOT NULL DEFAULT txid_current())');
+    await sql(db.url, 'CREATE TABLE step_effects (id bigserial PRIMARY KEY, account text NOT NULL, n int NOT NULL, message_id text NOT NULL, tx bigint NOT NULL DEFAULT txid_current())');
     const handlers = [Runs, StepHandler, SkipHandler, FreeHandler];
     app = await createTestApp({ url: db.url, handlers, inbox: { clock, worker: false, notify: false } });
     worker = await createTestApp({
@@ -130,7 +130,7 @@ describe('ordering keys', () => {
   }
 
   const effects = async (key: string) =>
-    (await sql<{ n: number }>(db.url, 'SELECT n FROM step_effects WHERE account = $1 ORDER BY ctid', [key])).map((row) => row.n);
+    (await sql<{ n: number }>(db.url, 'SELECT n FROM step_effects WHERE account = $1 ORDER BY id', [key])).map((row) => row.n);
   const entryOf = async (key: string, n: number, commandType = 'order.step') => (await app.inbox.findByMessageId(`${key}-${n}-${commandType}`))!;
 
   it('runs the entries of one key one at a time, in the order received, while other keys run side by side', async () => {
