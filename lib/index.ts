@@ -18,6 +18,10 @@ export type {
   TelemetryOptions,
 } from './interfaces/inbox-options.interface';
 
+// The operator's console: a JSON API for dead letters, mounted in the application.
+export { InboxAdminModule, type InboxAdminAsyncOptions } from './admin/inbox-admin.module';
+export type { AdminRequest, InboxAdminOptions } from './admin/inbox-admin.options';
+
 // Observability: the health check behind `nestjs-inbox/terminus`, the figures behind the gauges.
 export { InboxHealth, type InboxHealthReport, type InboxHealthThresholds } from './health/inbox-health';
 export { InboxSnapshots, type InboxSnapshot } from './telemetry/inbox-snapshot';
@@ -44,9 +48,14 @@ export type { InboxHistoryRecord } from './interfaces/inbox-history.interface';
 export type {
   BlockedKey,
   BlockedKeysQuery,
+  BulkDiscardOptions,
+  BulkDiscardResult,
   BulkReplayOptions,
   BulkReplayResult,
+  DeadLetterGroup,
+  DeadLetterGroupsQuery,
   DueCommandType,
+  InboxStats,
   EntryFilter,
   IncomingCommand,
   ListEntriesQuery,
@@ -60,6 +69,7 @@ export type {
 // Errors, and their HTTP answers.
 export {
   AbortedTransactionError,
+  BulkCountChangedError,
   HandlerTimeoutError,
   IdempotencyConflictError,
   InboxArgumentError,

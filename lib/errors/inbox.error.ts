@@ -66,6 +66,19 @@ export class InboxEntryNotFoundError extends InboxError {
   }
 }
 
+/**
+ * A confirmed bulk action found another number of entries than the count the operator confirmed
+ * (entries arrived or left since the dry run): nothing was changed; count again and confirm that.
+ */
+export class BulkCountChangedError extends InboxError {
+  constructor(
+    readonly expected: number,
+    readonly matched: number,
+  ) {
+    super(`The filter now matches ${matched} entries, not the ${expected} confirmed; nothing was changed. Run the dry run again and confirm its count.`);
+  }
+}
+
 /** An operation is not allowed in the entry's current status (e.g. replaying a Completed entry). */
 export class InvalidEntryStateError extends InboxError {
   constructor(

@@ -1,5 +1,6 @@
 import { HttpStatus } from '@nestjs/common';
 import {
+  BulkCountChangedError,
   IdempotencyConflictError,
   InboxArgumentError,
   InboxEntryNotFoundError,
@@ -44,6 +45,7 @@ export function toHttpError(error: unknown): InboxHttpError {
     return answer(HttpStatus.CONFLICT, { messageId: error.messageId, existingEntryId: error.existingEntryId });
   }
   if (error instanceof InboxEntryNotFoundError) return answer(HttpStatus.NOT_FOUND, { id: error.entryId });
+  if (error instanceof BulkCountChangedError) return answer(HttpStatus.CONFLICT, { expected: error.expected, matched: error.matched });
   if (error instanceof InvalidEntryStateError) return answer(HttpStatus.CONFLICT, { id: error.entryId, status: error.status });
   if (error instanceof InboxUnavailableError) {
     // The reason may name hosts and ports; the client only needs to retry with the same key.

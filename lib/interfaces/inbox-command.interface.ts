@@ -1,6 +1,7 @@
 import type { EntityManager } from 'typeorm';
 import type { InboxEntry } from '../store/inbox-entry.entity';
 import type { EntryFilter } from '../store/entry-filter';
+import type { InboxStatus } from '../state/inbox-state-machine';
 export type { EntryFilter };
 
 /** A command as it arrives, before it is stored. */
@@ -37,6 +38,8 @@ export interface ReceiveResult {
 export interface ListEntriesQuery extends EntryFilter {
   /** 1..1000, default 100. Newest first. */
   limit?: number;
+  /** The id of the last entry of the page before: the page after it (keyset pagination). */
+  after?: string;
 }
 
 /** Which entries a bulk replay takes: DeadLetter by default (or Failed); discarded ones never. */
@@ -61,6 +64,56 @@ export interface BulkReplayOptions extends OperatorAction {
   batchSize?: number;
   /** Called after each batch with the number replayed so far and the number matched. */
   onProgress?: (replayed: number, matched: number) => void;
+  /**
+   * The count a dry run showed and the operator confirmed: when the filter matches another number
+   * now, nothing changes and BulkCountChangedError says so.
+   */
+  expectedCount?: number;
+}
+
+/** Which dead letters a bulk discard closes (those not discarded yet), and who asks. */
+export interface BulkDiscardOptions extends OperatorAction {
+  dryRun?: boolean;
+  batchSize?: number;
+  expectedCount?: number;
+}
+
+export interface BulkDiscardResult {
+  matched: number;
+  discarded: number;
+  dryRun: boolean;
+}
+
+/** Dead letters not discarded that failed the same way: one command type, one error fingerprint. */
+export interface DeadLetterGroup {
+  commandType: string;
+  /** The last error with ids and numbers masked; filter on it with `errorFingerprint`. */
+  fingerprint: string;
+  count: number;
+  /** The dead-letter reasons in the group. */
+  reasons: string[];
+  firstAt: Date;
+  lastAt: Date;
+  /** The newest entry of the group and its error as it was. */
+  example: { id: string; error: string | null };
+}
+
+export interface DeadLetterGroupsQuery {
+  commandType?: string;
+  /** 1..1000, default 100. */
+  limit?: number;
+}
+
+/** What an operator's console shows at a glance. */
+export interface InboxStats {
+  /** Entries by status: exact, except Completed, estimated from the table's statistics. */
+  entries: Record<InboxStatus, number>;
+  /** Entries not completed, by command type and status (exact). */
+  byCommandType: Array<{ commandType: string; counts: Record<InboxStatus, number> }>;
+  /** How long the oldest due entry has waited, in ms (0 when none is due). */
+  oldestDueAgeMs: number;
+  /** Dead letters not discarded, by reason. */
+  deadLettersByReason: Record<string, number>;
 }
 
 /** Entries due now of one command type (see `InboxService.dueByCommandType`). */

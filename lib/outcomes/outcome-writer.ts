@@ -204,8 +204,18 @@ export class OutcomeWriter {
   }
 
   /** One batch of an operator's bulk replay; the ids replayed. */
-  async replayBatch(on: DataSource, sql: string, params: unknown[], audit: Audit): Promise<string[]> {
-    return withQueryRunner(on, (queryRunner) =>
+  replayBatch(on: DataSource, sql: string, params: unknown[], audit: Audit): Promise<string[]> {
+    return this.bulkBatch(on, sql, params, audit, (commandType) => this.metrics.replayed(commandType));
+  }
+
+  /** One batch of an operator's bulk discard; the ids discarded. */
+  discardBatch(on: DataSource, sql: string, params: unknown[], audit: Audit): Promise<string[]> {
+    return this.bulkBatch(on, sql, params, audit, (commandType) => this.metrics.discarded(commandType));
+  }
+
+  /** A batch statement and its keys' hand-over in one transaction; each entry counted once committed. */
+  private async bulkBatch(on: DataSource, sql: string, params: unknown[], audit: Audit, count: (commandType: string) => void): Promise<string[]> {
+    const rows = await withQueryRunner(on, (queryRunner) =>
       inTransaction(queryRunner, async () => {
         const { rows } = await runQuery<{ id: string; ordering_key: string | null; command_type: string }>(queryRunner, sql, [
           ...params,
@@ -216,10 +226,9 @@ export class OutcomeWriter {
         await this.handOver(queryRunner, rows.map((row) => row.ordering_key));
         return rows;
       }),
-    ).then((rows) => {
-      for (const row of rows) this.metrics.replayed(row.command_type);
-      return rows.map((row) => row.id);
-    });
+    );
+    for (const row of rows) count(row.command_type);
+    return rows.map((row) => row.id);
   }
 
   /** An operator's discard; undefined when the status does not allow it. */

@@ -125,7 +125,24 @@ export function validateFilter(name: string, filter: EntryFilter): EntryFilter {
     if (typeof filter.includeDiscarded !== 'boolean') throw new InboxArgumentError(`${name}.includeDiscarded`, 'expected true or false');
     validated.includeDiscarded = filter.includeDiscarded;
   }
+  if (filter.payload !== undefined) validated.payload = payloadFilter(`${name}.payload`, filter.payload);
+  if (filter.errorFingerprint !== undefined) validated.errorFingerprint = boundedString(`${name}.errorFingerprint`, filter.errorFingerprint, 1000);
   return validated;
+}
+
+/** At most 10 dotted paths (1–10 segments of 1–100 characters), each with a text of at most 1000. */
+function payloadFilter(name: string, value: unknown): Record<string, string> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InboxArgumentError(name, 'expected an object of dotted paths and texts');
+  const pairs = Object.entries(value);
+  if (pairs.length > 10) throw new InboxArgumentError(name, 'expected at most 10 paths');
+  for (const [path, text] of pairs) {
+    const segments = path.split('.');
+    if (segments.length > 10 || segments.some((segment) => segment.length === 0 || segment.length > 100)) {
+      throw new InboxArgumentError(`${name}[${JSON.stringify(path)}]`, 'expected a dotted path of 1 to 10 names, each of 1 to 100 characters');
+    }
+    if (typeof text !== 'string' || text.length > 1000) throw new InboxArgumentError(`${name}[${JSON.stringify(path)}]`, 'expected a text of at most 1000 characters');
+  }
+  return Object.fromEntries(pairs) as Record<string, string>;
 }
 
 export function validateBlockedKeysQuery(query: BlockedKeysQuery): { commandType: string | null; limit: number } {

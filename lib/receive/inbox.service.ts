@@ -2,14 +2,19 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { InboxExplorer } from '../discovery/inbox.explorer';
 import { materializeCommand } from '../discovery/payload-materializer';
-import { InboxArgumentError, InboxEntryNotFoundError, InvalidEntryStateError } from '../errors/inbox.error';
+import { BulkCountChangedError, InboxArgumentError, InboxEntryNotFoundError, InvalidEntryStateError } from '../errors/inbox.error';
 import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH } from '../inbox.constants';
 import type {
   BlockedKey,
   BlockedKeysQuery,
+  BulkDiscardOptions,
+  BulkDiscardResult,
   BulkReplayOptions,
   BulkReplayResult,
+  DeadLetterGroup,
+  DeadLetterGroupsQuery,
   DueCommandType,
+  InboxStats,
   IncomingCommand,
   ListEntriesQuery,
   OperatorAction,
@@ -41,6 +46,7 @@ import {
 } from './command-validation';
 import { ATTR } from '../telemetry/attributes';
 import { InboxTracing } from '../telemetry/inbox-tracing';
+import { InboxSnapshots } from '../telemetry/inbox-snapshot';
 import { Receiver } from './receiver';
 
 /**
@@ -59,6 +65,7 @@ export class InboxService {
     private readonly receiver: Receiver,
     private readonly writer: OutcomeWriter,
     private readonly tracing: InboxTracing,
+    private readonly snapshots: InboxSnapshots,
   ) {}
 
   /**
@@ -96,9 +103,69 @@ export class InboxService {
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
       throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);
     }
-    const { sql, params } = this.sql.list(filter, limit);
+    if (query.after !== undefined) assertUuid('query.after', query.after);
+    const after = query.after ?? null;
+    const { sql, params } = this.sql.list(filter, limit, after);
     const { rows } = await this.query(sql, params);
     return rows.map(toEntry);
+  }
+
+  /**
+   * At a glance: entries by status (Completed estimated), the open ones by command type, the
+   * oldest due entry's age, the dead letters by reason. Reads only entries that are not completed.
+   */
+  async stats(): Promise<InboxStats> {
+    const [open, due, reasons, snapshot] = await Promise.all([
+      this.query<{ command_type: string; status: InboxStatus; count: number }>(this.sql.openByCommandType, []),
+      this.dueByCommandType(),
+      this.query<{ reason: string; count: number }>(this.sql.deadLettersByReason, []),
+      this.guard(() => this.snapshots.read()),
+    ]);
+    const zero = () => Object.fromEntries(INBOX_STATUSES.map((status) => [status, 0])) as Record<InboxStatus, number>;
+    const entries = zero();
+    entries[InboxStatus.Completed] = snapshot.entries[InboxStatus.Completed];
+    const byType = new Map<string, Record<InboxStatus, number>>();
+    for (const row of open.rows) {
+      entries[row.status] += row.count;
+      if (!byType.has(row.command_type)) byType.set(row.command_type, zero());
+      byType.get(row.command_type)![row.status] = row.count;
+    }
+    const oldest = due.reduce<Date | null>((min, type) => (min === null || type.oldestDueAt < min ? type.oldestDueAt : min), null);
+    return {
+      entries,
+      byCommandType: [...byType].map(([commandType, counts]) => ({ commandType, counts })),
+      oldestDueAgeMs: oldest === null ? 0 : Math.max(0, this.options.clock.now().getTime() - oldest.getTime()),
+      deadLettersByReason: Object.fromEntries(reasons.rows.map((row) => [row.reason, row.count])),
+    };
+  }
+
+  /**
+   * Dead letters not discarded, grouped by command type and error fingerprint (the error with its
+   * ids and numbers masked), the largest group first: replay or discard a group with its
+   * `commandType` and `errorFingerprint` as the filter.
+   */
+  async deadLetterGroups(query: DeadLetterGroupsQuery = {}): Promise<DeadLetterGroup[]> {
+    const { commandType, limit } = validateBlockedKeysQuery(query);
+    const { sql, params } = this.sql.deadLetterGroups(commandType === null ? {} : { commandType }, limit);
+    const { rows } = await this.query<{
+      command_type: string;
+      fingerprint: string;
+      count: number;
+      reasons: string[];
+      first_at: Date;
+      last_at: Date;
+      example_id: string;
+      example_error: string | null;
+    }>(sql, params);
+    return rows.map((row) => ({
+      commandType: row.command_type,
+      fingerprint: row.fingerprint,
+      count: row.count,
+      reasons: row.reasons,
+      firstAt: row.first_at,
+      lastAt: row.last_at,
+      example: { id: row.example_id, error: row.example_error },
+    }));
   }
 
   /** Number of entries matching a filter. */
@@ -185,32 +252,64 @@ export class InboxService {
     const status = validated.status ?? InboxStatus.DeadLetter;
     const replayable = OPERATOR_ACTIONS.replay.accepts as readonly InboxStatus[];
     if (!replayable.includes(status)) throw new InboxArgumentError('filter.status', `only ${replayable.join(' or ')} entries can be replayed`);
+    if (options?.onProgress !== undefined && typeof options.onProgress !== 'function') {
+      throw new InboxArgumentError('options.onProgress', 'expected a function');
+    }
     const scope: EntryFilter = { ...validated, status, includeDiscarded: false };
+    const result = await this.bulk('replay_many', scope, options, this.sql.replayBatch(scope), (ids) => this.writer.replayBatch(this.dataSource, ...ids));
+    if (result.changed > 0) this.receiver.announce();
+    return { matched: result.matched, replayed: result.changed, dryRun: result.dryRun };
+  }
+
+  /**
+   * Discards every dead letter that matches `filter` and is not discarded yet, as replayMany
+   * replays: in batches, with a dry run and a confirmed count.
+   */
+  async discardMany(filter: ReplayFilter, options: BulkDiscardOptions): Promise<BulkDiscardResult> {
+    const validated = validateFilter('filter', filter ?? {});
+    if (validated.status !== undefined && validated.status !== InboxStatus.DeadLetter) {
+      throw new InboxArgumentError('filter.status', `only ${InboxStatus.DeadLetter} entries can be discarded`);
+    }
+    const scope: EntryFilter = { ...validated, status: InboxStatus.DeadLetter, includeDiscarded: false };
+    const result = await this.bulk('discard_many', scope, options, this.sql.discardBatch(scope), (ids) => this.writer.discardBatch(this.dataSource, ...ids));
+    return { matched: result.matched, discarded: result.changed, dryRun: result.dryRun };
+  }
+
+  /**
+   * A bulk action: counts what `scope` matches (all a dry run does), refuses when a confirmed count
+   * differs, then runs `batch` (keyset by id) until a batch comes back short.
+   */
+  private async bulk(
+    name: string,
+    scope: EntryFilter,
+    options: BulkReplayOptions | BulkDiscardOptions,
+    { sql, params }: { sql: string; params: unknown[] },
+    runBatch: (args: [string, unknown[], { actor: string | null; reason: string | null }]) => Promise<string[]>,
+  ): Promise<{ matched: number; changed: number; dryRun: boolean }> {
     const audit = validateAudit('options', options, true);
     const batchSize = options.batchSize ?? 500;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
       throw new InboxArgumentError('options.batchSize', 'expected an integer from 1 to 10000');
     }
-    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
-      throw new InboxArgumentError('options.onProgress', 'expected a function');
-    }
-    return this.tracing.internal('nestjs_inbox.replay_many', { [ATTR.actor]: audit.actor ?? '', 'nestjs_inbox.dry_run': options.dryRun === true }, async (span) => {
+    const expected = options.expectedCount;
+    if (expected !== undefined && (!Number.isInteger(expected) || expected < 0)) throw new InboxArgumentError('options.expectedCount', 'expected an integer of 0 or more');
+    const onProgress = (options as BulkReplayOptions).onProgress;
+    return this.tracing.internal(`nestjs_inbox.${name}`, { [ATTR.actor]: audit.actor ?? '', 'nestjs_inbox.dry_run': options.dryRun === true }, async (span) => {
       const matched = await this.count(scope);
       span?.setAttribute('nestjs_inbox.matched', matched);
-      if (options.dryRun) return { matched, replayed: 0, dryRun: true };
-      const { sql, params } = this.sql.replayBatch(scope);
-      let replayed = 0;
+      if (options.dryRun) return { matched, changed: 0, dryRun: true };
+      if (expected !== undefined && expected !== matched) throw new BulkCountChangedError(expected, matched);
+      let changed = 0;
       let afterId = '00000000-0000-0000-0000-000000000000';
       for (;;) {
-        const ids = await this.guard(() => this.writer.replayBatch(this.dataSource, sql, [...params, afterId, batchSize], audit));
-        replayed += ids.length;
-        options.onProgress?.(replayed, matched);
+        const ids = await this.guard(() => runBatch([sql, [...params, afterId, batchSize], audit]));
+        changed += ids.length;
+        onProgress?.(changed, matched);
         if (ids.length < batchSize) break;
         afterId = ids[ids.length - 1];
       }
-      span?.setAttribute(ATTR.count, replayed);
-      if (replayed > 0) this.receiver.announce();
-      return { matched, replayed, dryRun: false };
+      span?.setAttribute(ATTR.count, changed);
+      return { matched, changed, dryRun: false };
     });
   }
 

@@ -1,8 +1,8 @@
 import { inboxIdentifiers } from './identifiers';
 import { statement, type Statement } from './connection';
-import { whereClause, type EntryFilter } from './entry-filter';
+import { ERROR_FINGERPRINT, whereClause, type EntryFilter } from './entry-filter';
 import { columnList, SELECTED_COLUMNS } from './schema';
-import { AttemptOutcome, HistoryEvent, InboxStatus, TRANSITIONS, type TransitionName } from '../state/inbox-state-machine';
+import { AttemptOutcome, HistoryEvent, INBOX_STATUSES, InboxStatus, TRANSITIONS, type TransitionName } from '../state/inbox-state-machine';
 import { HOLDING_STATUSES } from '../state/ordering';
 
 /**
@@ -38,6 +38,8 @@ export class InboxStatements {
   readonly selectById: string;
   readonly selectByMessageId: string;
   readonly countByStatus: string;
+  readonly openByCommandType: string;
+  readonly deadLettersByReason: string;
   readonly dueByCommandType: string;
   readonly unclaimedByCommandType: string;
   readonly selectHistory: string;
@@ -160,6 +162,11 @@ export class InboxStatements {
     this.selectById = `SELECT ${COLUMNS} FROM ${t} WHERE "id" = $1`;
     this.selectByMessageId = `SELECT ${COLUMNS} FROM ${t} WHERE "message_id" = $1`;
     this.countByStatus = `SELECT "status", count(*)::int AS "count" FROM ${t} GROUP BY "status"`;
+    // The entries not completed, by type and status (the status index leaves the completed ones out).
+    this.openByCommandType = `SELECT "command_type", "status", count(*)::int AS "count" FROM ${t}
+      WHERE "status" IN (${INBOX_STATUSES.filter((s) => s !== InboxStatus.Completed).map(status).join(', ')}) GROUP BY "command_type", "status" ORDER BY "command_type"`;
+    this.deadLettersByReason = `SELECT "dead_letter_reason" AS "reason", count(*)::int AS "count" FROM ${t}
+      WHERE "status" = ${status(InboxStatus.DeadLetter)} AND "discarded_at" IS NULL GROUP BY "dead_letter_reason" ORDER BY "dead_letter_reason"`;
     // What waits to run, by command type: $1 test clock.
     this.dueByCommandType = `SELECT "command_type", count(*)::int AS "due", min(${DUE_AT}) AS "oldest_due_at" FROM ${t}
       WHERE ${from('claim')} AND NOT "waiting" AND ${due} GROUP BY "command_type" ORDER BY min(${DUE_AT})`;
@@ -467,9 +474,53 @@ export class InboxStatements {
         "blocks_key" = false`;
   }
 
-  list(filter: EntryFilter, limit: number): { sql: string; params: unknown[] } {
+  /** Newest first; `after`: the last entry of the page before (keyset: pages hold still while entries arrive). */
+  list(filter: EntryFilter, limit: number, after: string | null = null): { sql: string; params: unknown[] } {
     const { clause, params } = whereClause(filter, this.statusType);
-    return { sql: `SELECT ${COLUMNS} FROM ${this.table} ${clause} ORDER BY "received_at" DESC, "id" LIMIT $${params.length + 1}`, params: [...params, limit] };
+    let where = clause;
+    if (after !== null) {
+      params.push(after);
+      where = `${clause ? `${clause} AND` : 'WHERE'} ("received_at", "id") < (SELECT "received_at", "id" FROM ${this.table} WHERE "id" = $${params.length})`;
+    }
+    return { sql: `SELECT ${COLUMNS} FROM ${this.table} ${where} ORDER BY "received_at" DESC, "id" DESC LIMIT $${params.length + 1}`, params: [...params, limit] };
+  }
+
+  /**
+   * Dead letters not discarded, grouped by command type and error fingerprint, the largest group
+   * first, each with its newest entry's id and error. Params: ...filter, limit.
+   */
+  deadLetterGroups(filter: EntryFilter, limit: number): { sql: string; params: unknown[] } {
+    const { clause, params } = whereClause({ ...filter, status: InboxStatus.DeadLetter, includeDiscarded: false }, this.statusType);
+    return {
+      sql: `SELECT "command_type", "fingerprint", count(*)::int AS "count", min("dead_lettered_at") AS "first_at", max("dead_lettered_at") AS "last_at",
+          (array_agg("id" ORDER BY "dead_lettered_at" DESC, "id"))[1] AS "example_id", (array_agg("error" ORDER BY "dead_lettered_at" DESC, "id"))[1] AS "example_error",
+          (array_agg(DISTINCT "dead_letter_reason"::text)) AS "reasons"
+        FROM (SELECT *, ${ERROR_FINGERPRINT} AS "fingerprint" FROM ${this.table} ${clause}) AS d
+        GROUP BY "command_type", "fingerprint" ORDER BY count(*) DESC, "command_type", "fingerprint" LIMIT $${params.length + 1}`,
+      params: [...params, limit],
+    };
+  }
+
+  /**
+   * One batch of a bulk discard, as replayBatch does it: dead letters not discarded yet. Params:
+   * ...filter, afterId, batchSize, actor, reason, test clock.
+   */
+  discardBatch(filter: EntryFilter): { sql: string; params: unknown[] } {
+    const { clause, params } = whereClause({ ...filter, status: InboxStatus.DeadLetter, includeDiscarded: false }, this.statusType);
+    const n = params.length;
+    return {
+      sql: `WITH batch AS (
+          SELECT "id" FROM ${this.table} ${clause} AND "id" > $${n + 1} ORDER BY "id" LIMIT $${n + 2} FOR UPDATE SKIP LOCKED
+        ), discarded AS (
+          UPDATE ${this.table} AS e SET "discarded_at" = ${wallTime(`$${n + 5}`)}, "blocks_key" = false, "waiting" = false
+          FROM batch WHERE e."id" = batch."id" RETURNING e."id", e."ordering_key", e."command_type", e."discarded_at"
+        ), recorded AS (
+          INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason", "recorded_at")
+          SELECT "id", '${HistoryEvent.Discarded}', $${n + 3}, $${n + 4}, "discarded_at" FROM discarded
+        )
+        SELECT "id", "ordering_key", "command_type" FROM discarded ORDER BY "id"`,
+      params,
+    };
   }
 
   count(filter: EntryFilter): { sql: string; params: unknown[] } {
