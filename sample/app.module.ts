@@ -5,6 +5,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { InboxEntry, InboxExceptionFilter, InboxMigration, InboxModule } from 'nestjs-inbox';
 import { AccountEvent } from './bank/account-event.entity';
 import { BankModule } from './bank/bank.module';
+import { ConsoleModule } from './console/console.module';
 import { CreateAccountEvents1764000100000 } from './bank/create-account-events.migration';
 import { HttpExceptionFilter } from './http-exception.filter';
 import { ObservabilityModule } from './observability/observability.module';
@@ -47,6 +48,7 @@ function databaseUrl(): string {
     }),
     ObservabilityModule,
     BankModule,
+    ConsoleModule,
   ],
   providers: [
     { provide: APP_FILTER, useClass: InboxExceptionFilter },

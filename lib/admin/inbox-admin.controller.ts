@@ -38,6 +38,12 @@ export function adminController(path: string): Type<unknown> {
       @Inject(INBOX_ADMIN_OPTIONS) private readonly options: ResolvedAdminOptions,
     ) {}
 
+    /** What the page needs to know about itself. */
+    @Get('api/meta')
+    meta() {
+      return { readOnly: this.options.readOnly };
+    }
+
     @Get('api/stats')
     stats() {
       return this.inbox.stats();

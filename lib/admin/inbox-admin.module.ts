@@ -1,6 +1,7 @@
 import { Module, type DynamicModule, type ModuleMetadata } from '@nestjs/common';
 import { adminController } from './inbox-admin.controller';
 import { InboxAdminGuard } from './inbox-admin.guard';
+import { dashboardController } from './inbox-dashboard.controller';
 import { adminPath, INBOX_ADMIN_OPTIONS, resolveAdminOptions, type InboxAdminOptions } from './inbox-admin.options';
 
 /** `registerAsync`: the path is fixed when the module is defined (routes are); the rest may come from a factory. */
@@ -22,7 +23,7 @@ export class InboxAdminModule {
     const resolved = resolveAdminOptions(options);
     return {
       module: InboxAdminModule,
-      controllers: [adminController(path)],
+      controllers: [adminController(path), dashboardController(path)],
       providers: [{ provide: INBOX_ADMIN_OPTIONS, useValue: resolved }, InboxAdminGuard],
     };
   }
@@ -32,7 +33,7 @@ export class InboxAdminModule {
     return {
       module: InboxAdminModule,
       imports: options.imports ?? [],
-      controllers: [adminController(path)],
+      controllers: [adminController(path), dashboardController(path)],
       providers: [
         { provide: INBOX_ADMIN_OPTIONS, inject: options.inject ?? [], useFactory: async (...args: unknown[]) => resolveAdminOptions(await options.useFactory(...args)) },
         InboxAdminGuard,

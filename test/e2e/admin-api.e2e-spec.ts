@@ -132,7 +132,7 @@ describe("operator's console API", () => {
     expect(() => InboxAdminModule.register({})).toThrow(InboxConfigurationError);
     expect(() => InboxAdminModule.register({ guards: [] })).toThrow(/no guards given/);
     expect(() => InboxAdminModule.register({ unprotected: true, path: 'bad path!' })).toThrow(InboxConfigurationError);
-    expect(InboxAdminModule.register({ unprotected: true }).controllers).toHaveLength(1);
+    expect(InboxAdminModule.register({ unprotected: true }).controllers).toHaveLength(2);
   });
 
   it("answers 403 to a request its guards refuse, on every route", async () => {
