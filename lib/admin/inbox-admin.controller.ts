@@ -6,6 +6,7 @@ import { InboxService } from '../receive/inbox.service';
 import type { InboxEntry } from '../store/inbox-entry.entity';
 import { filterFrom, listQueryFrom, type QueryString } from './admin-query';
 import { InboxAdminGuard } from './inbox-admin.guard';
+import { describeAdminApi } from './openapi';
 import { INBOX_ADMIN_OPTIONS, type AdminRequest, type ResolvedAdminOptions } from './inbox-admin.options';
 
 /** The body of a change to one entry. */
@@ -129,6 +130,7 @@ export function adminController(path: string): Type<unknown> {
       return { ...record, previousPayload: previous.payload };
     }
   }
+  describeAdminApi(InboxAdminController);
   return InboxAdminController;
 }
 

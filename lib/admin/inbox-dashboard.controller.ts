@@ -1,5 +1,6 @@
 import { Controller, Get, Header, Req, type Type } from '@nestjs/common';
 import { CONTENT_SECURITY_POLICY, dashboardAsset, dashboardPage } from './dashboard-assets';
+import { excludeFromApi } from './openapi';
 
 /**
  * The console's page and its two files. They hold no data (everything comes through the guarded
@@ -31,5 +32,6 @@ export function dashboardController(path: string): Type<unknown> {
       return dashboardAsset('dashboard.css');
     }
   }
+  excludeFromApi(InboxDashboardController);
   return InboxDashboardController;
 }

@@ -6,6 +6,12 @@ import { bootstrap } from '../../sample/main';
 import { waitFor } from '../support/test-app';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
 
+/** What the functions run inside the page touch (the specs compile without the DOM's types). */
+interface BrowserGlobals {
+  sessionStorage: { setItem(key: string, value: string): void };
+  __xss?: number;
+}
+
 /** `UPDATE_SCREENSHOTS=1 npm run test:browser` refreshes the README's pictures of the console. */
 const SCREENSHOTS = process.env.UPDATE_SCREENSHOTS === '1' ? join(__dirname, '..', '..', 'docs', 'screenshots') : null;
 
@@ -38,7 +44,7 @@ describe("operator's console in a browser", () => {
   /** A page signed in with the sample's demo token; dialogs (the reason for an action) are answered. */
   async function openConsole(path = '', token: string | null = 'demo'): Promise<{ page: Page; errors: string[] }> {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    if (token) await context.addInitScript((value) => sessionStorage.setItem('inbox-admin-token', value), token);
+    if (token) await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), token);
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));
@@ -152,7 +158,7 @@ describe("operator's console in a browser", () => {
     await page.locator('#entry-payload').filter({ hasText: '<script>window.__xss = 2</script>' }).waitFor();
     await expect(page.locator('[data-fact="last error"]').textContent()).resolves.toContain('onerror=');
     expect(await page.locator('#entry img, #entry script, #entries img, #entries script').count()).toBe(0);
-    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    expect(await page.evaluate(() => (globalThis as unknown as BrowserGlobals).__xss)).toBeUndefined();
     expect(errors).toEqual([]);
   });
 

@@ -1,5 +1,6 @@
 import { Injectable, type CanActivate, type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Test } from '@nestjs/testing';
 import { IsInt, IsOptional, IsString, Min } from 'class-validator';
 import {
@@ -133,6 +134,36 @@ describe("operator's console API", () => {
     expect(() => InboxAdminModule.register({ guards: [] })).toThrow(/no guards given/);
     expect(() => InboxAdminModule.register({ unprotected: true, path: 'bad path!' })).toThrow(InboxConfigurationError);
     expect(InboxAdminModule.register({ unprotected: true }).controllers).toHaveLength(2);
+  });
+
+  it('describes its API in the OpenAPI document (with @nestjs/swagger installed), and leaves its page out', () => {
+    const document = SwaggerModule.createDocument(main.app, new DocumentBuilder().build());
+    const list = document.paths['/inbox-admin/api/entries'].get!;
+    expect((list.parameters as Array<{ name: string }>).map((parameter) => parameter.name)).toEqual(expect.arrayContaining(['status', 'payload.<path>', 'after', 'limit']));
+    expect(document.paths['/inbox-admin/api/bulk/replay'].post!.requestBody).toBeDefined();
+    expect(Object.keys(document.paths).filter((path) => !path.startsWith('/inbox-admin/api/'))).toEqual([]);
+    expect(Object.keys(document.paths)).toHaveLength(11);
+  });
+
+  it('takes its options from a factory (registerAsync), and tells the page whether it is read-only', async () => {
+    const module = await Test.createTestingModule({
+      imports: [
+        typeOrmForTests(db.url),
+        ScheduleModule.forRoot(),
+        InboxModule.forRoot({ pollIntervalMs: 60_000, notify: false, worker: false }),
+        InboxAdminModule.registerAsync({ path: 'async-admin', useFactory: async () => ({ guards: [new TokenGuard()], readOnly: true }) }),
+      ],
+    }).compile();
+    const app = module.createNestApplication({ logger: false });
+    await app.listen(0, '127.0.0.1');
+    try {
+      const base = `${await app.getUrl()}/async-admin/api`;
+      expect((await call('GET', `${base}/meta`)).json).toEqual({ readOnly: true });
+      expect((await call('GET', `${base}/meta`, undefined, {})).status).toBe(403);
+      expect((await call('GET', `${main.base}/meta`)).json).toEqual({ readOnly: false });
+    } finally {
+      await app.close();
+    }
   });
 
   it("answers 403 to a request its guards refuse, on every route", async () => {
