@@ -17,15 +17,18 @@ const FILTER_FIELDS = new Set<string>([...TEXT_FIELDS, 'receivedAfter', 'receive
 export function filterFrom(source: unknown, name: string, extra: readonly string[] = []): EntryFilter {
   if (typeof source !== 'object' || source === null || Array.isArray(source)) throw new InboxArgumentError(name, 'expected an object');
   const filter: EntryFilter = {};
-  const payload: Record<string, string> = {};
+  // No prototype: a path named `__proto__` is kept as a path, not swallowed by a setter.
+  const payload: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [field, raw] of Object.entries(source as QueryString)) {
     if (extra.includes(field)) continue;
+    if (field === 'payload' && typeof raw === 'object' && raw !== null && !Array.isArray(raw)) {
+      // A bulk action's body may nest the payload's paths.
+      for (const [path, text] of Object.entries(raw)) payload[path] = single(`${name}.payload.${path}`, text);
+      continue;
+    }
     const value = single(`${name}.${field}`, raw);
     if (field.startsWith('payload.')) {
       payload[field.slice('payload.'.length)] = value;
-    } else if (field === 'payload' && typeof raw === 'object' && raw !== null) {
-      // A bulk action's body may nest the payload's paths.
-      for (const [path, text] of Object.entries(raw)) payload[path] = single(`${name}.payload.${path}`, text);
     } else if (!FILTER_FIELDS.has(field)) {
       throw new InboxArgumentError(`${name}.${field}`, `unknown filter; expected one of ${[...FILTER_FIELDS].join(', ')} or payload.<path>`);
     } else if (field === 'receivedAfter' || field === 'receivedBefore') {
@@ -39,7 +42,7 @@ export function filterFrom(source: unknown, name: string, extra: readonly string
       (filter as Record<string, unknown>)[field] = value;
     }
   }
-  if (Object.keys(payload).length > 0) filter.payload = payload;
+  if (Object.keys(payload).length > 0) filter.payload = { ...payload };
   return filter;
 }
 

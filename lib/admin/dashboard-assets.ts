@@ -25,7 +25,8 @@ function read(name: string): string {
 
 /** The page, its links made absolute from the path it was asked for (global prefixes included). */
 export function dashboardPage(requestPath: string): string {
-  const base = requestPath.split('?')[0].replace(/\/+$/, '');
+  // The path alone: a request target in absolute form (`GET http://host/...`) must not move the page's links.
+  const base = new URL(requestPath, 'http://console.invalid').pathname.replace(/\/+$/, '');
   return read('index.html').replaceAll('%BASE%', escapeAttribute(base));
 }
 

@@ -1,12 +1,12 @@
 import { Body, Controller, Get, HttpCode, Inject, Param, Post, Query, Req, UseFilters, UseGuards, type Type } from '@nestjs/common';
 import { InboxArgumentError, InboxEntryNotFoundError } from '../errors/inbox.error';
 import { InboxExceptionFilter } from '../http/inbox-exception.filter';
-import type { InboxHistoryRecord } from '../interfaces/inbox-history.interface';
 import { InboxService } from '../receive/inbox.service';
 import type { InboxEntry } from '../store/inbox-entry.entity';
 import { filterFrom, listQueryFrom, type QueryString } from './admin-query';
 import { InboxAdminGuard } from './inbox-admin.guard';
 import { describeAdminApi } from './openapi';
+import { Redaction } from './redaction';
 import { INBOX_ADMIN_OPTIONS, type AdminRequest, type ResolvedAdminOptions } from './inbox-admin.options';
 
 /** The body of a change to one entry. */
@@ -34,10 +34,14 @@ export function adminController(path: string): Type<unknown> {
   @UseGuards(InboxAdminGuard)
   @UseFilters(InboxExceptionFilter)
   class InboxAdminController {
+    private readonly redaction: Redaction;
+
     constructor(
       private readonly inbox: InboxService,
       @Inject(INBOX_ADMIN_OPTIONS) private readonly options: ResolvedAdminOptions,
-    ) {}
+    ) {
+      this.redaction = new Redaction(options.redact, options.redacts);
+    }
 
     /** What the page needs to know about itself. */
     @Get('api/meta')
@@ -64,14 +68,19 @@ export function adminController(path: string): Type<unknown> {
       const entry = await this.inbox.get(id);
       if (!entry) throw new InboxEntryNotFoundError(id);
       const history = await this.inbox.history(id);
-      return { entry: this.redact(entry), history: history.map((record) => this.redactHistory(entry, record)) };
+      return { entry: this.redact(entry), history: history.map((record) => this.redaction.record(entry, record)) };
     }
 
     @Post('api/entries/:id/replay')
     @HttpCode(200)
     async replay(@Param('id') id: string, @Body() body: ActionBody, @Req() request: AdminRequest) {
       const { reason, payload } = actionBody(body);
-      return { entry: this.redact(await this.inbox.replay(id, { actor: this.actorOf(request), reason, payload })) };
+      let corrected = payload;
+      if (corrected !== undefined && this.redaction.active && typeof corrected === 'object' && corrected !== null && !Array.isArray(corrected)) {
+        const stored = await this.inbox.get(id);
+        if (stored) corrected = this.redaction.restoreHidden(corrected, stored);
+      }
+      return { entry: this.redact(await this.inbox.replay(id, { actor: this.actorOf(request), reason, payload: corrected })) };
     }
 
     @Post('api/entries/:id/discard')
@@ -89,13 +98,25 @@ export function adminController(path: string): Type<unknown> {
     @Get('api/dead-letter-groups')
     async deadLetterGroups(@Query() query: QueryString) {
       const groups = await this.inbox.deadLetterGroups({ commandType: optionalText(query.commandType, 'query.commandType'), limit: optionalLimit(query.limit) });
+      if (this.redaction.active) {
+        // An example's error is shown as its entry's would be.
+        for (const group of groups) {
+          const example = await this.inbox.get(group.example.id);
+          group.example.error = example ? this.redact(example).error : null;
+        }
+      }
       return { groups };
     }
 
     @Get('api/blocked-keys')
     async blockedKeys(@Query() query: QueryString) {
       const keys = await this.inbox.blockedKeys({ commandType: optionalText(query.commandType, 'query.commandType'), limit: optionalLimit(query.limit) });
-      return { keys: keys.map((key) => ({ ...key, blockedBy: this.redact(key.blockedBy) })) };
+      return {
+        keys: keys.map((key) => {
+          const blockedBy = this.redact(key.blockedBy);
+          return { orderingKey: blockedBy.orderingKey, blockedBy, waiting: key.waiting };
+        }),
+      };
     }
 
     /** `{ filter, dryRun: true }` counts; `{ filter, expectedCount }` replays, refused (409) when the count changed. */
@@ -120,14 +141,7 @@ export function adminController(path: string): Type<unknown> {
     }
 
     private redact(entry: InboxEntry): InboxEntry {
-      return this.options.redact(entry);
-    }
-
-    /** An earlier payload (a corrected replay's) is redacted as the entry would be with it. */
-    private redactHistory(entry: InboxEntry, record: InboxHistoryRecord): InboxHistoryRecord {
-      if (record.previousPayload === null) return record;
-      const previous = this.options.redact(Object.assign(Object.create(Object.getPrototypeOf(entry)) as InboxEntry, entry, { payload: record.previousPayload }));
-      return { ...record, previousPayload: previous.payload };
+      return this.redaction.entry(entry);
     }
   }
   describeAdminApi(InboxAdminController);

@@ -6,6 +6,13 @@ import { INBOX_ADMIN_OPTIONS, type ResolvedAdminOptions } from './inbox-admin.op
 /** Methods that change nothing: the only ones a read-only console answers. */
 const READING = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/**
+ * The header every change must carry. A page of another site can make a browser send a form or a
+ * simple request with the user's cookies, but not a custom header or a JSON content type without
+ * a CORS preflight, which the console never answers: together they stop cross-site requests.
+ */
+export const CONSOLE_REQUEST_HEADER = 'x-inbox-console';
+
 /** Runs the user's guards on every console route (all must pass), then refuses changes when read-only. */
 @Injectable()
 export class InboxAdminGuard implements CanActivate {
@@ -17,13 +24,18 @@ export class InboxAdminGuard implements CanActivate {
   ) {}
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
+    const request = context.switchToHttp().getRequest<{ method: string; headers: Record<string, string | string[] | undefined> }>();
+    const changes = !READING.has(request.method);
+    if (changes && (request.headers[CONSOLE_REQUEST_HEADER] === undefined || !String(request.headers['content-type'] ?? '').startsWith('application/json'))) {
+      throw new ForbiddenException(`A change needs a JSON body (Content-Type: application/json) and the ${CONSOLE_REQUEST_HEADER} header (cross-site request protection).`);
+    }
     for (const configured of this.options.guards) {
       const guard = typeof configured === 'function' ? await this.instanceOf(configured) : configured;
       const verdict = guard.canActivate(context);
       const allowed = isObservable(verdict) ? await lastValueFrom(verdict) : await verdict;
       if (!allowed) return false;
     }
-    if (this.options.readOnly && !READING.has(context.switchToHttp().getRequest<{ method: string }>().method)) {
+    if (this.options.readOnly && changes) {
       throw new ForbiddenException('The inbox console is read-only.');
     }
     return true;

@@ -31,6 +31,8 @@ export interface ResolvedAdminOptions {
   readOnly: boolean;
   actor: (request: AdminRequest) => string;
   redact: (entry: InboxEntry) => InboxEntry;
+  /** Whether a `redact` was given. */
+  redacts: boolean;
 }
 
 /** Checks the options at boot: a console nobody protects is refused unless asked for in so many words. */
@@ -55,6 +57,7 @@ export function resolveAdminOptions(options: InboxAdminOptions | undefined): Res
     readOnly: options.readOnly ?? false,
     actor: options.actor ?? (() => 'inbox-admin'),
     redact: options.redact ?? ((entry) => entry),
+    redacts: options.redact !== undefined,
   };
 }
 

@@ -130,17 +130,20 @@ export function validateFilter(name: string, filter: EntryFilter): EntryFilter {
   return validated;
 }
 
-/** At most 10 dotted paths (1–10 segments of 1–100 characters), each with a text of at most 1000. */
+/**
+ * At most 10 dotted paths (1–10 segments of 1–100 characters), each with a non-empty text of at
+ * most 1000; both as PostgreSQL stores them (no NUL, well-formed Unicode).
+ */
 function payloadFilter(name: string, value: unknown): Record<string, string> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InboxArgumentError(name, 'expected an object of dotted paths and texts');
   const pairs = Object.entries(value);
   if (pairs.length > 10) throw new InboxArgumentError(name, 'expected at most 10 paths');
   for (const [path, text] of pairs) {
+    const at = `${name}[${JSON.stringify(path)}]`;
     const segments = path.split('.');
-    if (segments.length > 10 || segments.some((segment) => segment.length === 0 || segment.length > 100)) {
-      throw new InboxArgumentError(`${name}[${JSON.stringify(path)}]`, 'expected a dotted path of 1 to 10 names, each of 1 to 100 characters');
-    }
-    if (typeof text !== 'string' || text.length > 1000) throw new InboxArgumentError(`${name}[${JSON.stringify(path)}]`, 'expected a text of at most 1000 characters');
+    if (segments.length > 10) throw new InboxArgumentError(at, 'expected a dotted path of 1 to 10 names');
+    for (const segment of segments) boundedString(at, segment, 100);
+    boundedString(at, text, 1000);
   }
   return Object.fromEntries(pairs) as Record<string, string>;
 }

@@ -299,13 +299,16 @@ export class InboxService {
       span?.setAttribute('nestjs_inbox.matched', matched);
       if (options.dryRun) return { matched, changed: 0, dryRun: true };
       if (expected !== undefined && expected !== matched) throw new BulkCountChangedError(expected, matched);
+      // Never more than were counted (and, confirmed, shown): entries that match only since the
+      // count are left for the next action.
       let changed = 0;
       let afterId = '00000000-0000-0000-0000-000000000000';
-      for (;;) {
-        const ids = await this.guard(() => runBatch([sql, [...params, afterId, batchSize], audit]));
+      while (changed < matched) {
+        const size = Math.min(batchSize, matched - changed);
+        const ids = await this.guard(() => runBatch([sql, [...params, afterId, size], audit]));
         changed += ids.length;
         onProgress?.(changed, matched);
-        if (ids.length < batchSize) break;
+        if (ids.length < size) break;
         afterId = ids[ids.length - 1];
       }
       span?.setAttribute(ATTR.count, changed);

@@ -93,7 +93,13 @@ describe("operator's console API", () => {
       {
         guards: [TokenGuard],
         actor: (request) => String(request.headers['x-operator'] ?? 'unknown'),
-        redact: (entry) => (entry.payload && 'secret' in entry.payload ? Object.assign(entry, { payload: { ...entry.payload, secret: '[redacted]' } }) : entry),
+        // Edits what it is given: the console hands it a copy. Hides the payload's secret, and the
+        // amounts in error texts (as an application might hide figures).
+        redact: (entry) =>
+          Object.assign(entry, {
+            payload: entry.payload && 'secret' in entry.payload ? { ...entry.payload, secret: '[redacted]' } : entry.payload,
+            error: entry.error?.replace(/withdrawal \d+/, 'withdrawal ***') ?? null,
+          }),
       },
     );
     readOnly = await open({ path: 'ops/inbox', unprotected: true, readOnly: true });
@@ -110,7 +116,7 @@ describe("operator's console API", () => {
   async function call(method: string, url: string, body?: unknown, headers: Record<string, string> = AUTH): Promise<{ status: number; json: any }> {
     const response = await fetch(url, {
       method,
-      headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: { ...(method === 'GET' ? {} : { 'content-type': 'application/json', 'x-inbox-console': '1' }), ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     return { status: response.status, json: await response.json().catch(() => null) };
@@ -166,6 +172,23 @@ describe("operator's console API", () => {
     }
   });
 
+  it('refuses a change that a cross-site page could send: no console header, or not JSON', async () => {
+    const [id] = await deadLetters(newAccount(), [13]);
+    const formPost = await fetch(`${main.base}/entries/${id}/discard`, {
+      method: 'POST',
+      headers: { ...AUTH, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'reason=csrf',
+    });
+    expect(formPost.status).toBe(403);
+    const withoutHeader = await fetch(`${main.base}/entries/${id}/discard`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/json' }, body: '{}' });
+    expect(withoutHeader.status).toBe(403);
+    expect(((await withoutHeader.json()) as { message: string }).message).toContain('x-inbox-console');
+    const textBody = await fetch(`${main.base}/entries/${id}/discard`, { method: 'POST', headers: { ...AUTH, 'x-inbox-console': '1', 'content-type': 'text/plain' }, body: '{}' });
+    expect(textBody.status).toBe(403);
+    expect((await main.inbox.get(id))!.discardedAt).toBeNull();
+    expect((await call('POST', `${main.base}/entries/${id}/discard`, {})).status).toBe(200);
+  });
+
   it("answers 403 to a request its guards refuse, on every route", async () => {
     for (const [method, path] of [
       ['GET', '/stats'],
@@ -203,6 +226,18 @@ describe("operator's console API", () => {
     expect(badStatus.json).toMatchObject({ argument: 'query.status' });
     const badCursor = await call('GET', `${main.base}/entries?after=not-an-id`);
     expect(badCursor.json).toMatchObject({ argument: 'query.after' });
+    const nul = await call('GET', `${main.base}/entries?payload.accountId=a%00b`);
+    expect(nul).toMatchObject({ status: 400, json: { argument: 'query.payload["accountId"]' } });
+  });
+
+  it('takes a bulk filter on the payload flat or nested, and a path named __proto__ as a path', async () => {
+    const account = newAccount();
+    await deadLetters(account, [21, 22]);
+    const dryRun = (filter: object) => call('POST', `${main.base}/bulk/discard`, { filter, dryRun: true });
+    expect((await dryRun({ 'payload.accountId': account })).json.matched).toBe(2);
+    expect((await dryRun({ payload: { accountId: account } })).json.matched).toBe(2);
+    // Not swallowed by a setter, which would leave a filter on every dead letter.
+    expect((await dryRun({ 'payload.__proto__': 'x' })).json.matched).toBe(0);
   });
 
   it('shows an entry with its attempt timeline, and 404 for one that does not exist', async () => {
@@ -254,6 +289,28 @@ describe("operator's console API", () => {
     const { json } = await call('GET', `${main.base}/entries/${id}`);
     expect(json.entry.payload.secret).toBe('[redacted]');
     expect(JSON.stringify(json)).not.toContain('hunter');
+    // The attempt's error in the timeline is shown as the entry's would be, its stack left out.
+    const attempt = json.history.find((record: { event: string }) => record.event === 'attempt');
+    expect(attempt).toMatchObject({ errorMessage: `Insufficient funds in ${account}: balance 0, withdrawal ***`, errorStack: null });
+  });
+
+  it('keeps a hidden field as stored when a corrected payload sends its mask back', async () => {
+    const account = newAccount();
+    const [id] = await deadLetters(account, [15], { secret: 'hunter2' });
+    const shown = (await call('GET', `${main.base}/entries/${id}`)).json.entry.payload;
+    expect(shown.secret).toBe('[redacted]');
+    // The operator corrects the amount and leaves the masked field alone.
+    const replayed = await call('POST', `${main.base}/entries/${id}/replay`, { payload: { ...shown, amount: 16, fixed: true } });
+    expect(replayed.status).toBe(200);
+    expect((await main.inbox.get(id))!.payload).toEqual({ accountId: account, amount: 16, secret: 'hunter2', fixed: true });
+  });
+
+  it('shows the example error of a dead-letter group as its entry would show', async () => {
+    const account = newAccount();
+    await deadLetters(account, [777]);
+    const { json } = await call('GET', `${main.base}/dead-letter-groups?commandType=admin.withdraw&limit=1000`);
+    const group = json.groups.find((g: { fingerprint: string }) => g.fingerprint === 'Insufficient funds in acc-<n>: balance <n>, withdrawal <n>');
+    expect(group.example.error).toMatch(/^Insufficient funds in acc-\d+: balance 0, withdrawal \*\*\*$/);
   });
 
   it('groups dead letters by command type and error fingerprint, and replays a group after its dry run', async () => {
@@ -298,6 +355,7 @@ describe("operator's console API", () => {
   });
 
   it('shows the stats and the blocked keys', async () => {
+    await deadLetters(newAccount(), [60]);
     const account = newAccount();
     // A holder dead-lettered by hand under the module's policy (block) keeps the entry behind it waiting.
     const { entry: blocking } = await main.inbox.receive({ messageId: `d-${++sequence}`, commandType: 'admin.deposit', payload: { accountId: account, amount: 50 } });
@@ -325,8 +383,9 @@ describe("operator's console API", () => {
       [`/entries/${id}/discard`, {}],
       [`/bulk/replay`, { dryRun: true }],
     ] as const) {
-      const { status } = await call('POST', `${readOnly.base}${path}`, body, {});
+      const { status, json } = await call('POST', `${readOnly.base}${path}`, body, {});
       expect(status).toBe(403);
+      expect(json.message).toContain('read-only');
     }
     expect((await main.inbox.get(id))!.status).toBe(InboxStatus.DeadLetter);
   });

@@ -5,12 +5,16 @@
 const base = document.body.dataset.base ?? '';
 const REFRESH_MS = 5000;
 const STATUSES = ['pending', 'processing', 'failed', 'dead_letter', 'completed'];
-const FILTERS = ['status', 'commandType', 'deadLetterReason', 'errorContains', 'errorFingerprint', 'includeDiscarded'];
+const FILTERS = ['status', 'commandType', 'deadLetterReason', 'errorContains', 'errorFingerprint', 'includeDiscarded', 'receivedAfter', 'receivedBefore'];
+/** The filters the form edits; the others in the URL (a group's fingerprint, say) are kept as they are. */
+const FORM_FILTERS = ['status', 'commandType', 'errorContains', 'includeDiscarded'];
 
 let token = sessionStorage.getItem('inbox-admin-token');
 let readOnly = false;
 /** The `after` of the next page of the list, null on the last. */
 let nextPage = /** @type {string | null} */ (null);
+/** Pages of the list shown beyond the first: auto-refresh would fold them back. */
+let morePages = 0;
 
 class ApiError extends Error {
   /** @param {number} status @param {any} body */
@@ -26,8 +30,12 @@ async function call(method, path, body) {
   /** @type {Record<string, string>} */
   const headers = { accept: 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(`${base}/api/${path}`, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
+  // Every change is JSON with the console's header: what a cross-site form cannot send.
+  if (method !== 'GET') {
+    headers['content-type'] = 'application/json';
+    headers['x-inbox-console'] = '1';
+  }
+  const response = await fetch(`${base}/api/${path}`, { method, headers, credentials: 'same-origin', body: method === 'GET' ? undefined : JSON.stringify(body ?? {}) });
   const json = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, json);
   return json;
@@ -86,6 +94,11 @@ function filtersFromUrl() {
   const filter = {};
   for (const [name, value] of params) if (value !== '' && (FILTERS.includes(name) || name.startsWith('payload.'))) filter[name] = value;
   return filter;
+}
+
+/** The URL's payload filter the form shows (its first), or null. */
+function formPayloadField() {
+  return Object.keys(filtersFromUrl()).find((name) => name.startsWith('payload.')) ?? null;
 }
 
 /** @param {Record<string, string>} params */
@@ -177,6 +190,7 @@ async function renderEntries(more = false) {
   const query = new URLSearchParams({ ...filter, limit: '50', ...(more && nextPage ? { after: nextPage } : {}) });
   const { entries, next } = await call('GET', `entries?${query}`);
   nextPage = next;
+  morePages = more ? morePages + 1 : 0;
   const rows = entries.map((/** @type {any} */ entry) =>
     el('tr', { 'data-id': entry.id, onclick: () => go({ ...filtersFromUrl(), entry: entry.id }) },
       el('td', {}, time(entry.receivedAt)),
@@ -233,7 +247,9 @@ async function renderEntry(id) {
   byId('dead-letter').hidden = !['pending', 'failed'].includes(entry.status);
   const form = byId('replay-form');
   form.hidden = true;
-  /** @type {HTMLTextAreaElement} */ (byId('replay-payload')).value = JSON.stringify(entry.payload ?? {}, null, 2);
+  const shown = JSON.stringify(entry.payload ?? {}, null, 2);
+  /** @type {HTMLTextAreaElement} */ (byId('replay-payload')).value = shown;
+  form.dataset.shown = shown;
   byId('replay-errors').replaceChildren();
   form.dataset.id = entry.id;
 }
@@ -261,9 +277,10 @@ async function render() {
 /** @param {string} action @param {string} label */
 async function entryAction(action, label) {
   const id = /** @type {string} */ (byId('replay-form').dataset.id);
-  const reason = prompt(`${label}: why? (kept in the history)`) ?? undefined;
+  const reason = prompt(`${label}: why? (kept in the history)`);
+  if (reason === null) return; // cancelled
   try {
-    await call('POST', `entries/${encodeURIComponent(id)}/${action}`, { reason });
+    await call('POST', `entries/${encodeURIComponent(id)}/${action}`, { reason: reason.trim() || undefined });
     notify(`${label}: done.`);
   } catch (error) {
     reportError(error);
@@ -276,8 +293,9 @@ function wire() {
     event.preventDefault();
     const form = /** @type {HTMLFormElement} */ (event.target);
     const data = new FormData(form);
+    // What the form does not edit stays as the URL has it.
     /** @type {Record<string, string>} */
-    const params = {};
+    const params = Object.fromEntries(Object.entries(filtersFromUrl()).filter(([name]) => !FORM_FILTERS.includes(name) && name !== formPayloadField()));
     for (const name of ['status', 'commandType', 'errorContains']) {
       const value = String(data.get(name) ?? '').trim();
       if (value) params[name] = value;
@@ -304,12 +322,16 @@ function wire() {
     const form = byId('replay-form');
     const errors = byId('replay-errors');
     errors.replaceChildren();
+    const text = /** @type {HTMLTextAreaElement} */ (byId('replay-payload')).value;
+    // Unchanged: replayed as stored (what was shown may hold masks, or numbers JSON would round).
     let payload;
-    try {
-      payload = JSON.parse(/** @type {HTMLTextAreaElement} */ (byId('replay-payload')).value);
-    } catch (error) {
-      errors.append(el('li', {}, `Not JSON: ${error instanceof Error ? error.message : String(error)}`));
-      return;
+    if (text !== form.dataset.shown) {
+      try {
+        payload = JSON.parse(text);
+      } catch (error) {
+        errors.append(el('li', {}, `Not JSON: ${error instanceof Error ? error.message : String(error)}`));
+        return;
+      }
     }
     const reason = /** @type {HTMLInputElement} */ (byId('replay-reason')).value.trim() || undefined;
     try {
@@ -334,7 +356,9 @@ function wire() {
   window.addEventListener('popstate', () => void render());
   setInterval(() => {
     const auto = /** @type {HTMLInputElement} */ (byId('auto-refresh'));
-    if (auto.checked && !byId('overview').hidden && !document.hidden) void refresh();
+    // Not while the operator is in the middle of something the refresh would wipe.
+    const busy = morePages > 0 || document.querySelector('[data-action^="confirm-"]') !== null || byId('filters').contains(document.activeElement);
+    if (auto.checked && !busy && !byId('overview').hidden && !document.hidden) void refresh();
   }, REFRESH_MS);
 }
 
