@@ -474,15 +474,27 @@ export class InboxStatements {
         "blocks_key" = false`;
   }
 
-  /** Newest first; `after`: the last entry of the page before (keyset: pages hold still while entries arrive). */
+  /**
+   * Newest first; `after`: the last entry of the page before (keyset: pages hold still while
+   * entries arrive). Without a status, one branch per status, each reading the (status,
+   * received_at) index backwards for its first `limit` rows, merged: the newest entries of a big
+   * table without sorting it (and without an index of its own on the receive path).
+   */
   list(filter: EntryFilter, limit: number, after: string | null = null): { sql: string; params: unknown[] } {
-    const { clause, params } = whereClause(filter, this.statusType);
-    let where = clause;
+    // From the fixed set only: the status is written into the statement, not passed.
+    const statuses = INBOX_STATUSES.filter((status) => filter.status === undefined || status === filter.status);
+    const { clause, params } = whereClause({ ...filter, status: undefined }, this.statusType);
+    const conditions = clause ? [clause.slice('WHERE '.length)] : [];
     if (after !== null) {
       params.push(after);
-      where = `${clause ? `${clause} AND` : 'WHERE'} ("received_at", "id") < (SELECT "received_at", "id" FROM ${this.table} WHERE "id" = $${params.length})`;
+      conditions.push(`("received_at", "id") < (SELECT "received_at", "id" FROM ${this.table} WHERE "id" = $${params.length})`);
     }
-    return { sql: `SELECT ${COLUMNS} FROM ${this.table} ${where} ORDER BY "received_at" DESC, "id" DESC LIMIT $${params.length + 1}`, params: [...params, limit] };
+    params.push(limit);
+    const limitParam = `$${params.length}`;
+    const branch = (status: InboxStatus) =>
+      `(SELECT ${COLUMNS} FROM ${this.table} WHERE ${['"status" = ' + `'${status}'::${this.statusType}`, ...conditions].join(' AND ')} ORDER BY "received_at" DESC, "id" DESC LIMIT ${limitParam})`;
+    const sql = statuses.length === 1 ? branch(statuses[0]) : `SELECT * FROM (${statuses.map(branch).join(' UNION ALL ')}) AS newest ORDER BY "received_at" DESC, "id" DESC LIMIT ${limitParam}`;
+    return { sql, params };
   }
 
   /**

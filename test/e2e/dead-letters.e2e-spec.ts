@@ -325,9 +325,9 @@ describe('dead-letter operations', () => {
           { actor: 'ops', reason: 'dependency fixed', batchSize: 1, onProgress: (done, total) => progress.push([done, total]) },
         );
         expect(result).toEqual({ matched: 2, replayed: 2, dryRun: false });
+        // A batch each; none more once the counted entries are done.
         expect(progress).toEqual([
           [1, 2],
-          [2, 2],
           [2, 2],
         ]);
         // Replayed entries run again at once (and fail again: attempt 1 of 2 after the reset).
