@@ -6,6 +6,8 @@ export type SystemName = 'nestjs-inbox' | 'pg-boss' | 'graphile-worker' | 'raw-p
 
 /** Concurrent callers in the receive workloads. */
 export const CALLERS = 8;
+/** Commands per call in the intake workload's batch sends (a broker consumer's batch). */
+export const INTAKE_BATCH = 100;
 /** Bytes of JSON in every payload (before the latency timestamp). */
 export const PAYLOAD_BYTES = 200;
 /** Steady send rate of the latency workload. */

@@ -23,8 +23,11 @@ export interface ChildSpec {
   /** send: calls to time; latency-send: commands after the warm-up. */
   count: number;
   warmup: number;
-  /** send: 'plain' (distinct keys), 'dedup' (each key twice) or 'keyed' (distinct keys, each with an ordering key). */
-  mode?: 'plain' | 'dedup' | 'keyed';
+  /**
+   * send: 'plain' (distinct keys), 'dedup' (each key twice), 'keyed' (distinct keys, each with an
+   * ordering key) or 'batch' (distinct keys, INTAKE_BATCH commands per call).
+   */
+  mode?: 'plain' | 'dedup' | 'keyed' | 'batch';
   /** work: what the handler does. */
   handler?: Handler;
   /** raw-pg work: one transaction per batch or per command; graphile-worker work: inside a Nest + TypeORM app. */

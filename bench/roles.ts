@@ -1,6 +1,6 @@
 // Child-side flows shared by every system: the system files only supply "how to send one
 // command" and "how to start/stop a worker".
-import { CALLERS, KEY_FIELD, makePayload, monoMs, runCallers, sleep } from './common';
+import { CALLERS, INTAKE_BATCH, KEY_FIELD, makePayload, monoMs, runCallers, sleep } from './common';
 import { emit, latencySummary, type ChildSpec, type Commands } from './protocol';
 import { queriesSent } from './query-counter';
 import { telemetryReport } from './telemetry';
@@ -8,6 +8,8 @@ import { telemetryReport } from './telemetry';
 export interface Sender {
   /** Sends one command (with an ordering key, if given); resolves when the system acknowledged it. */
   call(messageId: string, payload: Record<string, unknown>, orderingKey?: string): Promise<unknown>;
+  /** Sends a batch in one call (the system's bulk intake), for the 'batch' mode. */
+  callMany?(items: Array<{ messageId: string; payload: Record<string, unknown> }>): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -51,13 +53,22 @@ export async function runSendRole(spec: ChildSpec, commands: Commands, open: () 
   // Keyed warm-up calls use keys of their own: the timed calls find their keys new, as planned.
   const warm = Array.from({ length: spec.warmup }, (_, i) => payloadFor(spec, 1_000_000 + i, 'warm-acc'));
   const warmKey = (i: number) => (spec.mode === 'keyed' ? (warm[i][KEY_FIELD] as string) : undefined);
-  await runCallers(spec.warmup, CALLERS, (i) => sender.call(`warm-${i}`, warm[i], warmKey(i)));
+  // Batches: INTAKE_BATCH commands per call, CALLERS calls at a time.
+  const batched = spec.mode === 'batch';
+  if (batched && !sender.callMany) throw new Error(`${spec.system} has no batch send`);
+  const inBatches = (total: number, item: (i: number) => { messageId: string; payload: Record<string, unknown> }) =>
+    runCallers(Math.ceil(total / INTAKE_BATCH), CALLERS, (b) =>
+      sender.callMany!(Array.from({ length: Math.min(INTAKE_BATCH, total - b * INTAKE_BATCH) }, (_, j) => item(b * INTAKE_BATCH + j))),
+    );
+  if (batched) await inBatches(spec.warmup, (i) => ({ messageId: `warm-${i}`, payload: warm[i] }));
+  else await runCallers(spec.warmup, CALLERS, (i) => sender.call(`warm-${i}`, warm[i], warmKey(i)));
   emit({ type: 'ready' });
   await commands.expect('go');
   const q0 = queriesSent();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  await runCallers(spec.count, CALLERS, (i) => sender.call(keys[i], payloads[i], orderingKeys?.[i]));
+  if (batched) await inBatches(spec.count, (i) => ({ messageId: keys[i], payload: payloads[i] }));
+  else await runCallers(spec.count, CALLERS, (i) => sender.call(keys[i], payloads[i], orderingKeys?.[i]));
   const elapsedMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   // After the timed calls: flushing the telemetry SDK is not measured.

@@ -24,8 +24,8 @@ import { recordTelemetry, telemetryModeOf, type TelemetryVariant } from './telem
 import { loadAdapter } from './systems';
 import type { EnqueueItem, SystemAdapter } from './systems/types';
 
-export type WorkloadName = 'receive' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale' | 'keys' | 'telemetry';
-export const WORKLOADS: WorkloadName[] = ['receive', 'drain', 'drain-noop', 'latency', 'dedup', 'failure', 'scale', 'keys', 'telemetry'];
+export type WorkloadName = 'receive' | 'intake' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale' | 'keys' | 'telemetry';
+export const WORKLOADS: WorkloadName[] = ['receive', 'intake', 'drain', 'drain-noop', 'latency', 'dedup', 'failure', 'scale', 'keys', 'telemetry'];
 
 /** A system as one workload runs it (raw-pg has two drain floors; scale runs nestjs-inbox twice). */
 export interface Entrant {
@@ -43,6 +43,15 @@ export const ENTRANTS: Record<WorkloadName, Entrant[]> = {
     { system: 'raw-pg', label: 'raw-pg bare insert' },
     { system: 'pg-boss', label: 'pg-boss' },
     { system: 'graphile-worker', label: 'graphile-worker' },
+  ],
+  // Bulk intake: batches of INTAKE_BATCH commands per call (a broker consumer's), and the same
+  // commands one call each through nestjs-inbox's receive.
+  intake: [
+    { system: 'nestjs-inbox', label: 'nestjs-inbox receiveMany', variant: 'batch' },
+    { system: 'nestjs-inbox', label: 'nestjs-inbox receive, one call per command' },
+    { system: 'graphile-worker', label: 'graphile-worker addJobs', variant: 'batch' },
+    { system: 'pg-boss', label: 'pg-boss insert', variant: 'batch' },
+    { system: 'raw-pg', label: 'raw-pg multi-row insert', variant: 'batch' },
   ],
   drain: [
     { system: 'nestjs-inbox', label: 'nestjs-inbox' },
@@ -161,6 +170,7 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
     }
     switch (workload) {
       case 'receive':
+      case 'intake':
       case 'dedup':
         return await receive(ctx, workload, entrant, adapter, url, track);
       case 'drain':
@@ -187,11 +197,11 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
 
 export type Track = (child: BenchChild) => BenchChild;
 
-async function receive(ctx: RunContext, workload: 'receive' | 'dedup' | 'keys' | 'telemetry', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
+async function receive(ctx: RunContext, workload: 'receive' | 'intake' | 'dedup' | 'keys' | 'telemetry', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
   const dedup = workload === 'dedup';
   const count = dedup ? ctx.sizes.dedupKeys * 2 : ctx.sizes.receive;
   // The keys workload's two receives send the same payloads (naming an account); one also gives it as ordering key.
-  const mode = dedup ? 'dedup' : entrant.variant === 'receive-keyed' ? 'keyed' : 'plain';
+  const mode = dedup ? 'dedup' : entrant.variant === 'receive-keyed' ? 'keyed' : entrant.variant === 'batch' ? 'batch' : 'plain';
   const orderingKeys = workload === 'keys' ? ctx.sizes.drainKeys : undefined;
   const child = track(
     new BenchChild(
@@ -207,11 +217,14 @@ async function receive(ctx: RunContext, workload: 'receive' | 'dedup' | 'keys' |
   child.send('stop');
   await child.exit();
   const rate = (count / (result.elapsedMs as number)) * 1000;
-  ctx.results.add({ workload, system: entrant.label, metric: 'calls/s', unit: 'calls/s', digits: 0 }, ctx.rep, rate);
-  ctx.results.add({ workload, system: entrant.label, metric: 'statements per call', unit: 'stmt', digits: 2 }, ctx.rep, (result.queries as number) / count);
-  ctx.results.add({ workload, system: entrant.label, metric: 'client CPU per call', unit: 'µs', digits: 0 }, ctx.rep, ((result.cpuMs as number) * 1000) / count);
+  // Intake counts commands (a batch call carries many); the receives count calls (one command each).
+  const rateMetric = workload === 'intake' ? 'commands/s' : 'calls/s';
+  ctx.results.add({ workload, system: entrant.label, metric: rateMetric, unit: rateMetric, digits: 0 }, ctx.rep, rate);
+  const per = workload === 'intake' ? 'command' : 'call';
+  ctx.results.add({ workload, system: entrant.label, metric: `statements per ${per}`, unit: 'stmt', digits: 2 }, ctx.rep, (result.queries as number) / count);
+  ctx.results.add({ workload, system: entrant.label, metric: `client CPU per ${per}`, unit: 'µs', digits: 0 }, ctx.rep, ((result.cpuMs as number) * 1000) / count);
   if (Number.isFinite(serverMs)) {
-    ctx.results.add({ workload, system: entrant.label, metric: 'PostgreSQL CPU per call', unit: 'µs', digits: 0 }, ctx.rep, (serverMs * 1000) / count);
+    ctx.results.add({ workload, system: entrant.label, metric: `PostgreSQL CPU per ${per}`, unit: 'µs', digits: 0 }, ctx.rep, (serverMs * 1000) / count);
   }
   const expected = ctx.sizes.receiveWarmup + (dedup ? ctx.sizes.dedupKeys : count);
   const stored = await withClient(url, (client) => adapter.stored(client, dedup ? 'dedup' : 'plain'));

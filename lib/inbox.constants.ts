@@ -15,5 +15,7 @@ export const MAX_ORDERING_KEY_LENGTH = 255;
 export const MAX_COMMAND_TYPE_LENGTH = 255;
 export const MAX_CORRELATION_ID_LENGTH = 255;
 export const MAX_LIST_LIMIT = 1000;
+/** Most commands one `receiveMany` takes: a broker consumer's batch, not a bulk import. */
+export const MAX_RECEIVE_MANY = 1000;
 export const DEFAULT_LIST_LIMIT = 100;
 export const INBOX_LISTENER_METADATA = 'nestjs-inbox:listener';

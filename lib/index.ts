@@ -60,6 +60,8 @@ export type {
   IncomingCommand,
   ListEntriesQuery,
   OperatorAction,
+  ReceiveManyOptions,
+  ReceiveManyResult,
   ReceiveOptions,
   ReceiveResult,
   ReplayFilter,

@@ -58,6 +58,8 @@ async function openSender(url: string, task: string, dedup: boolean): Promise<Se
   return {
     // jobKeyMode 'unsafe_dedupe': a job with the same key that still exists wins; the new one is dropped.
     call: (messageId, payload) => (dedup ? utils.addJob(task, payload, { jobKey: messageId, jobKeyMode: 'unsafe_dedupe' }) : utils.addJob(task, payload)),
+    // addJobs: graphile-worker's bulk intake, one statement per batch.
+    callMany: (items) => utils.addJobs(items.map(({ payload }) => ({ identifier: task, payload }))),
     close: async () => {
       await utils.release();
     },

@@ -143,6 +143,11 @@ async function openSender(url: string, commandType: string): Promise<Sender> {
   const inbox = app.get(InboxService);
   return {
     call: (messageId, payload, orderingKey) => inbox.receive({ messageId, commandType, payload, ...(orderingKey === undefined ? {} : { orderingKey }) }),
+    callMany: async (items) => {
+      const results = await inbox.receiveMany(items.map(({ messageId, payload }) => ({ messageId, commandType, payload })));
+      const refused = results.find((result) => result.status !== 'new');
+      if (refused) throw new Error(`receiveMany answered ${refused.status} for command ${refused.index}`);
+    },
     close: () => app.close(),
   };
 }

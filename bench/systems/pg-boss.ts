@@ -69,6 +69,8 @@ async function openSender(url: string, queue: string, dedup: boolean): Promise<S
   return {
     // 'short' queue policy + singletonKey: a second send of a key that is still queued is dropped (returns null).
     call: (messageId, payload) => (dedup ? boss.send(queue, payload, { singletonKey: messageId }) : boss.send(queue, payload)),
+    // insert: pg-boss's bulk intake, one statement per batch.
+    callMany: (items) => boss.insert(queue, items.map(({ payload }) => ({ data: payload }))),
     close: () => boss.stop({ graceful: false }),
   };
 }

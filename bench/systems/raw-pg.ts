@@ -22,6 +22,10 @@ export const RAW_SENDER_POOL = 8;
 const BARE_INSERT = `INSERT INTO ${TABLE} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at")
   VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, $7) ON CONFLICT ("message_id") DO NOTHING`;
 
+/** The batch floor: every command of a batch in one multi-row insert. */
+const BARE_INSERT_MANY = `INSERT INTO ${TABLE} ("message_id", "command_type", "payload", "metadata", "received_at")
+  SELECT "m", $2, "p"::jsonb, '{}'::jsonb, now() FROM unnest($1::varchar[], $3::text[]) AS i("m", "p") ON CONFLICT ("message_id") DO NOTHING`;
+
 const CLAIM = `SELECT "id", "message_id", "payload" FROM ${TABLE}
   WHERE "status" IN ('pending', 'failed') AND COALESCE("next_retry_at", "received_at") <= now()
   ORDER BY COALESCE("next_retry_at", "received_at") LIMIT $1 FOR UPDATE SKIP LOCKED`;
@@ -51,7 +55,8 @@ async function processBatch(client: PoolClient, limit: number, insertEvents: boo
 export const rawPgAdapter: SystemAdapter = {
   name: 'raw-pg',
   settings: () => [
-    `receive floor: pg.Pool max ${RAW_SENDER_POOL}, INSERT … ON CONFLICT (message_id) DO NOTHING (no RETURNING) into the library's own table`,
+    `receive floor: pg.Pool max ${RAW_SENDER_POOL}, INSERT … ON CONFLICT (message_id) DO NOTHING (no RETURNING) into the library's own table; ` +
+      'intake floor: the same as one INSERT … SELECT FROM unnest(…) per batch',
     `drain floors: batch = ${RAW_FLOOR.batchLoops} loops × (BEGIN; SELECT … LIMIT ${RAW_FLOOR.batchSize} FOR UPDATE SKIP LOCKED; one INSERT per command; UPDATE … = ANY; COMMIT); ` +
       `per-command = ${RAW_FLOOR.perCommandLoops} loops × (BEGIN; claim 1; INSERT; UPDATE; COMMIT); idle poll ${RAW_FLOOR.pollIntervalMs} ms; ` +
       `no-op drain: the batch floor without the INSERTs (BEGIN; claim; UPDATE; COMMIT)`,
@@ -65,6 +70,7 @@ export const rawPgAdapter: SystemAdapter = {
         const commandType = commandTypeFor('event');
         return {
           call: (messageId, payload) => pool.query(BARE_INSERT, [messageId, commandType, JSON.stringify(payload), null, null, '{}', new Date()]),
+          callMany: (items) => pool.query(BARE_INSERT_MANY, [items.map((item) => item.messageId), commandType, items.map((item) => JSON.stringify(item.payload))]),
           close: () => pool.end(),
         };
       }),

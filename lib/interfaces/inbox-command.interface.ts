@@ -2,6 +2,7 @@ import type { EntityManager } from 'typeorm';
 import type { InboxEntry } from '../store/inbox-entry.entity';
 import type { EntryFilter } from '../store/entry-filter';
 import type { InboxStatus } from '../state/inbox-state-machine';
+import type { InboxError } from '../errors/inbox.error';
 export type { EntryFilter };
 
 /** A command as it arrives, before it is stored. */
@@ -28,6 +29,20 @@ export interface ReceiveOptions {
   /** Join the caller's transaction: the entry is stored only if that transaction commits. */
   manager?: EntityManager;
 }
+
+export interface ReceiveManyOptions extends ReceiveOptions {
+  /**
+   * All or none: an invalid command, or a messageId already used for another command, refuses the
+   * whole batch (nothing stored). Otherwise each command gets its own result.
+   */
+  allOrNothing?: boolean;
+}
+
+/** What became of one command of a batch, in the order given (`index`). */
+export type ReceiveManyResult =
+  | { index: number; status: 'new' | 'duplicate'; entry: InboxEntry }
+  /** `conflict`: IdempotencyConflictError; `invalid`: the error `receive` would have thrown. */
+  | { index: number; status: 'conflict' | 'invalid'; error: InboxError };
 
 export interface ReceiveResult {
   entry: InboxEntry;

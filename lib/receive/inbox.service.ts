@@ -2,8 +2,8 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { InboxExplorer } from '../discovery/inbox.explorer';
 import { materializeCommand } from '../discovery/payload-materializer';
-import { BulkCountChangedError, InboxArgumentError, InboxEntryNotFoundError, InvalidEntryStateError } from '../errors/inbox.error';
-import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH } from '../inbox.constants';
+import { BulkCountChangedError, InboxArgumentError, InboxEntryNotFoundError, InboxError, InvalidEntryStateError } from '../errors/inbox.error';
+import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH, MAX_RECEIVE_MANY } from '../inbox.constants';
 import type {
   BlockedKey,
   BlockedKeysQuery,
@@ -18,6 +18,8 @@ import type {
   IncomingCommand,
   ListEntriesQuery,
   OperatorAction,
+  ReceiveManyOptions,
+  ReceiveManyResult,
   ReceiveOptions,
   ReceiveResult,
   ReplayFilter,
@@ -43,6 +45,7 @@ import {
   validateCommand,
   validateFilter,
   validateReceiveOptions,
+  type ValidatedCommand,
 } from './command-validation';
 import { ATTR } from '../telemetry/attributes';
 import { InboxTracing } from '../telemetry/inbox-tracing';
@@ -74,14 +77,37 @@ export class InboxService {
    * or payload throws IdempotencyConflictError.
    */
   async receive(command: IncomingCommand, options: ReceiveOptions = {}): Promise<ReceiveResult> {
-    const incoming = validateCommand(command, {
-      maxPayloadBytes: this.options.maxPayloadBytes,
-      accepts: (commandType) => this.options.acceptUnknownCommandTypes || this.explorer.get(commandType) !== undefined,
-      orderingKeyOf: (commandType) => this.explorer.get(commandType)?.orderingKey,
-    });
+    const incoming = validateCommand(command, this.commandRules());
     const manager = validateReceiveOptions(options, this.dataSource);
     assertOpen(this.dataSource);
     return this.receiver.receive(incoming, manager);
+  }
+
+  /**
+   * Stores a batch of commands (a broker consumer's, say): those without an ordering key in one
+   * statement, those with one by their keys' statements, on one connection. Each command gets its result, in the order given: `new`,
+   * `duplicate`, `conflict` (its messageId was used for another command) or `invalid` (what
+   * `receive` would have thrown); one bad command does not refuse the others unless
+   * `allOrNothing` asks for it, when the batch is stored in one transaction, or nothing of it and
+   * the call throws. Up to 1000 commands.
+   */
+  async receiveMany(commands: IncomingCommand[], options: ReceiveManyOptions = {}): Promise<ReceiveManyResult[]> {
+    if (!Array.isArray(commands)) throw new InboxArgumentError('commands', 'expected an array of commands');
+    if (commands.length > MAX_RECEIVE_MANY) throw new InboxArgumentError('commands', `expected at most ${MAX_RECEIVE_MANY} commands, got ${commands.length}`);
+    const manager = validateReceiveOptions(options, this.dataSource);
+    if (options.allOrNothing !== undefined && typeof options.allOrNothing !== 'boolean') throw new InboxArgumentError('options.allOrNothing', 'expected true or false');
+    const validated = commands.map((command, index): ValidatedCommand | InboxError => {
+      try {
+        return validateCommand(command, this.commandRules());
+      } catch (error) {
+        if (!(error instanceof InboxArgumentError)) throw error;
+        if (options.allOrNothing) throw new InboxArgumentError(`commands[${index}]${error.argument.replace(/^command/, '')}`, error.message.replace(/^Invalid argument "[^"]+": /, ''));
+        return error;
+      }
+    });
+    if (commands.length === 0) return [];
+    assertOpen(this.dataSource);
+    return this.receiver.receiveMany(validated, manager, options.allOrNothing === true);
   }
 
   async get(id: string): Promise<InboxEntry | null> {
@@ -332,6 +358,15 @@ export class InboxService {
     const row = await this.guard(() => this.writer.deadLetter(this.dataSource, id, audit));
     if (!row) throw await this.stateError(id, 'deadLetter');
     return toEntry(row);
+  }
+
+  /** What a command is checked against: size, known types, the ordering key a handler derives. */
+  private commandRules() {
+    return {
+      maxPayloadBytes: this.options.maxPayloadBytes,
+      accepts: (commandType: string) => this.options.acceptUnknownCommandTypes || this.explorer.get(commandType) !== undefined,
+      orderingKeyOf: (commandType: string) => this.explorer.get(commandType)?.orderingKey,
+    };
   }
 
   /** Why an operator action changed nothing: the entry is missing, or its status does not allow it. */

@@ -1,8 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource, EntityManager } from 'typeorm';
-import { IdempotencyConflictError, InboxPoolExhaustedError, InboxUnavailableError } from '../errors/inbox.error';
+import { isDeepStrictEqual } from 'node:util';
+import { IdempotencyConflictError, InboxError, InboxPoolExhaustedError, InboxUnavailableError } from '../errors/inbox.error';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
-import type { ReceiveResult } from '../interfaces/inbox-command.interface';
+import type { ReceiveManyResult, ReceiveResult } from '../interfaces/inbox-command.interface';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { InboxStatus } from '../state/inbox-state-machine';
 import { pgPoolOf, pgQuery, runQuery, type PgPoolClient, type Statement } from '../store/connection';
@@ -69,6 +70,144 @@ export class Receiver {
     }
     if (!result.duplicate) this.wakeSignal.raise();
     return result;
+  }
+
+  /**
+   * Stores a batch on one connection (in the caller's transaction, or in one of its own when all or
+   * nothing is asked for), bounded by `receiveTimeoutMs`: the commands without an ordering key in
+   * one statement, those with one each by its key's statement (their places need the key's row),
+   * in the order given. A messageId
+   * given twice is stored once, the repeat answered as a duplicate or a conflict of the first.
+   * `commands`: validated commands, or the error that refused each invalid one.
+   */
+  async receiveMany(commands: Array<ValidatedCommand | InboxError>, manager: EntityManager | undefined, allOrNothing: boolean): Promise<ReceiveManyResult[]> {
+    const results: ReceiveManyResult[] = [];
+    const firstOf = new Map<string, number>();
+    const toStore: number[] = [];
+    commands.forEach((command, index) => {
+      if (command instanceof InboxError) results[index] = { index, status: 'invalid', error: command };
+      else if (firstOf.has(command.messageId)) return;
+      else {
+        firstOf.set(command.messageId, index);
+        toStore.push(index);
+      }
+    });
+    const types = new Set(toStore.map((index) => (commands[index] as ValidatedCommand).commandType));
+    const store = (trace: StoredTraceContext | null) => this.storeMany(commands as ValidatedCommand[], toStore, results, manager, allOrNothing, trace);
+    if (toStore.length > 0) await this.tracing.sendBatch(types.size === 1 ? [...types][0] : null, toStore.length, store);
+    // Repeats within the batch answer as the first of their messageId did.
+    commands.forEach((command, index) => {
+      if (command instanceof InboxError || results[index] !== undefined) return;
+      results[index] = repeatOf(command, index, commands[firstOf.get(command.messageId)!] as ValidatedCommand, results[firstOf.get(command.messageId)!]);
+    });
+    for (const [index, result] of results.entries()) {
+      if (result.status !== 'invalid') this.metrics.received((commands[index] as ValidatedCommand).commandType, result.status);
+    }
+    return results;
+  }
+
+  private async storeMany(
+    commands: ValidatedCommand[],
+    indexes: number[],
+    results: ReceiveManyResult[],
+    manager: EntityManager | undefined,
+    allOrNothing: boolean,
+    trace: StoredTraceContext | null,
+  ): Promise<void> {
+    const work = async (query: RunStatement) => {
+      await this.storeKeyless(query, commands, indexes.filter((index) => commands[index].orderingKey === null), results, trace);
+      for (const index of indexes.filter((i) => commands[i].orderingKey !== null)) {
+        try {
+          const { entry, duplicate } = await this.store(query, commands[index], trace, false, true);
+          results[index] = { index, status: duplicate ? 'duplicate' : 'new', entry };
+        } catch (error) {
+          if (!(error instanceof IdempotencyConflictError)) throw error;
+          results[index] = { index, status: 'conflict', error };
+        }
+      }
+      const conflict = allOrNothing ? indexes.map((index) => results[index]).find((result) => result.status === 'conflict') : undefined;
+      if (conflict && 'error' in conflict) throw conflict.error;
+    };
+    const queryRunner = manager?.queryRunner;
+    if (queryRunner) {
+      const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
+      // Inside the caller's transaction: all or nothing takes back only what this call stored.
+      if (allOrNothing) await query('SAVEPOINT inbox_receive_many', []);
+      try {
+        await work(query);
+      } catch (error) {
+        if (allOrNothing) await query('ROLLBACK TO SAVEPOINT inbox_receive_many', []).catch(() => undefined);
+        throw asInboxError(error, this.dataSource);
+      }
+      if (allOrNothing) await query('RELEASE SAVEPOINT inbox_receive_many', []);
+      return;
+    }
+    try {
+      await this.withTimeout(async (query) => {
+        // Each statement stores its commands whole, as a receive does; only all or nothing needs
+        // them to commit together.
+        if (!allOrNothing) return work(query);
+        await query('BEGIN', []);
+        try {
+          await work(query);
+          await query('COMMIT', []);
+        } catch (error) {
+          await query('ROLLBACK', []).catch(() => undefined);
+          throw error;
+        }
+      });
+    } catch (error) {
+      if (error instanceof InboxUnavailableError) this.announce();
+      throw error;
+    }
+    if (indexes.some((index) => results[index]?.status === 'new')) this.announce();
+  }
+
+  /** The commands without a key in one statement; the ones stored already are looked up in a second. */
+  private async storeKeyless(query: RunStatement, commands: ValidatedCommand[], indexes: number[], results: ReceiveManyResult[], trace: StoredTraceContext | null): Promise<void> {
+    if (indexes.length === 0) return;
+    const column = <K extends keyof ValidatedCommand>(key: K) => indexes.map((index) => commands[index][key]);
+    const rows = await query<{ n: number; id: string | null; received_at: Date | null }>(this.sql.receiveMany, [
+      column('messageId'),
+      column('commandType'),
+      column('payloadJson'),
+      column('correlationId'),
+      column('causationId'),
+      column('metadataJson'),
+      clockTime(this.options.clock),
+      indexes.map(() => trace?.traceParent ?? null),
+      indexes.map(() => trace?.traceState ?? null),
+    ]);
+    const stored: number[] = [];
+    for (const row of rows) {
+      const index = indexes[row.n - 1];
+      if (row.id === null) stored.push(index);
+      else results[index] = { index, status: 'new', entry: newEntry({ id: row.id, received_at: row.received_at, same_command: null, stored: null }, commands[index], trace) };
+    }
+    if (stored.length === 0) return;
+    const found = await query<StoredRow & { n: number }>(this.sql.selectManyByMessageIdWithMatch, [
+      stored.map((index) => commands[index].messageId),
+      stored.map((index) => commands[index].commandType),
+      stored.map((index) => commands[index].payloadJson),
+      stored.map(() => null),
+    ]);
+    for (const row of found) {
+      const index = stored[row.n - 1];
+      results[index] = row.same_command
+        ? { index, status: 'duplicate', entry: toEntry(row) }
+        : { index, status: 'conflict', error: new IdempotencyConflictError(commands[index].messageId, row.id) };
+    }
+    // Neither inserted nor found: stored by a concurrent receive after the statement's snapshot (or
+    // deleted since); the single receive's path sorts it out.
+    for (const index of stored.filter((i) => results[i] === undefined)) {
+      try {
+        const { entry, duplicate } = await this.store(query, commands[index], trace, false, true);
+        results[index] = { index, status: duplicate ? 'duplicate' : 'new', entry };
+      } catch (error) {
+        if (!(error instanceof IdempotencyConflictError)) throw error;
+        results[index] = { index, status: 'conflict', error };
+      }
+    }
   }
 
   /** New due commands (replays): this process's worker now, other processes' through a coalesced NOTIFY. */
@@ -261,6 +400,21 @@ function storedFrom(received: ReceivedRow, incomingPayloadJson: string): StoredR
   stored.payload = stored.payload_removed ? null : (stored.payload_stored ?? JSON.parse(incomingPayloadJson));
   stored.same_command = received.same_command;
   return rowFromJson(stored) as StoredRow;
+}
+
+/**
+ * A messageId repeated within a batch: a duplicate of the first when it is the same command (type,
+ * key, payload), else a conflict with what the first stored (or with what the first conflicted with).
+ */
+function repeatOf(command: ValidatedCommand, index: number, first: ValidatedCommand, firstResult: ReceiveManyResult): ReceiveManyResult {
+  const same =
+    command.commandType === first.commandType &&
+    command.orderingKey === first.orderingKey &&
+    isDeepStrictEqual(JSON.parse(command.payloadJson), JSON.parse(first.payloadJson));
+  if ('entry' in firstResult) {
+    return same ? { index, status: 'duplicate', entry: firstResult.entry } : { index, status: 'conflict', error: new IdempotencyConflictError(command.messageId, firstResult.entry.id) };
+  }
+  return { index, status: 'conflict', error: firstResult.error };
 }
 
 function ignoreError(): void {}

@@ -74,6 +74,31 @@ export class InboxTracing {
     }
   }
 
+  /**
+   * Runs a batch receive in one `send` span (named after the batch's command type, or `send batch`
+   * when it holds several), whose context every new entry of the batch stores.
+   */
+  async sendBatch<T>(commandType: string | null, count: number, store: (context: StoredTraceContext | null) => Promise<T>): Promise<T> {
+    if (!this.tracer) return store(null);
+    const span = this.guard(undefined, () => {
+      const started = this.tracer!.startSpan(commandType === null ? 'send batch' : `send ${commandType}`, {
+        kind: SPAN_KIND.producer,
+        attributes: commandType === null ? { [ATTR.messagingSystem]: MESSAGING_SYSTEM, [ATTR.operationType]: 'send', [ATTR.operationName]: 'send' } : this.baseAttributes('send', commandType),
+      });
+      if (started.isRecording()) started.setAttribute(ATTR.batchMessageCount, count);
+      return started;
+    });
+    if (!span) return store(null);
+    try {
+      return await store(this.guard(null, () => toStoredContext(span.spanContext())));
+    } catch (error) {
+      this.guard(undefined, () => span.isRecording() && markFailed(span, error));
+      throw error;
+    } finally {
+      this.guard(undefined, () => span.end());
+    }
+  }
+
   /** Opens an attempt's `process` span, a child of the context its receive stored. */
   startAttempt(row: InboxRow): AttemptSpan | undefined {
     if (!this.tracer) return undefined;

@@ -1,0 +1,204 @@
+import { Injectable } from '@nestjs/common';
+import {
+  IdempotencyConflictError,
+  InboxArgumentError,
+  InboxHandler,
+  InboxStatus,
+  UnknownCommandTypeError,
+  type InboxCommandHandler,
+  type InboxContext,
+  type ReceiveManyResult,
+} from 'nestjs-inbox';
+import { createTestApp, waitFor, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+interface Step {
+  account: string;
+  n: number;
+}
+
+@Injectable()
+@InboxHandler('many.plain')
+class PlainHandler implements InboxCommandHandler<Step> {
+  async execute(step: Step, { manager, entry }: InboxContext): Promise<void> {
+    await manager.query('INSERT INTO many_effects (account, n, message_id) VALUES ($1, $2, $3)', [step.account, step.n, entry.messageId]);
+  }
+}
+
+@Injectable()
+@InboxHandler('many.keyed', { orderingKey: (step: Step) => step.account })
+class KeyedHandler implements InboxCommandHandler<Step> {
+  async execute(step: Step, { manager, entry }: InboxContext): Promise<void> {
+    await manager.query('INSERT INTO many_effects (account, n, message_id) VALUES ($1, $2, $3)', [step.account, step.n, entry.messageId]);
+  }
+}
+
+describe('InboxService.receiveMany', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  let worker: TestApp;
+  let sequence = 0;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('receive_many');
+    await sql(db.url, 'CREATE TABLE many_effects (id bigserial PRIMARY KEY, account text NOT NULL, n int NOT NULL, message_id text NOT NULL)');
+    await sql(db.url, 'CREATE TABLE caller_rows (note text NOT NULL)');
+    // Receives through an application without a worker; `worker` runs them only when driven.
+    app = await createTestApp({ url: db.url, handlers: [PlainHandler, KeyedHandler], inbox: { worker: false, acceptUnknownCommandTypes: false } });
+    worker = await createTestApp({ url: db.url, handlers: [PlainHandler, KeyedHandler], inbox: { workerId: 'many-worker', notify: false } });
+  });
+
+  afterAll(async () => {
+    await worker?.close();
+    await app?.close();
+    await db?.drop();
+  });
+
+  const id = (label: string) => `${label}-${++sequence}`;
+  const stored = async (messageIds: string[]) =>
+    (await sql<{ message_id: string }>(db.url, 'SELECT message_id FROM inbox_entries WHERE message_id = ANY($1) ORDER BY message_id', [messageIds])).map((row) => row.message_id);
+  const shape = (results: ReceiveManyResult[]) => results.map((result) => [result.index, result.status]);
+
+  it('stores a batch and answers each command with its entry, in the order given', async () => {
+    const messageIds = Array.from({ length: 100 }, () => id('batch'));
+    const results = await app.inbox.receiveMany(messageIds.map((messageId, n) => ({ messageId, commandType: 'many.plain', payload: { account: 'a', n }, metadata: { n } })));
+    expect(results.map((result) => result.status)).toEqual(messageIds.map(() => 'new'));
+    for (const [n, result] of results.entries()) {
+      if (result.status !== 'new') throw new Error('expected new');
+      expect(result.index).toBe(n);
+      expect(result.entry).toMatchObject({ messageId: messageIds[n], status: InboxStatus.Pending, payload: { account: 'a', n }, metadata: { n } });
+      expect(await app.inbox.get(result.entry.id)).toEqual(result.entry);
+    }
+    expect(await stored(messageIds)).toEqual([...messageIds].sort());
+  });
+
+  it('answers duplicates, conflicts, invalid commands and repeats within the batch one by one, storing the rest', async () => {
+    const [kept, taken, fresh, repeated, clashing] = [id('kept'), id('taken'), id('fresh'), id('repeated'), id('clashing')];
+    const before = await app.inbox.receive({ messageId: kept, commandType: 'many.plain', payload: { account: 'b', n: 1 } });
+    const other = await app.inbox.receive({ messageId: taken, commandType: 'many.plain', payload: { account: 'b', n: 2 } });
+    const results = await app.inbox.receiveMany([
+      { messageId: kept, commandType: 'many.plain', payload: { n: 1, account: 'b' } }, // the same command, keys in another order
+      { messageId: taken, commandType: 'many.plain', payload: { account: 'b', n: 99 } }, // another payload under a used messageId
+      { messageId: '', commandType: 'many.plain', payload: {} },
+      { messageId: id('unknown'), commandType: 'many.nobody', payload: {} },
+      { messageId: fresh, commandType: 'many.plain', payload: { account: 'b', n: 3 } },
+      { messageId: repeated, commandType: 'many.plain', payload: { account: 'b', n: 4 } },
+      { messageId: repeated, commandType: 'many.plain', payload: { n: 4, account: 'b' } },
+      { messageId: clashing, commandType: 'many.plain', payload: { account: 'b', n: 5 } },
+      { messageId: clashing, commandType: 'many.plain', payload: { account: 'b', n: 6 } },
+    ]);
+    expect(shape(results)).toEqual([
+      [0, 'duplicate'],
+      [1, 'conflict'],
+      [2, 'invalid'],
+      [3, 'invalid'],
+      [4, 'new'],
+      [5, 'new'],
+      [6, 'duplicate'],
+      [7, 'new'],
+      [8, 'conflict'],
+    ]);
+    const entryOf = (n: number) => (results[n] as { entry: { id: string } }).entry.id;
+    const errorOf = (n: number) => (results[n] as { error: Error }).error;
+    expect(entryOf(0)).toBe(before.entry.id);
+    expect(errorOf(1)).toBeInstanceOf(IdempotencyConflictError);
+    expect(errorOf(1)).toMatchObject({ messageId: taken, existingEntryId: other.entry.id });
+    expect(errorOf(2)).toBeInstanceOf(InboxArgumentError);
+    expect(errorOf(2)).toMatchObject({ argument: 'command.messageId' });
+    expect(errorOf(3)).toBeInstanceOf(UnknownCommandTypeError);
+    expect(entryOf(6)).toBe(entryOf(5));
+    expect(errorOf(8)).toMatchObject({ messageId: clashing, existingEntryId: entryOf(7) });
+    expect(await stored([kept, taken, fresh, repeated, clashing])).toEqual([kept, taken, fresh, repeated, clashing].sort());
+    expect((await app.inbox.findByMessageId(taken))!.payload).toEqual({ account: 'b', n: 2 });
+    expect((await app.inbox.findByMessageId(clashing))!.payload).toEqual({ account: 'b', n: 5 });
+  });
+
+  it('stores nothing when all or nothing is asked for and one command is invalid or conflicts', async () => {
+    const [first, second, taken] = [id('aon'), id('aon'), id('aon-taken')];
+    await app.inbox.receive({ messageId: taken, commandType: 'many.plain', payload: { account: 'c', n: 1 } });
+    const invalid = app.inbox.receiveMany(
+      [
+        { messageId: first, commandType: 'many.plain', payload: { account: 'c', n: 2 } },
+        { messageId: second, commandType: 'many.plain', payload: 'not an object' as never },
+      ],
+      { allOrNothing: true },
+    );
+    await expect(invalid).rejects.toThrow(InboxArgumentError);
+    await expect(invalid).rejects.toMatchObject({ argument: 'commands[1].payload' });
+    const conflicting = app.inbox.receiveMany(
+      [
+        { messageId: first, commandType: 'many.plain', payload: { account: 'c', n: 2 } },
+        { messageId: taken, commandType: 'many.plain', payload: { account: 'c', n: 3 } },
+      ],
+      { allOrNothing: true },
+    );
+    await expect(conflicting).rejects.toThrow(IdempotencyConflictError);
+    expect(await stored([first, second])).toEqual([]);
+  });
+
+  it("joins the caller's transaction: stored only if it commits, and all or nothing takes back only its own rows", async () => {
+    const [rolledBack, committed, refused] = [id('tx'), id('tx'), id('tx')];
+    const taken = id('tx-taken');
+    await app.inbox.receive({ messageId: taken, commandType: 'many.plain', payload: { account: 'd', n: 0 } });
+    await app.dataSource
+      .transaction(async (manager) => {
+        await app.inbox.receiveMany([{ messageId: rolledBack, commandType: 'many.plain', payload: { account: 'd', n: 1 } }], { manager });
+        throw new Error('the caller changes its mind');
+      })
+      .catch(() => undefined);
+    await app.dataSource.transaction(async (manager) => {
+      await manager.query(`INSERT INTO caller_rows VALUES ('kept')`);
+      await expect(
+        app.inbox.receiveMany(
+          [
+            { messageId: refused, commandType: 'many.plain', payload: { account: 'd', n: 2 } },
+            { messageId: taken, commandType: 'many.plain', payload: { account: 'd', n: 9 } },
+          ],
+          { manager, allOrNothing: true },
+        ),
+      ).rejects.toThrow(IdempotencyConflictError);
+      await app.inbox.receiveMany([{ messageId: committed, commandType: 'many.plain', payload: { account: 'd', n: 3 } }], { manager });
+    });
+    expect(await stored([rolledBack, committed, refused])).toEqual([committed]);
+    expect(await sql(db.url, 'SELECT note FROM caller_rows')).toEqual([{ note: 'kept' }]);
+  });
+
+  it('places the commands of an ordering key in the order given, and they run in that order', async () => {
+    const account = id('acct');
+    const messageIds = [1, 2, 3, 4].map(() => id('keyed'));
+    const results = await app.inbox.receiveMany(messageIds.map((messageId, n) => ({ messageId, commandType: 'many.keyed', payload: { account, n } })));
+    const entries = results.map((result) => (result as { entry: { orderingKey: string; orderingSeq: string; waiting: boolean } }).entry);
+    expect(entries.map((entry) => [entry.orderingKey, entry.orderingSeq, entry.waiting])).toEqual([
+      [account, '1', false],
+      [account, '2', true],
+      [account, '3', true],
+      [account, '4', true],
+    ]);
+    await worker.processor.runOnce();
+    const effects = await sql<{ n: number }>(db.url, 'SELECT n FROM many_effects WHERE account = $1 ORDER BY id', [account]);
+    expect(effects.map((row) => row.n)).toEqual([0, 1, 2, 3]);
+  });
+
+  it('wakes the workers of other applications: a batch runs without waiting for a poll', async () => {
+    const listening = await createTestApp({ url: db.url, handlers: [PlainHandler, KeyedHandler], inbox: { workerId: 'many-listener' } });
+    try {
+      await waitFor(async () => (await sql(db.url, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'`)).length > 0, 'the worker to listen');
+      const account = id('woken');
+      await app.inbox.receiveMany([0, 1, 2].map((n) => ({ messageId: id('woken'), commandType: 'many.plain', payload: { account, n } })));
+      // That worker polls once a minute: only the notification can have started it.
+      await waitFor(async () => (await sql(db.url, 'SELECT 1 FROM many_effects WHERE account = $1', [account])).length === 3, 'the batch to run');
+    } finally {
+      await listening.close();
+    }
+  });
+
+  it('refuses what is not a batch of commands, storing nothing', async () => {
+    await expect(app.inbox.receiveMany('x' as never)).rejects.toMatchObject({ argument: 'commands' });
+    const tooMany = Array.from({ length: 1001 }, (_, n) => ({ messageId: `too-many-${n}`, commandType: 'many.plain', payload: {} }));
+    await expect(app.inbox.receiveMany(tooMany)).rejects.toMatchObject({ argument: 'commands' });
+    await expect(app.inbox.receiveMany([], { allOrNothing: 'yes' as never })).rejects.toMatchObject({ argument: 'options.allOrNothing' });
+    await expect(app.inbox.receiveMany([], { manager: {} as never })).rejects.toMatchObject({ argument: 'options.manager' });
+    expect(await app.inbox.receiveMany([])).toEqual([]);
+    expect(await stored(['too-many-0'])).toEqual([]);
+  });
+});
