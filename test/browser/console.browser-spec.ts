@@ -162,6 +162,19 @@ describe("operator's console in a browser", () => {
     expect(errors).toEqual([]);
   });
 
+  it('refreshes itself: a dead letter that arrives while the page is open shows up', async () => {
+    const account = `acc-r-${run}`;
+    await settled(await send('bank.open-account', { accountId: account, owner: 'Refresh' }), 'completed');
+    const { page, errors } = await openConsole();
+    await tile(page, 'dead_letter').waitFor();
+    const before = Number(await tile(page, 'dead_letter').textContent());
+    await settled(await send('bank.withdraw', { accountId: account, amount: 77 }), 'dead_letter');
+    // No reload, no click: the page's own refresh (every 5 s) brings it.
+    await waitFor(async () => Number(await tile(page, 'dead_letter').textContent()) === before + 1, 'the tile to count the new dead letter', 15_000);
+    await page.locator('#entries td.error').filter({ hasText: `Insufficient funds in ${account}` }).waitFor();
+    expect(errors).toEqual([]);
+  });
+
   it('asks for a token when the API refuses the page', async () => {
     const { page } = await openConsole('', null);
     await page.locator('#notice').filter({ hasText: 'Not allowed' }).waitFor();
