@@ -4,17 +4,21 @@ import type * as Swagger from '@nestjs/swagger';
 /**
  * `@nestjs/swagger`, when the application has installed it (an optional peer): the console's API
  * then appears in the application's OpenAPI document; without it nothing is described and nothing
- * fails. Loaded with `require` so that a missing package is not an error.
+ * fails. Loaded with `require` so that a missing package is not an error, and only when a console
+ * is registered, so that applications without one never load it.
  */
-const swagger: typeof Swagger | undefined = loadOptional();
+let swagger: typeof Swagger | undefined | null = null;
 
 function loadOptional(): typeof Swagger | undefined {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('@nestjs/swagger') as typeof Swagger;
-  } catch {
-    return undefined;
+  if (swagger === null) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      swagger = require('@nestjs/swagger') as typeof Swagger;
+    } catch {
+      swagger = undefined;
+    }
   }
+  return swagger;
 }
 
 const FILTER_QUERIES: Array<[string, string]> = [
@@ -64,6 +68,7 @@ function bulkBody(): Record<string, unknown> {
 
 /** Describes the API controller's routes (tag, summaries, parameters, bodies, errors) when Swagger is installed. */
 export function describeAdminApi(controller: Type<unknown>): void {
+  const swagger = loadOptional();
   if (!swagger) return;
   swagger.ApiTags('inbox-admin')(controller);
   for (const [method, doc] of Object.entries(ROUTES)) {
@@ -84,5 +89,5 @@ export function describeAdminApi(controller: Type<unknown>): void {
 
 /** The page and its files are not part of the API. */
 export function excludeFromApi(controller: Type<unknown>): void {
-  swagger?.ApiExcludeController()(controller);
+  loadOptional()?.ApiExcludeController()(controller);
 }
