@@ -170,10 +170,10 @@ export class Receiver {
     const rows = await query<{ n: number; id: string | null; received_at: Date | null }>(this.sql.receiveMany, [
       column('messageId'),
       column('commandType'),
-      column('payloadJson'),
+      jsonArray(column('payloadJson')),
       column('correlationId'),
       column('causationId'),
-      column('metadataJson'),
+      jsonArray(column('metadataJson')),
       clockTime(this.options.clock),
       indexes.map(() => trace?.traceParent ?? null),
       indexes.map(() => trace?.traceState ?? null),
@@ -188,7 +188,7 @@ export class Receiver {
     const found = await query<StoredRow & { n: number }>(this.sql.selectManyByMessageIdWithMatch, [
       stored.map((index) => commands[index].messageId),
       stored.map((index) => commands[index].commandType),
-      stored.map((index) => commands[index].payloadJson),
+      jsonArray(stored.map((index) => commands[index].payloadJson)),
       stored.map(() => null),
     ]);
     for (const row of found) {
@@ -415,6 +415,11 @@ function repeatOf(command: ValidatedCommand, index: number, first: ValidatedComm
     return same ? { index, status: 'duplicate', entry: firstResult.entry } : { index, status: 'conflict', error: new IdempotencyConflictError(command.messageId, firstResult.entry.id) };
   }
   return { index, status: 'conflict', error: firstResult.error };
+}
+
+/** JSON texts as one JSON array: the statement takes them apart (an array literal would escape each). */
+function jsonArray(texts: string[]): string {
+  return `[${texts.join(',')}]`;
 }
 
 function ignoreError(): void {}

@@ -162,25 +162,30 @@ export class InboxStatements {
     // receiveMany: commands without an ordering key in one statement, each inserted once per
     // messageId (the caller sends each messageId once). Returns, in the order given, each one's
     // place (n, from 1) and, when inserted, its id and receive time; the others are stored already
-    // (see selectManyByMessageIdWithMatch). $1 messageIds, $2 types, $3 payloads, $4 correlations,
-    // $5 causations, $6 metadata, $7 test clock, $8 traceparents, $9 tracestates (arrays of equal length).
+    // (see selectManyByMessageIdWithMatch). Payloads and metadata come as one JSON array each (no
+    // array literal to escape). $1 messageIds, $2 types, $3 payloads, $4 correlations,
+    // $5 causations, $6 metadata, $7 test clock, $8 traceparents, $9 tracestates.
     this.receiveMany = statement('receive_many', `WITH input AS (
-        SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::text[], $4::varchar[], $5::varchar[], $6::text[], $8::varchar[], $9::varchar[])
-          WITH ORDINALITY AS i("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "trace_parent", "trace_state", "n")
+        SELECT i.*, p."payload", m."metadata"
+        FROM unnest($1::varchar[], $2::varchar[], $4::varchar[], $5::varchar[], $8::varchar[], $9::varchar[])
+          WITH ORDINALITY AS i("message_id", "command_type", "correlation_id", "causation_id", "trace_parent", "trace_state", "n")
+        JOIN jsonb_array_elements($3::jsonb) WITH ORDINALITY AS p("payload", "n") ON p."n" = i."n"
+        JOIN jsonb_array_elements($6::jsonb) WITH ORDINALITY AS m("metadata", "n") ON m."n" = i."n"
       ), inserted AS (
         INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at", "trace_parent", "trace_state")
-        SELECT "message_id", "command_type", "payload"::jsonb, "correlation_id", "causation_id", "metadata"::jsonb, ${statementTime('$7')}, "trace_parent", "trace_state"
+        SELECT "message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", ${statementTime('$7')}, "trace_parent", "trace_state"
         FROM input ORDER BY "n"
         ON CONFLICT ("message_id") DO NOTHING
         RETURNING "id", "message_id", "received_at"
       )
       SELECT input."n"::int AS "n", inserted."id", inserted."received_at" FROM input LEFT JOIN inserted ON inserted."message_id" = input."message_id" ORDER BY input."n"`, prepared);
     // The stored entries of several messageIds, each with whether it holds the same command (as
-    // selectByMessageIdWithMatch): $1 messageIds, $2 types, $3 payloads, $4 ordering keys (NULLs).
+    // selectByMessageIdWithMatch): $1 messageIds, $2 types, $3 payloads (one JSON array), $4 ordering keys (NULLs).
     this.selectManyByMessageIdWithMatch = `SELECT i."n"::int AS "n", ${columnList('e')},
         COALESCE(e."command_type" = i."command_type" AND e."ordering_key" IS NOT DISTINCT FROM i."ordering_key"
-          AND (e."payload" = i."payload"::jsonb OR e."payload_digest" = md5(i."payload"::jsonb::text)), false) AS "same_command"
-      FROM unnest($1::varchar[], $2::varchar[], $3::text[], $4::varchar[]) WITH ORDINALITY AS i("message_id", "command_type", "payload", "ordering_key", "n")
+          AND (e."payload" = p."payload" OR e."payload_digest" = md5(p."payload"::text)), false) AS "same_command"
+      FROM unnest($1::varchar[], $2::varchar[], $4::varchar[]) WITH ORDINALITY AS i("message_id", "command_type", "ordering_key", "n")
+      JOIN jsonb_array_elements($3::jsonb) WITH ORDINALITY AS p("payload", "n") ON p."n" = i."n"
       JOIN ${t} AS e ON e."message_id" = i."message_id"`;
     // $1 messageId, $2 type, $3 payload, $4 ordering key or NULL.
     this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ${sameCommand('$4::varchar')} AS "same_command" FROM ${t} WHERE "message_id" = $1`;
