@@ -116,15 +116,7 @@ export class Receiver {
   ): Promise<void> {
     const work = async (query: RunStatement) => {
       await this.storeKeyless(query, commands, indexes.filter((index) => commands[index].orderingKey === null), results, trace);
-      for (const index of indexes.filter((i) => commands[i].orderingKey !== null)) {
-        try {
-          const { entry, duplicate } = await this.store(query, commands[index], trace, false, true);
-          results[index] = { index, status: duplicate ? 'duplicate' : 'new', entry };
-        } catch (error) {
-          if (!(error instanceof IdempotencyConflictError)) throw error;
-          results[index] = { index, status: 'conflict', error };
-        }
-      }
+      for (const index of indexes.filter((i) => commands[i].orderingKey !== null)) results[index] = await this.storeOne(query, commands[index], index, trace);
       const conflict = allOrNothing ? indexes.map((index) => results[index]).find((result) => result.status === 'conflict') : undefined;
       if (conflict && 'error' in conflict) throw conflict.error;
     };
@@ -199,14 +191,17 @@ export class Receiver {
     }
     // Neither inserted nor found: stored by a concurrent receive after the statement's snapshot (or
     // deleted since); the single receive's path sorts it out.
-    for (const index of stored.filter((i) => results[i] === undefined)) {
-      try {
-        const { entry, duplicate } = await this.store(query, commands[index], trace, false, true);
-        results[index] = { index, status: duplicate ? 'duplicate' : 'new', entry };
-      } catch (error) {
-        if (!(error instanceof IdempotencyConflictError)) throw error;
-        results[index] = { index, status: 'conflict', error };
-      }
+    for (const index of stored.filter((i) => results[i] === undefined)) results[index] = await this.storeOne(query, commands[index], index, trace);
+  }
+
+  /** One command of a batch by the single receive's statement (in the batch's transaction, if any): its result. */
+  private async storeOne(query: RunStatement, command: ValidatedCommand, index: number, trace: StoredTraceContext | null): Promise<ReceiveManyResult> {
+    try {
+      const { entry, duplicate } = await this.store(query, command, trace, false, true);
+      return { index, status: duplicate ? 'duplicate' : 'new', entry };
+    } catch (error) {
+      if (!(error instanceof IdempotencyConflictError)) throw error;
+      return { index, status: 'conflict', error };
     }
   }
 
