@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { INestApplication } from '@nestjs/common';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { InboxService } from 'nestjs-inbox';
 import { bootstrap } from '../../sample/main';
 import { waitFor } from '../support/test-app';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
@@ -172,6 +173,22 @@ describe("operator's console in a browser", () => {
     // No reload, no click: the page's own refresh (every 5 s) brings it.
     await waitFor(async () => Number(await tile(page, 'dead_letter').textContent()) === before + 1, 'the tile to count the new dead letter', 15_000);
     await page.locator('#entries td.error').filter({ hasText: `Insufficient funds in ${account}` }).waitFor();
+    expect(errors).toEqual([]);
+  });
+
+  it('pages through a long list with Next page', async () => {
+    const owner = `Paging ${run}`;
+    const results = await app.get(InboxService).receiveMany(
+      Array.from({ length: 60 }, (_, n) => ({ messageId: `browser-${run}-page-${n}`, commandType: 'bank.open-account', payload: { accountId: `acc-p${run}-${n}`, owner } })),
+    );
+    expect(results.every((result) => result.status === 'new')).toBe(true);
+    const { page, errors } = await openConsole(`?commandType=bank.open-account&payload.owner=${encodeURIComponent(owner)}`);
+    await waitFor(async () => (await page.locator('#entries tbody tr').count()) === 50, 'the first page of 50');
+    await page.locator('#next-page').click();
+    await waitFor(async () => (await page.locator('#entries tbody tr').count()) === 60, 'the second page appended');
+    expect(await page.locator('#next-page').isVisible()).toBe(false);
+    const ids = await page.locator('#entries tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-id')));
+    expect(new Set(ids).size).toBe(60);
     expect(errors).toEqual([]);
   });
 
