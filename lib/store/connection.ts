@@ -35,7 +35,8 @@ export async function runQuery<T = InboxRow>(
 ): Promise<QueryOutcome<T>> {
   if (typeof sql !== 'string' && sql.name && isQueryRunner(on)) return runPrepared(on, sql, params);
   const text = typeof sql === 'string' ? sql : sql.text;
-  const queryRunner = isQueryRunner(on) ? on : on.createQueryRunner();
+  // A data source initialised after the module (manualInitialization) has its pool only now: guard it.
+  const queryRunner = isQueryRunner(on) ? on : guardConnectionsOf(on).createQueryRunner();
   try {
     const result = (await queryRunner.query(text, params, true)) as { records?: T[]; affected?: number };
     return { rows: result.records ?? [], affected: result.affected ?? 0 };

@@ -7,6 +7,7 @@ import { createTestApp, waitFor } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
 const RESTART_WORKER = path.join(__dirname, '..', 'fixtures', 'restart-worker.ts');
+const OPERATOR_APP = path.join(__dirname, '..', 'fixtures', 'operator-app.ts');
 const APPLICATION_NAME = 'restart-worker';
 
 /** What a termination found a backend doing. */
@@ -119,6 +120,21 @@ describe('backends terminated under a running worker', () => {
     expect(child.log).not.toMatch(/Unhandled 'error' event/);
     expect(alive()).toBe(true);
     await completes(await insert(10, {}, 'after'));
+    expect(alive()).toBe(true);
+  });
+
+  it('keeps an application alive that only reads the inbox, its data source initialised after boot, when new connections are ended at once', async () => {
+    proxy = proxyFor(db.url);
+    child = new ChildWorker(OPERATOR_APP, [await proxy.start(db.url), APPLICATION_NAME]);
+    await child.waitForLine('READY');
+    // Its connections drop; the pool opens new ones, each of which the server ends right after its setup.
+    proxy.terminateAfterStartup(5, (pid) => admin.query('SELECT pg_terminate_backend($1)', [pid]));
+    await terminateAll();
+    await waitFor(() => proxy!.terminatedAtStartup === 5 || !alive(), 'five connections ended at their setup');
+    expect(child.log).not.toMatch(/Unhandled 'error' event/);
+    expect(alive()).toBe(true);
+    // And it answers again.
+    await waitFor(async () => (await backends()).some((row) => /count/i.test(row.query)) || !alive(), 'a new statement from it');
     expect(alive()).toBe(true);
   });
 
