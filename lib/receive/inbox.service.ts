@@ -133,6 +133,10 @@ export class InboxService {
     const after = query.after ?? null;
     const { sql, params } = this.sql.list(filter, limit, after);
     const { rows } = await this.query(sql, params);
+    // A page after an entry that is gone (retention removed it) would look like the end of the list.
+    if (after !== null && rows.length === 0 && !(await this.get(after))) {
+      throw new InboxArgumentError('query.after', `no entry ${after} (removed since the page before was read): start again from the first page`);
+    }
     return rows.map(toEntry);
   }
 

@@ -226,6 +226,9 @@ describe("operator's console API", () => {
     expect(badStatus.json).toMatchObject({ argument: 'query.status' });
     const badCursor = await call('GET', `${main.base}/entries?after=not-an-id`);
     expect(badCursor.json).toMatchObject({ argument: 'query.after' });
+    // A cursor whose entry is gone is said to be, not answered with an empty page.
+    const goneCursor = await call('GET', `${main.base}/entries?after=00000000-0000-4000-8000-000000000000`);
+    expect(goneCursor).toMatchObject({ status: 400, json: { argument: 'query.after' } });
     const nul = await call('GET', `${main.base}/entries?payload.accountId=a%00b`);
     expect(nul).toMatchObject({ status: 400, json: { argument: 'query.payload["accountId"]' } });
   });
