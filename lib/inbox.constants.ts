@@ -17,5 +17,7 @@ export const MAX_CORRELATION_ID_LENGTH = 255;
 export const MAX_LIST_LIMIT = 1000;
 /** Most commands one `receiveMany` takes: a broker consumer's batch, not a bulk import. */
 export const MAX_RECEIVE_MANY = 1000;
+/** Most characters of payload and metadata JSON one `receiveMany` takes (one statement carries them). */
+export const MAX_RECEIVE_MANY_JSON_LENGTH = 64 * 1024 * 1024;
 export const DEFAULT_LIST_LIMIT = 100;
 export const INBOX_LISTENER_METADATA = 'nestjs-inbox:listener';

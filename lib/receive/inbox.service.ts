@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import { InboxExplorer } from '../discovery/inbox.explorer';
 import { materializeCommand } from '../discovery/payload-materializer';
 import { BulkCountChangedError, InboxArgumentError, InboxEntryNotFoundError, InboxError, InvalidEntryStateError } from '../errors/inbox.error';
-import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH, MAX_RECEIVE_MANY } from '../inbox.constants';
+import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH, MAX_RECEIVE_MANY, MAX_RECEIVE_MANY_JSON_LENGTH } from '../inbox.constants';
 import type {
   BlockedKey,
   BlockedKeysQuery,
@@ -101,10 +101,16 @@ export class InboxService {
         return validateCommand(command, this.commandRules());
       } catch (error) {
         if (!(error instanceof InboxArgumentError)) throw error;
-        if (options.allOrNothing) throw new InboxArgumentError(`commands[${index}]${error.argument.replace(/^command/, '')}`, error.message.replace(/^Invalid argument "[^"]+": /, ''));
+        if (options.allOrNothing) {
+          const named = new InboxArgumentError(`commands[${index}]${error.argument.replace(/^command/, '')}`, error.message.replace(/^Invalid argument "[^"]+": /, ''));
+          throw Object.assign(named, { cause: error });
+        }
         return error;
       }
     });
+    // One statement carries the whole batch: keep it well within what a statement may carry.
+    const length = validated.reduce((sum, command) => sum + (command instanceof InboxError ? 0 : command.payloadJson.length + command.metadataJson.length), 0);
+    if (length > MAX_RECEIVE_MANY_JSON_LENGTH) throw new InboxArgumentError('commands', `expected at most ${MAX_RECEIVE_MANY_JSON_LENGTH} characters of payload and metadata in one batch, got ${length}: send smaller batches`);
     if (commands.length === 0) return [];
     assertOpen(this.dataSource);
     return this.receiver.receiveMany(validated, manager, options.allOrNothing === true);

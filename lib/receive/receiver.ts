@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource, EntityManager } from 'typeorm';
 import { isDeepStrictEqual } from 'node:util';
-import { IdempotencyConflictError, InboxError, InboxPoolExhaustedError, InboxUnavailableError } from '../errors/inbox.error';
+import { IdempotencyConflictError, InboxArgumentError, InboxError, InboxPoolExhaustedError, InboxUnavailableError } from '../errors/inbox.error';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ReceiveManyResult, ReceiveResult } from '../interfaces/inbox-command.interface';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
@@ -92,9 +92,24 @@ export class Receiver {
         toStore.push(index);
       }
     });
+    if (allOrNothing) {
+      // A messageId given twice for two different commands: refused before anything is stored.
+      commands.forEach((command, index) => {
+        if (command instanceof InboxError || firstOf.get(command.messageId) === index) return;
+        const first = commands[firstOf.get(command.messageId)!] as ValidatedCommand;
+        if (!sameCommand(command, first)) {
+          throw new InboxArgumentError(`commands[${index}].messageId`, `is the messageId of commands[${firstOf.get(command.messageId)}] too, which is another command`);
+        }
+      });
+    }
     const types = new Set(toStore.map((index) => (commands[index] as ValidatedCommand).commandType));
     const store = (trace: StoredTraceContext | null) => this.storeMany(commands as ValidatedCommand[], toStore, results, manager, allOrNothing, trace);
-    if (toStore.length > 0) await this.tracing.sendBatch(types.size === 1 ? [...types][0] : null, toStore.length, store);
+    try {
+      if (toStore.length > 0) await this.tracing.sendBatch(types.size === 1 ? [...types][0] : null, toStore.length, store);
+    } catch (error) {
+      for (const index of toStore) this.metrics.received((commands[index] as ValidatedCommand).commandType, error instanceof IdempotencyConflictError ? 'conflict' : 'error');
+      throw error;
+    }
     // Repeats within the batch answer as the first of their messageId did.
     commands.forEach((command, index) => {
       if (command instanceof InboxError || results[index] !== undefined) return;
@@ -114,24 +129,31 @@ export class Receiver {
     allOrNothing: boolean,
     trace: StoredTraceContext | null,
   ): Promise<void> {
+    // Whether the statements run inside a transaction (the caller's, or all or nothing's): a key left
+    // busy is then settled within it, else in a transaction of its own that holds the key's lock.
+    const inTransaction = manager?.queryRunner !== undefined || allOrNothing;
     const work = async (query: RunStatement) => {
-      await this.storeKeyless(query, commands, indexes.filter((index) => commands[index].orderingKey === null), results, trace);
-      for (const index of indexes.filter((i) => commands[i].orderingKey !== null)) results[index] = await this.storeOne(query, commands[index], index, trace);
+      await this.storeKeyless(query, commands, indexes.filter((index) => commands[index].orderingKey === null), results, trace, inTransaction);
+      for (const index of indexes.filter((i) => commands[i].orderingKey !== null)) results[index] = await this.storeOne(query, commands[index], index, trace, inTransaction);
       const conflict = allOrNothing ? indexes.map((index) => results[index]).find((result) => result.status === 'conflict') : undefined;
       if (conflict && 'error' in conflict) throw conflict.error;
     };
     const queryRunner = manager?.queryRunner;
     if (queryRunner) {
       const query: RunStatement = async (sql, params) => (await runQuery(queryRunner, sql, params)).rows as never[];
-      // Inside the caller's transaction: all or nothing takes back only what this call stored.
-      if (allOrNothing) await query('SAVEPOINT inbox_receive_many', []);
+      // Inside the caller's transaction, all or nothing takes back only what this call stored (a
+      // savepoint); on the caller's connection outside one, it opens its own.
+      const [open, undo, close] = queryRunner.isTransactionActive
+        ? ['SAVEPOINT inbox_receive_many', 'ROLLBACK TO SAVEPOINT inbox_receive_many', 'RELEASE SAVEPOINT inbox_receive_many']
+        : ['BEGIN', 'ROLLBACK', 'COMMIT'];
+      if (allOrNothing) await query(open, []);
       try {
         await work(query);
       } catch (error) {
-        if (allOrNothing) await query('ROLLBACK TO SAVEPOINT inbox_receive_many', []).catch(() => undefined);
+        if (allOrNothing) await query(undo, []).catch(() => undefined);
         throw asInboxError(error, this.dataSource);
       }
-      if (allOrNothing) await query('RELEASE SAVEPOINT inbox_receive_many', []);
+      if (allOrNothing) await query(close, []);
       return;
     }
     try {
@@ -149,14 +171,23 @@ export class Receiver {
         }
       });
     } catch (error) {
-      if (error instanceof InboxUnavailableError) this.announce();
+      // Without all or nothing, statements that ran before the failure stored their commands (and a
+      // timed-out one may have): announce them (a spare wake-up costs one claim that finds nothing).
+      if (!allOrNothing || error instanceof InboxUnavailableError) this.announce();
       throw error;
     }
     if (indexes.some((index) => results[index]?.status === 'new')) this.announce();
   }
 
   /** The commands without a key in one statement; the ones stored already are looked up in a second. */
-  private async storeKeyless(query: RunStatement, commands: ValidatedCommand[], indexes: number[], results: ReceiveManyResult[], trace: StoredTraceContext | null): Promise<void> {
+  private async storeKeyless(
+    query: RunStatement,
+    commands: ValidatedCommand[],
+    indexes: number[],
+    results: ReceiveManyResult[],
+    trace: StoredTraceContext | null,
+    inTransaction: boolean,
+  ): Promise<void> {
     if (indexes.length === 0) return;
     const column = <K extends keyof ValidatedCommand>(key: K) => indexes.map((index) => commands[index][key]);
     const rows = await query<{ n: number; id: string | null; received_at: Date | null }>(this.sql.receiveMany, [
@@ -191,13 +222,13 @@ export class Receiver {
     }
     // Neither inserted nor found: stored by a concurrent receive after the statement's snapshot (or
     // deleted since); the single receive's path sorts it out.
-    for (const index of stored.filter((i) => results[i] === undefined)) results[index] = await this.storeOne(query, commands[index], index, trace);
+    for (const index of stored.filter((i) => results[i] === undefined)) results[index] = await this.storeOne(query, commands[index], index, trace, inTransaction);
   }
 
   /** One command of a batch by the single receive's statement (in the batch's transaction, if any): its result. */
-  private async storeOne(query: RunStatement, command: ValidatedCommand, index: number, trace: StoredTraceContext | null): Promise<ReceiveManyResult> {
+  private async storeOne(query: RunStatement, command: ValidatedCommand, index: number, trace: StoredTraceContext | null, inTransaction: boolean): Promise<ReceiveManyResult> {
     try {
-      const { entry, duplicate } = await this.store(query, command, trace, false, true);
+      const { entry, duplicate } = await this.store(query, command, trace, false, inTransaction);
       return { index, status: duplicate ? 'duplicate' : 'new', entry };
     } catch (error) {
       if (!(error instanceof IdempotencyConflictError)) throw error;
@@ -402,14 +433,16 @@ function storedFrom(received: ReceivedRow, incomingPayloadJson: string): StoredR
  * key, payload), else a conflict with what the first stored (or with what the first conflicted with).
  */
 function repeatOf(command: ValidatedCommand, index: number, first: ValidatedCommand, firstResult: ReceiveManyResult): ReceiveManyResult {
-  const same =
-    command.commandType === first.commandType &&
-    command.orderingKey === first.orderingKey &&
-    isDeepStrictEqual(JSON.parse(command.payloadJson), JSON.parse(first.payloadJson));
+  const same = sameCommand(command, first);
   if ('entry' in firstResult) {
     return same ? { index, status: 'duplicate', entry: firstResult.entry } : { index, status: 'conflict', error: new IdempotencyConflictError(command.messageId, firstResult.entry.id) };
   }
   return { index, status: 'conflict', error: firstResult.error };
+}
+
+/** The same command: type, ordering key and payload (its keys in any order), as the receive statement compares them. */
+function sameCommand(a: ValidatedCommand, b: ValidatedCommand): boolean {
+  return a.commandType === b.commandType && a.orderingKey === b.orderingKey && isDeepStrictEqual(JSON.parse(a.payloadJson), JSON.parse(b.payloadJson));
 }
 
 /** JSON texts as one JSON array: the statement takes them apart (an array literal would escape each). */

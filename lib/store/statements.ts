@@ -174,7 +174,8 @@ export class InboxStatements {
       ), inserted AS (
         INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at", "trace_parent", "trace_state")
         SELECT "message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", ${statementTime('$7')}, "trace_parent", "trace_state"
-        FROM input ORDER BY "n"
+        -- In messageId order: two batches that share messageIds take their rows in the same order (no deadlock).
+        FROM input ORDER BY "message_id"
         ON CONFLICT ("message_id") DO NOTHING
         RETURNING "id", "message_id", "received_at"
       )
@@ -508,11 +509,15 @@ export class InboxStatements {
    * Newest first; `after`: the last entry of the page before (keyset: pages hold still while
    * entries arrive). Without a status, one branch per status, each reading the (status,
    * received_at) index backwards for its first `limit` rows, merged: the newest entries of a big
-   * table without sorting it (and without an index of its own on the receive path).
+   * table without sorting it (and without an index of its own on the receive path). A filter that
+   * may match few rows is one scan, sorted.
    */
   list(filter: EntryFilter, limit: number, after: string | null = null): { sql: string; params: unknown[] } {
     // From the fixed set only: the status is written into the statement, not passed.
     const statuses = INBOX_STATUSES.filter((status) => filter.status === undefined || status === filter.status);
+    // Other conditions (a command type, a payload value, an error) may match few rows: those are
+    // found by one scan and sorted, not walked for through each status's entries.
+    const selective = ['commandType', 'deadLetterReason', 'errorContains', 'errorFingerprint', 'payload'].some((name) => filter[name as keyof EntryFilter] !== undefined);
     const { clause, params } = whereClause({ ...filter, status: undefined }, this.statusType);
     const conditions = clause ? [clause.slice('WHERE '.length)] : [];
     if (after !== null) {
@@ -523,6 +528,9 @@ export class InboxStatements {
     const limitParam = `$${params.length}`;
     const branch = (status: InboxStatus) =>
       `(SELECT ${COLUMNS} FROM ${this.table} WHERE ${['"status" = ' + `'${status}'::${this.statusType}`, ...conditions].join(' AND ')} ORDER BY "received_at" DESC, "id" DESC LIMIT ${limitParam})`;
+    if (selective && filter.status === undefined) {
+      return { sql: `SELECT ${COLUMNS} FROM ${this.table} ${conditions.length ? `WHERE ${conditions.join(' AND ')}` : ''} ORDER BY "received_at" DESC, "id" DESC LIMIT ${limitParam}`, params };
+    }
     const sql = statuses.length === 1 ? branch(statuses[0]) : `SELECT * FROM (${statuses.map(branch).join(' UNION ALL ')}) AS newest ORDER BY "received_at" DESC, "id" DESC LIMIT ${limitParam}`;
     return { sql, params };
   }

@@ -67,7 +67,17 @@ describe('InboxService.receiveMany', () => {
       if (result.status !== 'new') throw new Error('expected new');
       expect(result.index).toBe(n);
       expect(result.entry).toMatchObject({ messageId: messageIds[n], status: InboxStatus.Pending, payload: { account: 'a', n }, metadata: { n } });
-      expect(await app.inbox.get(result.entry.id)).toEqual(result.entry);
+      // As stored (its status may move on meanwhile: a worker of the file may run it).
+      const { id, messageId, commandType, payload, metadata, receivedAt, orderingKey } = (await app.inbox.get(result.entry.id))!;
+      expect({ id, messageId, commandType, payload, metadata, receivedAt, orderingKey }).toEqual({
+        id: result.entry.id,
+        messageId: result.entry.messageId,
+        commandType: result.entry.commandType,
+        payload: result.entry.payload,
+        metadata: result.entry.metadata,
+        receivedAt: result.entry.receivedAt,
+        orderingKey: result.entry.orderingKey,
+      });
     }
     expect(await stored(messageIds)).toEqual([...messageIds].sort());
   });
@@ -133,7 +143,29 @@ describe('InboxService.receiveMany', () => {
       { allOrNothing: true },
     );
     await expect(conflicting).rejects.toThrow(IdempotencyConflictError);
+    // Two commands under one messageId in the batch itself: refused before anything is stored.
+    const clashing = app.inbox.receiveMany(
+      [
+        { messageId: first, commandType: 'many.plain', payload: { account: 'c', n: 2 } },
+        { messageId: second, commandType: 'many.plain', payload: { account: 'c', n: 4 } },
+        { messageId: second, commandType: 'many.plain', payload: { account: 'c', n: 5 } },
+      ],
+      { allOrNothing: true },
+    );
+    await expect(clashing).rejects.toMatchObject({ argument: 'commands[2].messageId' });
     expect(await stored([first, second])).toEqual([]);
+    // The same command twice is no conflict: stored once.
+    const repeated = await app.inbox.receiveMany(
+      [
+        { messageId: second, commandType: 'many.plain', payload: { account: 'c', n: 4 } },
+        { messageId: second, commandType: 'many.plain', payload: { n: 4, account: 'c' } },
+      ],
+      { allOrNothing: true },
+    );
+    expect(shape(repeated)).toEqual([
+      [0, 'new'],
+      [1, 'duplicate'],
+    ]);
   });
 
   it("joins the caller's transaction: stored only if it commits, and all or nothing takes back only its own rows", async () => {
@@ -199,6 +231,11 @@ describe('InboxService.receiveMany', () => {
     await expect(app.inbox.receiveMany([], { allOrNothing: 'yes' as never })).rejects.toMatchObject({ argument: 'options.allOrNothing' });
     await expect(app.inbox.receiveMany([], { manager: {} as never })).rejects.toMatchObject({ argument: 'options.manager' });
     expect(await app.inbox.receiveMany([])).toEqual([]);
+    // More payload than one statement should carry (each payload within maxPayloadBytes).
+    const text = 'x'.repeat(1_000_000);
+    const huge = Array.from({ length: 70 }, (_, n) => ({ messageId: `huge-${n}`, commandType: 'many.plain', payload: { text } }));
+    await expect(app.inbox.receiveMany(huge)).rejects.toMatchObject({ argument: 'commands' });
+    expect(await stored(['huge-0'])).toEqual([]);
     expect(await stored(['too-many-0'])).toEqual([]);
   });
 });
