@@ -114,8 +114,9 @@ export class PayloadValidationError extends PermanentError {
 
 /**
  * The database could not be reached, or did not answer within `receiveTimeoutMs`. Nothing was
- * stored by this call, or, if the statement committed after all, a retry with the same messageId
- * returns it as a duplicate: retry the same command.
+ * stored by this call, or, if a statement committed after all (or, in a `receiveMany` without all
+ * or nothing, before the failure), a retry with the same messageIds returns those as duplicates:
+ * retry the same commands.
  */
 export class InboxUnavailableError extends InboxError {
   constructor(reason: string, options?: { cause?: unknown }) {
