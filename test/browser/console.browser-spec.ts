@@ -82,7 +82,11 @@ describe("operator's console in a browser", () => {
     await page.locator('#filters select[name=status]').selectOption('dead_letter');
     await page.locator('#filters input[name=payload]').fill(`accountId=${account}`);
     await page.locator('#filters button[type=submit]').click();
-    await page.waitForURL((url) => url.searchParams.get('payload.accountId') === account && url.searchParams.get('status') === 'dead_letter');
+    // The page puts the filter into its URL (history.pushState: no navigation to wait for).
+    await waitFor(() => {
+      const url = new URL(page.url());
+      return url.searchParams.get('payload.accountId') === account && url.searchParams.get('status') === 'dead_letter';
+    }, 'the URL to hold the filter');
     await expectRows(page, [withdrawal]);
     // The URL is the filter: opened afresh, it shows the same.
     const shared = page.url();
