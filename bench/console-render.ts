@@ -1,22 +1,22 @@
 import 'reflect-metadata';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ScheduleModule } from '@nestjs/schedule';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Client } from 'pg';
 import { chromium } from 'playwright-core';
 import { InboxAdminModule, InboxEntry, InboxModule } from '../lib';
 import { inboxSchemaSql } from '../lib/store/inbox.migration';
+import { connectClient, createDatabase, dropDatabase } from './common';
 
 // What the console's page weighs, and how long its main views take to show on a table of 100,000
 // entries, in Chromium: `npm run bench:console` (DATABASE_URL: a server where a database
 // `console_render` may be created and dropped; CHROMIUM_PATH or /usr/bin/chromium).
 const ENTRIES = 100_000;
 const RUNS = 7;
+const DATABASE = 'console_render';
 
 async function main() {
   const adminUrl = process.env.DATABASE_URL;
@@ -24,15 +24,8 @@ async function main() {
   const chromiumPath = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => path && existsSync(path));
   if (!chromiumPath) throw new Error('No Chromium: apt-get install -y chromium, or set CHROMIUM_PATH.');
 
-  const admin = new Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query('DROP DATABASE IF EXISTS console_render');
-  await admin.query('CREATE DATABASE console_render');
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = '/console_render';
-  const db = new Client({ connectionString: url.toString() });
-  await db.connect();
+  const url = await createDatabase(adminUrl, DATABASE);
+  const db = await connectClient(url);
   for (const statement of inboxSchemaSql().up) await db.query(statement);
   // 100,000 entries of 10 types: 90,000 completed, 5,000 pending, 1,000 failed, 4,000 dead letters
   // (in 40 groups: 10 types × 4 kinds of error, each with its account and amounts).
@@ -54,7 +47,7 @@ async function main() {
 
   @Module({
     imports: [
-      TypeOrmModule.forRoot({ type: 'postgres', url: url.toString(), entities: [InboxEntry], synchronize: false, logging: false }),
+      TypeOrmModule.forRoot({ type: 'postgres', url, entities: [InboxEntry], synchronize: false, logging: false }),
       ScheduleModule.forRoot(),
       InboxModule.forRoot({ worker: false, notify: false, acceptUnknownCommandTypes: true }),
       InboxAdminModule.register({ unprotected: true }),
@@ -125,10 +118,7 @@ async function main() {
 
   await browser.close();
   await app.close();
-  const cleanup = new Client({ connectionString: adminUrl });
-  await cleanup.connect();
-  await cleanup.query('DROP DATABASE console_render');
-  await cleanup.end();
+  await dropDatabase(adminUrl, DATABASE);
 }
 
 main().catch((error: unknown) => {

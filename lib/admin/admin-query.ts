@@ -49,13 +49,24 @@ export function filterFrom(source: unknown, name: string, extra: readonly string
 /** The list's query: a filter, `limit` and `after` (the last id of the page before). */
 export function listQueryFrom(query: QueryString): ListEntriesQuery {
   const listed: ListEntriesQuery = filterFrom(query, 'query', ['limit', 'after']);
-  if (query.limit !== undefined) {
-    const limit = single('query.limit', query.limit);
-    if (!/^\d+$/.test(limit)) throw new InboxArgumentError('query.limit', 'expected an integer from 1 to 1000');
-    listed.limit = Number(limit);
-  }
+  if (query.limit !== undefined) listed.limit = limitFrom(query.limit);
   if (query.after !== undefined) listed.after = single('query.after', query.after);
   return listed;
+}
+
+/** The query of the dead-letter groups and the blocked keys: a command type and a limit. */
+export function typeQueryFrom(query: QueryString): { commandType?: string; limit?: number } {
+  return {
+    commandType: query.commandType === undefined ? undefined : single('query.commandType', query.commandType),
+    limit: query.limit === undefined ? undefined : limitFrom(query.limit),
+  };
+}
+
+/** Digits only; InboxService checks the range. */
+function limitFrom(value: unknown): number {
+  const limit = single('query.limit', value);
+  if (!/^\d+$/.test(limit)) throw new InboxArgumentError('query.limit', 'expected an integer from 1 to 1000');
+  return Number(limit);
 }
 
 /** One text: a field given twice (`?status=a&status=b`) is refused rather than guessed. */

@@ -3,7 +3,7 @@ import { InboxArgumentError, InboxEntryNotFoundError } from '../errors/inbox.err
 import { InboxExceptionFilter } from '../http/inbox-exception.filter';
 import { InboxService } from '../receive/inbox.service';
 import type { InboxEntry } from '../store/inbox-entry.entity';
-import { filterFrom, listQueryFrom, type QueryString } from './admin-query';
+import { filterFrom, listQueryFrom, typeQueryFrom, type QueryString } from './admin-query';
 import { InboxAdminGuard } from './inbox-admin.guard';
 import { describeAdminApi } from './openapi';
 import { Redaction } from './redaction';
@@ -97,7 +97,7 @@ export function adminController(path: string): Type<unknown> {
 
     @Get('api/dead-letter-groups')
     async deadLetterGroups(@Query() query: QueryString) {
-      const groups = await this.inbox.deadLetterGroups({ commandType: optionalText(query.commandType, 'query.commandType'), limit: optionalLimit(query.limit) });
+      const groups = await this.inbox.deadLetterGroups(typeQueryFrom(query));
       if (this.redaction.active) {
         // An example's error is shown as its entry's would be.
         for (const group of groups) {
@@ -110,7 +110,7 @@ export function adminController(path: string): Type<unknown> {
 
     @Get('api/blocked-keys')
     async blockedKeys(@Query() query: QueryString) {
-      const keys = await this.inbox.blockedKeys({ commandType: optionalText(query.commandType, 'query.commandType'), limit: optionalLimit(query.limit) });
+      const keys = await this.inbox.blockedKeys(typeQueryFrom(query));
       return {
         keys: keys.map((key) => {
           const blockedBy = this.redact(key.blockedBy);
@@ -171,8 +171,3 @@ function optionalText(value: unknown, name: string): string | undefined {
   return value;
 }
 
-function optionalLimit(value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || !/^\d+$/.test(value)) throw new InboxArgumentError('query.limit', 'expected an integer from 1 to 1000');
-  return Number(value);
-}

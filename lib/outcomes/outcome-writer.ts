@@ -9,7 +9,7 @@ import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface
 import { backoffDelayMs } from '../state/backoff';
 import { decideFailure, DeadLetterReason, FailureKind, historyOutcome, InboxStatus, type FailureDecision } from '../state/inbox-state-machine';
 import { blocksKeyWhenDeadLettered, type DeadLetterPolicy } from '../state/ordering';
-import { guardConnectionsOf, runQuery } from '../store/connection';
+import { newQueryRunner, runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
 import { toEntry, type InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
@@ -383,7 +383,7 @@ async function inTransaction<T>(queryRunner: QueryRunner, work: () => Promise<T>
 
 /** Runs `work` on a query runner of its own, released after. */
 async function withQueryRunner<T>(dataSource: DataSource, work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
-  const queryRunner = guardConnectionsOf(dataSource).createQueryRunner();
+  const queryRunner = newQueryRunner(dataSource);
   try {
     return await work(queryRunner);
   } finally {

@@ -148,7 +148,8 @@ function payloadFilter(name: string, value: unknown): Record<string, string> {
   return Object.fromEntries(pairs) as Record<string, string>;
 }
 
-export function validateBlockedKeysQuery(query: BlockedKeysQuery): { commandType: string | null; limit: number } {
+/** A command type (optional) and a limit: the blocked keys' and the dead-letter groups' query. */
+export function validateTypeQuery(query: BlockedKeysQuery): { commandType: string | null; limit: number } {
   if (typeof query !== 'object' || query === null) throw new InboxArgumentError('query', 'expected an object');
   const commandType = query.commandType === undefined ? null : boundedString('query.commandType', query.commandType, MAX_COMMAND_TYPE_LENGTH);
   const limit = query.limit ?? DEFAULT_LIST_LIMIT;

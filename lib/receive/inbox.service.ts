@@ -41,7 +41,7 @@ import {
   boundedString,
   jsonObject,
   validateAudit,
-  validateBlockedKeysQuery,
+  validateTypeQuery,
   validateCommand,
   validateFilter,
   validateReceiveOptions,
@@ -96,9 +96,10 @@ export class InboxService {
     if (commands.length > MAX_RECEIVE_MANY) throw new InboxArgumentError('commands', `expected at most ${MAX_RECEIVE_MANY} commands, got ${commands.length}`);
     const manager = validateReceiveOptions(options, this.dataSource);
     if (options.allOrNothing !== undefined && typeof options.allOrNothing !== 'boolean') throw new InboxArgumentError('options.allOrNothing', 'expected true or false');
+    const rules = this.commandRules();
     const validated = commands.map((command, index): ValidatedCommand | InboxError => {
       try {
-        return validateCommand(command, this.commandRules());
+        return validateCommand(command, rules);
       } catch (error) {
         if (!(error instanceof InboxArgumentError)) throw error;
         if (options.allOrNothing) {
@@ -181,7 +182,7 @@ export class InboxService {
    * `commandType` and `errorFingerprint` as the filter.
    */
   async deadLetterGroups(query: DeadLetterGroupsQuery = {}): Promise<DeadLetterGroup[]> {
-    const { commandType, limit } = validateBlockedKeysQuery(query);
+    const { commandType, limit } = validateTypeQuery(query);
     const { sql, params } = this.sql.deadLetterGroups(commandType === null ? {} : { commandType }, limit);
     const { rows } = await this.query<{
       command_type: string;
@@ -254,7 +255,7 @@ export class InboxService {
    * the key.
    */
   async blockedKeys(query: BlockedKeysQuery = {}): Promise<BlockedKey[]> {
-    const { commandType, limit } = validateBlockedKeysQuery(query);
+    const { commandType, limit } = validateTypeQuery(query);
     const { rows } = await this.query<InboxRow & { waiting_behind: number }>(this.sql.blockedKeys, [commandType, limit]);
     return rows.map((row) => ({ orderingKey: row.ordering_key!, blockedBy: toEntry(row), waiting: row.waiting_behind }));
   }

@@ -35,8 +35,7 @@ export async function runQuery<T = InboxRow>(
 ): Promise<QueryOutcome<T>> {
   if (typeof sql !== 'string' && sql.name && isQueryRunner(on)) return runPrepared(on, sql, params);
   const text = typeof sql === 'string' ? sql : sql.text;
-  // A data source initialised after the module (manualInitialization) has its pool only now: guard it.
-  const queryRunner = isQueryRunner(on) ? on : guardConnectionsOf(on).createQueryRunner();
+  const queryRunner = isQueryRunner(on) ? on : newQueryRunner(on);
   try {
     const result = (await queryRunner.query(text, params, true)) as { records?: T[]; affected?: number };
     return { rows: result.records ?? [], affected: result.affected ?? 0 };
@@ -138,6 +137,15 @@ export function pgPoolOf(dataSource: DataSource): PgPool {
 export function guardConnectionsOf(dataSource: DataSource): DataSource {
   pgPoolOf(dataSource);
   return dataSource;
+}
+
+/**
+ * A query runner of the data source, its pool's checked-out clients guarded first: every
+ * connection the library takes comes through here, so the guard is on whichever path comes first
+ * (a data source initialised after the module has its pool only now).
+ */
+export function newQueryRunner(dataSource: DataSource): QueryRunner {
+  return guardConnectionsOf(dataSource).createQueryRunner();
 }
 
 /** Pools whose checked-out clients are guarded (see guardCheckedOutClients). */

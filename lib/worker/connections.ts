@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { INBOX_DATA_SOURCE } from '../inbox.constants';
-import { destroyConnection, guardConnectionsOf } from '../store/connection';
+import { destroyConnection, newQueryRunner } from '../store/connection';
 
 /** The worker's pool connections: lent out one at a time, and all cut at once when shutdown runs out of time. */
 @Injectable()
@@ -18,8 +18,7 @@ export class WorkerConnections {
 
   /** Lends a connection to `work` and always gives it back. */
   async use<T>(work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
-    // A data source initialised after the module (manualInitialization) has its pool only now.
-    const queryRunner = guardConnectionsOf(this.dataSource).createQueryRunner();
+    const queryRunner = newQueryRunner(this.dataSource);
     this.held.add(queryRunner);
     try {
       return await work(queryRunner);
