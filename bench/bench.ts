@@ -116,7 +116,7 @@ function ratioDefs(sizes: Sizes): RatioDef[] {
       target: { op: '>=', value: 0.8 },
     },
     {
-      label: `keys drain, ${sizes.slowKeys} keys, 2 ms handler: commands/s / the same work in bare loops`,
+      label: `keys drain, ${sizes.slowKeys} keys, 2 ms handler: commands/s / the same wait in bare loops`,
       numerator: k('keys', 'drain, few keys, 2 ms handler', 'commands/s'),
       denominator: k('keys', 'drain, few keys, 2 ms handler', 'per-key floor (bare loops)'),
       target: { op: '>=', value: 0.8 },

@@ -15,10 +15,15 @@ async function main(): Promise<void> {
   await role(spec, new Commands());
 }
 
+/** Exits once stdout has taken everything written to it: a pipe takes a long result line in parts. */
+function exitAfterOutput(code: number): void {
+  process.stdout.write('', () => process.exit(code));
+}
+
 main().then(
-  () => process.exit(0),
+  () => exitAfterOutput(0),
   (error: unknown) => {
     emit({ type: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) });
-    process.exit(1);
+    exitAfterOutput(1);
   },
 );

@@ -2,15 +2,10 @@
 // every key in its order, one entry at a time.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from 'pg';
-import { DataSource } from 'typeorm';
-import { EVENT_INSERT, SLOW_HANDLER_MS, type Sizes } from './common';
+import { SLOW_HANDLER_MS, type Sizes } from './common';
 import type { Handler } from './protocol';
 
-/**
- * The 2 ms drain's batch size, the benchmark's usual one: a key's run is at most a batch long.
- * Batches of 500 were slower here (1,743 against 2,170 commands/s): each claim and completion
- * statement grows with the run, and the first claim shares its room among all ten keys.
- */
+/** The 2 ms drain's batch size, the benchmark's usual one: a key's run is at most a batch long. */
 export const SLOW_BATCH_SIZE = 100;
 
 export type KeysDrainVariant = 'drain-plain' | 'drain-keyed' | 'drain-slow';
@@ -42,51 +37,48 @@ export function keysDrainPlan(sizes: Sizes, variant: KeysDrainVariant): KeysDrai
 }
 
 /**
- * The same handler work without an inbox: `keys` loops, each on a TypeORM query runner of its own
- * (the handler writes through TypeORM's manager, as a Nest application's code would), each running
- * its share back to back (the 2 ms wait, then the event row), committing every run's length (the
- * batch size) like a key's run, watched by the same count of event rows as the drain. What the machine allows a key to do serially: a 2 ms timer alone takes about 2.2 ms here,
- * and the loops share one event loop and the server's two cores.
+ * The same handler work without an inbox: `keys` loops of the 2 ms timer, side by side on one event
+ * loop, each running its share back to back. What the machine allows a key to do serially: a
+ * 2 ms timer alone takes about 2.2 ms on Node here.
  */
-export async function perKeyFloor(url: string, keys: number, count: number, runLength = SLOW_BATCH_SIZE): Promise<number> {
-  const dataSource = await new DataSource({ type: 'postgres', url, extra: { max: keys }, logging: false }).initialize();
+export async function perKeyFloor(keys: number, count: number): Promise<number> {
   const each = Math.ceil(count / keys);
-  const loop = async (key: number) => {
-    const runner = dataSource.createQueryRunner();
-    try {
-      await runner.startTransaction();
-      for (let i = 0; i < each; i++) {
-        await sleep(SLOW_HANDLER_MS);
-        await runner.manager.query(EVENT_INSERT, [`floor-${key}-${i}`, JSON.stringify({ key })]);
-        if (i % runLength === runLength - 1) {
-          await runner.commitTransaction();
-          await runner.startTransaction();
-        }
-      }
-      await runner.commitTransaction();
-    } finally {
-      await runner.release();
-    }
+  const loop = async () => {
+    for (let i = 0; i < each; i++) await sleep(SLOW_HANDLER_MS);
   };
-  // The drain is watched by counting event rows every 10 ms (pollUntil): the loops are watched alike.
-  let looping = true;
-  const watch = async () => {
-    while (looping) {
-      await dataSource.query('SELECT count(*)::int AS n FROM events');
-      await sleep(10);
-    }
-  };
-  try {
-    const watching = watch();
-    const t0 = performance.now();
-    await Promise.all(Array.from({ length: keys }, (_, key) => loop(key)));
-    const rate = ((each * keys) / (performance.now() - t0)) * 1000;
-    looping = false;
-    await watching;
-    return rate;
-  } finally {
-    looping = false;
-    await dataSource.destroy();
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: keys }, loop));
+  return ((each * keys) / (performance.now() - t0)) * 1000;
+}
+
+/**
+ * After the 2 ms drain: the handler's own record of its runs (messageId, start, end on the
+ * worker's monotonic clock) holds every keyed entry exactly once, and within each key the runs
+ * follow the order the entries were received in and never overlap.
+ */
+export async function checkRunRecord(client: Client, label: string, commandType: string, runs: Array<[string, number, number]>): Promise<void> {
+  const { rows } = await client.query<{ message_id: string; ordering_key: string }>(
+    `SELECT "message_id", "ordering_key" FROM inbox_entries WHERE "command_type" = $1 ORDER BY "ordering_key", "ordering_seq"`,
+    [commandType],
+  );
+  const byMessage = new Map<string, Array<[number, number]>>();
+  for (const [messageId, start, end] of runs) byMessage.set(messageId, [...(byMessage.get(messageId) ?? []), [start, end]]);
+  let missing = 0;
+  let repeated = 0;
+  let misordered = 0;
+  let previous: { key: string; end: number } | undefined;
+  for (const row of rows) {
+    const ran = byMessage.get(row.message_id) ?? [];
+    if (ran.length === 0) missing++;
+    if (ran.length > 1) repeated++;
+    const [start, end] = ran[0] ?? [NaN, NaN];
+    if (previous?.key === row.ordering_key && !(start >= previous.end)) misordered++;
+    previous = { key: row.ordering_key, end };
+  }
+  if (rows.length === 0 || missing || repeated || misordered || runs.length !== rows.length) {
+    throw new Error(
+      `${label}: ${rows.length} keyed entries, ${runs.length} handler runs: ${missing} never ran, ${repeated} ran more than once, ${misordered} started before the previous entry of their key ended`,
+    );
   }
 }
 

@@ -3,7 +3,7 @@ import type { Client } from 'pg';
 import { BenchChild } from './child-process';
 import { claimProbe } from './claim-probe';
 import { keysClaim } from './keys-claim';
-import { checkKeyOrder, keysDrainPlan, perKeyFloor, perKeySerialLimit, type KeysDrainVariant } from './keys-drains';
+import { checkKeyOrder, checkRunRecord, keysDrainPlan, perKeyFloor, perKeySerialLimit, type KeysDrainVariant } from './keys-drains';
 import { accountOf } from './roles';
 import {
   connectClient,
@@ -22,6 +22,7 @@ import type { CapturedStatement, Handler } from './protocol';
 import { Results } from './stats';
 import { recordTelemetry, telemetryModeOf, type TelemetryVariant } from './telemetry-workload';
 import { loadAdapter } from './systems';
+import { commandTypeFor, writesNoEvent } from './systems/inbox-table';
 import type { EnqueueItem, SystemAdapter } from './systems/types';
 
 export type WorkloadName = 'receive' | 'intake' | 'drain' | 'drain-noop' | 'latency' | 'dedup' | 'failure' | 'scale' | 'keys' | 'telemetry';
@@ -300,10 +301,11 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
       if (Number.isFinite(serverMs)) metric('PostgreSQL CPU per command', 'µs', 0, (serverMs * 1000) / n);
     }
     await checkDrained(entrant, adapter, poll, kind, warm + n);
-    if (keys?.keyed) await checkKeyOrder(poll, entrant.label);
+    if (kind === 'keyed-slow') await checkRunRecord(poll, entrant.label, commandTypeFor(kind), result.runs as Array<[string, number, number]>);
+    else if (keys?.keyed) await checkKeyOrder(poll, entrant.label);
     if (workload === 'telemetry') recordTelemetry(ctx, entrant, result.telemetry, warm + n, 'processed');
-    // The same handler work in bare loops, right after, on the same server.
-    if (kind === 'keyed-slow') metric('per-key floor (bare loops)', 'cmd/s', 0, await perKeyFloor(url, keys!.accounts, n));
+    // The same handler work in bare loops, right after.
+    if (kind === 'keyed-slow') metric('per-key floor (bare loops)', 'cmd/s', 0, await perKeyFloor(keys!.accounts, n));
     ctx.log(
       `  ${workload} ${entrant.label}: ${rate.toFixed(0)} cmd/s (${n} in ${(t1 - t0).toFixed(0)} ms)${rss ? `, worker peak RSS ${rss.toFixed(1)} MiB` : ''}`,
     );
@@ -319,12 +321,13 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
 
 /**
  * After a drain: event handlers left exactly one event row per command (at least one for the
- * at-least-once peers); no-op handlers none, and every command a system keeps ended Completed.
+ * at-least-once peers); handlers that write none (no-op, 2 ms wait) none, and every command a
+ * system keeps ended Completed.
  */
 async function checkDrained(entrant: Entrant, adapter: SystemAdapter, client: Client, kind: Handler, total: number): Promise<void> {
   const { rows } = await client.query<{ n: number; d: number }>('SELECT count(*)::int AS n, count(DISTINCT message_id)::int AS d FROM events');
-  if (kind === 'noop') {
-    if (rows[0].n !== 0) throw new Error(`${entrant.label}: ${rows[0].n} event rows after a no-op drain`);
+  if (writesNoEvent(kind)) {
+    if (rows[0].n !== 0) throw new Error(`${entrant.label}: ${rows[0].n} event rows after a drain whose handler writes none`);
     // graphile-worker deletes completed jobs: for it, "finished" (no job left) is the check.
     const completed = adapter.completed ? await adapter.completed(client, kind) : total;
     if (completed !== total) throw new Error(`${entrant.label}: ${completed} commands completed, expected ${total}`);

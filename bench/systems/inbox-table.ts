@@ -28,8 +28,8 @@ const COMMAND_TYPES: Record<Handler, string> = {
 };
 
 /** Handlers that write no event row: finished when nothing of their kind is left to do. */
-function writesNoEvent(kind: Handler): boolean {
-  return kind === 'noop';
+export function writesNoEvent(kind: Handler): boolean {
+  return kind === 'noop' || kind === 'keyed-slow';
 }
 
 export function commandTypeFor(kind: Handler): string {

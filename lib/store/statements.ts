@@ -214,37 +214,52 @@ export class InboxStatements {
     // cleared; see start). It runs with sorting disabled (see runInIndexOrder): it must walk the
     // due index in order. $1 test clock, $2 limit, $3 worker, $4 lease, $5 token, $6 command types.
     //
-    // A key's run: with each due entry that holds an ordering key come entries waiting behind it, in
+    // A key's run: with a due entry that holds an ordering key come entries waiting behind it, in
     // their key's order, as long as each is Pending, of a handled type and no crash suspect (the run
-    // stops at the first that is not), as many as the batch has room for ($2 less the due entries,
-    // shared equally among the keyed ones: a claim never takes more than $2 entries). They are claimed still waiting (so
-    // the key keeps one holder) and run after their head in the same batch (see BatchExecutor):
-    // a key whose handler is slow is not held to one transaction and one claim per entry. Taking
-    // them with FOR UPDATE (no skipping) means each is judged by its latest version: one an
-    // operator dead-lettered meanwhile ends the run, one discarded has left the key's queue.
+    // stops at the first that is not). They are claimed still waiting (so the key keeps one
+    // holder) and run after their head in the same batch (see BatchExecutor): a key is not held to
+    // one transaction and one claim per entry, and the hand-over to a key's next entry (a row
+    // update of its own) comes once per run, not once per entry. The room is shared in due order:
+    // each due entry, oldest first, is taken if the ones before it with their runs left room for
+    // it, and its run takes what room is left; a claim never takes more than $2 entries, and the
+    // due entries it leaves are the next claim's. How many wait behind a head is read from its
+    // key's row (the last place given, less the head's: an upper bound, which only leaves room
+    // unused). Taking the runs with FOR UPDATE (no skipping) means each entry is judged by its
+    // latest version: one an operator dead-lettered meanwhile ends the run, one discarded has left
+    // the key's queue. No sort: the claim may run with sorting disabled; the running sum follows
+    // the due entries in the order they were found.
     const claim = (suspects: boolean) => `WITH due AS (
-        SELECT "id", "ordering_key" FROM ${t}
+        SELECT "id", "ordering_key", "ordering_seq" FROM ${t}
         WHERE ${from('claim')} AND NOT "waiting" AND ${due}
           AND ${suspects ? SUSPECT : `"last_outcome" IS DISTINCT FROM '${AttemptOutcome.LeaseExpired}'`}
           AND "command_type" = ANY($6::text[])
         ORDER BY ${DUE_AT}
         LIMIT $2
         FOR UPDATE SKIP LOCKED
-      )${suspects ? '' : `, queued AS (
+      )${suspects ? '' : `, behind AS (
+        SELECT d."id", d."ordering_key", CASE WHEN d."ordering_key" IS NULL THEN 0 ELSE LEAST($2, GREATEST(0, (
+          SELECT k."last_seq" FROM ${keys} AS k WHERE k."ordering_key" = d."ordering_key"
+        ) - d."ordering_seq")) END AS "waiting_behind"
+        FROM due d
+      ), heads AS (
+        SELECT "id", "ordering_key",
+          $2 - 1 - COALESCE(sum(1 + "waiting_behind") OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS "room"
+        FROM behind
+      ), queued AS (
         SELECT w."id", w."ordering_key", w."ordering_seq",
           w."status" = ${status(InboxStatus.Pending)} AND w."command_type" = ANY($6::text[])
             AND w."last_outcome" IS DISTINCT FROM '${AttemptOutcome.LeaseExpired}' AS "runnable"
-        FROM due d CROSS JOIN LATERAL (
+        FROM heads h CROSS JOIN LATERAL (
           SELECT "id", "ordering_key", "ordering_seq", "status", "command_type", "last_outcome" FROM ${t}
-          WHERE "ordering_key" = d."ordering_key" AND "waiting"
+          WHERE "ordering_key" = h."ordering_key" AND "waiting"
           ORDER BY "ordering_seq"
-          LIMIT (SELECT GREATEST(0, ($2 - count(*)) / GREATEST(1, count("ordering_key"))) FROM due)
+          LIMIT h."room"
           FOR UPDATE
         ) AS w
-        WHERE d."ordering_key" IS NOT NULL
+        WHERE h."ordering_key" IS NOT NULL AND h."room" > 0
       ), followers AS (
-        -- The run: each runnable one with no unrunnable one before it in its key. No window (and no
-        -- sort): the claim may run with sorting disabled. Both sides hold at most $2 rows.
+        -- The run: each runnable one with no unrunnable one before it in its key. Both sides hold
+        -- at most $2 rows.
         SELECT q."id" FROM queued q
         WHERE q."runnable" AND NOT EXISTS (
           SELECT FROM queued b WHERE b."ordering_key" = q."ordering_key" AND b."ordering_seq" < q."ordering_seq" AND NOT b."runnable"
@@ -252,7 +267,7 @@ export class InboxStatements {
       )`}
       UPDATE ${t} AS e SET "status" = ${to('claim')}, "locked_by" = $3,
         "locked_until" = ${statementTime('$1')} + $4::interval, "lock_token" = $5, "processing_started_at" = NULL
-      FROM (SELECT "id" FROM due${suspects ? '' : ' UNION ALL SELECT "id" FROM followers'}) AS claimed WHERE e."id" = claimed."id"
+      FROM (${suspects ? 'SELECT "id" FROM due' : 'SELECT "id" FROM heads WHERE "room" >= 0 UNION ALL SELECT "id" FROM followers'}) AS claimed WHERE e."id" = claimed."id"
       RETURNING ${columnList('e')}`;
     // Two statements, not a parameter: a generic plan must still see which partial index applies.
     this.claim = statement('claim', claim(false), prepared);

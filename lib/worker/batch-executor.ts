@@ -16,7 +16,7 @@ import type { InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
 import { InboxTracing, type AttemptSpan } from '../telemetry/inbox-tracing';
 import { WorkerConnections } from './connections';
-import { dealUnits, headCount, runUnits, settleRuns } from './key-runs';
+import { dealUnits, runUnits, settleRuns } from './key-runs';
 
 /** One claimed entry on its way through a batch. */
 interface Job {
@@ -109,7 +109,8 @@ export class BatchExecutor {
       const rows = await this.claim(queryRunner, request);
       answered = true;
       const units = runUnits(rows);
-      const spread = units.length < request.limit ? Math.min(request.spread ?? 1, units.length) : 1;
+      // A full claim stays one batch (one transaction for all of it); a short one spreads out.
+      const spread = rows.length < request.limit ? Math.min(request.spread ?? 1, units.length) : 1;
       const [firstGroup, ...others] = dealUnits(units, Math.max(1, spread));
       if (rows.length === 0) {
         reportClaimed({ count: 0, batches: 1, finished: [] });
@@ -160,7 +161,8 @@ export class BatchExecutor {
     const inIndexOrder = !suspects && this.backlog;
     const statement = suspects ? this.sql.claimSuspects : this.sql.claim;
     const { rows } = inIndexOrder ? await runInIndexOrder(queryRunner, statement, params) : await runQuery(queryRunner, statement, params);
-    if (!suspects) this.backlog = headCount(rows) === limit;
+    // Full: its heads and their runs took every place it had (a long run alone counts too).
+    if (!suspects) this.backlog = rows.length === limit;
     return rows;
   }
 

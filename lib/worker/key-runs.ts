@@ -33,11 +33,6 @@ export function runUnits(rows: InboxRow[]): InboxRow[][] {
   return units.sort((a, b) => dueTime(a[0]) - dueTime(b[0]));
 }
 
-/** How many heads a claim took: the entries that were due, not the runs behind them. */
-export function headCount(rows: InboxRow[]): number {
-  return rows.filter((row) => !row.waiting).length;
-}
-
 /** `units` dealt into `count` groups in turn, each flattened: a run never spans two groups. */
 export function dealUnits(units: InboxRow[][], count: number): InboxRow[][] {
   const groups: InboxRow[][] = Array.from({ length: count }, () => []);

@@ -165,6 +165,18 @@ describe('ordering keys', () => {
     expect((await entryOf(key, 5)).waiting).toBe(false);
   });
 
+  it("fills a claim with the oldest key's whole run before taking the heads of younger keys", async () => {
+    // batchSize 5: the first key's head and the 3 behind it fill 4 places, the second key's head the
+    // fifth; the third key is left to the next claim, which takes its whole run.
+    const keys = [newKey(), newKey(), newKey()];
+    for (let n = 1; n <= 4; n++) for (const account of keys) await send('order.step', { account, n });
+    await worker.processor.runOnce();
+    for (const key of keys) expect(await effects(key)).toEqual([1, 2, 3, 4]);
+    expect(await transactions(keys[0])).toBe(1);
+    expect(await transactions(keys[1])).toBe(2);
+    expect(await transactions(keys[2])).toBe(1);
+  });
+
   it("stops a key's run at an entry that fails: the entries behind it go back, still waiting, without running", async () => {
     const key = newKey();
     await send('order.step', { account: key, n: 1 });

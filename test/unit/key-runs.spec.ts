@@ -1,4 +1,4 @@
-import { dealUnits, headCount, runUnits, settleRuns } from '../../lib/worker/key-runs';
+import { dealUnits, runUnits, settleRuns } from '../../lib/worker/key-runs';
 import type { InboxRow } from '../../lib/store/schema';
 
 /** Just what key runs look at: id, key, place, whether it waits, due time. */
@@ -25,10 +25,6 @@ describe('key runs', () => {
   it('puts the holder first, before an entry replayed behind it with an earlier place', () => {
     const units = runUnits([row('k5', 'k', 5, 1), row('k2', 'k', 2, 1, true), row('k6', 'k', 6, 1, true)]);
     expect(units.map((unit) => unit.map((r) => r.id))).toEqual([['k5', 'k2', 'k6']]);
-  });
-
-  it('counts heads, not the entries behind them', () => {
-    expect(headCount(rows)).toBe(4);
   });
 
   it('deals whole runs to groups', () => {
