@@ -28,7 +28,7 @@ async function main() {
     FROM generate_series(1, 1000000) g
     CROSS JOIN LATERAL (SELECT CASE WHEN g <= 950000 THEN 'completed' WHEN g <= 980000 THEN 'pending' WHEN g <= 990000 THEN 'failed' WHEN g <= 995000 THEN 'processing' ELSE 'dead_letter' END AS status) s`);
   await c.query('VACUUM ANALYZE inbox_entries');
-  const sql = new InboxStatements('inbox_entries');
+  const sql = new InboxStatements('inbox_entries', 100);
   const text = (sql.snapshot as { text: string }).text;
   for (const label of ['recount (older than its interval)', 'read (fresh)']) {
     const { rows } = await c.query(`EXPLAIN (ANALYZE, BUFFERS, COSTS) ${text}`, [label.startsWith('recount') ? '0 milliseconds' : '1 hour', null]);

@@ -60,7 +60,7 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
     // the SQL, written once for the table
     {
       provide: InboxStatements,
-      useFactory: (options: ResolvedInboxOptions) => new InboxStatements(options.tableName, options.attemptHistory, options.preparedStatements),
+      useFactory: (options: ResolvedInboxOptions) => new InboxStatements(options.tableName, options.batchSize, options.attemptHistory, options.preparedStatements),
       inject: [INBOX_RESOLVED_OPTIONS],
     },
     // discovery

@@ -157,7 +157,8 @@ export class BatchExecutor {
    * queue is short, the plain statement answers sooner and no plan of it can cost much.
    */
   private async claim(queryRunner: QueryRunner, { limit, suspects }: ClaimRequest): Promise<InboxRow[]> {
-    const params = [clockTime(this.options.clock), limit, this.options.workerId, `${this.options.leaseMs} milliseconds`, randomUUID(), this.explorer.commandTypes()];
+    // The statement takes as many as the processor asks for: the batch size, or one crash suspect.
+    const params = [clockTime(this.options.clock), this.options.workerId, `${this.options.leaseMs} milliseconds`, randomUUID(), this.explorer.commandTypes()];
     const inIndexOrder = !suspects && this.backlog;
     const statement = suspects ? this.sql.claimSuspects : this.sql.claim;
     const { rows } = inIndexOrder ? await runInIndexOrder(queryRunner, statement, params) : await runQuery(queryRunner, statement, params);
