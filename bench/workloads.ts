@@ -274,12 +274,14 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
     await pollUntil(done(warm), `${entrant.label} warm-up`, TIMEOUT_MS);
     // Timed: from the commit of one INSERT holding all N commands until all are finished.
     await enqueuer.enqueue(items('cmd', n, 0, accounts('acc')), kind);
+    const wal0 = await walPosition(poll);
     const t0 = performance.now();
     child.send('go');
     const server0 = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) : NaN;
     const t1 = await pollUntil(done(warm + n), `${entrant.label} ${workload}`, TIMEOUT_MS);
     child.send('mark');
     const serverMs = ctx.postmasterPid ? serverCpuMs(ctx.postmasterPid) - server0 : NaN;
+    const walBytes = await walBytesSince(poll, wal0);
     const rss = child.peakRssMiB();
     const result = await child.stop();
     const marks = result.queryMarks as number[];
@@ -299,6 +301,8 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
         metric('worker CPU per command', 'µs', 0, ((cpuMarks[2] - cpuMarks[1]) * 1000) / n);
       }
       if (Number.isFinite(serverMs)) metric('PostgreSQL CPU per command', 'µs', 0, (serverMs * 1000) / n);
+      // What the server wrote for it: row versions, index entries, locks (the watcher's reads write none).
+      metric('WAL bytes per command', 'B', 0, walBytes / n);
     }
     await checkDrained(entrant, adapter, poll, kind, warm + n);
     if (kind === 'keyed-slow') await checkRunRecord(poll, entrant.label, commandTypeFor(kind), result.runs as Array<[string, number, number]>);
@@ -317,6 +321,16 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
     await enqueuer.close().catch(() => undefined);
     await poll.end().catch(() => undefined);
   }
+}
+
+/** The server's current WAL position. */
+async function walPosition(client: Client): Promise<string> {
+  return (await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn;
+}
+
+/** WAL bytes written since `from` (every session's: the timed work is the only writer then). */
+async function walBytesSince(client: Client, from: string): Promise<number> {
+  return Number((await client.query<{ bytes: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::text AS bytes', [from])).rows[0].bytes);
 }
 
 /**
