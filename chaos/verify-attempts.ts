@@ -1,7 +1,9 @@
 // Attempts against handler runs: every attempt the inbox charged must have a handler run on record
 // (a RAN line in a worker log) with that attempt number, and every run a charged attempt. Only
 // invalid commands are charged without a run: their attempt ends while the payload is
-// materialised, before the handler. Also: the aborted-transaction blame falls on swallow commands only.
+// materialised, before the handler; and a crash suspect whose worker the harness killed in the
+// instant between its start stamp and its handler's first line (counted apart, see below). Also:
+// the aborted-transaction blame falls on swallow commands only.
 import { InboxStatus } from '../lib';
 import { WORKER_INBOX_OPTIONS, type PlannedCommand } from './chaos-commands';
 import type { AttemptRow, EntryRow, RunData } from './run-data';
@@ -32,13 +34,22 @@ export interface AttemptAccounting {
   handedBackAsSuspects: number;
   /** Attempts blamed on a handler that left its transaction aborted. */
   abortedBlamed: number;
+  /**
+   * Crash suspects charged without a run because the harness killed their worker right after their
+   * start was stamped: the start is committed right before the handler (from then on the worker's
+   * death is the attempt's), so a kill in that instant charges an attempt whose handler never began.
+   */
+  killedBeforeHandler: number;
 }
+
+/** How soon after a crash suspect's stamped start a kill counts as landing before its handler began. */
+const STAMP_TO_HANDLER_MS = 50;
 
 export function checkAttempts(
   commands: PlannedCommand[],
   data: RunData,
   logs: WorkerLogs,
-  pool: Pick<WorkerPool, 'fateOf' | 'endedWithin'>,
+  pool: Pick<WorkerPool, 'fateOf' | 'endedWithin' | 'killedWithin'>,
 ): AttemptAccounting {
   const violations: string[] = [];
   const report = reporter(violations);
@@ -47,7 +58,7 @@ export function checkAttempts(
   const runWithoutCharge: string[] = [];
   const invalidRan: string[] = [];
   const blamedNeighbours: string[] = [];
-  const accounting = { charged: 0, chargedInvalid: 0, runs: 0, leaseExpiries: 0, leaseExpiriesByFault: 0, abortedBlamed: 0 };
+  const accounting = { charged: 0, chargedInvalid: 0, runs: 0, leaseExpiries: 0, leaseExpiriesByFault: 0, abortedBlamed: 0, killedBeforeHandler: 0 };
 
   for (const command of commands) {
     const entry = byId.get(command.messageId);
@@ -64,6 +75,10 @@ export function checkAttempts(
       for (let attempt = 1; attempt <= charged; attempt++) {
         if (runs.has(attempt)) continue;
         const row = history.get(attempt);
+        if (row && killedBetweenStampAndHandler(row, data, pool)) {
+          accounting.killedBeforeHandler++;
+          continue;
+        }
         chargedWithoutRun.push(`${label(command)} attempt ${attempt}: ${recorded(entry, row, attempt, pool)}${row ? batchOf(row, data, logs) : ''}`);
       }
     }
@@ -110,6 +125,18 @@ function batchOf(row: AttemptRow, data: RunData, logs: WorkerLogs): string {
   const started = row.started_at.toISOString();
   if (ran.length + notRun.length === 0) return `; alone in its batch, started ${started}`;
   return `; its batch, started ${started}, had ${ran.length + notRun.length} other entr${ran.length + notRun.length === 1 ? 'y' : 'ies'}: ${some(ran)} ran, ${some(notRun)} did not`;
+}
+
+/** A crash suspect's attempt (a lease expiry, alone in its batch) whose worker the harness killed right after its start stamp. */
+function killedBetweenStampAndHandler(row: AttemptRow, data: RunData, pool: Pick<WorkerPool, 'killedWithin'>): boolean {
+  if (row.error_class !== 'LeaseExpiredError' || row.started_at === null) return false;
+  if (!pool.killedWithin(row.worker_id, row.started_at, STAMP_TO_HANDLER_MS)) return false;
+  for (const byAttempt of data.attempts.values()) {
+    for (const other of byAttempt.values()) {
+      if (other !== row && other.worker_id === row.worker_id && other.started_at?.getTime() === row.started_at.getTime()) return false;
+    }
+  }
+  return true;
 }
 
 /** What the inbox recorded about one charged attempt. */

@@ -131,6 +131,12 @@ export class WorkerPool {
     return end !== undefined && end.at - since.getTime() <= ms;
   }
 
+  /** Whether the harness SIGKILLed the process at most `ms` after `since` (and not before it). */
+  killedWithin(workerId: string | null, since: Date, ms: number): boolean {
+    const end = workerId ? this.processes.get(workerId)?.end : undefined;
+    return end?.kind === 'harness-kill' && end.at >= since.getTime() && end.at - since.getTime() <= ms;
+  }
+
   /** Pids of the workers that are up and processing now, by name. */
   readyPids(): Map<string, number> {
     return new Map(this.slots.filter((slot) => slot.ready).map((slot) => [slot.name, slot.child!.pid!]));
