@@ -262,13 +262,13 @@ export class InboxStatements {
           FOR UPDATE
         ) AS w
         WHERE h."ordering_key" IS NOT NULL AND h."room" > 0
+      ), stops AS (
+        -- Where each run stops: its key's first entry that is not runnable (usually none).
+        SELECT "ordering_key", min("ordering_seq") AS "ordering_seq" FROM queued WHERE NOT "runnable" GROUP BY "ordering_key"
       ), followers AS (
-        -- The run: each runnable one with no unrunnable one before it in its key. Both sides hold
-        -- at most the limit's rows.
+        -- The run: each runnable one before its key's stop.
         SELECT q."id" FROM queued q
-        WHERE q."runnable" AND NOT EXISTS (
-          SELECT FROM queued b WHERE b."ordering_key" = q."ordering_key" AND b."ordering_seq" < q."ordering_seq" AND NOT b."runnable"
-        )
+        WHERE q."runnable" AND NOT EXISTS (SELECT FROM stops s WHERE s."ordering_key" = q."ordering_key" AND s."ordering_seq" < q."ordering_seq")
       )`}
       UPDATE ${t} AS e SET "status" = ${to('claim')}, "locked_by" = $2,
         "locked_until" = ${statementTime('$1')} + $3::interval, "lock_token" = $4, "processing_started_at" = NULL
