@@ -85,6 +85,8 @@ export class InboxStatements {
    * node-postgres prepares them (off for poolers that cannot keep them).
    */
   constructor(tableName: string, claimLimit: number, recordAttempts = true, prepared = true) {
+    // Written into the claim's text: a whole number, or the statement is not one.
+    if (!Number.isInteger(claimLimit) || claimLimit < 1) throw new RangeError(`claimLimit must be a positive integer, got ${claimLimit}`);
     const { table: t, history: h, keys, snapshot, statusType } = inboxIdentifiers(tableName);
     this.table = t;
     this.history = h;
@@ -228,8 +230,10 @@ export class InboxStatements {
     // each due entry, oldest first, is taken if the ones before it with their runs left room for
     // it, and its run takes what room is left; a claim never takes more than its limit, and the
     // due entries it leaves are the next claim's. How many wait behind a head is read from its
-    // key's row (the last place given, less the head's: an upper bound, which only leaves room
-    // unused). Taking the runs with FOR UPDATE (no skipping) means each entry is judged by its
+    // key's row (the last place given, less the head's), and its run takes no more than that, so
+    // the ones after it are counted right: an entry replayed behind a holder with an earlier place
+    // is not counted, and waits for the next claim. Taking the runs with FOR UPDATE (no skipping)
+    // means each entry is judged by its
     // latest version: one an operator dead-lettered meanwhile ends the run, one discarded has left
     // the key's queue. No sort: the claim may run with sorting disabled; the running sum follows
     // the due entries in the order they were found.
@@ -247,7 +251,7 @@ export class InboxStatements {
         ) - d."ordering_seq")) END AS "waiting_behind"
         FROM due d
       ), heads AS (
-        SELECT "id", "ordering_key",
+        SELECT "id", "ordering_key", "waiting_behind",
           ${limit} - 1 - COALESCE(sum(1 + "waiting_behind") OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS "room"
         FROM behind
       ), queued AS (
@@ -258,7 +262,7 @@ export class InboxStatements {
           SELECT "id", "ordering_key", "ordering_seq", "status", "command_type", "last_outcome" FROM ${t}
           WHERE "ordering_key" = h."ordering_key" AND "waiting"
           ORDER BY "ordering_seq"
-          LIMIT h."room"
+          LIMIT LEAST(h."room", h."waiting_behind")
           FOR UPDATE
         ) AS w
         WHERE h."ordering_key" IS NOT NULL AND h."room" > 0

@@ -109,8 +109,9 @@ export class BatchExecutor {
       const rows = await this.claim(queryRunner, request);
       answered = true;
       const units = runUnits(rows);
-      // A full claim stays one batch (one transaction for all of it); a short one spreads out.
-      const spread = rows.length < request.limit ? Math.min(request.spread ?? 1, units.length) : 1;
+      // Fewer units than places (a short claim, or keys' runs): the units spread over the free
+      // slots, so that keys do not wait for each other in one batch.
+      const spread = units.length < request.limit ? Math.min(request.spread ?? 1, units.length) : 1;
       const [firstGroup, ...others] = dealUnits(units, Math.max(1, spread));
       if (rows.length === 0) {
         reportClaimed({ count: 0, batches: 1, finished: [] });
@@ -163,7 +164,7 @@ export class BatchExecutor {
     const statement = suspects ? this.sql.claimSuspects : this.sql.claim;
     const { rows } = inIndexOrder ? await runInIndexOrder(queryRunner, statement, params) : await runQuery(queryRunner, statement, params);
     // Full: its heads and their runs took every place it had (a long run alone counts too).
-    if (!suspects) this.backlog = rows.length === limit;
+    if (!suspects) this.backlog = rows.length >= limit;
     return rows;
   }
 
