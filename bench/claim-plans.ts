@@ -5,25 +5,12 @@
 // `plan_cache_mode = force_custom_plan` and `force_generic_plan`, each with sorting allowed and
 // disabled (as the worker claims during a backlog), under EXPLAIN (ANALYZE, BUFFERS), rolled back.
 import { randomUUID } from 'node:crypto';
-import { Client } from 'pg';
 import { InboxStatements } from '../lib/store/statements';
-import { migrateWithTypeOrm } from './systems/inbox-table';
+import { runTool, withScratchInbox } from './scratch-inbox';
 
-const SCRATCH = 'inbox_claim_plans';
 
 async function main(): Promise<void> {
-  const adminUrl = process.env.DATABASE_URL;
-  if (!adminUrl) throw new Error('set DATABASE_URL to a PostgreSQL server');
-  const url = new URL(adminUrl);
-  url.pathname = `/${SCRATCH}`;
-  const admin = new Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${SCRATCH} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${SCRATCH}`);
-  const client = new Client({ connectionString: url.toString() });
-  try {
-    await migrateWithTypeOrm(url.toString());
-    await client.connect();
+  await withScratchInbox('inbox_claim_plans', 'a PostgreSQL server', async (client) => {
     await client.query(`INSERT INTO inbox_entries ("message_id", "command_type", "payload", "metadata", "received_at")
       SELECT 'due-' || g, 'bench.order', '{"n": 1}', '{}', now() - interval '1 hour' + g * interval '1 ms' FROM generate_series(1, 100000) g`);
     await client.query(`INSERT INTO inbox_entries ("message_id", "command_type", "payload", "metadata", "received_at", "status", "processed_at")
@@ -47,14 +34,7 @@ async function main(): Promise<void> {
         }
       }
     }
-  } finally {
-    await client.end().catch(() => undefined);
-    await admin.query(`DROP DATABASE IF EXISTS ${SCRATCH} WITH (FORCE)`);
-    await admin.end();
-  }
+  });
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runTool(main);

@@ -4,26 +4,13 @@
 // library's migration, then runs the worker's own statements for one batch of 100 with a no-op
 // handler (claim, lock, complete, each committed) and prints the WAL records each one wrote.
 import { randomUUID } from 'node:crypto';
-import { Client } from 'pg';
 import { InboxStatements } from '../lib/store/statements';
-import { migrateWithTypeOrm } from './systems/inbox-table';
+import { runTool, withScratchInbox } from './scratch-inbox';
 
 const BATCH = 100;
-const SCRATCH = 'inbox_wal_records';
 
 async function main(): Promise<void> {
-  const adminUrl = process.env.DATABASE_URL;
-  if (!adminUrl) throw new Error('set DATABASE_URL to a PostgreSQL 15+ server with the pg_walinspect extension available');
-  const url = new URL(adminUrl);
-  url.pathname = `/${SCRATCH}`;
-  const admin = new Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${SCRATCH} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${SCRATCH}`);
-  const client = new Client({ connectionString: url.toString() });
-  try {
-    await migrateWithTypeOrm(url.toString());
-    await client.connect();
+  await withScratchInbox('inbox_wal_records', 'a PostgreSQL 15+ server with the pg_walinspect extension available', async (client) => {
     await client.query('CREATE EXTENSION IF NOT EXISTS pg_walinspect');
     await client.query(`INSERT INTO inbox_entries ("message_id", "command_type", "payload", "metadata", "received_at")
       SELECT 'wal-' || g, 'bench.noop', '{"n": 1}', '{}', now() - interval '1 hour' + g * interval '1 ms' FROM generate_series(1, 1000) g`);
@@ -57,14 +44,7 @@ async function main(): Promise<void> {
       console.log(`${label}: ${(total / BATCH).toFixed(0)} B per entry`);
       for (const row of rows) console.log(`  ${row.record.padEnd(22)} ${row.count.padStart(5)} records ${(Number(row.bytes) / BATCH).toFixed(0).padStart(5)} B per entry`);
     }
-  } finally {
-    await client.end().catch(() => undefined);
-    await admin.query(`DROP DATABASE IF EXISTS ${SCRATCH} WITH (FORCE)`);
-    await admin.end();
-  }
+  });
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+runTool(main);
