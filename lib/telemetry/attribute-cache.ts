@@ -1,20 +1,26 @@
-import type { Attributes } from '@opentelemetry/api';
-
-/** Most attribute sets kept; beyond it (command types without number) each is built afresh. */
+/** Most values kept in all; beyond it (command types without number) each is built afresh. */
 const MAX_CACHED = 2_000;
 
 /**
- * Frozen attribute objects, one per combination of their values: spans and instruments are given
- * the same object every time instead of a new one per command (the SDK copies what it keeps).
+ * Values built once per command type and variant (an operation, an outcome): spans and instruments
+ * are given the same frozen attribute object, and the same span name, every time instead of one
+ * built per command. Two levels of maps, so that a lookup builds no key string.
  */
-export class AttributeCache {
-  private readonly cached = new Map<string, Attributes>();
+export class CommandTypeCache<T> {
+  private readonly byType = new Map<string, Map<string, T>>();
+  private size = 0;
 
-  get(key: string, build: () => Attributes): Attributes {
-    let attributes = this.cached.get(key);
-    if (attributes) return attributes;
-    attributes = Object.freeze(build());
-    if (this.cached.size < MAX_CACHED) this.cached.set(key, attributes);
-    return attributes;
+  get(commandType: string, variant: string, build: () => T): T {
+    let variants = this.byType.get(commandType);
+    const cached = variants?.get(variant);
+    if (cached !== undefined) return cached;
+    const value = build();
+    if (typeof value === 'object' && value !== null) Object.freeze(value);
+    if (this.size < MAX_CACHED) {
+      if (!variants) this.byType.set(commandType, (variants = new Map()));
+      variants.set(variant, value);
+      this.size++;
+    }
+    return value;
   }
 }

@@ -1,18 +1,19 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import type { Attributes, Counter, Histogram, Meter } from '@opentelemetry/api';
+import type { Attributes, Histogram, Meter } from '@opentelemetry/api';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { INBOX_STATUSES } from '../state/inbox-state-machine';
-import { AttributeCache } from './attribute-cache';
+import { CommandTypeCache } from './attribute-cache';
 import { ATTR, MESSAGING_SYSTEM, METRIC, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { InboxSnapshots } from './inbox-snapshot';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
+import { TalliedCounter } from './tallied-counter';
 
 interface Instruments {
-  received: Counter;
-  processed: Counter;
-  replayed: Counter;
-  discarded: Counter;
+  received: TalliedCounter;
+  processed: TalliedCounter;
+  replayed: TalliedCounter;
+  discarded: TalliedCounter;
   processDuration: Histogram;
   completionDuration: Histogram;
   waitDuration: Histogram;
@@ -34,7 +35,7 @@ export class InboxMetrics {
   private warned = false;
   private instruments: Instruments | undefined;
   /** One attribute object per combination: no object built per record. */
-  private readonly attributes = new AttributeCache();
+  private readonly attributes = new CommandTypeCache<Attributes>();
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions, snapshots: InboxSnapshots) {
     const provider = options.telemetry.meterProvider ?? openTelemetry?.metrics;
@@ -43,10 +44,10 @@ export class InboxMetrics {
       const meter = provider.getMeter(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Meter;
       const seconds = (name: string, description: string) => meter.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: DURATION_BUCKETS } });
       this.instruments = {
-        received: meter.createCounter(METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
-        processed: meter.createCounter(METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
-        replayed: meter.createCounter(METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
-        discarded: meter.createCounter(METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
+        received: new TalliedCounter(meter, METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
+        processed: new TalliedCounter(meter, METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
+        replayed: new TalliedCounter(meter, METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
+        discarded: new TalliedCounter(meter, METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
         processDuration: seconds(METRIC.processDuration, 'How long handlers ran.'),
         completionDuration: seconds(METRIC.completionDuration, 'From receive to completion.'),
         waitDuration: seconds(METRIC.waitDuration, 'From receive to the first attempt.'),
@@ -62,7 +63,7 @@ export class InboxMetrics {
   received(commandType: string, result: ReceiveResultName): void {
     try {
       if (!this.instruments) return;
-      this.instruments.received.add(1, this.attributes.get(`r\u0000${commandType}\u0000${result}`, () => ({ ...destination(commandType), [ATTR.receiveResult]: result })));
+      this.instruments.received.add(1, commandType, result, () => ({ ...destination(commandType), [ATTR.receiveResult]: result }));
     } catch (error) {
       this.warn(error);
     }
@@ -72,18 +73,16 @@ export class InboxMetrics {
   processed(commandType: string, outcome: AttemptOutcomeName, seconds: number | null, errorType: string | null, deadLetterReason: string | null): void {
     try {
       if (!this.instruments) return;
-      const key = `${commandType}\u0000${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
-      this.instruments.processed.add(
-        1,
-        this.attributes.get(`p\u0000${key}`, () => {
-          const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
-          if (errorType) attributes[ATTR.errorType] = errorType;
-          if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
-          return attributes;
-        }),
-      );
+      // A completion (the usual record) builds no key string.
+      const variant = errorType === null && deadLetterReason === null ? outcome : `${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
+      this.instruments.processed.add(1, commandType, variant, () => {
+        const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
+        if (errorType) attributes[ATTR.errorType] = errorType;
+        if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
+        return attributes;
+      });
       if (seconds === null) return;
-      const durationAttributes = this.attributes.get(`d\u0000${commandType}\u0000${errorType ?? ''}`, () => ({
+      const durationAttributes = this.attributes.get(commandType, errorType === null ? 'duration' : `duration\u0000${errorType}`, () => ({
         ...destination(commandType),
         [ATTR.operationName]: 'process',
         ...(errorType ? { [ATTR.errorType]: errorType } : {}),
@@ -108,7 +107,7 @@ export class InboxMetrics {
 
   replayed(commandType: string): void {
     try {
-      this.instruments?.replayed.add(1, this.destination(commandType));
+      this.instruments?.replayed.add(1, commandType, '', () => destination(commandType));
     } catch (error) {
       this.warn(error);
     }
@@ -116,7 +115,7 @@ export class InboxMetrics {
 
   discarded(commandType: string): void {
     try {
-      this.instruments?.discarded.add(1, this.destination(commandType));
+      this.instruments?.discarded.add(1, commandType, '', () => destination(commandType));
     } catch (error) {
       this.warn(error);
     }
@@ -130,7 +129,7 @@ export class InboxMetrics {
   }
 
   private destination(commandType: string): Attributes {
-    return this.attributes.get(`t\u0000${commandType}`, () => destination(commandType));
+    return this.attributes.get(commandType, 'destination', () => destination(commandType));
   }
 
   private observeSnapshot(meter: Meter, snapshots: InboxSnapshots): void {

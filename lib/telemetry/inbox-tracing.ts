@@ -4,7 +4,7 @@ import { IdempotencyConflictError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import type { InboxRow } from '../store/schema';
-import { AttributeCache } from './attribute-cache';
+import { CommandTypeCache } from './attribute-cache';
 import { ATTR, MESSAGING_SYSTEM, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
 import { fromStoredContext, toStoredContext, type StoredTraceContext } from './trace-context';
@@ -38,7 +38,9 @@ export class InboxTracing {
   private warned = false;
   private readonly tracer: Tracer | undefined;
   /** What a sampler may look at (system, operation, command type): one object per type and operation. */
-  private readonly base = new AttributeCache();
+  private readonly base = new CommandTypeCache<Attributes>();
+  /** `send <type>`, `process <type>`: one string per type and operation. */
+  private readonly names = new CommandTypeCache<string>();
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions) {
     const provider = options.telemetry.tracerProvider ?? openTelemetry?.trace;
@@ -52,7 +54,7 @@ export class InboxTracing {
   async send<T extends { duplicate: boolean }>(facts: SendFacts, store: (context: StoredTraceContext | null) => Promise<T>): Promise<T> {
     if (!this.tracer) return store(null);
     const span = this.guard(undefined, () => {
-      const started = this.tracer!.startSpan(`send ${facts.commandType}`, { kind: SPAN_KIND.producer, attributes: this.baseAttributes('send', facts.commandType) });
+      const started = this.tracer!.startSpan(this.spanName('send', facts.commandType), { kind: SPAN_KIND.producer, attributes: this.baseAttributes('send', facts.commandType) });
       // The message's own attributes only on a span that keeps them.
       if (started.isRecording()) started.setAttributes(messageAttributes(facts.messageId, facts.correlationId));
       return started;
@@ -105,7 +107,7 @@ export class InboxTracing {
     return this.guard(undefined, (): AttemptSpan | undefined => {
       const api = openTelemetry!;
       const parent = parentContextOf(row);
-      const span = this.tracer!.startSpan(`process ${row.command_type}`, { kind: SPAN_KIND.consumer, attributes: this.baseAttributes('process', row.command_type) }, parent);
+      const span = this.tracer!.startSpan(this.spanName('process', row.command_type), { kind: SPAN_KIND.consumer, attributes: this.baseAttributes('process', row.command_type) }, parent);
       if (span.isRecording()) {
         const attributes = messageAttributes(row.message_id, row.correlation_id);
         attributes[ATTR.entryId] = row.id;
@@ -187,12 +189,16 @@ export class InboxTracing {
 
   /** System, operation and command type: the same frozen object for every message of a type. */
   private baseAttributes(operation: string, commandType: string): Attributes {
-    return this.base.get(`${operation}\u0000${commandType}`, () => ({
+    return this.base.get(commandType, operation, () => ({
       [ATTR.messagingSystem]: MESSAGING_SYSTEM,
       [ATTR.operationType]: operation === 'send' || operation === 'process' ? operation : 'settle',
       [ATTR.operationName]: operation,
       [ATTR.destinationName]: commandType,
     }));
+  }
+
+  private spanName(operation: 'send' | 'process', commandType: string): string {
+    return this.names.get(commandType, operation, () => `${operation} ${commandType}`);
   }
 
   /** Runs background or bulk work (the lease sweep, retention, a bulk replay) in a span of its own. */

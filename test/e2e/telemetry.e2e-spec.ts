@@ -302,7 +302,7 @@ describe('telemetry: a tracer and a meter that throw', () => {
   };
   const tracerProvider = { getTracer: () => ({ startSpan: exploded, startActiveSpan: exploded }) };
   const meter = {
-    createCounter: () => ({ add: exploded }),
+    createObservableCounter: () => ({ addCallback: () => undefined }),
     createHistogram: () => ({ record: exploded }),
     createObservableGauge: () => ({}),
     addBatchObservableCallback: () => undefined,
