@@ -11,7 +11,7 @@ import {
   type InboxContext,
   type InboxEntry,
 } from 'nestjs-inbox';
-import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
+import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
 interface Step {
@@ -39,11 +39,21 @@ const RETRY_MS = 60_000;
 @Injectable()
 class Runs {
   readonly all: Run[] = [];
+  /** Runs that wait until the test lets them go on, by account and step. */
+  private readonly gates = new Map<string, Promise<void>>();
+
+  /** Makes step `n` of `account` wait, once it runs, until the returned function is called. */
+  hold(account: string, n: number): () => void {
+    let release!: () => void;
+    this.gates.set(`${account}/${n}`, new Promise<void>((resolve) => (release = resolve)));
+    return release;
+  }
 
   async run(command: Step, { manager, entry }: InboxContext): Promise<void> {
     const run: Run = { key: command.account, messageId: entry.messageId, n: command.n, attempt: entry.attempt, start: performance.now(), end: 0 };
     this.all.push(run);
     try {
+      await this.gates.get(`${command.account}/${command.n}`);
       if (command.sleepMs) await new Promise((resolve) => setTimeout(resolve, command.sleepMs));
       if (command.fail === 'once' && entry.attempt === 1) throw new Error('dependency blip');
       if (command.fail === 'permanent' && !command.fixed) throw new PermanentError('insufficient funds');
@@ -167,10 +177,19 @@ describe('ordering keys', () => {
 
   it("fills a claim with the oldest key's whole run before taking the heads of younger keys", async () => {
     // batchSize 5: the first key's head and the 3 behind it fill 4 places, the second key's head the
-    // fifth; the third key is left to the next claim, which takes its whole run.
+    // fifth; the third key is left to the next claim, which takes its whole run. The second key's
+    // head is held until the third key is done: the order of the claims after the first then does
+    // not depend on which batch ends first (its run, 2 to 4, is one claim once the head is done).
     const keys = [newKey(), newKey(), newKey()];
     for (let n = 1; n <= 4; n++) for (const account of keys) await send('order.step', { account, n });
-    await worker.processor.runOnce();
+    const release = runs.hold(keys[1], 1);
+    const pass = worker.processor.runOnce();
+    try {
+      await waitFor(async () => (await effects(keys[2])).length === 4, "the third key's run");
+    } finally {
+      release();
+      await pass;
+    }
     for (const key of keys) expect(await effects(key)).toEqual([1, 2, 3, 4]);
     expect(await transactions(keys[0])).toBe(1);
     expect(await transactions(keys[1])).toBe(2);
