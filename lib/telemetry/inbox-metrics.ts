@@ -3,7 +3,7 @@ import type { Attributes, Histogram, Meter } from '@opentelemetry/api';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { INBOX_STATUSES } from '../state/inbox-state-machine';
-import { CommandTypeCache } from './attribute-cache';
+import { CommandTypeCache } from './command-type-cache';
 import { ATTR, MESSAGING_SYSTEM, METRIC, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { InboxSnapshots } from './inbox-snapshot';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';

@@ -4,7 +4,7 @@ import { IdempotencyConflictError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import type { InboxRow } from '../store/schema';
-import { CommandTypeCache } from './attribute-cache';
+import { CommandTypeCache } from './command-type-cache';
 import { ATTR, MESSAGING_SYSTEM, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
 import { fromStoredContext, toStoredContext, type StoredTraceContext } from './trace-context';
