@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import type { Attributes, Histogram, Meter } from '@opentelemetry/api';
+import type { Attributes, Counter, Histogram, Meter } from '@opentelemetry/api';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { INBOX_STATUSES } from '../state/inbox-state-machine';
@@ -7,13 +7,12 @@ import { CommandTypeCache } from './command-type-cache';
 import { ATTR, MESSAGING_SYSTEM, METRIC, type AttemptOutcomeName, type ReceiveResultName } from './attributes';
 import { InboxSnapshots } from './inbox-snapshot';
 import { INSTRUMENTATION_SCOPE, openTelemetry } from './opentelemetry';
-import { TalliedCounter } from './tallied-counter';
 
 interface Instruments {
-  received: TalliedCounter;
-  processed: TalliedCounter;
-  replayed: TalliedCounter;
-  discarded: TalliedCounter;
+  received: Counter;
+  processed: Counter;
+  replayed: Counter;
+  discarded: Counter;
   processDuration: Histogram;
   completionDuration: Histogram;
   waitDuration: Histogram;
@@ -34,7 +33,12 @@ export class InboxMetrics {
   private readonly logger = new Logger('InboxMetrics');
   private warned = false;
   private instruments: Instruments | undefined;
-  /** One attribute object per combination: no object built per record. */
+  // One frozen attribute object per combination, so that no object is built per record.
+  /** The received counter's, by command type and result. */
+  private readonly receivedAttributes = new CommandTypeCache<Attributes>();
+  /** The processed counter's, by command type and outcome (with its error and reason). */
+  private readonly processedAttributes = new CommandTypeCache<Attributes>();
+  /** The others', by command type and 'destination', or 'duration' (with the error). */
   private readonly attributes = new CommandTypeCache<Attributes>();
 
   constructor(@Inject(INBOX_RESOLVED_OPTIONS) options: ResolvedInboxOptions, snapshots: InboxSnapshots) {
@@ -44,10 +48,10 @@ export class InboxMetrics {
       const meter = provider.getMeter(INSTRUMENTATION_SCOPE.name, INSTRUMENTATION_SCOPE.version) as Meter;
       const seconds = (name: string, description: string) => meter.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: DURATION_BUCKETS } });
       this.instruments = {
-        received: new TalliedCounter(meter, METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
-        processed: new TalliedCounter(meter, METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
-        replayed: new TalliedCounter(meter, METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
-        discarded: new TalliedCounter(meter, METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
+        received: meter.createCounter(METRIC.received, { unit: '{command}', description: 'Commands received, by result (new, duplicate, conflict, error).' }),
+        processed: meter.createCounter(METRIC.processed, { unit: '{attempt}', description: 'Attempts recorded, by outcome (completed, failed, dead_letter with its reason).' }),
+        replayed: meter.createCounter(METRIC.replayed, { unit: '{command}', description: 'Entries an operator replayed.' }),
+        discarded: meter.createCounter(METRIC.discarded, { unit: '{command}', description: 'Dead letters an operator discarded.' }),
         processDuration: seconds(METRIC.processDuration, 'How long handlers ran.'),
         completionDuration: seconds(METRIC.completionDuration, 'From receive to completion.'),
         waitDuration: seconds(METRIC.waitDuration, 'From receive to the first attempt.'),
@@ -63,7 +67,7 @@ export class InboxMetrics {
   received(commandType: string, result: ReceiveResultName): void {
     try {
       if (!this.instruments) return;
-      this.instruments.received.add(1, commandType, result, () => ({ ...destination(commandType), [ATTR.receiveResult]: result }));
+      this.instruments.received.add(1, this.receivedAttributes.get(commandType, result, () => ({ ...destination(commandType), [ATTR.receiveResult]: result })));
     } catch (error) {
       this.warn(error);
     }
@@ -75,12 +79,15 @@ export class InboxMetrics {
       if (!this.instruments) return;
       // A completion (the usual record) builds no key string.
       const variant = errorType === null && deadLetterReason === null ? outcome : `${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
-      this.instruments.processed.add(1, commandType, variant, () => {
-        const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
-        if (errorType) attributes[ATTR.errorType] = errorType;
-        if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
-        return attributes;
-      });
+      this.instruments.processed.add(
+        1,
+        this.processedAttributes.get(commandType, variant, () => {
+          const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
+          if (errorType) attributes[ATTR.errorType] = errorType;
+          if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
+          return attributes;
+        }),
+      );
       if (seconds === null) return;
       const durationAttributes = this.attributes.get(commandType, errorType === null ? 'duration' : `duration\u0000${errorType}`, () => ({
         ...destination(commandType),
@@ -107,7 +114,7 @@ export class InboxMetrics {
 
   replayed(commandType: string): void {
     try {
-      this.instruments?.replayed.add(1, commandType, '', () => destination(commandType));
+      this.instruments?.replayed.add(1, this.destination(commandType));
     } catch (error) {
       this.warn(error);
     }
@@ -115,7 +122,7 @@ export class InboxMetrics {
 
   discarded(commandType: string): void {
     try {
-      this.instruments?.discarded.add(1, commandType, '', () => destination(commandType));
+      this.instruments?.discarded.add(1, this.destination(commandType));
     } catch (error) {
       this.warn(error);
     }

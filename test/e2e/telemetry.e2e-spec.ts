@@ -302,7 +302,7 @@ describe('telemetry: a tracer and a meter that throw', () => {
   };
   const tracerProvider = { getTracer: () => ({ startSpan: exploded, startActiveSpan: exploded }) };
   const meter = {
-    createObservableCounter: () => ({ addCallback: () => undefined }),
+    createCounter: () => ({ add: exploded }),
     createHistogram: () => ({ record: exploded }),
     createObservableGauge: () => ({}),
     addBatchObservableCallback: () => undefined,
