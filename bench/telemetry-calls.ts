@@ -3,6 +3,7 @@
 // nothing else running: no database, no handler. It isolates the library's share from the SDK's
 // context manager and from the work it instruments.
 //   node -r ./scripts/register-ts.cjs bench/telemetry-calls.ts      (npm run bench:telemetry-calls)
+import { median } from './stats';
 import { setUpTelemetry } from './telemetry';
 
 const CALLS = 100_000;
@@ -56,7 +57,6 @@ async function main(): Promise<void> {
     perCall.receive.push(receiveUs);
     perCall.attempt.push((used.user + used.system) / CALLS);
   }
-  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
   console.log(`library telemetry CPU, median of ${ROUNDS} rounds of ${CALLS.toLocaleString('en-US')} calls:`);
   console.log(`  per receive:            ${median(perCall.receive).toFixed(2)} µs  (rounds ${perCall.receive.map((v) => v.toFixed(2)).join(', ')})`);
   console.log(`  per completed attempt:  ${median(perCall.attempt).toFixed(2)} µs  (rounds ${perCall.attempt.map((v) => v.toFixed(2)).join(', ')})`);
