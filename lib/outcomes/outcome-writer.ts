@@ -103,10 +103,10 @@ export class OutcomeWriter {
    */
   completed(rows: InboxRow[], attempts: CompletedAttempt[]): void {
     const now = performance.now();
+    this.metrics.completed(attempts, (attempt) => attempt.row.command_type, (attempt) => (attempt.finishedAt - attempt.startedAt) / 1000);
     for (const attempt of attempts) {
       const { row } = attempt;
       this.tracing.endAttempt(attempt.span, 'completed');
-      this.metrics.processed(row.command_type, 'completed', (attempt.finishedAt - attempt.startedAt) / 1000, null, null);
       // The database's clock: the claim's time (its lease's start) and the time since, measured here.
       const claimedAt = this.claimTime(row);
       if (claimedAt !== null && attempt.claimedAt !== undefined) this.metrics.timings(row.command_type, claimedAt + (now - attempt.claimedAt) - row.received_at.getTime(), null);

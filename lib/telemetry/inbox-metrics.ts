@@ -77,27 +77,53 @@ export class InboxMetrics {
   processed(commandType: string, outcome: AttemptOutcomeName, seconds: number | null, errorType: string | null, deadLetterReason: string | null): void {
     try {
       if (!this.instruments) return;
-      // A completion (the usual record) builds no key string.
-      const variant = errorType === null && deadLetterReason === null ? outcome : `${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
-      this.instruments.processed.add(
-        1,
-        this.processedAttributes.get(commandType, variant, () => {
-          const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
-          if (errorType) attributes[ATTR.errorType] = errorType;
-          if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
-          return attributes;
-        }),
-      );
-      if (seconds === null) return;
-      const durationAttributes = this.attributes.get(commandType, errorType === null ? 'duration' : `duration\u0000${errorType}`, () => ({
-        ...destination(commandType),
-        [ATTR.operationName]: 'process',
-        ...(errorType ? { [ATTR.errorType]: errorType } : {}),
-      }));
-      this.instruments.processDuration.record(seconds, durationAttributes);
+      this.count(commandType, outcome, 1, errorType, deadLetterReason);
+      if (seconds !== null) this.handlerTime(commandType, seconds, errorType);
     } catch (error) {
       this.warn(error);
     }
+  }
+
+  /**
+   * A batch's completed attempts: each handler's time, and the count with one add per command type
+   * (the SDK hashes the attributes on every add, whatever it adds).
+   */
+  completed<T>(attempts: readonly T[], commandTypeOf: (attempt: T) => string, secondsOf: (attempt: T) => number): void {
+    try {
+      if (!this.instruments) return;
+      const counts = new Map<string, number>();
+      for (const attempt of attempts) {
+        const commandType = commandTypeOf(attempt);
+        this.handlerTime(commandType, secondsOf(attempt), null);
+        counts.set(commandType, (counts.get(commandType) ?? 0) + 1);
+      }
+      for (const [commandType, count] of counts) this.count(commandType, 'completed', count, null, null);
+    } catch (error) {
+      this.warn(error);
+    }
+  }
+
+  private count(commandType: string, outcome: AttemptOutcomeName, count: number, errorType: string | null, deadLetterReason: string | null): void {
+    // A completion (the usual record) builds no key string.
+    const variant = errorType === null && deadLetterReason === null ? outcome : `${outcome}\u0000${errorType ?? ''}\u0000${deadLetterReason ?? ''}`;
+    this.instruments!.processed.add(
+      count,
+      this.processedAttributes.get(commandType, variant, () => {
+        const attributes: Attributes = { ...destination(commandType), [ATTR.outcome]: outcome };
+        if (errorType) attributes[ATTR.errorType] = errorType;
+        if (deadLetterReason) attributes[ATTR.deadLetterReason] = deadLetterReason;
+        return attributes;
+      }),
+    );
+  }
+
+  private handlerTime(commandType: string, seconds: number, errorType: string | null): void {
+    const attributes = this.attributes.get(commandType, errorType === null ? 'duration' : `duration\u0000${errorType}`, () => ({
+      ...destination(commandType),
+      [ATTR.operationName]: 'process',
+      ...(errorType ? { [ATTR.errorType]: errorType } : {}),
+    }));
+    this.instruments!.processDuration.record(seconds, attributes);
   }
 
   /** From receive to completion, and (for a first attempt) to the attempt's start. */

@@ -212,6 +212,22 @@ describe('telemetry: traces and metrics through OpenTelemetry', () => {
     expect(waitSum).toBeCloseTo(4, 2);
   });
 
+  it('counts every completion of a batch that holds two command types, and times each handler', async () => {
+    script.mode = 'ok';
+    const before = await collect();
+    for (let n = 0; n < 3; n++) await receiver.inbox.receive({ messageId: messageId(`batch-counted-${n}`), commandType: 'obs.counted', payload: { n } });
+    for (let n = 0; n < 2; n++) await receiver.inbox.receive({ messageId: messageId(`batch-traced-${n}`), commandType: 'obs.traced', payload: { secret: 'none' } });
+    // One pass, one claim: the five entries complete in one batch.
+    expect(await app.processor.runOnce()).toBe(5);
+    const after = await collect();
+    const delta = (name: string, attributes: Attributes) => sumOf(after, name, attributes) - sumOf(before, name, attributes);
+    const completed = { 'nestjs_inbox.outcome': 'completed' };
+    expect(delta('nestjs_inbox.commands.processed', { 'messaging.destination.name': 'obs.counted', ...completed })).toBe(3);
+    expect(delta('nestjs_inbox.commands.processed', { 'messaging.destination.name': 'obs.traced', ...completed })).toBe(2);
+    expect(delta('messaging.process.duration', { 'messaging.destination.name': 'obs.counted' })).toBe(3);
+    expect(delta('messaging.process.duration', { 'messaging.destination.name': 'obs.traced' })).toBe(2);
+  });
+
   it('reports the gauges from the shared snapshot, as the table holds them', async () => {
     await receiver.inbox.receive({ messageId: messageId('gauge'), commandType: 'obs.counted', payload: { n: 1 } });
     await receiver.inbox.receive({ messageId: messageId('gauge'), commandType: 'obs.counted', payload: { n: 1, fail: true } });
