@@ -1,5 +1,5 @@
-// npm run bench [-- --smoke] [--repeat N] [--only receive,drain,drain-noop,latency,dedup,failure,scale,keys,telemetry] [--profile] [--no-enforce]
-//                [--systems nestjs-inbox,graphile-worker,pg-boss,raw-pg]
+// npm run bench [-- --smoke | --long] [--repeat N] [--only receive,drain,drain-noop,latency,dedup,failure,scale,keys,telemetry] [--profile] [--no-enforce]
+//                [--systems nestjs-inbox,graphile-worker,pg-boss,raw-pg] [--entrant <text in an entrant's label>]
 //
 // Compares nestjs-inbox with pg-boss, graphile-worker and raw-pg floors on identical workloads.
 // Every measurement runs in a fresh database (created here, dropped after) and in child processes;
@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import path from 'node:path';
-import { FULL_SIZES, loadAverage, localPostmasterPid, SMOKE_SIZES, withClient, type Sizes } from './common';
+import { FULL_SIZES, loadAverage, localPostmasterPid, LONG_SIZES, SMOKE_SIZES, withClient, type Sizes } from './common';
 import { evaluateRatio, renderRatios, renderResults, Results, type RatioDef, type RatioRow } from './stats';
 import { loadAdapter } from './systems';
 import { TELEMETRY_SETUP } from './telemetry-workload';
@@ -24,10 +24,14 @@ interface Flags {
   enforce: boolean;
   /** Only these systems (tuning runs); default all. */
   systems?: string[];
+  /** Longer receives and drains, after a longer warm-up (LONG_SIZES). */
+  long: boolean;
+  /** Only the entrants whose label contains this text (tuning runs). */
+  entrant?: string;
 }
 
 function parseFlags(argv: string[]): Flags {
-  const flags: Flags = { smoke: false, repeat: 3, only: [...WORKLOADS], profile: false, enforce: true };
+  const flags: Flags = { smoke: false, repeat: 3, only: [...WORKLOADS], profile: false, enforce: true, long: false };
   let repeatGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -39,6 +43,7 @@ function parseFlags(argv: string[]): Flags {
       return next;
     };
     if (arg === '--smoke') flags.smoke = true;
+    else if (arg === '--long') flags.long = true;
     else if (arg === '--profile') flags.profile = true;
     else if (arg === '--no-enforce') flags.enforce = false;
     else if (arg.startsWith('--repeat')) {
@@ -51,12 +56,15 @@ function parseFlags(argv: string[]): Flags {
       flags.only = WORKLOADS.filter((w) => names.includes(w));
     } else if (arg.startsWith('--systems')) {
       flags.systems = value().split(',').map((s) => s.trim()).filter(Boolean);
+    } else if (arg.startsWith('--entrant')) {
+      flags.entrant = value();
     } else if (arg === '--help' || arg === '-h') {
       const lines = readFileSync(__filename, 'utf8').split('\n');
       process.stdout.write(`${lines.slice(0, lines.findIndex((line) => !line.startsWith('//'))).join('\n')}\n`);
       process.exit(0);
     } else throw new Error(`unknown flag "${arg}"`);
   }
+  if (flags.smoke && flags.long) throw new Error('--smoke and --long exclude each other');
   if (flags.smoke) {
     if (!repeatGiven) flags.repeat = 1;
     flags.enforce = false;
@@ -224,7 +232,7 @@ async function main(): Promise<void> {
     process.stderr.write(`${(error as Error).message}\n`);
     process.exit(1);
   }
-  const sizes = flags.smoke ? SMOKE_SIZES : FULL_SIZES;
+  const sizes = flags.smoke ? SMOKE_SIZES : flags.long ? LONG_SIZES : FULL_SIZES;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const outDir = path.join(__dirname, '..', '.data', 'bench');
   mkdirSync(outDir, { recursive: true });
@@ -266,7 +274,7 @@ async function main(): Promise<void> {
       for (let rep = 0; rep < flags.repeat; rep++) {
         log(`## repetition ${rep + 1}/${flags.repeat} (load ${loadAverage()})`);
         for (const workload of flags.only) {
-          const entrants = ENTRANTS[workload].filter((e) => !flags.systems || flags.systems.includes(e.system));
+          const entrants = ENTRANTS[workload].filter((e) => (!flags.systems || flags.systems.includes(e.system)) && (!flags.entrant || e.label.includes(flags.entrant)));
           const rotated = entrants.map((_, i) => entrants[(i + rep) % entrants.length]);
           for (const entrant of rotated) {
             try {
