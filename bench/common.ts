@@ -81,9 +81,9 @@ export const FULL_SIZES: Sizes = {
 };
 
 /**
- * Receives and drains four times longer, each after a longer warm-up: the steady state of code
- * that needs more calls to be compiled (the OpenTelemetry SDK's, a keyed receive's), at the price
- * of a run about twice as long. The drain's event rows and the claim backlogs are as in FULL_SIZES.
+ * Receives four times and drains three times longer, each after a longer warm-up: the steady state
+ * of code that needs more calls to be compiled (the OpenTelemetry SDK's, a keyed receive's). The
+ * other sizes (the 2 ms drain, the claim backlogs) are FULL_SIZES'.
  */
 export const LONG_SIZES: Sizes = { ...FULL_SIZES, receive: 40_000, receiveWarmup: 5_000, drain: 30_000, drainWarmup: 10_000 };
 
