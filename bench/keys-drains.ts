@@ -56,7 +56,7 @@ export async function perKeyFloor(keys: number, count: number): Promise<number> 
  * worker's monotonic clock) holds every keyed entry exactly once, and within each key the runs
  * follow the order the entries were received in and never overlap.
  */
-export async function checkRunRecord(client: Client, label: string, commandType: string, runs: Array<[string, number, number]>): Promise<void> {
+export async function checkRunRecord(client: Client, label: string, commandType: string, runs: Array<[string, number, number]>, timedKeyPrefix: string): Promise<RunTimings> {
   const { rows } = await client.query<{ message_id: string; ordering_key: string }>(
     `SELECT "message_id", "ordering_key" FROM inbox_entries WHERE "command_type" = $1 ORDER BY "ordering_key", "ordering_seq"`,
     [commandType],
@@ -80,6 +80,35 @@ export async function checkRunRecord(client: Client, label: string, commandType:
       `${label}: ${rows.length} keyed entries, ${runs.length} handler runs: ${missing} never ran, ${repeated} ran more than once, ${misordered} started before the previous entry of their key ended`,
     );
   }
+  return runTimings(rows.filter((row) => row.ordering_key.startsWith(timedKeyPrefix)).map((row) => ({ key: row.ordering_key, ran: byMessage.get(row.message_id)![0] })));
+}
+
+/** Where a keyed drain's time went, from its handlers' own record of the timed keys. */
+export interface RunTimings {
+  /** A handler's run, start to end, on average (ms). */
+  meanHandlerMs: number;
+  /** Per key: the time between one entry's end and the next one's start, added up (ms). */
+  idlePerKeyMs: number;
+  /** Per key: how many of those pauses were over 1 ms (between two claims, not within one run). */
+  longPausesPerKey: number;
+}
+
+/** `entries`: each key's entries in its order, with when each ran (start, end). */
+function runTimings(entries: Array<{ key: string; ran: [number, number] }>): RunTimings {
+  let handlerMs = 0;
+  let idleMs = 0;
+  let longPauses = 0;
+  const keys = new Set<string>();
+  entries.forEach(({ key, ran }, index) => {
+    keys.add(key);
+    handlerMs += ran[1] - ran[0];
+    const previous = entries[index - 1];
+    if (previous?.key !== key) return;
+    const pause = ran[0] - previous.ran[1];
+    idleMs += pause;
+    if (pause > 1) longPauses++;
+  });
+  return { meanHandlerMs: handlerMs / entries.length, idlePerKeyMs: idleMs / keys.size, longPausesPerKey: longPauses / keys.size };
 }
 
 /** What `keys` keys could drain if each ran its handlers back to back with no cost in between (cmd/s). */

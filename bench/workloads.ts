@@ -198,6 +198,9 @@ export async function runEntrant(ctx: RunContext, workload: WorkloadName, entran
 
 export type Track = (child: BenchChild) => BenchChild;
 
+/** The accounts (and, keyed, the ordering keys) of a drain's timed entries; the warm-up's are others. */
+const TIMED_ACCOUNTS = 'acc';
+
 async function receive(ctx: RunContext, workload: 'receive' | 'intake' | 'dedup' | 'keys' | 'telemetry', entrant: Entrant, adapter: SystemAdapter, url: string, track: Track) {
   const dedup = workload === 'dedup';
   const count = dedup ? ctx.sizes.dedupKeys * 2 : ctx.sizes.receive;
@@ -273,7 +276,7 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
     child.send('go');
     await pollUntil(done(warm), `${entrant.label} warm-up`, TIMEOUT_MS);
     // Timed: from the commit of one INSERT holding all N commands until all are finished.
-    await enqueuer.enqueue(items('cmd', n, 0, accounts('acc')), kind);
+    await enqueuer.enqueue(items('cmd', n, 0, accounts(TIMED_ACCOUNTS)), kind);
     const wal0 = await walPosition(poll);
     const t0 = performance.now();
     child.send('go');
@@ -305,8 +308,13 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
       metric('WAL bytes per command', 'B', 0, walBytes / n);
     }
     await checkDrained(entrant, adapter, poll, kind, warm + n);
-    if (kind === 'keyed-slow') await checkRunRecord(poll, entrant.label, commandTypeFor(kind), result.runs as Array<[string, number, number]>);
-    else if (keys?.keyed) await checkKeyOrder(poll, entrant.label);
+    if (kind === 'keyed-slow') {
+      const timings = await checkRunRecord(poll, entrant.label, commandTypeFor(kind), result.runs as Array<[string, number, number]>, `${TIMED_ACCOUNTS}-`);
+      // Where the time went: the 2 ms timer itself, and the pauses of a key between its entries.
+      metric('2 ms handler, mean run', 'ms', 3, timings.meanHandlerMs);
+      metric('a key idle between its entries', 'ms', 0, timings.idlePerKeyMs);
+      metric('pauses over 1 ms per key', 'pauses', 1, timings.longPausesPerKey);
+    } else if (keys?.keyed) await checkKeyOrder(poll, entrant.label);
     if (workload === 'telemetry') recordTelemetry(ctx, entrant, result.telemetry, warm + n, 'processed');
     // The same handler work in bare loops, right after.
     if (kind === 'keyed-slow') metric('per-key floor (bare loops)', 'cmd/s', 0, await perKeyFloor(keys!.accounts, n));
