@@ -54,7 +54,8 @@ export async function perKeyFloor(keys: number, count: number): Promise<number> 
 /**
  * After the 2 ms drain: the handler's own record of its runs (messageId, start, end on the
  * worker's monotonic clock) holds every keyed entry exactly once, and within each key the runs
- * follow the order the entries were received in and never overlap.
+ * follow the order the entries were received in and never overlap. Returns, for the keys whose
+ * name starts with `timedKeyPrefix` (the timed entries'), where their time went.
  */
 export async function checkRunRecord(client: Client, label: string, commandType: string, runs: Array<[string, number, number]>, timedKeyPrefix: string): Promise<RunTimings> {
   const { rows } = await client.query<{ message_id: string; ordering_key: string }>(
