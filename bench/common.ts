@@ -137,6 +137,19 @@ export function monoMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
 
+/**
+ * How long this process's main thread has been ready to run but waiting for a CPU, in ms (Linux
+ * schedstat; NaN elsewhere). On a machine whose cores the server shares, a timer that falls due
+ * while the server's backends hold every core fires that much later.
+ */
+export function runQueueWaitMs(): number {
+  try {
+    return Number(readFileSync('/proc/self/schedstat', 'utf8').split(' ')[1]) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

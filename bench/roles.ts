@@ -1,6 +1,6 @@
 // Child-side flows shared by every system: the system files only supply "how to send one
 // command" and "how to start/stop a worker".
-import { CALLERS, INTAKE_BATCH, KEY_FIELD, makePayload, monoMs, runCallers, sleep } from './common';
+import { CALLERS, INTAKE_BATCH, KEY_FIELD, makePayload, monoMs, runCallers, runQueueWaitMs, sleep } from './common';
 import { emit, latencySummary, type ChildSpec, type Commands } from './protocol';
 import { queriesSent } from './query-counter';
 import { telemetryReport } from './telemetry';
@@ -90,13 +90,16 @@ export function recordLatency(payload: unknown): void {
 export async function runWorkRole(spec: ChildSpec, commands: Commands, start: () => Promise<RunningWorker>): Promise<void> {
   const worker = await start();
   emit({ type: 'ready' });
-  // Statements sent and CPU used so far, at every go (work was enqueued) and mark (the orchestrator saw it done).
+  // Statements sent, CPU used and time spent waiting for a CPU so far, at every go (work was
+  // enqueued) and mark (the orchestrator saw it done).
   const queryMarks: number[] = [];
   const cpuMarksMs: number[] = [];
+  const waitMarksMs: number[] = [];
   const mark = () => {
     const cpu = process.cpuUsage();
     queryMarks.push(queriesSent());
     cpuMarksMs.push((cpu.user + cpu.system) / 1000);
+    waitMarksMs.push(runQueueWaitMs());
   };
   commands.on('go', () => {
     mark();
@@ -106,7 +109,7 @@ export async function runWorkRole(spec: ChildSpec, commands: Commands, start: ()
   await commands.next(); // stop
   const extra = (await worker.stop()) ?? {};
   const latency = spec.handler === 'latency' ? latencySummary(recordedLatencies) : undefined;
-  emit({ type: 'result', ...extra, latency, queryMarks, cpuMarksMs, rssMiB: process.memoryUsage().rss / 1048576 });
+  emit({ type: 'result', ...extra, latency, queryMarks, cpuMarksMs, waitMarksMs, rssMiB: process.memoryUsage().rss / 1048576 });
 }
 
 /** latency-send: on go, send warm-up + count commands at a steady rate, each stamped just before the call. */

@@ -289,6 +289,7 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
     const result = await child.stop();
     const marks = result.queryMarks as number[];
     const cpuMarks = result.cpuMarksMs as number[];
+    const waitMarks = result.waitMarksMs as number[];
     const rate = (n / (t1 - t0)) * 1000;
     const metric = (name: string, unit: string, digits: number, value: number) =>
       ctx.results.add({ workload, system: entrant.label, metric: name, unit, digits }, ctx.rep, value);
@@ -302,6 +303,9 @@ async function drain(ctx: RunContext, workload: 'drain' | 'drain-noop' | 'scale'
       if (marks.length === 3) {
         metric('worker statements per command', 'stmt', 2, (marks[2] - marks[1]) / n);
         metric('worker CPU per command', 'µs', 0, ((cpuMarks[2] - cpuMarks[1]) * 1000) / n);
+        // Ready to run, but every core busy (mostly with the server's backends): its timers fire late.
+        const waited = waitMarks[2] - waitMarks[1];
+        if (Number.isFinite(waited)) metric('worker waiting for a CPU', '%', 1, (waited / (t1 - t0)) * 100);
       }
       if (Number.isFinite(serverMs)) metric('PostgreSQL CPU per command', 'µs', 0, (serverMs * 1000) / n);
       // What the server wrote for it: row versions, index entries, locks (the watcher's reads write none).
