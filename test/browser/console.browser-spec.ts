@@ -119,6 +119,49 @@ describe("operator's console in a browser", () => {
     expect(errors).toEqual([]);
   });
 
+  it('keeps a filter typed while the first list is still loading, and applies it', async () => {
+    const account = `acc-early-${run}`;
+    await settled(await send('bank.open-account', { accountId: account, owner: 'Early' }), 'completed');
+    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 700_000 });
+    await settled(withdrawal, 'dead_letter');
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), 'demo');
+    // The page's first list request is held until the operator has typed: a slow first load.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let held!: () => void;
+    const holding = new Promise<void>((resolve) => (held = resolve));
+    let first = true;
+    await context.route(/\/api\/entries\?/, async (route) => {
+      if (first) {
+        first = false;
+        held();
+        await released;
+      }
+      await route.continue();
+    });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(`${base}/inbox-admin/`);
+    await holding;
+    await page.locator('#filters select[name=status]').selectOption('dead_letter');
+    await page.locator('#filters input[name=payload]').fill(`accountId=${account}`);
+    const loaded = page.waitForResponse(/\/api\/entries\?/);
+    release();
+    await loaded;
+    await page.locator('#entries tbody tr').first().waitFor();
+    // The first list arrived after the typing: the form still holds what was typed.
+    await expect(page.locator('#filters select[name=status]').inputValue()).resolves.toBe('dead_letter');
+    await expect(page.locator('#filters input[name=payload]').inputValue()).resolves.toBe(`accountId=${account}`);
+    await page.locator('#filters button[type=submit]').click();
+    await waitFor(() => new URL(page.url()).searchParams.get('payload.accountId') === account, 'the URL to hold the filter');
+    await expectRows(page, [withdrawal]);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
   it('replays a group of dead letters after its dry run, and the counts change', async () => {
     const accounts = [`acc-g${run}-a`, `acc-g${run}-b`];
     const withdrawals: string[] = [];

@@ -105,6 +105,7 @@ function formPayloadField() {
 function go(params) {
   const search = new URLSearchParams(params).toString();
   history.pushState(null, '', `${location.pathname}${search ? `?${search}` : ''}`);
+  showFilters();
   void render();
 }
 
@@ -204,7 +205,14 @@ async function renderEntries(more = false) {
   if (more) body.append(...rows);
   else body.replaceChildren(...rows);
   byId('next-page').hidden = next === null;
-  // The form shows what the URL says.
+}
+
+/**
+ * The form shows what the URL says: when the page opens and when the URL changes, never when a
+ * list arrives (the operator may have typed since it was asked for).
+ */
+function showFilters() {
+  const filter = filtersFromUrl();
   const form = /** @type {HTMLFormElement} */ (byId('filters'));
   for (const name of ['status', 'commandType', 'errorContains']) /** @type {HTMLInputElement} */ (form.elements.namedItem(name)).value = filter[name] ?? '';
   const payload = Object.entries(filter).find(([name]) => name.startsWith('payload.'));
@@ -353,11 +361,14 @@ function wire() {
     else sessionStorage.removeItem('inbox-admin-token');
     void start();
   });
-  window.addEventListener('popstate', () => void render());
+  window.addEventListener('popstate', () => {
+    showFilters();
+    void render();
+  });
   setInterval(() => {
     const auto = /** @type {HTMLInputElement} */ (byId('auto-refresh'));
     // Not while the operator is in the middle of something the refresh would wipe.
-    const busy = morePages > 0 || document.querySelector('[data-action^="confirm-"]') !== null || byId('filters').contains(document.activeElement);
+    const busy = morePages > 0 || document.querySelector('[data-action^="confirm-"]') !== null;
     if (auto.checked && !busy && !byId('overview').hidden && !document.hidden) void refresh();
   }, REFRESH_MS);
 }
@@ -375,4 +386,5 @@ async function start() {
 }
 
 wire();
+showFilters();
 void start();
