@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { INestApplication } from '@nestjs/common';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type Page, type Request } from 'playwright-core';
 import { InboxService } from 'nestjs-inbox';
 import { bootstrap } from '../../sample/main';
 import { waitFor } from '../support/test-app';
@@ -158,6 +158,81 @@ describe("operator's console in a browser", () => {
     await page.locator('#filters button[type=submit]').click();
     await waitFor(() => new URL(page.url()).searchParams.get('payload.accountId') === account, 'the URL to hold the filter');
     await expectRows(page, [withdrawal]);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it('shows the list of the latest filter when an earlier list would answer after it', async () => {
+    const account = `acc-late-${run}`;
+    await settled(await send('bank.open-account', { accountId: account, owner: 'Late' }), 'completed');
+    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 600_000 });
+    await settled(withdrawal, 'dead_letter');
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), 'demo');
+    // The page's first (unfiltered) list request is held: it would answer after the filtered one.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let held!: (request: Request) => void;
+    const holding = new Promise<Request>((resolve) => (held = resolve));
+    let first = true;
+    await context.route(/\/api\/entries\?/, async (route) => {
+      if (first) {
+        first = false;
+        held(route.request());
+        await released;
+      }
+      await route.continue().catch(() => undefined); // the page may have cancelled it meanwhile
+    });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(`${base}/inbox-admin/`);
+    const stale = await holding;
+    const cancelled = page.waitForEvent('requestfailed', { predicate: (request) => request === stale, timeout: 10_000 });
+    await page.locator('#filters select[name=status]').selectOption('dead_letter');
+    await page.locator('#filters input[name=payload]').fill(`accountId=${account}`);
+    await page.locator('#filters button[type=submit]').click();
+    // The newer list cancels the older request: its answer can never land over the filtered list.
+    await cancelled;
+    await expectRows(page, [withdrawal]);
+    release();
+    await expect(page.locator('#notice').isVisible()).resolves.toBe(false);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it('shows the entry opened last when an earlier one would answer after it', async () => {
+    const account = `acc-two-${run}`;
+    const opened = await send('bank.open-account', { accountId: account, owner: 'Two' });
+    await settled(opened, 'completed');
+    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 800_000 });
+    await settled(withdrawal, 'dead_letter');
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), 'demo');
+    // The first entry's request is held: it would answer after the second one.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let held!: (request: Request) => void;
+    const holding = new Promise<Request>((resolve) => (held = resolve));
+    await context.route(new RegExp(`/api/entries/${opened}$`), async (route) => {
+      held(route.request());
+      await released;
+      await route.continue().catch(() => undefined); // the page may have cancelled it meanwhile
+    });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(`${base}/inbox-admin/?payload.accountId=${account}&entry=${opened}`);
+    const stale = await holding;
+    const cancelled = page.waitForEvent('requestfailed', { predicate: (request) => request === stale, timeout: 10_000 });
+    await page.locator('#back').click();
+    await page.locator(`#entries tr[data-id="${withdrawal}"]`).click();
+    await cancelled;
+    await page.locator('[data-fact="id"]').filter({ hasText: withdrawal }).waitFor();
+    release();
+    await expect(page.locator('#notice').isVisible()).resolves.toBe(false);
     expect(errors).toEqual([]);
     await context.close();
   });

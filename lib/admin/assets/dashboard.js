@@ -15,6 +15,9 @@ let readOnly = false;
 let nextPage = /** @type {string | null} */ (null);
 /** Pages of the list shown beyond the first: auto-refresh would fold them back. */
 let morePages = 0;
+/** The list and entry requests in flight: a newer one cancels its kind's, so that an older answer never lands over a newer one. */
+let listRequest = /** @type {AbortController | null} */ (null);
+let entryRequest = /** @type {AbortController | null} */ (null);
 
 class ApiError extends Error {
   /** @param {number} status @param {any} body */
@@ -25,8 +28,8 @@ class ApiError extends Error {
   }
 }
 
-/** @param {string} method @param {string} path @param {unknown} [body] */
-async function call(method, path, body) {
+/** @param {string} method @param {string} path @param {unknown} [body] @param {AbortSignal} [signal] */
+async function call(method, path, body, signal) {
   /** @type {Record<string, string>} */
   const headers = { accept: 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
@@ -35,10 +38,32 @@ async function call(method, path, body) {
     headers['content-type'] = 'application/json';
     headers['x-inbox-console'] = '1';
   }
-  const response = await fetch(`${base}/api/${path}`, { method, headers, credentials: 'same-origin', body: method === 'GET' ? undefined : JSON.stringify(body ?? {}) });
+  const response = await fetch(`${base}/api/${path}`, { method, headers, credentials: 'same-origin', body: method === 'GET' ? undefined : JSON.stringify(body ?? {}), signal });
   const json = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, json);
   return json;
+}
+
+/**
+ * GET `path` as the only request of its kind in flight; undefined when a newer one took its place.
+ * @param {'list' | 'entry'} kind @param {string} path
+ */
+async function latest(kind, path) {
+  const request = new AbortController();
+  if (kind === 'list') {
+    listRequest?.abort();
+    listRequest = request;
+  } else {
+    entryRequest?.abort();
+    entryRequest = request;
+  }
+  try {
+    const answer = await call('GET', path, undefined, request.signal);
+    return request.signal.aborted ? undefined : answer;
+  } catch (error) {
+    if (request.signal.aborted) return undefined;
+    throw error;
+  }
 }
 
 /**
@@ -189,7 +214,9 @@ async function renderBlocked() {
 async function renderEntries(more = false) {
   const filter = filtersFromUrl();
   const query = new URLSearchParams({ ...filter, limit: '50', ...(more && nextPage ? { after: nextPage } : {}) });
-  const { entries, next } = await call('GET', `entries?${query}`);
+  const answer = await latest('list', `entries?${query}`);
+  if (!answer) return;
+  const { entries, next } = answer;
   nextPage = next;
   morePages = more ? morePages + 1 : 0;
   const rows = entries.map((/** @type {any} */ entry) =>
@@ -222,7 +249,9 @@ function showFilters() {
 
 /** @param {string} id */
 async function renderEntry(id) {
-  const { entry, history } = await call('GET', `entries/${encodeURIComponent(id)}`);
+  const answer = await latest('entry', `entries/${encodeURIComponent(id)}`);
+  if (!answer) return;
+  const { entry, history } = answer;
   byId('entry-title').textContent = `${entry.commandType} · ${entry.messageId}`;
   const facts = [
     ['id', entry.id],
