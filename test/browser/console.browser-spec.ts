@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { INestApplication } from '@nestjs/common';
-import { chromium, type Browser, type Page, type Request } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page, type Request } from 'playwright-core';
 import { InboxService } from 'nestjs-inbox';
 import { bootstrap } from '../../sample/main';
 import { waitFor } from '../support/test-app';
@@ -42,16 +42,53 @@ describe("operator's console in a browser", () => {
     await db?.drop();
   });
 
-  /** A page signed in with the sample's demo token; dialogs (the reason for an action) are answered. */
-  async function openConsole(path = '', token: string | null = 'demo'): Promise<{ page: Page; errors: string[] }> {
+  /**
+   * A page signed in with the sample's demo token; dialogs (the reason for an action) are answered.
+   * `prepare` sets its browser context up before the page opens.
+   */
+  async function openConsole(path = '', token: string | null = 'demo', prepare?: (context: BrowserContext) => Promise<unknown>): Promise<{ page: Page; errors: string[] }> {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     if (token) await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), token);
+    await prepare?.(context);
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));
     page.on('dialog', (dialog) => void dialog.accept('from the browser test'));
     await page.goto(`${base}/inbox-admin/${path}`);
     return { page, errors };
+  }
+
+  /**
+   * openConsole with the first request matching `pattern` held until `release()`: an answer that
+   * comes late. `held` resolves with that request once the page has sent it.
+   */
+  async function openConsoleHolding(pattern: RegExp, path = ''): Promise<{ page: Page; errors: string[]; held: Promise<Request>; release: () => void }> {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let hold!: (request: Request) => void;
+    const held = new Promise<Request>((resolve) => (hold = resolve));
+    let first = true;
+    const opened = await openConsole(path, 'demo', (context) =>
+      context.route(pattern, async (route) => {
+        if (first) {
+          first = false;
+          hold(route.request());
+          await released;
+        }
+        await route.continue().catch(() => undefined); // the page may have cancelled it meanwhile
+      }),
+    );
+    return { ...opened, held, release };
+  }
+
+  /** A new account, and a withdrawal from it that dead-letters (insufficient funds). */
+  async function deadLetteredWithdrawal(name: string): Promise<{ account: string; opened: string; withdrawal: string }> {
+    const account = `acc-${name}-${run}`;
+    const opened = await send('bank.open-account', { accountId: account, owner: name });
+    await settled(opened, 'completed');
+    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 900_000 });
+    await settled(withdrawal, 'dead_letter');
+    return { account, opened, withdrawal };
   }
 
   async function send(type: string, body: object): Promise<string> {
@@ -72,10 +109,7 @@ describe("operator's console in a browser", () => {
   const tile = (page: Page, status: string) => page.locator(`.tile[data-status="${status}"] b`);
 
   it('filters the list (the filter in the URL), opens an entry, fixes its payload past a validation error and replays it', async () => {
-    const account = `acc-fix-${run}`;
-    await settled(await send('bank.open-account', { accountId: account, owner: 'Fix' }), 'completed');
-    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 900_000 });
-    await settled(withdrawal, 'dead_letter');
+    const { account, withdrawal } = await deadLetteredWithdrawal('fix');
     await settled(await send('bank.deposit', { accountId: account, amount: 500 }), 'completed');
 
     const { page, errors } = await openConsole();
@@ -120,32 +154,10 @@ describe("operator's console in a browser", () => {
   });
 
   it('keeps a filter typed while the first list is still loading, and applies it', async () => {
-    const account = `acc-early-${run}`;
-    await settled(await send('bank.open-account', { accountId: account, owner: 'Early' }), 'completed');
-    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 700_000 });
-    await settled(withdrawal, 'dead_letter');
-
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), 'demo');
+    const { account, withdrawal } = await deadLetteredWithdrawal('early');
     // The page's first list request is held until the operator has typed: a slow first load.
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let held!: () => void;
-    const holding = new Promise<void>((resolve) => (held = resolve));
-    let first = true;
-    await context.route(/\/api\/entries\?/, async (route) => {
-      if (first) {
-        first = false;
-        held();
-        await released;
-      }
-      await route.continue();
-    });
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (error) => errors.push(error.message));
-    await page.goto(`${base}/inbox-admin/`);
-    await holding;
+    const { page, errors, held, release } = await openConsoleHolding(/\/api\/entries\?/);
+    await held;
     await page.locator('#filters select[name=status]').selectOption('dead_letter');
     await page.locator('#filters input[name=payload]').fill(`accountId=${account}`);
     const loaded = page.waitForResponse(/\/api\/entries\?/);
@@ -159,36 +171,14 @@ describe("operator's console in a browser", () => {
     await waitFor(() => new URL(page.url()).searchParams.get('payload.accountId') === account, 'the URL to hold the filter');
     await expectRows(page, [withdrawal]);
     expect(errors).toEqual([]);
-    await context.close();
+    await page.context().close();
   });
 
   it('shows the list of the latest filter when an earlier list would answer after it', async () => {
-    const account = `acc-late-${run}`;
-    await settled(await send('bank.open-account', { accountId: account, owner: 'Late' }), 'completed');
-    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 600_000 });
-    await settled(withdrawal, 'dead_letter');
-
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), 'demo');
+    const { account, withdrawal } = await deadLetteredWithdrawal('late');
     // The page's first (unfiltered) list request is held: it would answer after the filtered one.
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let held!: (request: Request) => void;
-    const holding = new Promise<Request>((resolve) => (held = resolve));
-    let first = true;
-    await context.route(/\/api\/entries\?/, async (route) => {
-      if (first) {
-        first = false;
-        held(route.request());
-        await released;
-      }
-      await route.continue().catch(() => undefined); // the page may have cancelled it meanwhile
-    });
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (error) => errors.push(error.message));
-    await page.goto(`${base}/inbox-admin/`);
-    const stale = await holding;
+    const { page, errors, held, release } = await openConsoleHolding(/\/api\/entries\?/);
+    const stale = await held;
     const cancelled = page.waitForEvent('requestfailed', { predicate: (request) => request === stale, timeout: 10_000 });
     await page.locator('#filters select[name=status]').selectOption('dead_letter');
     await page.locator('#filters input[name=payload]').fill(`accountId=${account}`);
@@ -199,33 +189,14 @@ describe("operator's console in a browser", () => {
     release();
     await expect(page.locator('#notice').isVisible()).resolves.toBe(false);
     expect(errors).toEqual([]);
-    await context.close();
+    await page.context().close();
   });
 
   it('shows the entry opened last when an earlier one would answer after it', async () => {
-    const account = `acc-two-${run}`;
-    const opened = await send('bank.open-account', { accountId: account, owner: 'Two' });
-    await settled(opened, 'completed');
-    const withdrawal = await send('bank.withdraw', { accountId: account, amount: 800_000 });
-    await settled(withdrawal, 'dead_letter');
-
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    await context.addInitScript((value) => (globalThis as unknown as BrowserGlobals).sessionStorage.setItem('inbox-admin-token', value), 'demo');
+    const { account, opened, withdrawal } = await deadLetteredWithdrawal('two');
     // The first entry's request is held: it would answer after the second one.
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let held!: (request: Request) => void;
-    const holding = new Promise<Request>((resolve) => (held = resolve));
-    await context.route(new RegExp(`/api/entries/${opened}$`), async (route) => {
-      held(route.request());
-      await released;
-      await route.continue().catch(() => undefined); // the page may have cancelled it meanwhile
-    });
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (error) => errors.push(error.message));
-    await page.goto(`${base}/inbox-admin/?payload.accountId=${account}&entry=${opened}`);
-    const stale = await holding;
+    const { page, errors, held, release } = await openConsoleHolding(new RegExp(`/api/entries/${opened}$`), `?payload.accountId=${account}&entry=${opened}`);
+    const stale = await held;
     const cancelled = page.waitForEvent('requestfailed', { predicate: (request) => request === stale, timeout: 10_000 });
     await page.locator('#back').click();
     await page.locator(`#entries tr[data-id="${withdrawal}"]`).click();
@@ -234,7 +205,7 @@ describe("operator's console in a browser", () => {
     release();
     await expect(page.locator('#notice').isVisible()).resolves.toBe(false);
     expect(errors).toEqual([]);
-    await context.close();
+    await page.context().close();
   });
 
   it('replays a group of dead letters after its dry run, and the counts change', async () => {
