@@ -1,7 +1,7 @@
 // The CPU the library's own telemetry calls take per receive and per completed attempt, with the
 // OpenTelemetry SDK registered as in the benchmark's telemetry workload (bench/telemetry.ts), and
-// nothing else running: no database, no handler. Attempts run as a worker's batches of 100 do. It isolates the library's share from the SDK's
-// context manager and from the work it instruments.
+// nothing else running: no database, no handler. Attempts run as a worker's batches of 100 do. It
+// isolates the library's share from the SDK's context manager and from the work it instruments.
 //   node -r ./scripts/register-ts.cjs bench/telemetry-calls.ts      (npm run bench:telemetry-calls)
 import { median } from './stats';
 import { setUpTelemetry } from './telemetry';

@@ -16,8 +16,7 @@ let nextPage = /** @type {string | null} */ (null);
 /** Pages of the list shown beyond the first: auto-refresh would fold them back. */
 let morePages = 0;
 /** The list and entry requests in flight: a newer one cancels its kind's, so that an older answer never lands over a newer one. */
-let listRequest = /** @type {AbortController | null} */ (null);
-let entryRequest = /** @type {AbortController | null} */ (null);
+const inFlight = /** @type {Record<'list' | 'entry', AbortController | undefined>} */ ({ list: undefined, entry: undefined });
 
 class ApiError extends Error {
   /** @param {number} status @param {any} body */
@@ -50,13 +49,8 @@ async function call(method, path, body, signal) {
  */
 async function latest(kind, path) {
   const request = new AbortController();
-  if (kind === 'list') {
-    listRequest?.abort();
-    listRequest = request;
-  } else {
-    entryRequest?.abort();
-    entryRequest = request;
-  }
+  inFlight[kind]?.abort();
+  inFlight[kind] = request;
   try {
     const answer = await call('GET', path, undefined, request.signal);
     return request.signal.aborted ? undefined : answer;
@@ -130,6 +124,11 @@ function formPayloadField() {
 function go(params) {
   const search = new URLSearchParams(params).toString();
   history.pushState(null, '', `${location.pathname}${search ? `?${search}` : ''}`);
+  showUrl();
+}
+
+/** What the URL now says: its filters in the form, its view on the page. */
+function showUrl() {
   showFilters();
   void render();
 }
@@ -390,10 +389,7 @@ function wire() {
     else sessionStorage.removeItem('inbox-admin-token');
     void start();
   });
-  window.addEventListener('popstate', () => {
-    showFilters();
-    void render();
-  });
+  window.addEventListener('popstate', showUrl);
   setInterval(() => {
     const auto = /** @type {HTMLInputElement} */ (byId('auto-refresh'));
     // Not while the operator is in the middle of something the refresh would wipe.
