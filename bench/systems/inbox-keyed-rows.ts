@@ -18,11 +18,11 @@ export async function enqueueKeyedRows(client: Client, table: string, items: Enq
       ), prior AS (
         SELECT "ordering_key", "last_seq", "busy" FROM ${keys} WHERE "ordering_key" IN (SELECT DISTINCT k FROM input) FOR UPDATE
       ), counted AS (
-        INSERT INTO ${keys} AS kr ("ordering_key", "last_seq", "busy", "was_busy", "touched_at")
-        SELECT DISTINCT numbered.k, COALESCE(prior."last_seq", 0) + numbered.n, true, COALESCE(prior."busy", false) OR numbered.n > 1, now()
+        INSERT INTO ${keys} AS kr ("ordering_key", "last_seq", "busy", "touched_at")
+        SELECT DISTINCT numbered.k, COALESCE(prior."last_seq", 0) + numbered.n, true, now()
         FROM numbered LEFT JOIN prior ON prior."ordering_key" = numbered.k
         ON CONFLICT ("ordering_key") DO UPDATE
-          SET "last_seq" = EXCLUDED."last_seq", "busy" = true, "was_busy" = EXCLUDED."was_busy", "touched_at" = EXCLUDED."touched_at"
+          SET "last_seq" = EXCLUDED."last_seq", "busy" = true, "touched_at" = EXCLUDED."touched_at"
       )
       INSERT INTO ${table} ("message_id", "command_type", "payload", "received_at", "ordering_key", "ordering_seq", "waiting")
       SELECT numbered.m, $4, numbered.p, clock_timestamp(), numbered.k, COALESCE(prior."last_seq", 0) + numbered.rn,

@@ -262,23 +262,25 @@ export class Receiver {
       ...(keyed ? [incoming.orderingKey] : []),
     ];
     const [plain, notifying] = keyed ? [this.sql.receiveKeyed, this.sql.receiveKeyedAndNotify] : [this.sql.receive, this.sql.receiveAndNotify];
-    for (;;) {
+    for (let misses = 0; ; misses++) {
+      // A keyed receive that stored nothing and found nothing twice in a row was refused a second
+      // holder by a key whose row says it is free: set the row right from the entries, then retry.
+      if (keyed && misses >= 2) await this.settleKey(query, incoming.orderingKey!, inCallersTransaction);
       // Taken with the connection in hand, right before the statement goes: it commits one round trip later.
       const ticket = announce ? this.notifier.takeInline() : undefined;
       let rows: ReceivedRow[] = [];
       try {
         rows = ticket ? await query<ReceivedRow>(notifying, [...params, ticket.channel]) : await query<ReceivedRow>(plain, params);
       } finally {
-        if (ticket) this.notifier.settle(ticket, rows.some((row) => row.same_command === null && !row.key_left_busy));
+        if (ticket) this.notifier.settle(ticket, rows.some((row) => row.same_command === null));
       }
-      // A concurrent receive of the same messageId won after this one had taken the key: settle it.
-      if (rows.some((row) => row.key_left_busy)) await this.settleKey(query, incoming.orderingKey!, inCallersTransaction);
-      const received = rows.find((row) => !row.key_left_busy);
+      const received = rows[0];
       if (received?.same_command === null) {
         if (announce && !ticket) this.notifier.notify();
         return { entry: newEntry(received, incoming, trace), duplicate: false };
       }
-      // No row: a concurrent receive committed this messageId after the statement's snapshot.
+      // No row: a concurrent receive committed this messageId after the statement's snapshot (or,
+      // with a key, took the key's first place: see receiveKeyed).
       const lookup = [incoming.messageId, incoming.commandType, incoming.payloadJson, incoming.orderingKey];
       const stored = received ? storedFrom(received, incoming.payloadJson) : (await query<StoredRow>(this.sql.selectByMessageIdWithMatch, lookup))[0];
       // Still none: that entry was deleted meanwhile, so storing again is correct.
@@ -288,7 +290,7 @@ export class Receiver {
     }
   }
 
-  /** Hands a key over that this receive marked busy without storing an entry to hold it. */
+  /** Sets a key's row right from its entries (frees it, or hands it to its earliest waiting entry). */
   private async settleKey(query: RunStatement, key: string, inCallersTransaction: boolean): Promise<void> {
     const clock = clockTime(this.options.clock);
     if (inCallersTransaction) {
@@ -368,8 +370,7 @@ type StoredRow = InboxRow & { same_command: boolean };
 
 /**
  * What the receive statement returns: `same_command` and `stored` are null for a new entry. With an
- * ordering key, a new entry also comes back with its place and whether it waits, and a row of its
- * own (`key_left_busy`) says the key was taken for an entry that was not stored.
+ * ordering key, a new entry also comes back with its place and whether it waits.
  */
 interface ReceivedRow {
   id: string;
@@ -378,7 +379,6 @@ interface ReceivedRow {
   stored: Record<string, unknown> | null;
   ordering_seq?: string | null;
   waiting?: boolean | null;
-  key_left_busy?: boolean | null;
 }
 
 /** The entry just inserted, built from what was stored (the statement returns only its id, time and place). */

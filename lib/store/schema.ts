@@ -137,8 +137,8 @@ export function rowFromJson(json: Record<string, unknown>): InboxRow {
 
 /**
  * One row per ordering key: the serialisation point of its receives and hand-overs. `last_seq`
- * numbers its entries; `busy` says whether an entry holds the key; `was_busy` is what `busy` was
- * before the last receive (which so learns whether its entry waits).
+ * numbers its entries; `busy` says whether an entry holds the key. `was_busy` is read by nothing:
+ * earlier versions wrote it, and may still run beside this one during a rolling deploy.
  */
 export const KEY_COLUMNS = {
   ordering_key: { type: 'varchar(255)', nullable: false },

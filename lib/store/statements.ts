@@ -132,33 +132,34 @@ export class InboxStatements {
     // The same, also notifying $10 when a new entry was stored (delivered when it commits).
     this.receiveAndNotify = statement('receive_notify', receive(true), prepared);
     // Receive with an ordering key ($10): the key's row numbers the entry and says whether another
-    // entry holds the key (then this one waits). Taking that row's lock serialises the receives of
-    // a key with each other and with hand-overs (settleKeys). The key is only touched when the
-    // messageId was not stored yet; should a concurrent receive of the same messageId win the race
-    // all the same, a key this receive found free is left marked busy with no entry to hold it:
-    // the last row (`key_left_busy`) says so, and the caller settles the key.
-    const receiveKeyed = (notify: boolean) => `WITH stored AS (
-        SELECT 1 FROM ${t} WHERE "message_id" = $1
-      ), k AS (
-        INSERT INTO ${keys} AS k ("ordering_key", "last_seq", "busy", "was_busy", "touched_at")
-        SELECT $10, 1, true, false, ${statementTime('$7')} WHERE NOT EXISTS (SELECT FROM stored)
-        ON CONFLICT ("ordering_key") DO UPDATE
-          SET "last_seq" = k."last_seq" + 1, "busy" = true, "was_busy" = k."busy", "touched_at" = EXCLUDED."touched_at"
-        RETURNING "last_seq", "was_busy"
+    // entry holds the key (then this one waits). The row is locked first: that serialises the
+    // receives of a key with each other and with hand-overs (settleKeys). It is written only once
+    // the entry is stored, in the same statement: a receive that loses its messageId to a
+    // concurrent one leaves the key as it found it. A key with no row yet is numbered from 1; when
+    // two receives race for it, the second one's entry would be a second holder, the unique index
+    // refuses it (DO NOTHING: no row comes back, nothing is stored) and the caller looks again.
+    const receiveKeyed = (notify: boolean) => `WITH k AS (
+        SELECT "last_seq", "busy" FROM ${keys} WHERE "ordering_key" = $10 FOR UPDATE
       ), inserted AS (
         INSERT INTO ${t} ("message_id", "command_type", "payload", "correlation_id", "causation_id", "metadata", "received_at",
           "trace_parent", "trace_state", "ordering_key", "ordering_seq", "waiting")
-        SELECT $1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')}, $8, $9, $10, k."last_seq", k."was_busy" FROM k
-        ON CONFLICT ("message_id") DO NOTHING
+        VALUES ($1, $2, $3::jsonb, $4, $5, $6::jsonb, ${statementTime('$7')}, $8, $9, $10,
+          COALESCE((SELECT "last_seq" FROM k), 0) + 1, COALESCE((SELECT "busy" FROM k), false))
+        ON CONFLICT DO NOTHING
         RETURNING "id", "received_at", "ordering_seq", "waiting"${notify ? ', pg_notify($11, NULL)' : ''}
+      ), numbered AS (
+        UPDATE ${keys} SET "last_seq" = i."ordering_seq", "busy" = true, "touched_at" = i."received_at"
+        FROM inserted i WHERE "ordering_key" = $10
+      ), created AS (
+        INSERT INTO ${keys} ("ordering_key", "last_seq", "busy", "touched_at")
+        SELECT $10, i."ordering_seq", true, i."received_at" FROM inserted i WHERE NOT EXISTS (SELECT FROM k)
+        ON CONFLICT ("ordering_key") DO UPDATE SET "last_seq" = GREATEST(${keys}."last_seq", EXCLUDED."last_seq"), "busy" = true, "touched_at" = EXCLUDED."touched_at"
       )
       SELECT "id", "received_at", NULL::boolean AS "same_command", NULL::jsonb AS "stored",
-        "ordering_seq"::text AS "ordering_seq", "waiting", NULL::boolean AS "key_left_busy" FROM inserted
+        "ordering_seq"::text AS "ordering_seq", "waiting" FROM inserted
       UNION ALL
-      SELECT "id", NULL, ${sameCommand('$10')}, ${storedColumns}, NULL, NULL, NULL
-      FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)
-      UNION ALL
-      SELECT NULL, NULL, NULL, NULL, NULL, NULL, true FROM k WHERE NOT k."was_busy" AND NOT EXISTS (SELECT FROM inserted)`;
+      SELECT "id", NULL, ${sameCommand('$10')}, ${storedColumns}, NULL, NULL
+      FROM ${t} WHERE "message_id" = $1 AND NOT EXISTS (SELECT FROM inserted)`;
     this.receiveKeyed = statement('receive_keyed', receiveKeyed(false), prepared);
     // The same, also notifying $11.
     this.receiveKeyedAndNotify = statement('receive_keyed_notify', receiveKeyed(true), prepared);

@@ -414,6 +414,81 @@ describe('ordering keys', () => {
     await worker.processor.runOnce();
   });
 
+  /** Backends of this database waiting for a lock. */
+  const lockWaiters = async () =>
+    (await sql<{ n: number }>(db.url, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`))[0].n;
+
+  it('leaves a key as it found it when a concurrent receive of the same messageId wins, whatever holds the key meanwhile', async () => {
+    const key = newKey();
+    const step = { account: 'free', n: 1 };
+    // The receiver gives up soon: a receive that would wait for another's transaction fails quickly.
+    const impatient = await createTestApp({ url: db.url, handlers: [Runs, StepHandler, SkipHandler, FreeHandler], inbox: { clock, worker: false, notify: false, receiveTimeoutMs: 1_000 } });
+    const first = app.dataSource.createQueryRunner();
+    const other = impatient.dataSource.createQueryRunner();
+    try {
+      // A caller's transaction stores the messageId (under another key) and has not committed yet.
+      await first.startTransaction();
+      await app.inbox.receive({ messageId: `${key}-raced`, commandType: 'order.free', payload: step, orderingKey: `${key}-first` }, { manager: first.manager });
+      // The same messageId under this key, outside any transaction: it waits for that one.
+      const raced = impatient.inbox.receive({ messageId: `${key}-raced`, commandType: 'order.free', payload: step, orderingKey: key }).then(
+        () => 'stored',
+        (error: Error) => error.name,
+      );
+      await waitFor(async () => (await lockWaiters()) >= 1, 'the racing receive waiting for the first transaction');
+      // Another caller's transaction receives a command of this key and keeps its transaction open.
+      await other.startTransaction();
+      let otherDone = false;
+      const received = impatient.inbox.receive({ messageId: `${key}-next`, commandType: 'order.free', payload: step, orderingKey: key }, { manager: other.manager }).finally(() => (otherDone = true));
+      await waitFor(async () => otherDone || (await lockWaiters()) >= 2, 'the second receive stored or queued behind the first');
+      await first.commitTransaction();
+      // The racing receive lost: another key under the same messageId is a conflict.
+      expect(await raced).toBe('IdempotencyConflictError');
+      await received;
+      await other.commitTransaction();
+    } finally {
+      if (first.isTransactionActive) await first.rollbackTransaction();
+      if (other.isTransactionActive) await other.rollbackTransaction();
+      await first.release();
+      await other.release();
+      await impatient.close();
+    }
+    // The command of this key holds it and runs: nothing was left to hold the key in its place.
+    expect(await app.inbox.findByMessageId(`${key}-next`)).toMatchObject({ orderingSeq: '1', waiting: false });
+    await worker.processor.runOnce();
+    expect(await app.inbox.findByMessageId(`${key}-next`)).toMatchObject({ status: InboxStatus.Completed });
+    expect(await sql(db.url, `SELECT "busy" FROM inbox_entries_keys WHERE "ordering_key" = $1`, [key])).toEqual([{ busy: false }]);
+  });
+
+  it('numbers two receives racing for a new key one after the other: the first holds it, the second waits', async () => {
+    const key = newKey();
+    const caller = app.dataSource.createQueryRunner();
+    try {
+      await caller.startTransaction();
+      await app.inbox.receive({ messageId: `${key}-1-order.free`, commandType: 'order.free', payload: { account: key, n: 1 }, orderingKey: key }, { manager: caller.manager });
+      const second = app.inbox.receive({ messageId: `${key}-2-order.free`, commandType: 'order.free', payload: { account: key, n: 2 }, orderingKey: key });
+      await waitFor(async () => (await lockWaiters()) >= 1, 'the second receive waiting for the first transaction');
+      await caller.commitTransaction();
+      expect((await second).entry).toMatchObject({ orderingSeq: '2', waiting: true });
+    } finally {
+      if (caller.isTransactionActive) await caller.rollbackTransaction();
+      await caller.release();
+    }
+    expect(await entryOf(key, 1, 'order.free')).toMatchObject({ orderingSeq: '1', waiting: false });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+  });
+
+  it("sets a key's row right when it says free while an entry holds the key, and the receive then waits", async () => {
+    const key = newKey();
+    await send('order.free', { account: key, n: 1 }, key);
+    // A row out of step with the entries (written by hand here): free, while the first entry holds the key.
+    await sql(db.url, `UPDATE inbox_entries_keys SET "busy" = false WHERE "ordering_key" = $1`, [key]);
+    expect(await send('order.free', { account: key, n: 2 }, key)).toMatchObject({ orderingSeq: '2', waiting: true });
+    expect(await sql(db.url, `SELECT "busy" FROM inbox_entries_keys WHERE "ordering_key" = $1`, [key])).toEqual([{ busy: true }]);
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+  }, 15_000);
+
   it('dead-letters a waiting entry by hand: under block it stops its key when its turn comes, under skip it is passed over', async () => {
     const blockKey = newKey();
     await send('order.step', { account: blockKey, n: 1 });
