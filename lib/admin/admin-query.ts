@@ -56,10 +56,17 @@ export function listQueryFrom(query: QueryString): ListEntriesQuery {
 
 /** The query of the dead-letter groups and the blocked keys: a command type and a limit. */
 export function typeQueryFrom(query: QueryString): { commandType?: string; limit?: number } {
+  onlyFields(query, 'query', ['commandType', 'limit']);
   return {
     commandType: query.commandType === undefined ? undefined : single('query.commandType', query.commandType),
     limit: query.limit === undefined ? undefined : limitFrom(query.limit),
   };
+}
+
+/** Refuses a field not in `known`: a misspelt one would otherwise be ignored, and the request mean something else. */
+export function onlyFields(source: object, name: string, known: readonly string[]): void {
+  const unknown = Object.keys(source).find((field) => !known.includes(field));
+  if (unknown !== undefined) throw new InboxArgumentError(`${name}.${unknown}`, `unknown field; expected one of ${known.join(', ')}`);
 }
 
 /** Digits only; InboxService checks the range. */

@@ -3,7 +3,7 @@ import { InboxArgumentError, InboxEntryNotFoundError } from '../errors/inbox.err
 import { InboxExceptionFilter } from '../http/inbox-exception.filter';
 import { InboxService } from '../receive/inbox.service';
 import type { InboxEntry } from '../store/inbox-entry.entity';
-import { filterFrom, listQueryFrom, typeQueryFrom, type QueryString } from './admin-query';
+import { filterFrom, listQueryFrom, onlyFields, typeQueryFrom, type QueryString } from './admin-query';
 import { InboxAdminGuard } from './inbox-admin.guard';
 import { describeAdminApi } from './openapi';
 import { Redaction } from './redaction';
@@ -74,7 +74,7 @@ export function adminController(path: string): Type<unknown> {
     @Post('api/entries/:id/replay')
     @HttpCode(200)
     async replay(@Param('id') id: string, @Body() body: ActionBody, @Req() request: AdminRequest) {
-      const { reason, payload } = actionBody(body);
+      const { reason, payload } = actionBody(body, ['reason', 'payload']);
       let corrected = payload;
       if (corrected !== undefined && this.redaction.active && typeof corrected === 'object' && corrected !== null && !Array.isArray(corrected)) {
         const stored = await this.inbox.get(id);
@@ -148,15 +148,18 @@ export function adminController(path: string): Type<unknown> {
   return InboxAdminController;
 }
 
-function actionBody(body: unknown): ActionBody {
+/** An action's body: `reason`, and for a replay `payload` (the correction). */
+function actionBody(body: unknown, fields: readonly string[] = ['reason']): ActionBody {
   if (body === undefined || body === null) return {};
   if (typeof body !== 'object' || Array.isArray(body)) throw new InboxArgumentError('body', 'expected a JSON object');
+  onlyFields(body, 'body', fields);
   const { reason, payload } = body as ActionBody;
   return { reason: optionalText(reason, 'body.reason'), payload };
 }
 
 function bulkBody(body: unknown): { filter: ReturnType<typeof filterFrom>; dryRun: boolean; expectedCount?: number; reason?: string } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InboxArgumentError('body', 'expected a JSON object');
+  onlyFields(body, 'body', ['filter', 'dryRun', 'expectedCount', 'reason']);
   const { filter, dryRun, expectedCount, reason } = body as BulkBody;
   if (dryRun !== undefined && typeof dryRun !== 'boolean') throw new InboxArgumentError('body.dryRun', 'expected true or false');
   if (dryRun !== true && expectedCount === undefined) {

@@ -128,8 +128,9 @@ async function withInbox(command: Command, work: (inbox: InboxService, json: boo
     app = await createCliApp(databaseUrl, table);
   } catch (error) {
     if (error instanceof InboxConfigurationError) throw new UsageError(error.message);
-    // Refused, timed out, DNS, or the server said no (authentication, no such database: a SQLSTATE).
-    if (isConnectionError(error) || typeof (error as { code?: unknown })?.code === 'string') {
+    // Refused, timed out, DNS, the server said no (authentication, no such database: a SQLSTATE),
+    // or the connection's TLS could not be set up as the URL asks (sslmode).
+    if (isConnectionError(error) || typeof (error as { code?: unknown })?.code === 'string' || /\bSSL\b/.test((error as Error)?.message ?? '')) {
       throw new UnreachableError(`cannot reach the database at ${maskUrl(databaseUrl)}: ${describe(error)}`);
     }
     throw error;
@@ -249,7 +250,7 @@ async function replay(inbox: InboxService, json: boolean, id: string | undefined
 
 async function discard(inbox: InboxService, json: boolean, id: string, options: { actor: string; reason?: string }): Promise<void> {
   const entry = await inbox.discard(id, options);
-  out(json ? toJson(entry) : `Discarded ${entry.id}: it stays a dead letter (${entry.deadLetterReason ?? 'no reason'}) and will not run.`);
+  out(json ? toJson(entry) : `Discarded ${entry.id}: it stays a dead letter (${entry.deadLetterReason ?? 'no reason'}) and will not run unless replayed.`);
 }
 
 async function deadLetter(inbox: InboxService, json: boolean, id: string, options: { actor: string; reason?: string }): Promise<void> {

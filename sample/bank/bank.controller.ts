@@ -16,6 +16,7 @@ import { plainToInstance } from 'class-transformer';
 import { validate, type ValidationError } from 'class-validator';
 import type { Response } from 'express';
 import {
+  InboxArgumentError,
   InboxEntryNotFoundError,
   InboxService,
   PayloadValidationError,
@@ -86,8 +87,12 @@ export class BankController {
   @Post('commands/:id/replay')
   @HttpCode(HttpStatus.OK)
   async replay(@Param('id') id: string, @Body() body: unknown): Promise<EntryView> {
-    const corrected = isObject(body) && isObject(body.payload) ? body.payload : undefined;
-    return toView(await this.inbox.replay(id, { actor: 'bank-api', payload: corrected }));
+    // Anything but `{}` or `{ "payload": … }` is refused: a correction the server did not
+    // understand must not replay the original as though corrected. The inbox validates the payload.
+    if (body !== undefined && !isObject(body)) throw new InboxArgumentError('body', 'expected a JSON object');
+    const unknown = Object.keys(body ?? {}).find((field) => field !== 'payload');
+    if (unknown !== undefined) throw new InboxArgumentError(`body.${unknown}`, 'unknown field; expected payload');
+    return toView(await this.inbox.replay(id, { actor: 'bank-api', payload: body?.payload as Record<string, unknown> | undefined }));
   }
 
   /** Accounts whose commands wait behind a dead letter: replay or discard it to let them run. */

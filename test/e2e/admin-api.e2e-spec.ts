@@ -231,6 +231,21 @@ describe("operator's console API", () => {
     expect(goneCursor).toMatchObject({ status: 400, json: { argument: 'query.after' } });
     const nul = await call('GET', `${main.base}/entries?payload.accountId=a%00b`);
     expect(nul).toMatchObject({ status: 400, json: { argument: 'query.payload["accountId"]' } });
+    // The groups and the blocked keys take a command type and a limit, nothing else.
+    expect(await call('GET', `${main.base}/dead-letter-groups?comandType=bank.deposit`)).toMatchObject({ status: 400, json: { argument: 'query.comandType' } });
+    expect(await call('GET', `${main.base}/blocked-keys?limt=5`)).toMatchObject({ status: 400, json: { argument: 'query.limt' } });
+  });
+
+  it('refuses a misspelt field in the body of an action, and the entry stays as it was', async () => {
+    const account = newAccount();
+    const [id] = await deadLetters(account, [23]);
+    // A correction under a misspelt name would replay the original payload as though corrected.
+    const misspelt = await call('POST', `${main.base}/entries/${id}/replay`, { paylod: { accountId: account, amount: 7, fixed: true }, reason: 'fix amount' });
+    expect(misspelt).toMatchObject({ status: 400, json: { error: 'InboxArgumentError', argument: 'body.paylod' } });
+    // A payload means nothing to a discard: refused rather than ignored.
+    expect(await call('POST', `${main.base}/entries/${id}/discard`, { reason: 'gone', payload: {} })).toMatchObject({ status: 400, json: { argument: 'body.payload' } });
+    expect(await call('POST', `${main.base}/bulk/discard`, { filter: { 'payload.accountId': account }, dryrun: true })).toMatchObject({ status: 400, json: { argument: 'body.dryrun' } });
+    expect(await main.inbox.get(id)).toMatchObject({ status: InboxStatus.DeadLetter, discardedAt: null, payload: { accountId: account, amount: 23 } });
   });
 
   it('takes a bulk filter on the payload flat or nested, and a path named __proto__ as a path', async () => {

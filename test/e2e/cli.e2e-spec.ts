@@ -351,6 +351,15 @@ describe('operator CLI', () => {
       expect(result.stderr).not.toContain('s3cret');
     });
 
+    it('exits 3, password masked, when the server cannot speak the TLS the URL asks for', async () => {
+      const secured = new URL(db.url);
+      secured.password = 's3cret';
+      secured.searchParams.set('sslmode', 'verify-full');
+      const result = await run(['--database-url', secured.toString(), 'stats']);
+      expectFailure(result, 3, /^error: cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/inbox_cli_\w+\?sslmode=verify-full: .*SSL.*\n$/);
+      expect(result.stderr).not.toContain('s3cret');
+    });
+
     it('exits 3 when the server never answers (connection timeout)', async () => {
       const proxy = proxyFor(db.url);
       const silent = await proxy.start(db.url);

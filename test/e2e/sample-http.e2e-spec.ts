@@ -131,6 +131,10 @@ describe('sample HTTP API: bad input', () => {
     const opened = await post('/commands/bank.open-account', JSON.stringify({ accountId: 'acc-w', owner: 'W' }), { 'idempotency-key': 'open-w' });
     await waitFor(async () => ((await (await fetch(`${base}/commands/${opened.body.id as string}`)).json()) as { status: string }).status === 'completed', 'it to complete');
     expect(await post(`/commands/${opened.body.id as string}/replay`, '{}')).toMatchObject({ status: 409, body: { error: 'InvalidEntryStateError' } });
+    // A correction the server cannot take is refused, never replayed as the original.
+    expect(await post(`/commands/${opened.body.id as string}/replay`, '{"paylod":{"amount":7}}')).toMatchObject({ status: 400, body: { error: 'InboxArgumentError' } });
+    expect(await post(`/commands/${opened.body.id as string}/replay`, '{"payload":"x"}')).toMatchObject({ status: 400, body: { error: 'InboxArgumentError' } });
+    expect(await post(`/commands/${opened.body.id as string}/replay`, '[1]')).toMatchObject({ status: 400, body: { error: 'InboxArgumentError' } });
     expect((await fetch(`${base}/commands?status=bogus`)).status).toBe(400);
   });
 
