@@ -11,6 +11,7 @@ import { decideFailure, DeadLetterReason, FailureKind, historyOutcome, InboxStat
 import { blocksKeyWhenDeadLettered, type DeadLetterPolicy } from '../state/ordering';
 import { newQueryRunner, runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
+import { isTransactionConflict } from '../store/database-errors';
 import { toEntry, type InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
 import { InboxMetrics } from '../telemetry/inbox-metrics';
@@ -368,16 +369,27 @@ export interface KeyHolder {
   status: InboxStatus;
 }
 
-/** Runs `work` in a transaction on the query runner (which must have none open). */
+/** How many times a transaction of these runs when the server ends it to break a deadlock. */
+const CONFLICT_ATTEMPTS = 3;
+
+/**
+ * Runs `work` in a transaction on the query runner (which must have none open). These
+ * transactions (an operator's action, a skipped dead letter's record) lock an entry, then its
+ * key; a batch's hand-over locks a key, then the key's next entry: when two cross, the server ends
+ * one of them. Ended, this one runs again.
+ */
 async function inTransaction<T>(queryRunner: QueryRunner, work: () => Promise<T>): Promise<T> {
-  await queryRunner.startTransaction();
-  try {
-    const result = await work();
-    await queryRunner.commitTransaction();
-    return result;
-  } catch (error) {
-    if (queryRunner.isTransactionActive) await queryRunner.rollbackTransaction().catch(() => undefined);
-    throw error;
+  for (let attempt = 1; ; attempt++) {
+    await queryRunner.startTransaction();
+    try {
+      const result = await work();
+      await queryRunner.commitTransaction();
+      return result;
+    } catch (error) {
+      if (queryRunner.isTransactionActive) await queryRunner.rollbackTransaction().catch(() => undefined);
+      if (attempt < CONFLICT_ATTEMPTS && isTransactionConflict(error) && !queryRunner.isReleased) continue;
+      throw error;
+    }
   }
 }
 

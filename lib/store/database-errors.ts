@@ -17,6 +17,18 @@ export function isConnectionError(error: unknown): boolean {
   return false;
 }
 
+/** SQLSTATEs of a transaction the server ended to break a deadlock, or could not serialise: nobody's fault, and it may simply run again. */
+const CONFLICT_SQLSTATES = new Set(['40P01', '40001']);
+
+/** Whether `error` is a deadlock or serialisation failure (the transaction was rolled back; running it again is safe). */
+export function isTransactionConflict(error: unknown): boolean {
+  for (let current = error as { code?: unknown; driverError?: unknown; cause?: unknown } | undefined, depth = 0; current && depth < 5; depth++) {
+    if (typeof current.code === 'string' && CONFLICT_SQLSTATES.has(current.code)) return true;
+    current = (current.driverError ?? current.cause) as typeof current;
+  }
+  return false;
+}
+
 /**
  * What a failed statement means for a caller: InboxShutDownError once the application closed its
  * data source (or is closing its pool), InboxUnavailableError when the server could not be

@@ -11,7 +11,7 @@ import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface
 import { OutcomeWriter, type FailedAttempt } from '../outcomes/outcome-writer';
 import { destroyConnection, runInIndexOrder, runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
-import { isConnectionError } from '../store/database-errors';
+import { isConnectionError, isTransactionConflict } from '../store/database-errors';
 import type { InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
 import { InboxTracing, type AttemptSpan } from '../telemetry/inbox-tracing';
@@ -218,6 +218,7 @@ export class BatchExecutor {
     let completed: InboxRow[] = [];
     let completedJobs: Job[] = [];
     let isolated = false;
+    let conflicts = 0;
     while (jobs.length > 0 && !this.connections.isAbandoned) {
       const savepoints = isolated && jobs.length > 1;
       const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, suspect));
@@ -230,6 +231,19 @@ export class BatchExecutor {
       }
       if (result.culprit) {
         failures.push(failureOf(result.culprit.job, result.culprit.error));
+      } else if (isTransactionConflict(result.error)) {
+        // The server ended the transaction to break a deadlock with another one (an operator's
+        // action crossing this batch's hand-over): no handler's doing. It runs again as it was;
+        // should that keep happening, its entries go back uncharged for a later claim.
+        if (++conflicts < CONFLICT_RERUNS) continue;
+        await this.onConnection(batchConnection, (queryRunner) =>
+          this.writer.release(queryRunner, jobs.map((job) => job.row), false, 'its batch was ended to break a deadlock, again and again'),
+        );
+        for (const job of jobs) {
+          released.add(job.row.id);
+          this.tracing.endAttempt(job.span, 'released', result.error);
+        }
+        break;
       } else if (!suspect && (result.connectionLost || isConnectionError(result.error))) {
         // The connection broke under the batch (its transaction rolled back): nobody's fault that is
         // known. Back, uncharged, as crash suspects (to run alone) if the database can be reached;
@@ -425,6 +439,9 @@ export class BatchExecutor {
     };
   }
 }
+
+/** How many times a batch runs when the server ends its transaction to break a deadlock. */
+const CONFLICT_RERUNS = 3;
 
 /** A batch with no entry claimed behind its key's holder has no run to settle. */
 const NO_RUNS: ReturnType<typeof settleRuns> = { dropFailures: new Set(), release: [] };

@@ -11,6 +11,7 @@ import {
   type InboxContext,
   type InboxEntry,
 } from 'nestjs-inbox';
+import { Client } from 'pg';
 import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
@@ -476,6 +477,76 @@ describe('ordering keys', () => {
     expect(await entryOf(key, 1, 'order.free')).toMatchObject({ orderingSeq: '1', waiting: false });
     await worker.processor.runOnce();
     expect(await effects(key)).toEqual([1, 2]);
+  });
+
+  describe('when a hand-over and an operator lock the same key and entry in turn', () => {
+    // A hand-over locks the key, then its next entry; an operator's action locks its entry, then
+    // its key. A third transaction holding the next entry lines the two up so that they cross,
+    // and the server ends one of them: the one that began to wait first.
+    let blocker: Client;
+    beforeEach(async () => {
+      blocker = new Client({ connectionString: db.url });
+      await blocker.connect();
+    });
+    afterEach(() => blocker.end());
+
+    const holdRow = async (id: string) => {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT 1 FROM inbox_entries WHERE id = $1 FOR UPDATE', [id]);
+    };
+
+    it("completes the holder whose batch the server ended, uncharged, and the operator's action goes through", async () => {
+      const key = newKey();
+      // One entry per claim, so that the second entry is not in the first one's batch.
+      const serial = await createTestApp({ url: db.url, handlers: [Runs, StepHandler, SkipHandler, FreeHandler], inbox: { clock, notify: false, batchSize: 1, concurrency: 1, workerId: 'serial-worker' } });
+      try {
+        const serialRuns = serial.get(Runs);
+        await serial.processor.runOnce();
+        await send('order.skip', { account: key, n: 1 });
+        const second = await send('order.skip', { account: key, n: 2 });
+        const letGo = serialRuns.hold(key, 1);
+        const pass = serial.processor.runOnce();
+        try {
+          await waitFor(() => serialRuns.of(key).length > 0, 'the first entry running');
+          await holdRow(second.id);
+          const action = app.inbox.deadLetter(second.id, { actor: 'ops' });
+          await waitFor(async () => (await lockWaiters()) >= 1, 'the operator waiting for the second entry');
+          letGo();
+          await waitFor(async () => (await lockWaiters()) >= 2, "the batch's hand-over waiting for the second entry");
+          await blocker.query('COMMIT');
+          expect(await action).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: 'manual' });
+        } finally {
+          letGo();
+          await pass;
+        }
+        // maxAttempts 1: a charge would have made the first entry a dead letter.
+        expect(await entryOf(key, 1, 'order.skip')).toMatchObject({ status: InboxStatus.Completed, retryCount: 0 });
+        expect(await effects(key)).toEqual([1]);
+      } finally {
+        await serial.close();
+      }
+    });
+
+    it('runs the operator action the server ended again', async () => {
+      const key = newKey();
+      // The first entry holds the key as a blocking dead letter; the second waits behind it.
+      await send('order.step', { account: key, n: 1, fail: 'permanent' });
+      const second = await send('order.step', { account: key, n: 2 });
+      await worker.processor.runOnce();
+      const first = await entryOf(key, 1);
+      expect(first).toMatchObject({ status: InboxStatus.DeadLetter, blocksKey: true });
+      await holdRow(second.id);
+      const deadLettered = app.inbox.deadLetter(second.id, { actor: 'ops' });
+      await waitFor(async () => (await lockWaiters()) >= 1, 'the dead-lettering waiting for the second entry');
+      // The discard hands the key over to the second entry: it waits for that entry too.
+      const discarded = app.inbox.discard(first.id, { actor: 'ops' });
+      await waitFor(async () => (await lockWaiters()) >= 2, "the discard's hand-over waiting for the second entry");
+      await blocker.query('COMMIT');
+      expect(await discarded).toMatchObject({ status: InboxStatus.DeadLetter, discardedAt: expect.any(Date) });
+      expect(await deadLettered).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: 'manual' });
+      // The second entry, dead-lettered by hand under block, now holds the key.
+      expect(await app.inbox.blockedKeys()).toEqual(expect.arrayContaining([expect.objectContaining({ orderingKey: key, blockedBy: expect.objectContaining({ id: second.id }) })]));
+    });
   });
 
   it("sets a key's row right when it says free while an entry holds the key, and the receive then waits", async () => {
