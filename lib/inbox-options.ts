@@ -40,6 +40,9 @@ function fail(name: string, reason: string, value: unknown): never {
   throw new InboxConfigurationError(`Invalid nestjs-inbox option "${name}": ${reason} (got ${shown}).`);
 }
 
+/** The longest delay a Node timer keeps (about 24.8 days): a longer one fires at once. Also the largest PostgreSQL session timeout. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -104,7 +107,7 @@ export function resolveMaxAttempts(name: string, value: unknown, fallback: numbe
  * recorded by its own worker rather than counted as a crash by another.
  */
 export function resolveHandlerTimeout(name: string, value: unknown, fallback: number, leaseMs: number): number {
-  const timeout = integer(name, value, fallback, 1);
+  const timeout = integer(name, value, fallback, 1, MAX_TIMER_MS);
   if (timeout >= leaseMs) fail(name, `must be smaller than leaseMs (${leaseMs})`, timeout);
   return timeout;
 }
@@ -148,7 +151,7 @@ function resolveRetention(value: unknown): RetentionOptions {
   const retention: RetentionOptions = {
     payloadRetentionMs: integer('retention.payloadRetentionMs', value.payloadRetentionMs, DEFAULT_RETENTION.payloadRetentionMs, 0),
     deduplicationWindowMs: integer('retention.deduplicationWindowMs', value.deduplicationWindowMs, DEFAULT_RETENTION.deduplicationWindowMs, 0),
-    intervalMs: integer('retention.intervalMs', value.intervalMs, DEFAULT_RETENTION.intervalMs, 0),
+    intervalMs: integer('retention.intervalMs', value.intervalMs, DEFAULT_RETENTION.intervalMs, 0, MAX_TIMER_MS),
     batchSize: integer('retention.batchSize', value.batchSize, DEFAULT_RETENTION.batchSize, 1, 100_000),
   };
   if (retention.deduplicationWindowMs < retention.payloadRetentionMs) {
@@ -177,14 +180,15 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     fail('tableName', 'expected a lower-case PostgreSQL identifier ([a-z_][a-z0-9_]*, optionally schema.table)', tableName);
   }
   const workerId = raw.workerId === undefined ? defaultWorkerId() : raw.workerId;
-  if (typeof workerId !== 'string' || workerId.length === 0 || workerId.length > 255) {
-    fail('workerId', 'expected a non-empty string of at most 255 characters', workerId);
+  // Stored with every claim: PostgreSQL refuses a NUL in a text, and every claim would fail.
+  if (typeof workerId !== 'string' || workerId.length === 0 || workerId.length > 255 || workerId.includes('\u0000')) {
+    fail('workerId', 'expected a non-empty string of at most 255 characters, without NUL', workerId);
   }
   const clock = raw.clock === undefined ? SYSTEM_CLOCK : raw.clock;
   if (!isPlainObject(clock) || typeof (clock as { now?: unknown }).now !== 'function') {
     fail('clock', 'expected an object with a now(): Date method', clock);
   }
-  const leaseMs = integer('leaseMs', raw.leaseMs, 60_000, 100);
+  const leaseMs = integer('leaseMs', raw.leaseMs, 60_000, 100, MAX_TIMER_MS);
   const handlerTimeoutMs = resolveHandlerTimeout('handlerTimeoutMs', raw.handlerTimeoutMs, Math.min(30_000, Math.floor(leaseMs / 2)), leaseMs);
   return {
     maxAttempts: resolveMaxAttempts('maxAttempts', raw.maxAttempts, 5),
@@ -196,7 +200,7 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     handlerTimeoutMs,
     receiveTimeoutMs: integer('receiveTimeoutMs', raw.receiveTimeoutMs, 5_000, 1, 3_600_000),
     worker,
-    shutdownTimeoutMs: integer('shutdownTimeoutMs', raw.shutdownTimeoutMs, 10_000, 0),
+    shutdownTimeoutMs: integer('shutdownTimeoutMs', raw.shutdownTimeoutMs, 10_000, 0, MAX_TIMER_MS),
     tableName,
     acceptUnknownCommandTypes: boolean('acceptUnknownCommandTypes', raw.acceptUnknownCommandTypes, !worker),
     maxPayloadBytes: integer('maxPayloadBytes', raw.maxPayloadBytes, 1_048_576, 1, 256 * 1_048_576),
@@ -207,7 +211,7 @@ export function resolveInboxOptions(options: InboxModuleOptions | undefined): Re
     notify: boolean('notify', raw.notify, true),
     retention: resolveRetention(raw.retention),
     unclaimedWarningMs: integer('unclaimedWarningMs', raw.unclaimedWarningMs, 300_000, 0),
-    listenerTimeoutMs: integer('listenerTimeoutMs', raw.listenerTimeoutMs, 10_000, 1),
+    listenerTimeoutMs: integer('listenerTimeoutMs', raw.listenerTimeoutMs, 10_000, 1, MAX_TIMER_MS),
     payloadValidation: resolvePayloadValidation('payloadValidation', raw.payloadValidation, DEFAULT_PAYLOAD_VALIDATION),
     onDeadLetter: resolveDeadLetterPolicy('onDeadLetter', raw.onDeadLetter, 'block'),
     telemetry: resolveTelemetry(raw.telemetry),

@@ -99,8 +99,11 @@ export function validateReceiveOptions(options: ReceiveOptions, dataSource: Data
   return manager;
 }
 
-export function validateFilter(name: string, filter: EntryFilter): EntryFilter {
+export function validateFilter(name: string, filter: EntryFilter, extra: readonly string[] = []): EntryFilter {
   if (typeof filter !== 'object' || filter === null) throw new InboxArgumentError(name, 'expected an object');
+  // A misspelt field would be dropped, and a bulk action would then reach every entry.
+  const unknown = Object.keys(filter).find((field) => !FILTER_FIELDS.includes(field) && !extra.includes(field));
+  if (unknown !== undefined) throw new InboxArgumentError(`${name}.${unknown}`, `unknown field; expected one of ${[...FILTER_FIELDS, ...extra].join(', ')}`);
   const validated: EntryFilter = {};
   if (filter.status !== undefined) {
     if (!INBOX_STATUSES.includes(filter.status)) throw new InboxArgumentError(`${name}.status`, `expected one of ${INBOX_STATUSES.join(', ')}`);
@@ -129,6 +132,11 @@ export function validateFilter(name: string, filter: EntryFilter): EntryFilter {
   if (filter.errorFingerprint !== undefined) validated.errorFingerprint = boundedString(`${name}.errorFingerprint`, filter.errorFingerprint, 1000);
   return validated;
 }
+
+/** The fields of EntryFilter. */
+const FILTER_FIELDS: readonly string[] = [
+  'status', 'commandType', 'deadLetterReason', 'errorContains', 'receivedAfter', 'receivedBefore', 'includeDiscarded', 'payload', 'errorFingerprint',
+] satisfies ReadonlyArray<keyof EntryFilter>;
 
 /**
  * At most 10 dotted paths (1–10 segments of 1–100 characters), each with a non-empty text of at

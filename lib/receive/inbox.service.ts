@@ -97,7 +97,8 @@ export class InboxService {
     const manager = validateReceiveOptions(options, this.dataSource);
     if (options.allOrNothing !== undefined && typeof options.allOrNothing !== 'boolean') throw new InboxArgumentError('options.allOrNothing', 'expected true or false');
     const rules = this.commandRules();
-    const validated = commands.map((command, index): ValidatedCommand | InboxError => {
+    // Array.from visits the holes of a sparse array too (as undefined: refused like any non-command).
+    const validated = Array.from(commands, (command, index): ValidatedCommand | InboxError => {
       try {
         return validateCommand(command, rules);
       } catch (error) {
@@ -131,7 +132,7 @@ export class InboxService {
 
   /** Entries, newest first, filtered by status, command type, dead-letter reason, error text, received time. */
   async list(query: ListEntriesQuery = {}): Promise<InboxEntry[]> {
-    const filter = validateFilter('query', query);
+    const filter = validateFilter('query', query, ['limit', 'after']);
     const limit = query.limit ?? DEFAULT_LIST_LIMIT;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
       throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);
@@ -289,9 +290,6 @@ export class InboxService {
     const status = validated.status ?? InboxStatus.DeadLetter;
     const replayable = OPERATOR_ACTIONS.replay.accepts as readonly InboxStatus[];
     if (!replayable.includes(status)) throw new InboxArgumentError('filter.status', `only ${replayable.join(' or ')} entries can be replayed`);
-    if (options?.onProgress !== undefined && typeof options.onProgress !== 'function') {
-      throw new InboxArgumentError('options.onProgress', 'expected a function');
-    }
     const scope: EntryFilter = { ...validated, status, includeDiscarded: false };
     const result = await this.bulk('replay_many', scope, options, this.sql.replayBatch(scope), (ids) => this.writer.replayBatch(this.dataSource, ...ids));
     if (result.changed > 0) this.receiver.announce();
@@ -330,7 +328,10 @@ export class InboxService {
     }
     const expected = options.expectedCount;
     if (expected !== undefined && (!Number.isInteger(expected) || expected < 0)) throw new InboxArgumentError('options.expectedCount', 'expected an integer of 0 or more');
+    if (options.dryRun !== undefined && typeof options.dryRun !== 'boolean') throw new InboxArgumentError('options.dryRun', 'expected true or false');
+    // Checked before the first batch: a bad callback must not stop the action half done.
     const onProgress = (options as BulkReplayOptions).onProgress;
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new InboxArgumentError('options.onProgress', 'expected a function');
     return this.tracing.internal(`nestjs_inbox.${name}`, { [ATTR.actor]: audit.actor ?? '', 'nestjs_inbox.dry_run': options.dryRun === true }, async (span) => {
       const matched = await this.count(scope);
       span?.setAttribute('nestjs_inbox.matched', matched);

@@ -368,6 +368,19 @@ describe('dead-letter operations', () => {
         await expect(app.inbox.replayMany({ status: InboxStatus.Completed }, { actor: 'x' })).rejects.toMatchObject({ argument: 'filter.status' });
         await expect(app.inbox.replayMany({ receivedAfter: 'yesterday' as never }, { actor: 'x' })).rejects.toMatchObject({ argument: 'filter.receivedAfter' });
         await expect(app.inbox.replayMany({}, { actor: 'x', batchSize: 0 })).rejects.toMatchObject({ argument: 'options.batchSize' });
+        await expect(app.inbox.replayMany({}, { actor: 'x', dryRun: 'yes' as never })).rejects.toMatchObject({ argument: 'options.dryRun' });
+      });
+
+      it('refuses a misspelt filter field or a bad callback before it changes anything', async () => {
+        const open = await app.inbox.count({ status: InboxStatus.DeadLetter, includeDiscarded: false });
+        expect(open).toBeGreaterThan(1);
+        // Dropped, the misspelt field would have left an empty filter: every dead letter.
+        await expect(app.inbox.discardMany({ comandType: typeA } as never, { actor: 'ops' })).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'filter.comandType' });
+        await expect(app.inbox.replayMany({ reason: 'x' } as never, { actor: 'ops' })).rejects.toMatchObject({ argument: 'filter.reason' });
+        await expect(app.inbox.count({ stauts: InboxStatus.DeadLetter } as never)).rejects.toMatchObject({ argument: 'filter.stauts' });
+        await expect(app.inbox.list({ limt: 5 } as never)).rejects.toMatchObject({ argument: 'query.limt' });
+        await expect(app.inbox.discardMany({}, { actor: 'ops', batchSize: 1, onProgress: 'nope' } as never)).rejects.toMatchObject({ argument: 'options.onProgress' });
+        expect(await app.inbox.count({ status: InboxStatus.DeadLetter, includeDiscarded: false })).toBe(open);
       });
     });
   });

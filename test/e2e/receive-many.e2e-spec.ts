@@ -231,6 +231,12 @@ describe('InboxService.receiveMany', () => {
     await expect(app.inbox.receiveMany([], { allOrNothing: 'yes' as never })).rejects.toMatchObject({ argument: 'options.allOrNothing' });
     await expect(app.inbox.receiveMany([], { manager: {} as never })).rejects.toMatchObject({ argument: 'options.manager' });
     expect(await app.inbox.receiveMany([])).toEqual([]);
+    // A hole in a sparse array is a missing command, answered at its place like any invalid one.
+    // eslint-disable-next-line no-sparse-arrays
+    const sparse = [{ messageId: 'sparse-1', commandType: 'many.plain', payload: {} }, , { messageId: 'sparse-3', commandType: 'many.plain', payload: {} }];
+    await expect(app.inbox.receiveMany(sparse as never, { allOrNothing: true })).rejects.toMatchObject({ argument: 'commands[1]' });
+    expect(await stored(['sparse-1', 'sparse-3'])).toEqual([]);
+    expect((await app.inbox.receiveMany(sparse as never)).map((result) => result.status)).toEqual(['new', 'invalid', 'new']);
     // More payload than one statement should carry (each payload within maxPayloadBytes).
     const text = 'x'.repeat(1_000_000);
     const huge = Array.from({ length: 70 }, (_, n) => ({ messageId: `huge-${n}`, commandType: 'many.plain', payload: { text } }));

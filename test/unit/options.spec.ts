@@ -53,6 +53,12 @@ describe('resolveInboxOptions', () => {
     [{ batchSize: 0 }, 'batchSize'],
     [{ concurrency: 0 }, 'concurrency'],
     [{ leaseMs: 10 }, 'leaseMs'],
+    // Longer than a Node timer keeps (about 24.8 days): it would fire at once.
+    [{ leaseMs: 30 * 86_400_000 }, 'leaseMs'],
+    [{ shutdownTimeoutMs: 30 * 86_400_000 }, 'shutdownTimeoutMs'],
+    [{ retention: { intervalMs: 30 * 86_400_000 } }, 'retention.intervalMs'],
+    [{ listenerTimeoutMs: 30 * 86_400_000 }, 'listenerTimeoutMs'],
+    [{ workerId: 'worker\u0000a' }, 'workerId'],
     [{ worker: 1 }, 'worker'],
     [{ shutdownTimeoutMs: -5 }, 'shutdownTimeoutMs'],
     [{ tableName: 'Inbox' }, 'tableName'],
