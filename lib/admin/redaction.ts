@@ -1,4 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
+import { InboxArgumentError } from '../errors/inbox.error';
 import type { InboxHistoryRecord } from '../interfaces/inbox-history.interface';
 import type { InboxEntry } from '../store/inbox-entry.entity';
 
@@ -39,20 +40,29 @@ export class Redaction {
   restoreHidden(corrected: Record<string, unknown>, entry: InboxEntry): Record<string, unknown> {
     if (!this.active || entry.payload === null) return corrected;
     const shown = this.redact(copyOf(entry)).payload;
-    return restore(corrected, entry.payload, shown) as Record<string, unknown>;
+    return restore(corrected, entry.payload, shown, 'body.payload') as Record<string, unknown>;
   }
 }
 
-function restore(corrected: unknown, stored: unknown, shown: unknown): unknown {
+function restore(corrected: unknown, stored: unknown, shown: unknown, path: string): unknown {
   if (isObject(corrected) && isObject(stored) && isObject(shown)) {
     const merged: Record<string, unknown> = { ...corrected };
     for (const key of Object.keys(merged)) {
-      if (Object.hasOwn(stored, key) && Object.hasOwn(shown, key)) merged[key] = restore(merged[key], stored[key], shown[key]);
+      if (Object.hasOwn(stored, key) && Object.hasOwn(shown, key)) merged[key] = restore(merged[key], stored[key], shown[key], `${path}.${key}`);
     }
     return merged;
   }
+  const hidden = !isDeepStrictEqual(shown, stored);
+  if (Array.isArray(corrected) && Array.isArray(stored) && Array.isArray(shown) && hidden && !isDeepStrictEqual(corrected, shown)) {
+    // Edited in place: each element against the one shown at its place. Grown or shrunk, an
+    // element's place no longer says which stored one it was, and its masks would be stored.
+    if (corrected.length !== stored.length || shown.length !== stored.length) {
+      throw new InboxArgumentError(path, 'holds hidden values and changed length: edit its elements in place, or send each element whole');
+    }
+    return corrected.map((element, index) => restore(element, stored[index], shown[index], `${path}[${index}]`));
+  }
   // Left as shown, where what was shown was not what is stored: the stored value.
-  return isDeepStrictEqual(corrected, shown) && !isDeepStrictEqual(shown, stored) ? stored : corrected;
+  return isDeepStrictEqual(corrected, shown) && hidden ? stored : corrected;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -97,7 +97,7 @@ describe("operator's console API", () => {
         // amounts in error texts (as an application might hide figures).
         redact: (entry) =>
           Object.assign(entry, {
-            payload: entry.payload && 'secret' in entry.payload ? { ...entry.payload, secret: '[redacted]' } : entry.payload,
+            payload: entry.payload && hidePayload(entry.payload),
             error: entry.error?.replace(/withdrawal \d+/, 'withdrawal ***') ?? null,
           }),
       },
@@ -323,6 +323,21 @@ describe("operator's console API", () => {
     expect((await main.inbox.get(id))!.payload).toEqual({ accountId: account, amount: 16, secret: 'hunter2', fixed: true });
   });
 
+  it("keeps the hidden fields of an array's elements as stored when it is edited in place, and refuses one that changed length", async () => {
+    const account = newAccount();
+    const [id] = await deadLetters(account, [17], { items: [{ sku: 'a', card: '4111-1' }, { sku: 'b', card: '5500-2' }] });
+    const shown = (await call('GET', `${main.base}/entries/${id}`)).json.entry.payload;
+    expect(shown.items).toEqual([{ sku: 'a', card: '[redacted]' }, { sku: 'b', card: '[redacted]' }]);
+    // One element left out: which stored card goes with the one kept can no longer be told.
+    const shrunk = await call('POST', `${main.base}/entries/${id}/replay`, { payload: { ...shown, items: [shown.items[1]], fixed: true } });
+    expect(shrunk).toMatchObject({ status: 400, json: { error: 'InboxArgumentError', argument: 'body.payload.items' } });
+    expect((await main.inbox.get(id))!.status).toBe(InboxStatus.DeadLetter);
+    // The second element's sku corrected in place: both cards as stored, no mask.
+    const replayed = await call('POST', `${main.base}/entries/${id}/replay`, { payload: { ...shown, items: [shown.items[0], { ...shown.items[1], sku: 'c' }], fixed: true } });
+    expect(replayed.status).toBe(200);
+    expect((await main.inbox.get(id))!.payload).toMatchObject({ items: [{ sku: 'a', card: '4111-1' }, { sku: 'c', card: '5500-2' }] });
+  });
+
   it('shows the example error of a dead-letter group as its entry would show', async () => {
     const account = newAccount();
     await deadLetters(account, [777]);
@@ -408,3 +423,11 @@ describe("operator's console API", () => {
     expect((await main.inbox.get(id))!.status).toBe(InboxStatus.DeadLetter);
   });
 });
+
+/** What the console's redact hides: a `secret`, and the `card` of each of the `items`. */
+function hidePayload(payload: Record<string, unknown>): Record<string, unknown> {
+  const shown = { ...payload };
+  if ('secret' in shown) shown.secret = '[redacted]';
+  if (Array.isArray(shown.items)) shown.items = shown.items.map((item: Record<string, unknown>) => ('card' in item ? { ...item, card: '[redacted]' } : item));
+  return shown;
+}
