@@ -282,9 +282,14 @@ export class OutcomeWriter {
     return row;
   }
 
-  /** The dead-letter policy of a command type: its handler's, or the module's where it has none here. */
+  /**
+   * The dead-letter policy of a command type: its handler's. An instance without the handler (a
+   * worker of another deploy charging a crash, an operator's CLI) cannot know it, and its own
+   * module default is no better a guess: it blocks, the one choice that never runs a later entry
+   * of the key on top of a missing one (an operator can still discard the dead letter).
+   */
   private policyOf(commandType: string): DeadLetterPolicy {
-    return this.explorer.get(commandType)?.onDeadLetter ?? this.options.onDeadLetter;
+    return this.explorer.get(commandType)?.onDeadLetter ?? 'block';
   }
 
   /** The decision for a failed attempt, and what its records say about it. */

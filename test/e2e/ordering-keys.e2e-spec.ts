@@ -560,6 +560,29 @@ describe('ordering keys', () => {
     expect(await effects(key)).toEqual([1, 2]);
   }, 15_000);
 
+  it("keeps a key held when a worker without the holder's handler charges its last crash, whatever that worker's own default", async () => {
+    const key = newKey();
+    // A worker of another deploy: no handler for order.step, and `skip` as its module default.
+    const other = await createTestApp({ url: db.url, handlers: [Runs, FreeHandler], inbox: { clock, notify: false, workerId: 'other-deploy', onDeadLetter: 'skip' } });
+    try {
+      const head = await send('order.step', { account: key, n: 1 });
+      await send('order.step', { account: key, n: 2 });
+      // Its last allowed attempt ran alone as a crash suspect, started, and its worker vanished.
+      await sql(
+        db.url,
+        `UPDATE inbox_entries SET status = 'processing', locked_by = 'gone', locked_until = $2, lock_token = gen_random_uuid(),
+           retry_count = 2, max_attempts = 3, last_outcome = 'lease_expired', processing_started_at = $2 WHERE id = $1`,
+        [head.id, new Date(clock.now().getTime() - 1)],
+      );
+      await other.processor.runOnce();
+      expect(await app.inbox.get(head.id)).toMatchObject({ status: InboxStatus.DeadLetter, deadLetterReason: 'lease_expired', blocksKey: true });
+      await worker.processor.runOnce();
+      expect(await effects(key)).toEqual([]);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('dead-letters a waiting entry by hand: under block it stops its key when its turn comes, under skip it is passed over', async () => {
     const blockKey = newKey();
     await send('order.step', { account: blockKey, n: 1 });
