@@ -11,6 +11,8 @@ import { HOLDING_STATUSES } from '../state/ordering';
  * statement's time (stable, so an index can serve a comparison with it); `clock_timestamp()` the
  * moment a value is written.
  */
+/** How many rows the gauges count on a table the planner has no statistics for yet (see snapshot). */
+const UNANALYZED_COUNT_LIMIT = 100_000;
 const statementTime = (clock: string) => `COALESCE(${clock}::timestamptz, now())`;
 const wallTime = (clock: string) => `COALESCE(${clock}::timestamptz, clock_timestamp())`;
 const ms = (value: string) => `(${value} * interval '1 millisecond')`;
@@ -492,15 +494,18 @@ export class InboxStatements {
     // every other one reads them, FOR SHARE so that one which waited for a recount reads its result
     // (a plain read would see the row as it was when the statement began). Each count is served by a partial index or a range of the
     // (status, received_at) index, so it costs what the open entries number, not the table: the
-    // completed entries are estimated from the planner's statistics (reltuples) instead. $1 age,
-    // $2 test clock.
+    // completed entries are estimated from the planner's statistics (reltuples) instead. A table
+    // never analyzed has none (-1): a small one, as autovacuum analyzes a table only past 50 changed
+    // rows, or a new one; its rows are counted, up to a bound. $1 age, $2 test clock.
     const counted = (s: InboxStatus) => `(SELECT count(*) FROM ${t} WHERE "status" = ${status(s)})`;
     const snapshotColumns = `"pending", "processing", "failed", "dead_letter", "completed_estimate", "open_dead_letters", "expired_leases", "oldest_due_at", "refreshed_at", ${statementTime('$2')} AS "read_at"`;
     this.snapshot = statement('snapshot', `WITH fresh AS (
         UPDATE ${snapshot} SET "refreshed_at" = now(),
           "pending" = ${counted(InboxStatus.Pending)}, "processing" = ${counted(InboxStatus.Processing)},
           "failed" = ${counted(InboxStatus.Failed)}, "dead_letter" = ${counted(InboxStatus.DeadLetter)},
-          "completed_estimate" = GREATEST(0, (SELECT "reltuples"::bigint FROM pg_class WHERE "oid" = '${t}'::regclass)),
+          "completed_estimate" = (SELECT CASE WHEN "reltuples" >= 0 THEN "reltuples"::bigint
+            ELSE (SELECT count(*) FROM (SELECT FROM ${t} LIMIT ${UNANALYZED_COUNT_LIMIT}) AS "rows") END
+            FROM pg_class WHERE "oid" = '${t}'::regclass),
           "open_dead_letters" = (SELECT count(*) FROM ${t} WHERE "status" = ${status(InboxStatus.DeadLetter)} AND "discarded_at" IS NULL),
           "expired_leases" = (SELECT count(*) FROM ${t} WHERE ${from('expireLease')} AND "locked_until" <= ${statementTime('$2')}),
           "oldest_due_at" = (SELECT min(${DUE_AT}) FROM ${t} WHERE ${from('claim')} AND NOT "waiting")

@@ -247,6 +247,18 @@ describe('telemetry: traces and metrics through OpenTelemetry', () => {
     await app.processor.runOnce();
   });
 
+  it('counts the completed entries of a table the planner has no statistics for yet', async () => {
+    await receiver.inbox.receive({ messageId: messageId('unanalyzed'), commandType: 'obs.counted', payload: { n: 1 } });
+    await app.processor.runOnce();
+    // As after a fresh install: autovacuum analyzes a table only past 50 changed rows.
+    await sql(db.url, `UPDATE pg_class SET reltuples = -1 WHERE oid = 'inbox_entries'::regclass`);
+    clock.advance(60_000);
+    const metrics = await collect();
+    const [{ completed }] = await sql<{ completed: number }>(db.url, `SELECT count(*)::int AS completed FROM inbox_entries WHERE status = 'completed'`);
+    expect(completed).toBeGreaterThan(0);
+    expect(gaugeOf(metrics, 'nestjs_inbox.entries', { 'nestjs_inbox.status': InboxStatus.Completed })).toBe(completed);
+  });
+
   it('never puts a payload or metadata value in a span or a metric', async () => {
     const id = messageId('secret');
     await receiver.inbox.receive({ messageId: id, commandType: 'obs.traced', payload: { secret: SECRET }, metadata: { token: METADATA_SECRET } });
