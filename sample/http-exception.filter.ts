@@ -25,7 +25,7 @@ function toBody(exception: HttpException, status: number): Record<string, unknow
   }
   // Express's JSON parser reports unparseable bodies as a SyntaxError.
   if (exception.cause instanceof SyntaxError) {
-    return { error: 'MalformedJson', message: `The body is not valid JSON: ${exception.message}` };
+    return { error: 'MalformedJson', message: `The body must be a JSON object: ${exception.message}` };
   }
   if (status === HttpStatus.PAYLOAD_TOO_LARGE) {
     return { error: 'PayloadTooLarge', message: `The body is larger than the ${JSON_BODY_LIMIT} limit.` };
