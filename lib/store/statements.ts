@@ -480,9 +480,13 @@ export class InboxStatements {
       WHERE "id" IN (SELECT "id" FROM ${t}
         WHERE ${from('removePayload')} AND "payload" IS NOT NULL AND "processed_at" < ${statementTime('$1')} - $2::interval
         ORDER BY "processed_at" LIMIT $3 FOR UPDATE SKIP LOCKED)`;
-    // Keys free for longer than the deduplication window ($2): their row only numbers entries long gone.
+    // Keys free for longer than the deduplication window ($2): their row only numbers entries long
+    // gone. Not a key with a dead letter (discarded or not, it can be replayed): numbered again from
+    // 1, the key would put that replay among the entries received after it, not before them. The
+    // dead letters' keys come from the dead-letter index, a small set read once per batch.
     this.removeIdleKeys = `DELETE FROM ${keys} WHERE "ordering_key" IN (SELECT "ordering_key" FROM ${keys}
         WHERE NOT "busy" AND "touched_at" < ${statementTime('$1')} - $2::interval
+          AND "ordering_key" NOT IN (SELECT "ordering_key" FROM ${t} WHERE "status" = ${status(InboxStatus.DeadLetter)} AND "ordering_key" IS NOT NULL)
         LIMIT $3 FOR UPDATE SKIP LOCKED)`;
     this.removeCompleted = `DELETE FROM ${t}
       WHERE "id" IN (SELECT "id" FROM ${t}

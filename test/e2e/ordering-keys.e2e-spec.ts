@@ -647,7 +647,7 @@ describe('ordering keys', () => {
     expect(runs.of(key).map((run) => run.n)).toEqual([1, 2]);
   });
 
-  it('never removes what orders others, and forgets a key that has been free for the deduplication window', async () => {
+  it('never removes what orders others, nor the row of a key while a dead letter of it remains', async () => {
     const key = newKey();
     const head = await send('order.step', { account: key, n: 1, fail: 'permanent' });
     await send('order.step', { account: key, n: 2 });
@@ -663,12 +663,40 @@ describe('ordering keys', () => {
     await worker.processor.runOnce();
     expect(await effects(key)).toEqual([2]);
     clock.advance(365 * 24 * 3_600_000);
-    const { keysRemoved } = await retention.runOnce();
-    expect(keysRemoved).toBeGreaterThan(0);
-    expect(await sql(db.url, 'SELECT 1 FROM inbox_entries_keys WHERE ordering_key = $1', [key])).toEqual([]);
-    // A key received again after that starts a new row, and runs.
-    await send('order.step', { account: key, n: 3 });
+    await retention.runOnce();
+    // The discarded dead letter can still be replayed: its key keeps numbering after it.
+    expect(await sql(db.url, 'SELECT last_seq::int FROM inbox_entries_keys WHERE ordering_key = $1', [key])).toEqual([{ last_seq: 2 }]);
+    expect(await send('order.step', { account: key, n: 3 })).toMatchObject({ orderingSeq: '3', waiting: false });
     await worker.processor.runOnce();
     expect(await effects(key)).toEqual([2, 3]);
+  });
+
+  it('forgets a key that has been free for the deduplication window; received again, it starts a new row', async () => {
+    const key = newKey();
+    await send('order.step', { account: key, n: 1 });
+    await worker.processor.runOnce();
+    clock.advance(365 * 24 * 3_600_000);
+    const { keysRemoved } = await worker.get(InboxRetention).runOnce();
+    expect(keysRemoved).toBeGreaterThan(0);
+    expect(await sql(db.url, 'SELECT 1 FROM inbox_entries_keys WHERE ordering_key = $1', [key])).toEqual([]);
+    expect(await send('order.step', { account: key, n: 2 })).toMatchObject({ orderingSeq: '1', waiting: false });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+  });
+
+  it('replays a skipped dead letter long after, before the entries received since, though its key was free for the window', async () => {
+    const key = newKey();
+    await send('order.skip', { account: key, n: 1 });
+    await send('order.skip', { account: key, n: 2 });
+    const third = await send('order.skip', { account: key, n: 3, fail: 'permanent' });
+    await worker.processor.runOnce();
+    expect(await effects(key)).toEqual([1, 2]);
+    clock.advance(365 * 24 * 3_600_000);
+    await worker.get(InboxRetention).runOnce();
+    for (const n of [11, 12, 13, 14]) await send('order.skip', { account: key, n });
+    await app.inbox.replay(third.id, { actor: 'ops', payload: { account: key, n: 3, fail: 'permanent', fixed: true } });
+    await worker.processor.runOnce();
+    // The first of the new ones held the key; the replayed one comes next, before the later ones.
+    expect(await effects(key)).toEqual([1, 2, 11, 3, 12, 13, 14]);
   });
 });
