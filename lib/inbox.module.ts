@@ -12,6 +12,7 @@ import {
   INBOX_OPTIONS_TYPE,
 } from './inbox.module-definition';
 import { resolveInboxOptions } from './inbox-options';
+import { InboxConfigurationError } from './errors/inbox.error';
 import type { InboxModuleExtras, InboxModuleOptions, ResolvedInboxOptions } from './interfaces/inbox-options.interface';
 import { OutcomeWriter } from './outcomes/outcome-writer';
 import { InboxService } from './receive/inbox.service';
@@ -51,7 +52,11 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
   const providers: Provider[] = [
     {
       provide: INBOX_RESOLVED_OPTIONS,
-      useFactory: (options: InboxModuleOptions) => resolveInboxOptions(options),
+      useFactory: (options: InboxModuleOptions | null | undefined) => {
+        // forRoot() defaults to {}; a factory that returns nothing (a missing `return`) is a mistake.
+        if (options === null || options === undefined) throw new InboxConfigurationError('InboxModule.forRootAsync: the factory returned no options object (return {} for the defaults)');
+        return resolveInboxOptions(options);
+      },
       inject: [INBOX_MODULE_OPTIONS],
     },
     // The application's data source, its pool's checked-out connections guarded against errors

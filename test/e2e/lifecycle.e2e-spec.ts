@@ -190,6 +190,13 @@ describe('lifecycle', () => {
       });
       expect(asyncMessage).toContain(`"${name}"`);
     });
+
+    it('fails the boot when the forRootAsync factory returns no options (a missing return)', async () => {
+      for (const nothing of [undefined, null]) {
+        const message = await bootFails({ url: db.url, inboxModule: InboxModule.forRootAsync({ useFactory: () => nothing as never }) });
+        expect(message).toContain('the factory returned no options object');
+      }
+    });
   });
 
   it('rejects invalid decorator arguments when the class is declared', () => {
