@@ -25,6 +25,8 @@ export class KeyOperator {
   readonly releases: Release[] = [];
   /** blockedKeys() or discard() calls that threw (during the outage they do); the next round retries. */
   failedCalls = 0;
+  /** Their errors, by class and message, with how many times each was seen. */
+  readonly errorSamples = new Map<string, number>();
   private readonly firstSeen = new Map<string, number>();
   private running = false;
   private loop?: Promise<void>;
@@ -59,8 +61,10 @@ export class KeyOperator {
         await this.inbox.discard(blockedBy.id, { actor: OPERATOR_ACTOR, reason: 'designed failure; the key may move on' });
         this.releases.push({ key: orderingKey, messageId: blockedBy.messageId, waitingBehind: waiting, heldMs: now - seen });
       }
-    } catch {
+    } catch (error) {
       this.failedCalls++;
+      const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      this.errorSamples.set(text, (this.errorSamples.get(text) ?? 0) + 1);
     }
   }
 }

@@ -25,7 +25,7 @@ export interface RunReport {
   drainedInMs: number | undefined;
   stopProblems: string[];
   pool: WorkerPool;
-  operator: Pick<KeyOperator, 'failedCalls'>;
+  operator: Pick<KeyOperator, 'failedCalls' | 'errorSamples'>;
   postgres: PostgresHandle;
   database: string;
 }
@@ -79,6 +79,7 @@ export function printSummary(r: RunReport): number {
     `  commands     ${r.commands.length} generated: ${KINDS.map((k) => `${kinds[k] ?? 0} ${k}`).join(', ')}; ${fleet.v2Commands} sent as ${CHAOS_COMMAND_V2} (their attempts: ${fleet.v2AttemptsByRelease.old} by old-release workers, ${fleet.v2AttemptsByRelease.new} by new)`,
     `  keyed        ${k.keyedCommands} commands (${KINDS.filter((kind) => keyedKinds[kind]).map((kind) => `${keyedKinds[kind]} ${kind}`).join(', ')}) on ${k.keys.block + k.keys.skip} keys, ${k.perKey.min}-${k.perKey.max} entries each: ${k.keys.block} block keys (${KEYED_BLOCK_COMMAND}, key derived by its handler), ${k.keys.skip} skip keys (${KEYED_SKIP_COMMAND}, key given to receive); ${k.queued} entries arrived while their key was busy`,
     `  key outcome  ${k.completed} Completed, dead letters ${k.deadLetters.block} block + ${k.deadLetters.skip} skip; ${k.releases} blocked keys released by the operator (discard; ${k.releasesWithWaiting} with entries waiting behind, up to ${k.maxWaitingBehind}; ${r.operator.failedCalls} operator calls failed and were retried); ${k.completedAfterSkip} entries completed after a skipped dead letter of their key, ${k.completedAfterRelease} after a released one`,
+    ...[...r.operator.errorSamples].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([text, n]) => `                 ${n} x ${text.slice(0, 150)}`),
     `  key order    ${k.pairs} pairs of entries of one key compared: ${k.orderViolations} order violations, ${k.overlaps} overlaps, ${k.ranBeforeRelease} ran before a release, ${k.ranBeforeSkippedDeadLetter} before a skipped dead letter ahead, ${k.deadLetteredTooEarly} dead-lettered too early`,
     `  producers    ${r.producerLoops} loops at ${r.ratePerSecond}/s; ${p.stored} stored; ${p.failedCalls} receive calls failed and were reported to the caller (${p.affected.size} commands), all retried with the same messageId; ${p.storedByFailedCall} retries found the command already stored`,
     ...[...p.errorSamples].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([text, n]) => `                 ${n} x ${text.slice(0, 150)}`),
