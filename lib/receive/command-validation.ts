@@ -206,10 +206,30 @@ export function jsonObject(name: string, value: unknown, required: boolean, maxB
     throw new InboxArgumentError(name, `is not JSON-serialisable (${(error as Error).message})`);
   }
   if (!json.startsWith('{')) throw new InboxArgumentError(name, 'must serialise to a JSON object');
+  // JSON.stringify writes NaN and Infinity as null and a Map or Set as {}: the command stored would
+  // not be the one given. Looked for only when the JSON holds what they become (rarely).
+  if (json.includes('null') || json.includes('{}')) {
+    const changed = silentlyChanged(value, name);
+    if (changed) throw new InboxArgumentError(changed.path, changed.why);
+  }
   if (Buffer.byteLength(json, 'utf8') > maxBytes) throw new InboxArgumentError(name, `is larger than maxPayloadBytes (${maxBytes} bytes of JSON)`);
   if (ESCAPED_NUL.test(json)) throw new InboxArgumentError(name, 'must not contain NUL characters (jsonb rejects them)');
   if (ESCAPED_LONE_SURROGATE.test(json)) throw new InboxArgumentError(name, 'must be well-formed Unicode: a string or key in it holds a lone surrogate');
   return json;
+}
+
+/** The first value inside `value` that JSON would store as something else, with its path. */
+function silentlyChanged(value: unknown, path: string): { path: string; why: string } | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : { path, why: `is ${value}, which JSON stores as null` };
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (value instanceof Map || value instanceof Set) return { path, why: `is a ${value instanceof Map ? 'Map' : 'Set'}, which JSON stores as {}: send an object or an array` };
+  // What toJSON returns is stored, not the object (a Date's text): nothing more to look at.
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  for (const [key, inner] of Object.entries(value)) {
+    const found = silentlyChanged(inner, Array.isArray(value) ? `${path}[${key}]` : `${path}.${key}`);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 function optionalId(name: string, value: unknown): string | null {

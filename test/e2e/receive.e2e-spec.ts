@@ -140,6 +140,11 @@ describe('InboxService.receive', () => {
     ['null payload', { messageId: 'm', commandType: 'test.scripted', payload: null }, 'command.payload'],
     ['circular payload', { messageId: 'm', commandType: 'test.scripted', payload: circular }, 'command.payload'],
     ['BigInt payload', { messageId: 'm', commandType: 'test.scripted', payload: { n: BigInt(1) } }, 'command.payload'],
+    // Stored as null, as {}: not the command that was given.
+    ['NaN inside payload', { messageId: 'm', commandType: 'test.scripted', payload: { amount: NaN, note: null } }, 'command.payload.amount'],
+    ['Infinity in a payload array', { messageId: 'm', commandType: 'test.scripted', payload: { rates: [1, -Infinity] } }, 'command.payload.rates[1]'],
+    ['Map inside payload', { messageId: 'm', commandType: 'test.scripted', payload: { lines: new Map([['a', 1]]) } }, 'command.payload.lines'],
+    ['Set inside metadata', { messageId: 'm', commandType: 'test.scripted', payload: {}, metadata: { tags: new Set(['a']) } }, 'command.metadata.tags'],
     ['huge payload', { messageId: 'm', commandType: 'test.scripted', payload: { blob: 'x'.repeat(1_100_000) } }, 'command.payload'],
     ['NUL inside payload', { messageId: 'm', commandType: 'test.scripted', payload: { s: 'a\u0000' } }, 'command.payload'],
     ['array metadata', { messageId: 'm', commandType: 'test.scripted', payload: {}, metadata: [] }, 'command.metadata'],
