@@ -3,8 +3,8 @@ import type { DataSource } from 'typeorm';
 import { InboxArgumentError } from '../errors/inbox.error';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
-import { runQuery } from '../store/connection';
 import { clockTime } from '../store/database-clock';
+import { withDeadline } from '../store/deadline';
 import { InboxStatements } from '../store/statements';
 import { InboxSnapshots } from '../telemetry/inbox-snapshot';
 import { InboxNotifier } from '../wake/notifier';
@@ -41,6 +41,8 @@ export interface InboxHealthReport {
 }
 
 const THRESHOLDS = ['maxOldestDueAgeMs', 'maxExpiredLeases', 'maxNewDeadLetters', 'maxSnapshotAgeMs', 'timeoutMs'];
+/** A timer keeps at most about 24.8 days; a snapshot age, as the module's option, at most a day (it becomes a PostgreSQL interval). */
+const THRESHOLD_MAXIMA: Partial<Record<string, number>> = { timeoutMs: 2_147_483_647, maxSnapshotAgeMs: 86_400_000 };
 
 /**
  * The inbox's health, for a health endpoint (see `InboxHealthIndicator` for @nestjs/terminus): the
@@ -84,18 +86,21 @@ export class InboxHealth {
     };
     try {
       const since = this.lastCheckedAt;
-      const [snapshot, fresh] = await withTimeout(
+      const timeoutMs = thresholds.timeoutMs ?? 3000;
+      const timedOut = () => new Error(`no answer within ${timeoutMs} ms`);
+      const [snapshot, [fresh]] = await withTimeout(
         Promise.all([
           this.snapshots.read(thresholds.maxSnapshotAgeMs ?? 5000),
-          runQuery<{ count: number; now: Date }>(this.dataSource, this.sql.deadLettersSince, [since, clockTime(this.options.clock)]),
+          // Its connection is dropped if it stays silent, not kept to hang the next check.
+          withDeadline(this.dataSource, timeoutMs, timedOut, (query) => query<{ count: number; now: Date }>(this.sql.deadLettersSince, [since, clockTime(this.options.clock)])),
         ]),
-        thresholds.timeoutMs ?? 3000,
+        timeoutMs,
       );
       report.oldestDueAgeMs = snapshot.oldestDueAgeMs;
       report.expiredLeases = snapshot.expiredLeases;
       report.openDeadLetters = snapshot.openDeadLetters;
-      report.newDeadLetters = fresh.rows[0].count;
-      this.lastCheckedAt = fresh.rows[0].now;
+      report.newDeadLetters = fresh.count;
+      this.lastCheckedAt = fresh.now;
       const { maxOldestDueAgeMs, maxExpiredLeases, maxNewDeadLetters } = thresholds;
       if (maxOldestDueAgeMs !== undefined && snapshot.oldestDueAgeMs > maxOldestDueAgeMs) {
         problems.push(`the oldest due entry has waited ${Math.round(snapshot.oldestDueAgeMs)} ms (threshold ${maxOldestDueAgeMs} ms)`);
@@ -123,6 +128,8 @@ function validateThresholds(thresholds: InboxHealthThresholds): void {
     if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value < 0)) {
       throw new InboxArgumentError(`thresholds.${key}`, 'expected a number of at least 0');
     }
+    const max = THRESHOLD_MAXIMA[key];
+    if (max !== undefined && value > max) throw new InboxArgumentError(`thresholds.${key}`, `expected at most ${max}`);
   }
 }
 

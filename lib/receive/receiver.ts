@@ -6,9 +6,10 @@ import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ReceiveManyResult, ReceiveResult } from '../interfaces/inbox-command.interface';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { InboxStatus } from '../state/inbox-state-machine';
-import { pgPoolOf, pgQuery, runQuery, type PgPoolClient, type Statement } from '../store/connection';
+import { pgPoolOf, runQuery } from '../store/connection';
+import { withDeadline, type RunStatement } from '../store/deadline';
 import { clockTime } from '../store/database-clock';
-import { asInboxError, isConnectionError } from '../store/database-errors';
+import { asInboxError } from '../store/database-errors';
 import { rowFromJson, toEntry, type InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
 import { InboxMetrics } from '../telemetry/inbox-metrics';
@@ -310,61 +311,17 @@ export class Receiver {
   }
 
   /**
-   * Runs `work` on a pool connection of its own (node-postgres directly: this is the hot path),
-   * failing with InboxUnavailableError when the database is unreachable or silent for
-   * `receiveTimeoutMs` (InboxPoolExhaustedError when the pool had no connection to give); a
-   * timed-out connection is destroyed, which makes the server roll back what had not committed.
+   * Runs `work` on a pool connection of its own, failing with InboxUnavailableError when the
+   * database is unreachable or silent for `receiveTimeoutMs` (InboxPoolExhaustedError when the
+   * pool had no connection to give); see withDeadline.
    */
   private withTimeout<T>(work: (query: RunStatement) => Promise<T>): Promise<T> {
     const timeoutMs = this.options.receiveTimeoutMs;
-    // Callbacks rather than a race of promises: this runs once per receive.
-    return new Promise<T>((resolve, reject) => {
-      let client: PgPoolClient | undefined;
-      let settled = false;
-      const pool = pgPoolOf(this.dataSource);
-      const timer = setTimeout(() => {
-        settled = true;
-        // Still waiting for the pool, every connection of which is held: not the database's fault.
-        const exhausted = !client && pool.totalCount >= pool.options.max && pool.idleCount === 0;
-        reject(exhausted ? new InboxPoolExhaustedError(pool.options.max, timeoutMs) : new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`));
-        // Destroy the connection, now or (below) whenever the pool hands it over.
-        client?.release(true);
-      }, timeoutMs);
-      const finish = (error: unknown, result?: T) => {
-        if (settled) return; // timed out: the connection is gone already
-        settled = true;
-        clearTimeout(timer);
-        client!.removeListener('error', ignoreError);
-        client!.release(error !== undefined && isConnectionError(error) ? true : undefined);
-        if (error === undefined) resolve(result as T);
-        else reject(asInboxError(error, this.dataSource));
-      };
-      pool.connect().then(
-        (connected) => {
-          if (settled) return connected.release(true);
-          client = connected;
-          // A checked-out node-postgres client has no 'error' listener of its own: without this
-          // one, a connection that breaks while we hold it would crash the process.
-          connected.on('error', ignoreError);
-          const query: RunStatement = async <R>(sql: string | Statement, values: unknown[]) => (await pgQuery(connected, sql, values)).rows as R[];
-          work(query).then(
-            (result) => finish(undefined, result),
-            (error: unknown) => finish(error ?? new Error('undefined thrown')),
-          );
-        },
-        (error: unknown) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          reject(asInboxError(error, this.dataSource));
-        },
-      );
-    });
+    const timedOut = (exhausted: boolean) =>
+      exhausted ? new InboxPoolExhaustedError(pgPoolOf(this.dataSource).options.max, timeoutMs) : new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`);
+    return withDeadline(this.dataSource, timeoutMs, timedOut, work);
   }
 }
-
-/** Runs one statement and returns its rows. */
-type RunStatement = <R>(sql: string | Statement, params: unknown[]) => Promise<R[]>;
 
 type StoredRow = InboxRow & { same_command: boolean };
 
@@ -450,4 +407,3 @@ function jsonArray(texts: string[]): string {
   return `[${texts.join(',')}]`;
 }
 
-function ignoreError(): void {}

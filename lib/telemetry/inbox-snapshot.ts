@@ -3,8 +3,9 @@ import type { DataSource } from 'typeorm';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { InboxStatus } from '../state/inbox-state-machine';
-import { runQuery } from '../store/connection';
+import { InboxUnavailableError } from '../errors/inbox.error';
 import { clockTime } from '../store/database-clock';
+import { withDeadline } from '../store/deadline';
 import { InboxStatements } from '../store/statements';
 
 /** The figures the gauges and the health check report, as the fleet last counted them. */
@@ -55,7 +56,16 @@ export class InboxSnapshots {
   }
 
   private async query(maxAgeMs: number): Promise<InboxSnapshot> {
-    const { rows } = await runQuery<SnapshotRow>(this.dataSource, this.sql.snapshot, [`${maxAgeMs} milliseconds`, clockTime(this.options.clock)]);
+    // Bounded as a receive is: a read left hanging on a connection that went silent would hold
+    // every later read (they share it), and the health check would stay down after the database
+    // answers again.
+    const timeoutMs = this.options.receiveTimeoutMs;
+    const rows = await withDeadline(
+      this.dataSource,
+      timeoutMs,
+      () => new InboxUnavailableError(`no answer within receiveTimeoutMs (${timeoutMs} ms)`),
+      (query) => query<SnapshotRow>(this.sql.snapshot, [`${maxAgeMs} milliseconds`, clockTime(this.options.clock)]),
+    );
     const row = rows[0];
     if (!row) throw new Error(`the inbox's snapshot row is missing: run the inbox migration (table "${this.options.tableName}")`);
     const open = Number(row.pending) + Number(row.processing) + Number(row.failed) + Number(row.dead_letter);

@@ -80,6 +80,16 @@ describe('health: the inbox as a Terminus health indicator', () => {
     expect(up.inbox.databaseReachable).toBe(true);
   });
 
+  it('comes back up soon after a database that went silent answers again', async () => {
+    proxy.set('blackhole');
+    const down = await indicator.isHealthy('inbox', { maxSnapshotAgeMs: 0, timeoutMs: 500 });
+    expect(down.inbox).toMatchObject({ status: 'down', databaseReachable: false });
+    proxy.set('forward');
+    // The reads left on the silent connections give them up (receiveTimeoutMs, 5 s here) instead
+    // of holding every later check until the operating system drops the sockets.
+    await waitFor(async () => (await indicator.isHealthy('inbox', { maxSnapshotAgeMs: 0, timeoutMs: 500 })).inbox.status === 'up', 'the inbox to be healthy again', 12_000);
+  });
+
   it('is down while the oldest due entry waits longer than its threshold', async () => {
     const receiver = await createTestApp({ url: db.url, handlers: [RefusingHandler], inbox: { worker: false, notify: false, clock } });
     try {
@@ -114,6 +124,9 @@ describe('health: the inbox as a Terminus health indicator', () => {
   it('refuses a threshold it does not know, or a negative one', async () => {
     await expect(indicator.isHealthy('inbox', { maxOldestDueAge: 5 } as never)).rejects.toThrow(InboxArgumentError);
     await expect(indicator.isHealthy('inbox', { maxExpiredLeases: -1 })).rejects.toThrow('thresholds.maxExpiredLeases');
+    // Longer than a timer keeps, longer than a day of figures: refused, not misread.
+    await expect(indicator.isHealthy('inbox', { timeoutMs: 3e9 })).rejects.toThrow('thresholds.timeoutMs');
+    await expect(indicator.isHealthy('inbox', { maxSnapshotAgeMs: 1e16 })).rejects.toThrow('thresholds.maxSnapshotAgeMs');
   });
 
   let deadBefore = 0;
