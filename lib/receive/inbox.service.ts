@@ -332,9 +332,9 @@ export class InboxService {
     // Checked before the first batch: a bad callback must not stop the action half done.
     const onProgress = (options as BulkReplayOptions).onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function') throw new InboxArgumentError('options.onProgress', 'expected a function');
-    return this.tracing.internal(`nestjs_inbox.${name}`, { [ATTR.actor]: audit.actor ?? '', 'nestjs_inbox.dry_run': options.dryRun === true }, async (span) => {
+    return this.tracing.internal(`nestjs_inbox.${name}`, { [ATTR.actor]: audit.actor ?? '', 'nestjs_inbox.dry_run': options.dryRun === true }, async (record) => {
       const matched = await this.count(scope);
-      span?.setAttribute('nestjs_inbox.matched', matched);
+      record({ 'nestjs_inbox.matched': matched });
       if (options.dryRun) return { matched, changed: 0, dryRun: true };
       if (expected !== undefined && expected !== matched) throw new BulkCountChangedError(expected, matched);
       // Never more than were counted (and, confirmed, shown): entries that match only since the
@@ -349,7 +349,7 @@ export class InboxService {
         if (ids.length < size) break;
         afterId = ids[ids.length - 1];
       }
-      span?.setAttribute(ATTR.count, changed);
+      record({ [ATTR.count]: changed });
       return { matched, changed, dryRun: false };
     });
   }

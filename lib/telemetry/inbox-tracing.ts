@@ -13,6 +13,11 @@ import { fromStoredContext, toStoredContext, type StoredTraceContext } from './t
 const SPAN_KIND = { internal: 0, producer: 3, consumer: 4 } as const;
 const STATUS_ERROR = 2;
 
+/** Adds attributes to a span of internal work (see InboxTracing.internal). */
+export type RecordAttributes = (attributes: Attributes) => void;
+
+const IGNORE_ATTRIBUTES: RecordAttributes = () => undefined;
+
 /** An attempt's span and the context its handler runs in. */
 export interface AttemptSpan {
   span: Span;
@@ -201,15 +206,18 @@ export class InboxTracing {
     return this.names.get(commandType, operation, () => `${operation} ${commandType}`);
   }
 
-  /** Runs background or bulk work (the lease sweep, retention, a bulk replay) in a span of its own. */
-  async internal<T>(name: string, attributes: Attributes, work: (span: Span | undefined) => Promise<T>): Promise<T> {
-    if (!this.tracer) return work(undefined);
+  /**
+   * Runs background or bulk work (the lease sweep, retention, a bulk replay) in a span of its own.
+   * `record` adds attributes to it as the work learns them; a span that throws is skipped there too.
+   */
+  async internal<T>(name: string, attributes: Attributes, work: (record: RecordAttributes) => Promise<T>): Promise<T> {
+    if (!this.tracer) return work(IGNORE_ATTRIBUTES);
     let started = false;
     try {
       return await this.tracer.startActiveSpan(name, { kind: SPAN_KIND.internal, attributes: { [ATTR.messagingSystem]: MESSAGING_SYSTEM, ...attributes } }, async (span) => {
         started = true;
         try {
-          return await work(span);
+          return await work((added) => this.guard(undefined, () => span.setAttributes(added)));
         } catch (error) {
           this.guard(undefined, () => markFailed(span, error));
           throw error;
@@ -218,10 +226,9 @@ export class InboxTracing {
         }
       });
     } catch (error) {
-      // A tracer that fails before the work starts does not keep the work from running.
       if (started) throw error;
       this.warn(error);
-      return work(undefined);
+      return work(IGNORE_ATTRIBUTES);
     }
   }
 

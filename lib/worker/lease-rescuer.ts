@@ -1,5 +1,4 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { Span } from '@opentelemetry/api';
 import type { QueryRunner } from 'typeorm';
 import { LeaseExpiredError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
@@ -11,7 +10,7 @@ import { clockTime } from '../store/database-clock';
 import type { InboxRow } from '../store/schema';
 import { InboxStatements } from '../store/statements';
 import { ATTR } from '../telemetry/attributes';
-import { InboxTracing } from '../telemetry/inbox-tracing';
+import { InboxTracing, type RecordAttributes } from '../telemetry/inbox-tracing';
 import { WorkerConnections } from './connections';
 
 /** Expired leases handled per sweep; the rest wait for the next one. */
@@ -42,14 +41,14 @@ export class LeaseRescuer {
     await this.connections.use(async (queryRunner) => {
       // The usual answer is "none": find that out with one cheap statement.
       if ((await runQuery(queryRunner, this.sql.anyExpiredLease, [clock])).rows.length === 0) return;
-      await this.tracing.internal('nestjs_inbox.lease_sweep', {}, (span) => this.settle(queryRunner, clock, span));
+      await this.tracing.internal('nestjs_inbox.lease_sweep', {}, (record) => this.settle(queryRunner, clock, record));
     });
   }
 
   /** Settles the expired leases found, up to a sweep's limit. */
-  private async settle(queryRunner: QueryRunner, clock: Date | null, span: Span | undefined): Promise<void> {
+  private async settle(queryRunner: QueryRunner, clock: Date | null, record: RecordAttributes): Promise<void> {
     const { rows } = await runQuery<InboxRow>(queryRunner, this.sql.selectExpiredLeases, [clock, LEASE_SWEEP_LIMIT]);
-    span?.setAttribute(ATTR.count, rows.length);
+    record({ [ATTR.count]: rows.length });
     const decided = (decision: LeaseExpiryDecision) =>
       rows.filter((row) => decideLeaseExpiry(row.processing_started_at !== null, isCrashSuspect(row.last_outcome)) === decision);
     await this.writer.release(queryRunner, decided(LeaseExpiryDecision.Release), false, 'its claim as a crash suspect expired before its attempt started');

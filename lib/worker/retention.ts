@@ -10,9 +10,8 @@ import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource } from 'typeorm';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import { clockTime } from '../store/database-clock';
-import type { Span } from '@opentelemetry/api';
 import { runQuery } from '../store/connection';
-import { InboxTracing } from '../telemetry/inbox-tracing';
+import { InboxTracing, type RecordAttributes } from '../telemetry/inbox-tracing';
 import { InboxStatements } from '../store/statements';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 
@@ -67,11 +66,11 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
 
   /** Runs one cleanup now (or joins the running one). */
   runOnce(): Promise<RetentionResult> {
-    this.running ??= this.tracing.internal('nestjs_inbox.retention', {}, (span) => this.cleanUp(span)).finally(() => (this.running = null));
+    this.running ??= this.tracing.internal('nestjs_inbox.retention', {}, (record) => this.cleanUp(record)).finally(() => (this.running = null));
     return this.running;
   }
 
-  private async cleanUp(span: Span | undefined): Promise<RetentionResult> {
+  private async cleanUp(record: RecordAttributes): Promise<RetentionResult> {
     const { payloadRetentionMs, deduplicationWindowMs } = this.options.retention;
     const deleted = await this.inBatches(this.sql.removeCompleted, deduplicationWindowMs);
     const payloadsRemoved = await this.inBatches(this.sql.removePayloads, payloadRetentionMs);
@@ -80,7 +79,7 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
     if (deleted + payloadsRemoved + keysRemoved > 0) {
       this.logger.log(`Inbox retention removed ${payloadsRemoved} payload(s), deleted ${deleted} completed entr(ies) and forgot ${keysRemoved} idle ordering key(s).`);
     }
-    span?.setAttributes({ 'nestjs_inbox.retention.deleted': deleted, 'nestjs_inbox.retention.payloads_removed': payloadsRemoved, 'nestjs_inbox.retention.keys_removed': keysRemoved });
+    record({ 'nestjs_inbox.retention.deleted': deleted, 'nestjs_inbox.retention.payloads_removed': payloadsRemoved, 'nestjs_inbox.retention.keys_removed': keysRemoved });
     return { payloadsRemoved, deleted, keysRemoved };
   }
 

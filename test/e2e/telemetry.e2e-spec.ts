@@ -361,3 +361,38 @@ describe('telemetry: a tracer and a meter that throw', () => {
     await expect(app.get(InboxRetention).runOnce()).resolves.toMatchObject({ deleted: 0 });
   });
 });
+
+describe('telemetry: spans that throw when given attributes', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  const exploded = () => {
+    throw new Error('exporter exploded');
+  };
+  const context = { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: 1 };
+  const span = { setAttribute: exploded, setAttributes: exploded, setStatus: exploded, isRecording: () => true, spanContext: () => context, end: () => undefined };
+  const tracer = { startSpan: () => span, startActiveSpan: (_name: string, _options: unknown, work: (started: typeof span) => unknown) => work(span) };
+
+  beforeAll(async () => {
+    db = await createTestDatabase('telemetry_attributes');
+    app = await createTestApp({ url: db.url, handlers: [CountedHandler], inbox: { notify: false, telemetry: { tracerProvider: { getTracer: () => tracer } as never } } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  it('still sweeps expired leases, replays in bulk and cleans up', async () => {
+    const { entry } = await app.inbox.receive({ messageId: 'attributes-lease', commandType: 'obs.counted', payload: { n: 1 } });
+    // A claim whose worker vanished: its lease ran out a minute ago.
+    await sql(db.url, `UPDATE inbox_entries SET status = 'processing', locked_by = 'gone', lock_token = gen_random_uuid(), locked_until = now() - interval '1 minute' WHERE id = $1`, [entry.id]);
+    await app.processor.runOnce();
+    // Handed back by the sweep, it ran in the same pass.
+    expect(await app.inbox.get(entry.id)).toMatchObject({ status: InboxStatus.Completed });
+    const bad = await app.inbox.receive({ messageId: 'attributes-bad', commandType: 'obs.counted', payload: { n: 2, fail: true } });
+    await app.processor.runOnce();
+    expect(await app.inbox.replayMany({ commandType: 'obs.counted' }, { actor: 'ops' })).toMatchObject({ matched: 1, replayed: 1 });
+    expect((await app.inbox.get(bad.entry.id))!.status).toBe(InboxStatus.Pending);
+    await expect(app.get(InboxRetention).runOnce()).resolves.toMatchObject({ deleted: 0 });
+  });
+});
