@@ -268,22 +268,26 @@ export class BatchExecutor {
       this.endSpans([...claimedJobs, ...failures], () => 'not_recorded');
       return;
     }
-    // Runs that broke: what came after the entry that did not complete goes back, still waiting.
-    const settled = rows.some((row) => row.waiting)
-      ? settleRuns(rows, new Set(completedJobs.map((job) => job.row.id)), new Set(failures.map((f) => f.row.id)), released)
-      : NO_RUNS;
-    if (settled.release.length > 0) {
-      await this.onConnection(batchConnection, (queryRunner) =>
-        this.writer.release(queryRunner, settled.release, false, 'an earlier entry of its ordering key did not complete in its batch'),
-      );
-      const back = new Set(settled.release.map((row) => row.id));
-      this.endSpans([...claimedJobs, ...failures], (attempt) => (back.has(attempt.row.id) && !released.has(attempt.row.id) ? 'released' : undefined));
-      failures = failures.filter((failure) => !settled.dropFailures.has(failure.row.id));
+    try {
+      // Runs that broke: what came after the entry that did not complete goes back, still waiting.
+      const settled = rows.some((row) => row.waiting)
+        ? settleRuns(rows, new Set(completedJobs.map((job) => job.row.id)), new Set(failures.map((f) => f.row.id)), released)
+        : NO_RUNS;
+      if (settled.release.length > 0) {
+        await this.onConnection(batchConnection, (queryRunner) =>
+          this.writer.release(queryRunner, settled.release, false, 'an earlier entry of its ordering key did not complete in its batch'),
+        );
+        const back = new Set(settled.release.map((row) => row.id));
+        this.endSpans([...claimedJobs, ...failures], (attempt) => (back.has(attempt.row.id) && !released.has(attempt.row.id) ? 'released' : undefined));
+        failures = failures.filter((failure) => !settled.dropFailures.has(failure.row.id));
+      }
+      // Failures first, in their own statement (the handlers' writes are already rolled back).
+      if (failures.length > 0) await this.onConnection(batchConnection, (queryRunner) => this.writer.fail(queryRunner, failures));
+    } finally {
+      // Then the completions, committed whatever became of the records above: counted, their
+      // spans ended, the listeners told.
+      this.writer.completed(completed, completedJobs);
     }
-    // Failures first, in their own statement (the handlers' writes are already rolled back); then
-    // the listeners hear of the completions.
-    if (failures.length > 0) await this.onConnection(batchConnection, (queryRunner) => this.writer.fail(queryRunner, failures));
-    this.writer.completed(completed, completedJobs);
   }
 
   /** Ends each distinct span once, with the outcome `outcomeOf` gives it (none: left open for later). */

@@ -6,6 +6,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type Re
 import { InboxHandler, InboxRetention, InboxSnapshots, InboxStatus, PermanentError, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
 import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+import { proxyFor, type TcpProxy } from '../support/tcp-proxy';
 
 /** What the traced handler does next: fail (transient), fail for good, or succeed. */
 const script = { mode: 'ok' as 'ok' | 'fail' | 'permanent' };
@@ -394,5 +395,45 @@ describe('telemetry: spans that throw when given attributes', () => {
     expect(await app.inbox.replayMany({ commandType: 'obs.counted' }, { actor: 'ops' })).toMatchObject({ matched: 1, replayed: 1 });
     expect((await app.inbox.get(bad.entry.id))!.status).toBe(InboxStatus.Pending);
     await expect(app.get(InboxRetention).runOnce()).resolves.toMatchObject({ deleted: 0 });
+  });
+});
+
+describe('telemetry: a completion committed before its batch could record a failure', () => {
+  let db: TestDatabase;
+  let proxy: TcpProxy;
+  let app: TestApp;
+  const spans = new InMemorySpanExporter();
+  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });
+  const reader = new OnDemandReader();
+  const meterProvider = new MeterProvider({ readers: [reader] });
+
+  beforeAll(async () => {
+    db = await createTestDatabase('telemetry_lost_answer');
+    proxy = proxyFor(db.url);
+    const url = await proxy.start(db.url);
+    // One batch at a time: both commands run in the same batch.
+    app = await createTestApp({ url, handlers: [CountedHandler], inbox: { notify: false, concurrency: 1, telemetry: { tracerProvider, meterProvider } } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await proxy?.close();
+    await meterProvider.shutdown();
+    await tracerProvider.shutdown();
+    await db?.drop();
+  });
+
+  it('is counted and its span ended when the answer to the failure record is lost', async () => {
+    const done = await app.inbox.receive({ messageId: 'lost-answer-ok', commandType: 'obs.counted', payload: { n: 1 } });
+    await app.inbox.receive({ messageId: 'lost-answer-refused', commandType: 'obs.counted', payload: { n: 2, fail: true } });
+    // The batch commits the completion, then records the failure: that answer never arrives.
+    proxy.dropAnswerOnce('nestjs_inbox_fail_');
+    await app.processor.runOnce();
+    expect(proxy.droppedAnswers).toBe(1);
+    expect((await app.inbox.get(done.entry.id))!.status).toBe(InboxStatus.Completed);
+    const { resourceMetrics } = await reader.collect();
+    expect(sumOf(resourceMetrics, 'nestjs_inbox.commands.processed', { 'nestjs_inbox.outcome': 'completed' })).toBe(1);
+    const ended = spans.getFinishedSpans().filter((span) => span.attributes['nestjs_inbox.entry.id'] === done.entry.id);
+    expect(ended.map((span) => span.attributes['nestjs_inbox.outcome'])).toEqual(['completed']);
   });
 });
