@@ -327,7 +327,10 @@ export class BatchExecutor {
       for (const [index, job] of jobs.entries()) {
         if (!ours.has(job.row.id)) {
           this.logger.warn(`Inbox entry ${job.row.id} (${job.row.command_type}): claim lost before the handler started; skipped.`);
+          // A key's run settles its entries' spans (see settleRuns); an entry without a key is done
+          // with here, and the span its earlier run opened must end.
           if (job.row.ordering_key !== null) broken.add(job.row.ordering_key);
+          else this.tracing.endAttempt(job.span, 'not_recorded');
           continue;
         }
         if (job.row.ordering_key !== null && broken.has(job.row.ordering_key)) continue;

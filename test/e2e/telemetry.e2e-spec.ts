@@ -4,7 +4,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { AggregationTemporality, MeterProvider, MetricReader, type DataPoint, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { InboxHandler, InboxRetention, InboxSnapshots, InboxStatus, PermanentError, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
-import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
+import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 import { proxyFor, type TcpProxy } from '../support/tcp-proxy';
 
@@ -398,6 +398,23 @@ describe('telemetry: spans that throw when given attributes', () => {
   });
 });
 
+/** Where MeddlingHandler reaches the database from outside its batch. */
+const meddling = { url: '' };
+
+/**
+ * Takes the claim of another entry of its batch away (as a lease sweep would once the lease ran
+ * out): the update waits for the batch's lock, and the handler fails once it is queued.
+ */
+@Injectable()
+@InboxHandler('obs.meddling')
+class MeddlingHandler implements InboxCommandHandler<{ victim: string }> {
+  async execute(command: { victim: string }): Promise<void> {
+    void sql(meddling.url, `UPDATE inbox_entries SET lock_token = gen_random_uuid() WHERE message_id = $1`, [command.victim]);
+    await waitFor(async () => (await sql(meddling.url, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).length > 0, 'the update queued');
+    throw new Error('fails after taking a claim away');
+  }
+}
+
 describe('telemetry: a completion committed before its batch could record a failure', () => {
   let db: TestDatabase;
   let proxy: TcpProxy;
@@ -435,5 +452,33 @@ describe('telemetry: a completion committed before its batch could record a fail
     expect(sumOf(resourceMetrics, 'nestjs_inbox.commands.processed', { 'nestjs_inbox.outcome': 'completed' })).toBe(1);
     const ended = spans.getFinishedSpans().filter((span) => span.attributes['nestjs_inbox.entry.id'] === done.entry.id);
     expect(ended.map((span) => span.attributes['nestjs_inbox.outcome'])).toEqual(['completed']);
+  });
+});
+
+describe('telemetry: an entry whose claim is lost between two runs of its batch', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  const spans = new InMemorySpanExporter();
+  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });
+
+  beforeAll(async () => {
+    db = await createTestDatabase('telemetry_lost_claim');
+    meddling.url = db.url;
+    // One batch at a time: both commands run in the same batch.
+    app = await createTestApp({ url: db.url, handlers: [CountedHandler, MeddlingHandler], inbox: { notify: false, concurrency: 1, telemetry: { tracerProvider } } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await tracerProvider.shutdown();
+    await db?.drop();
+  });
+
+  it('ends its span', async () => {
+    const victim = await app.inbox.receive({ messageId: 'lost-claim-victim', commandType: 'obs.counted', payload: { n: 3 } });
+    await app.inbox.receive({ messageId: 'lost-claim-meddler', commandType: 'obs.meddling', payload: { victim: 'lost-claim-victim' } });
+    await app.processor.runOnce();
+    const ran = spans.getFinishedSpans().filter((span) => span.attributes['nestjs_inbox.entry.id'] === victim.entry.id);
+    expect(ran.map((span) => span.attributes['nestjs_inbox.outcome'])).toEqual(['not_recorded']);
   });
 });
