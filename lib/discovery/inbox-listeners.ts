@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nestjs/common';
+import { describeError, errorStackOf } from '../errors/describe-error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { InboxEvent, InboxEventType } from '../interfaces/inbox-event.interface';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
@@ -66,7 +67,7 @@ export class InboxListeners implements BeforeApplicationShutdown {
           },
           (error: unknown) => {
             clearTimeout(timer);
-            this.logger.error(`Listener ${listener.name} failed on ${about}: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
+            this.logger.error(`Listener ${listener.name} failed on ${about}: ${describeError(error)}`, errorStackOf(error));
             resolve();
           },
         );

@@ -3,6 +3,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { DataSource, QueryRunner } from 'typeorm';
 import { InboxExplorer } from '../discovery/inbox.explorer';
 import { InboxListeners } from '../discovery/inbox-listeners';
+import { describeError, errorClassOf, errorStackOf } from '../errors/describe-error';
 import { HandlerTimeoutError, LeaseExpiredError, PayloadValidationError, PermanentError } from '../errors/inbox.error';
 import { INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
@@ -303,7 +304,7 @@ export class OutcomeWriter {
     const maxAttempts = ranHere ?? row.max_attempts ?? handler?.maxAttempts ?? this.options.maxAttempts;
     const backoff = handler?.backoff ?? this.options.backoff;
     const decision = decideFailure(kind, attempt, maxAttempts, () => backoffDelayMs(attempt, backoff));
-    const rawMessage = describe(error).slice(0, MAX_ERROR_LENGTH);
+    const rawMessage = describeError(error).slice(0, MAX_ERROR_LENGTH);
     const exhausted = decision.status === InboxStatus.DeadLetter && decision.reason !== DeadLetterReason.PermanentError && decision.reason !== DeadLetterReason.InvalidPayload;
     return {
       row,
@@ -316,8 +317,8 @@ export class OutcomeWriter {
       message: (exhausted ? `Gave up after ${attempt} attempt(s): ${rawMessage}` : rawMessage).slice(0, MAX_ERROR_LENGTH),
       startedAt,
       finishedAt,
-      errorClass: error instanceof Error ? error.name : typeof error,
-      stack: (error instanceof Error ? error.stack : undefined)?.slice(0, MAX_STACK_LENGTH) ?? null,
+      errorClass: errorClassOf(error),
+      stack: errorStackOf(error)?.slice(0, MAX_STACK_LENGTH) ?? null,
       workerId: kind === FailureKind.LeaseExpired ? row.locked_by : this.options.workerId,
       blocksKey: row.ordering_key !== null && decision.status === InboxStatus.DeadLetter && blocksKeyWhenDeadLettered(this.policyOf(row.command_type)),
     };
@@ -417,7 +418,4 @@ export function failureKindOf(error: unknown): FailureKind {
   return FailureKind.Transient;
 }
 
-export function describe(error: unknown): string {
-  if (error instanceof Error) return error.message || error.name;
-  return String(error);
-}
+export { describeError as describe } from '../errors/describe-error';

@@ -1,4 +1,5 @@
 import { DataSource, EntityManager } from 'typeorm';
+import { describeError } from '../errors/describe-error';
 import { InboxArgumentError, OrderingKeyMismatchError, UnknownCommandTypeError } from '../errors/inbox.error';
 import {
   DEFAULT_LIST_LIMIT,
@@ -77,7 +78,7 @@ function orderingKeyOf(command: IncomingCommand, commandType: string, rules: Com
   try {
     value = derive(command.payload);
   } catch (error) {
-    throw new InboxArgumentError('command.orderingKey', `the handler of "${commandType}" could not derive it from the payload: ${(error as Error)?.message ?? String(error)}`);
+    throw new InboxArgumentError('command.orderingKey', `the handler of "${commandType}" could not derive it from the payload: ${describeError(error)}`);
   }
   let derived: string;
   try {

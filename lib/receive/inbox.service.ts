@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { InboxExplorer } from '../discovery/inbox.explorer';
 import { materializeCommand } from '../discovery/payload-materializer';
+import { describeError } from '../errors/describe-error';
 import { BulkCountChangedError, InboxArgumentError, InboxEntryNotFoundError, InboxError, InvalidEntryStateError } from '../errors/inbox.error';
 import { DEFAULT_LIST_LIMIT, INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, MAX_LIST_LIMIT, MAX_MESSAGE_ID_LENGTH, MAX_RECEIVE_MANY, MAX_RECEIVE_MANY_JSON_LENGTH } from '../inbox.constants';
 import type {
@@ -407,7 +408,7 @@ export class InboxService {
       try {
         derived = handler.orderingKey(payload);
       } catch (error) {
-        derived = `(none: ${(error as Error)?.message ?? String(error)})`;
+        derived = `(none: ${describeError(error)})`;
       }
       if (derived !== entry.orderingKey) {
         throw new InboxArgumentError(

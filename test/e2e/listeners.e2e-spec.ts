@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { InboxStatus, OnInboxCompleted, type InboxEvent } from 'nestjs-inbox';
+import { InboxHandler, InboxStatus, OnInboxCompleted, type InboxCommandHandler, type InboxEvent } from 'nestjs-inbox';
 import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
 import { CaptureLogger } from '../support/capture-logger';
 import { createTestApp, waitFor, type TestApp } from '../support/test-app';
@@ -93,5 +93,54 @@ describe('outcome listeners stay off the critical path', () => {
     const closing = app!.close();
     app = undefined;
     expect(await within(closing.then(() => 'closed'), 10_000)).toBe('closed');
+  });
+});
+
+/** A value with no prototype: it cannot be turned into text (String() throws). */
+const formless = () => Object.create(null) as object;
+
+/** Throws a value that is not an Error and cannot be turned into text. */
+@Injectable()
+@InboxHandler('test.formless')
+class FormlessHandler implements InboxCommandHandler<{ fail: boolean }> {
+  execute(command: { fail: boolean }): Promise<void> {
+    if (command.fail) throw formless();
+    return Promise.resolve();
+  }
+}
+
+/** A completed-listener that throws such a value. */
+@Injectable()
+class FormlessListener {
+  @OnInboxCompleted()
+  onCompleted(): void {
+    throw formless();
+  }
+}
+
+describe('thrown values that cannot be turned into text', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  let logger: CaptureLogger;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('listeners_formless');
+    logger = new CaptureLogger();
+    app = await createTestApp({ url: db.url, handlers: [FormlessHandler, FormlessListener], logger, inbox: { notify: false, concurrency: 1 } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  it("record a handler's failure, and log a listener's", async () => {
+    const failing = await app.inbox.receive({ messageId: 'formless-fail', commandType: 'test.formless', payload: { fail: true } });
+    const completing = await app.inbox.receive({ messageId: 'formless-ok', commandType: 'test.formless', payload: { fail: false } });
+    await app.processor.runOnce();
+    expect(await app.inbox.get(failing.entry.id)).toMatchObject({ status: InboxStatus.Failed, retryCount: 1, error: '[object Object]' });
+    expect((await app.inbox.get(completing.entry.id))!.status).toBe(InboxStatus.Completed);
+    const line = await waitFor(() => logger.find('error', /FormlessListener.onCompleted failed/)[0], 'the listener failure to be logged', 5_000);
+    expect(line.message).toContain('[object Object]');
   });
 });
