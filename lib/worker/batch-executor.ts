@@ -256,6 +256,15 @@ export class BatchExecutor {
           this.tracing.endAttempt(job.span, 'released', result.error);
         }
         break;
+      } else if (isolated && jobs.length > 1) {
+        // Failed as a whole again, and no handler's statement to blame: the batch's own work did
+        // (a constraint checked at commit, a statement timeout on a key's lock). Each entry then
+        // runs in a transaction of its own: only one whose own transaction fails is charged.
+        const alone = await this.runEachAlone(jobs, batchConnection, suspect);
+        completed = alone.completed;
+        completedJobs = alone.completedJobs;
+        failures.push(...alone.failures);
+        break;
       } else if (isolated || jobs.length === 1) {
         // The transaction itself failed (commit, connection): every attempt in it failed.
         for (const job of jobs) failures.push(failureOf(job, result.error));
@@ -288,6 +297,30 @@ export class BatchExecutor {
       // spans ended, the listeners told.
       this.writer.completed(completed, completedJobs);
     }
+  }
+
+  /**
+   * Runs each job in a transaction of its own, in order; a key's later entries are left out once
+   * one of its entries did not complete (settleRuns hands them back). What completed and what failed.
+   */
+  private async runEachAlone(jobs: Job[], batchConnection: QueryRunner, suspect: boolean): Promise<{ completed: InboxRow[]; completedJobs: Job[]; failures: FailedAttempt[] }> {
+    const completed: InboxRow[] = [];
+    const completedJobs: Job[] = [];
+    const failures: FailedAttempt[] = [];
+    const broken = new Set<string>();
+    for (const job of jobs) {
+      if (this.connections.isAbandoned) break;
+      if (job.row.ordering_key !== null && broken.has(job.row.ordering_key)) continue;
+      const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup([job], queryRunner, false, suspect));
+      if (result.committed) {
+        completed.push(...result.completed);
+        completedJobs.push(...result.completedJobs);
+        continue;
+      }
+      failures.push(result.culprit ? failureOf(result.culprit.job, result.culprit.error) : failureOf(job, result.error));
+      if (job.row.ordering_key !== null) broken.add(job.row.ordering_key);
+    }
+    return { completed, completedJobs, failures };
   }
 
   /** Ends each distinct span once, with the outcome `outcomeOf` gives it (none: left open for later). */

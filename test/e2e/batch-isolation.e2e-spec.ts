@@ -11,8 +11,10 @@ interface IsolationPayload {
    * own lease-expiry text. sever-once: the first time it runs, its statement ends its own
    * connection (as a server restart would). refused-once: fails its first attempt with a
    * connection error of its own (a service it calls is down), the batch's connection intact.
+   * deferred: inserts a row that already exists where the constraint is checked only at commit:
+   * the batch's commit fails, no statement of the handler does.
    */
-  mode: 'ok' | 'swallow' | 'throw-once' | 'spoof-once' | 'sever-once' | 'refused-once';
+  mode: 'ok' | 'swallow' | 'throw-once' | 'spoof-once' | 'sever-once' | 'refused-once' | 'deferred';
 }
 
 @Injectable()
@@ -32,6 +34,7 @@ class IsolationHandler implements InboxCommandHandler<IsolationPayload> {
       }
       return;
     }
+    if (command.mode === 'deferred') await manager.query('INSERT INTO deferred_keys (key) VALUES ($1)', ['taken']);
     if (command.mode === 'sever-once' && !this.severed.has(entry.messageId)) {
       this.severed.add(entry.messageId);
       await manager.query('SELECT pg_terminate_backend(pg_backend_pid())');
@@ -62,6 +65,8 @@ describe('batch isolation', () => {
     db = await createTestDatabase('isolation');
     await sql(db.url, 'CREATE TABLE unique_keys (key text PRIMARY KEY)');
     await sql(db.url, `INSERT INTO unique_keys VALUES ('taken')`);
+    await sql(db.url, 'CREATE TABLE deferred_keys (key text, CONSTRAINT deferred_key UNIQUE (key) DEFERRABLE INITIALLY DEFERRED)');
+    await sql(db.url, `INSERT INTO deferred_keys VALUES ('taken')`);
     await sql(db.url, 'CREATE TABLE isolation_effects (message_id text NOT NULL, attempt int NOT NULL)');
     app = await createTestApp({ url: db.url, handlers: [IsolationHandler, SpoofHandler], inbox: { batchSize: 10, concurrency: 1 } });
   });
@@ -114,6 +119,22 @@ describe('batch isolation', () => {
     expect((await failedAttemptsOf('sw')).map((row) => row.message_id)).toEqual(['sw-3', 'sw-3', 'sw-3']);
     const effects = await sql<{ message_id: string }>(db.url, `SELECT message_id FROM isolation_effects WHERE message_id LIKE 'sw-%' ORDER BY message_id`);
     expect(effects.map((e) => e.message_id)).toEqual(['sw-0', 'sw-1', 'sw-2', 'sw-4', 'sw-5']);
+  });
+
+  it('charges only the entry whose own transaction fails at commit (a deferred constraint), not its neighbours', async () => {
+    await store('df', ['ok', 'deferred', 'ok']);
+    await app.processor.runOnce();
+    const rows = await rowsOf('df');
+    expect(rows.map((row) => [row.message_id, row.status])).toEqual([
+      ['df-0', InboxStatus.Completed],
+      ['df-1', InboxStatus.DeadLetter],
+      ['df-2', InboxStatus.Completed],
+    ]);
+    expect(rows[1]).toMatchObject({ retry_count: 3, reason: DeadLetterReason.RetriesExhausted });
+    expect(rows[1].error).toMatch(/deferred_key/);
+    expect((await failedAttemptsOf('df')).map((row) => row.message_id)).toEqual(['df-1', 'df-1', 'df-1']);
+    const effects = await sql<{ message_id: string }>(db.url, `SELECT message_id FROM isolation_effects WHERE message_id LIKE 'df-%' ORDER BY message_id`);
+    expect(effects.map((e) => e.message_id)).toEqual(['df-0', 'df-2']);
   });
 
   it('keeps the blame on the swallower when the batch already runs with savepoints', async () => {
