@@ -92,6 +92,11 @@ export const TRANSITIONS = {
   /** The claim's attempt starts: committed before the handler runs, so a crash is charged. */
   start: { from: [Processing], to: [Processing] },
   /**
+   * A started attempt is given up by a worker shutting down (its shutdown ran out of time): not a
+   * crash, so the start is taken back and the lease's expiry charges nothing.
+   */
+  unstart: { from: [Processing], to: [Processing] },
+  /**
    * A claim is handed back, uncharged (see decideLeaseExpiry): Pending if no attempt of it has
    * failed yet, else Failed.
    */

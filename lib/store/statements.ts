@@ -51,6 +51,7 @@ export class InboxStatements {
   readonly claim: Statement;
   readonly claimSuspects: Statement;
   readonly start: Statement;
+  readonly unstart: string;
   readonly lockClaimed: Statement;
   readonly lockSuspect: Statement;
   readonly complete: Statement;
@@ -298,6 +299,12 @@ export class InboxStatements {
       RETURNING e."id"`,
       prepared,
     );
+    // unstart: a worker that gives up its started attempts as it shuts down takes their start back
+    // (see TRANSITIONS.unstart), from another connection: the batch holds a KEY SHARE lock, which a
+    // non-key UPDATE does not wait for. $1 ids, $2 tokens.
+    this.unstart = `UPDATE ${t} AS e SET "processing_started_at" = NULL
+      FROM unnest($1::uuid[], $2::uuid[]) AS d("id", "lock_token")
+      WHERE e."id" = d."id" AND e."lock_token" = d."lock_token" AND ${fenced('unstart', 'e.')}`;
     // First statement of a batch's transaction: locks the claimed rows until commit, and proves the
     // claims are still ours (the fencing token did not change). It also bounds how long the
     // transaction may sit idle: if this worker freezes (SIGSTOP, a blocked event loop), the server

@@ -76,6 +76,8 @@ export class BatchExecutor {
   private readonly logger = new Logger('InboxProcessor');
   /** Whether the last claim took as many entries as it asked for: more are probably due. */
   private backlog = false;
+  /** Crash suspects whose attempt this worker started and has not recorded yet: id → claim token. */
+  private readonly started = new Map<string, string>();
 
   constructor(
     private readonly sql: InboxStatements,
@@ -180,7 +182,25 @@ export class BatchExecutor {
     if (handled.length < rows.length) {
       await this.writer.release(queryRunner, rows.filter((row) => !handled.includes(row)), false, 'no handler for its type in this worker');
     }
-    if (handled.length > 0) await this.execute(handled, queryRunner, suspect);
+    try {
+      if (handled.length > 0) await this.execute(handled, queryRunner, suspect);
+    } finally {
+      // Recorded, or given up (see unstartAbandoned): either way no longer this worker's to take back.
+      if (suspect && !this.connections.isAbandoned) for (const row of rows) this.started.delete(row.id);
+    }
+  }
+
+  /**
+   * After shutdown gave up on the work in flight (WorkerConnections.abandon): the crash suspects
+   * whose attempt had started here are not crashes, and their start is taken back, so that the
+   * lease's expiry hands them back uncharged (decideLeaseExpiry). Otherwise a handler slower than
+   * shutdownTimeoutMs would be charged at every deploy until it is dead-lettered.
+   */
+  async unstartAbandoned(): Promise<void> {
+    if (this.started.size === 0) return;
+    const [ids, tokens] = [[...this.started.keys()], [...this.started.values()]];
+    this.started.clear();
+    await this.connections.use((queryRunner) => runQuery(queryRunner, this.sql.unstart, [ids, tokens]));
   }
 
   /** Stamps the start of a crash suspect's attempt, committed on its own; the ids still ours. */
@@ -374,6 +394,7 @@ export class BatchExecutor {
           if ((await this.connections.use((other) => this.start(other, [job.row]))).length === 0) {
             throw new LeaseExpiredError('claim lost before the handler started');
           }
+          this.started.set(job.row.id, job.row.lock_token!);
         }
         job.startedAt = performance.now();
         if (!job.started) {

@@ -145,6 +145,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     if (timedOut) {
       this.logger.warn(`${this.inFlight.size} batch(es) still running after shutdownTimeoutMs; their transactions were rolled back and their leases will expire.`);
       this.connections.abandon();
+      await this.executor.unstartAbandoned().catch((error: unknown) => this.logger.warn(`Attempts given up at shutdown not taken back (their lease expiry may charge them): ${describe(error)}`));
     }
     // Listeners of the last outcomes (each bounded by listenerTimeoutMs), before the pool closes.
     await this.listeners.settle();

@@ -10,7 +10,7 @@ import {
 } from 'nestjs-inbox';
 import { GatedHandler } from '../fixtures/gated-handler';
 import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
-import { createTestApp, waitFor, type TestApp } from '../support/test-app';
+import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 import { HISTORY_COLUMNS, INBOX_COLUMNS } from '../../lib/store/schema';
 
@@ -82,6 +82,38 @@ describe('lifecycle', () => {
     expect(await sql(db.url, `SELECT 1 FROM effects WHERE message_id = 'hung-1'`)).toEqual([]);
     await waitFor(async () => (await otherConnections()) === 0, 'the abandoned connection to be closed', 5_000);
     handler.gate.open(); // let the orphaned promise end
+  });
+
+  it("takes back the start of a crash suspect's attempt it gives up at shutdown: the lease's expiry charges nothing", async () => {
+    const clock = new ManualClock();
+    await (await createTestApp({ url: db.url, inbox: { worker: false } })).close(); // the schema
+    // A crash suspect: the worker of its last attempt vanished, and it was handed back to run alone.
+    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, last_outcome, received_at) VALUES ('suspect-deploy', 'test.gated', '{}', 'lease_expired', now() - interval '1 minute')`);
+    const app = await createTestApp({ url: db.url, handlers: [GatedHandler], inbox: { clock, notify: false, shutdownTimeoutMs: 300 } });
+    const handler = app.get(GatedHandler);
+    try {
+      // The pass at boot runs it alone, its start committed first (a crash from here would be its).
+      await waitFor(() => handler.started, 'the suspect to start');
+      expect(await sql(db.url, `SELECT processing_started_at IS NOT NULL AS started FROM inbox_entries WHERE message_id = 'suspect-deploy'`)).toEqual([{ started: true }]);
+      // A deploy: the handler outlasts shutdownTimeoutMs.
+      await app.close();
+      expect(await sql(db.url, `SELECT status::text, processing_started_at FROM inbox_entries WHERE message_id = 'suspect-deploy'`)).toEqual([
+        { status: InboxStatus.Processing, processing_started_at: null },
+      ]);
+    } finally {
+      handler.gate.open(); // let the orphaned promise end
+    }
+    // Another worker (without the handler: it only sweeps) finds the lease expired: handed back uncharged, still a suspect.
+    clock.advance(120_000);
+    const sweeper = await createTestApp({ url: db.url, inbox: { clock, notify: false } });
+    try {
+      await sweeper.processor.runOnce();
+      expect(await sql(db.url, `SELECT status::text, retry_count, last_outcome FROM inbox_entries WHERE message_id = 'suspect-deploy'`)).toEqual([
+        { status: InboxStatus.Pending, retry_count: 0, last_outcome: 'lease_expired' },
+      ]);
+    } finally {
+      await sweeper.close();
+    }
   });
 
   it('runs each command once when InboxModule is imported twice', async () => {

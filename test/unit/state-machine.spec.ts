@@ -21,6 +21,7 @@ const { Pending, Processing, Completed, Failed, DeadLetter } = InboxStatus;
 const ALLOWED: Record<TransitionName, InboxStatus[]> = {
   claim: [Pending, Failed],
   start: [Processing],
+  unstart: [Processing],
   release: [Processing],
   complete: [Processing],
   fail: [Processing],
@@ -36,6 +37,7 @@ const ALLOWED: Record<TransitionName, InboxStatus[]> = {
 const LEADS_TO: Record<TransitionName, InboxStatus[]> = {
   claim: [Processing],
   start: [Processing],
+  unstart: [Processing],
   release: [Pending, Failed],
   complete: [Completed],
   fail: [Failed, DeadLetter],
