@@ -11,11 +11,11 @@ import { HOLDING_STATUSES } from '../state/ordering';
  * statement's time (stable, so an index can serve a comparison with it); `clock_timestamp()` the
  * moment a value is written.
  */
-/** How many rows the gauges count on a table the planner has no statistics for yet (see snapshot). */
-const UNANALYZED_COUNT_LIMIT = 100_000;
 const statementTime = (clock: string) => `COALESCE(${clock}::timestamptz, now())`;
 const wallTime = (clock: string) => `COALESCE(${clock}::timestamptz, clock_timestamp())`;
 const ms = (value: string) => `(${value} * interval '1 millisecond')`;
+/** How many rows the gauges count on a table the planner has no statistics for yet (see snapshot). */
+const UNANALYZED_COUNT_LIMIT = 100_000;
 
 const COLUMNS = columnList();
 const DUE_AT = `COALESCE("next_retry_at", "received_at")`;

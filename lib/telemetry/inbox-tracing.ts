@@ -228,6 +228,7 @@ export class InboxTracing {
     } catch (error) {
       if (started) throw error;
       this.warn(error);
+      // A tracer that fails before the work starts does not keep the work from running.
       return work(IGNORE_ATTRIBUTES);
     }
   }
