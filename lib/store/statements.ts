@@ -52,6 +52,7 @@ export class InboxStatements {
   readonly claimSuspects: Statement;
   readonly start: Statement;
   readonly unstart: string;
+  readonly endSession: string;
   readonly lockClaimed: Statement;
   readonly lockSuspect: Statement;
   readonly complete: Statement;
@@ -299,6 +300,10 @@ export class InboxStatements {
       RETURNING e."id"`,
       prepared,
     );
+    // endSession: ends the server session of a connection the worker destroyed (a handler that
+    // overran its time): what it was running stops and its locks go. Only a session of the same
+    // user, still in this database. $1 the backend's pid.
+    this.endSession = `SELECT pg_terminate_backend("pid") FROM pg_stat_activity WHERE "pid" = $1 AND "datname" = current_database() AND "usename" = current_user`;
     // unstart: a worker that gives up its started attempts as it shuts down takes their start back
     // (see TRANSITIONS.unstart), from another connection: the batch holds a KEY SHARE lock, which a
     // non-key UPDATE does not wait for. $1 ids, $2 tokens.

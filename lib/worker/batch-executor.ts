@@ -469,7 +469,11 @@ export class BatchExecutor {
     } catch (error) {
       if (error instanceof HandlerTimeoutError) {
         running.catch(() => undefined);
+        const backend = client.processID;
         await destroyConnection(queryRunner, error);
+        // The server would run the handler's statement on to its end (a lock it waits for, a long
+        // query), holding the batch's locks all the while: its session is ended too.
+        if (backend !== undefined) await this.connections.use((other) => runQuery(other, this.sql.endSession, [backend])).catch(() => undefined);
       }
       throw error;
     } finally {
@@ -509,6 +513,8 @@ const NO_RUNS: ReturnType<typeof settleRuns> = { dropFailures: new Set(), releas
 
 /** The bits of node-postgres' client that tell whether the open transaction was aborted ('E'). */
 interface TransactionStatusSource {
+  /** The server process of the connection (its pid). */
+  processID?: number;
   getTransactionStatus?(): string | null;
   readyForQuery?: boolean;
   connection?: { once(event: 'readyForQuery', listener: () => void): unknown };

@@ -53,6 +53,15 @@ class SlowHandler implements InboxCommandHandler {
   }
 }
 
+/** Waits in a statement on the server (a lock, a long query) well past its time limit. */
+@Injectable()
+@InboxHandler('test.stuck', { timeoutMs: 300, maxAttempts: 3, backoff: { initialDelayMs: 60_000, maxDelayMs: 60_000, jitter: 0 } })
+class StuckStatementHandler implements InboxCommandHandler {
+  async execute(_command: unknown, context: InboxContext): Promise<void> {
+    await context.manager.query('SELECT pg_sleep(30)');
+  }
+}
+
 describe('database outages and timeouts', () => {
   let db: TestDatabase;
   let proxy: TcpProxy;
@@ -162,6 +171,21 @@ describe('database outages and timeouts', () => {
       expect(await sql(db.url, `SELECT attempt, note FROM effects WHERE message_id = 'slow-timeout'`)).toEqual([
         { attempt: 2, note: 'before the gate' },
       ]);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("ends the server's work of a handler that overran its time in a statement: its locks go, its failure is recorded", async () => {
+    const app = await createTestApp({ url: db.url, handlers: [StuckStatementHandler], inbox: { notify: false } });
+    try {
+      const { entry } = await app.inbox.receive({ messageId: 'stuck-statement', commandType: 'test.stuck', payload: {} });
+      const pass = app.processor.runOnce();
+      // Recorded once the server let go of the batch's lock on the entry: seconds, not the 30 s of the statement.
+      await waitFor(async () => (await app.inbox.get(entry.id))?.status === InboxStatus.Failed, 'the timed-out attempt to be recorded', 5_000);
+      expect((await app.inbox.get(entry.id))!.error).toMatch(/timed out after 300 ms/);
+      expect(await sql(db.url, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(30)%'`)).toEqual([]);
+      await pass;
     } finally {
       await app.close();
     }
