@@ -41,7 +41,9 @@ function fail(name: string, reason: string, value: unknown): never {
 }
 
 /** The longest delay a Node timer keeps (about 24.8 days): a longer one fires at once. Also the largest PostgreSQL session timeout. */
-const MAX_TIMER_MS = 2_147_483_647;
+export const MAX_TIMER_MS = 2_147_483_647;
+/** The longest a shared snapshot may be kept: a day (it becomes a PostgreSQL interval). */
+export const MAX_SNAPSHOT_AGE_MS = 86_400_000;
 
 function integer(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
@@ -236,6 +238,6 @@ function resolveTelemetry(value: unknown): ResolvedInboxOptions['telemetry'] {
   return {
     tracerProvider: provider('tracerProvider', 'getTracer'),
     meterProvider: provider('meterProvider', 'getMeter'),
-    snapshotMaxAgeMs: integer('telemetry.snapshotMaxAgeMs', value.snapshotMaxAgeMs, 15_000, 0, 86_400_000),
+    snapshotMaxAgeMs: integer('telemetry.snapshotMaxAgeMs', value.snapshotMaxAgeMs, 15_000, 0, MAX_SNAPSHOT_AGE_MS),
   };
 }

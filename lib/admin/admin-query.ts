@@ -1,5 +1,6 @@
 import { InboxArgumentError } from '../errors/inbox.error';
 import type { ListEntriesQuery } from '../interfaces/inbox-command.interface';
+import { onlyFields } from '../receive/command-validation';
 import type { EntryFilter } from '../store/entry-filter';
 
 /** A query string as Express or Fastify parse it. */
@@ -61,12 +62,6 @@ export function typeQueryFrom(query: QueryString): { commandType?: string; limit
     commandType: query.commandType === undefined ? undefined : single('query.commandType', query.commandType),
     limit: query.limit === undefined ? undefined : limitFrom(query.limit),
   };
-}
-
-/** Refuses a field not in `known`: a misspelt one would otherwise be ignored, and the request mean something else. */
-export function onlyFields(source: object, name: string, known: readonly string[]): void {
-  const unknown = Object.keys(source).find((field) => !known.includes(field));
-  if (unknown !== undefined) throw new InboxArgumentError(`${name}.${unknown}`, `unknown field; expected one of ${known.join(', ')}`);
 }
 
 /** Digits only; InboxService checks the range. */

@@ -3,7 +3,8 @@ import { InboxArgumentError, InboxEntryNotFoundError } from '../errors/inbox.err
 import { InboxExceptionFilter } from '../http/inbox-exception.filter';
 import { InboxService } from '../receive/inbox.service';
 import type { InboxEntry } from '../store/inbox-entry.entity';
-import { filterFrom, listQueryFrom, onlyFields, typeQueryFrom, type QueryString } from './admin-query';
+import { onlyFields } from '../receive/command-validation';
+import { filterFrom, listQueryFrom, typeQueryFrom, type QueryString } from './admin-query';
 import { InboxAdminGuard } from './inbox-admin.guard';
 import { describeAdminApi } from './openapi';
 import { Redaction } from './redaction';

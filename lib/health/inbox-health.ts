@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { InboxArgumentError } from '../errors/inbox.error';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import { MAX_SNAPSHOT_AGE_MS, MAX_TIMER_MS } from '../inbox-options';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { clockTime } from '../store/database-clock';
 import { withDeadline } from '../store/deadline';
@@ -41,8 +42,8 @@ export interface InboxHealthReport {
 }
 
 const THRESHOLDS = ['maxOldestDueAgeMs', 'maxExpiredLeases', 'maxNewDeadLetters', 'maxSnapshotAgeMs', 'timeoutMs'];
-/** A timer keeps at most about 24.8 days; a snapshot age, as the module's option, at most a day (it becomes a PostgreSQL interval). */
-const THRESHOLD_MAXIMA: Partial<Record<string, number>> = { timeoutMs: 2_147_483_647, maxSnapshotAgeMs: 86_400_000 };
+/** The bounds the module's options have: a timer's, and a snapshot's age. */
+const THRESHOLD_MAXIMA: Partial<Record<string, number>> = { timeoutMs: MAX_TIMER_MS, maxSnapshotAgeMs: MAX_SNAPSHOT_AGE_MS };
 
 /**
  * The inbox's health, for a health endpoint (see `InboxHealthIndicator` for @nestjs/terminus): the

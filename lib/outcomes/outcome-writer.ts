@@ -418,4 +418,3 @@ export function failureKindOf(error: unknown): FailureKind {
   return FailureKind.Transient;
 }
 
-export { describeError as describe } from '../errors/describe-error';

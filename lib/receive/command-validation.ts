@@ -103,8 +103,7 @@ export function validateReceiveOptions(options: ReceiveOptions, dataSource: Data
 export function validateFilter(name: string, filter: EntryFilter, extra: readonly string[] = []): EntryFilter {
   if (typeof filter !== 'object' || filter === null) throw new InboxArgumentError(name, 'expected an object');
   // A misspelt field would be dropped, and a bulk action would then reach every entry.
-  const unknown = Object.keys(filter).find((field) => !FILTER_FIELDS.includes(field) && !extra.includes(field));
-  if (unknown !== undefined) throw new InboxArgumentError(`${name}.${unknown}`, `unknown field; expected one of ${[...FILTER_FIELDS, ...extra].join(', ')}`);
+  onlyFields(filter, name, [...FILTER_FIELDS, ...extra]);
   const validated: EntryFilter = {};
   if (filter.status !== undefined) {
     if (!INBOX_STATUSES.includes(filter.status)) throw new InboxArgumentError(`${name}.status`, `expected one of ${INBOX_STATUSES.join(', ')}`);
@@ -132,6 +131,12 @@ export function validateFilter(name: string, filter: EntryFilter, extra: readonl
   if (filter.payload !== undefined) validated.payload = payloadFilter(`${name}.payload`, filter.payload);
   if (filter.errorFingerprint !== undefined) validated.errorFingerprint = boundedString(`${name}.errorFingerprint`, filter.errorFingerprint, 1000);
   return validated;
+}
+
+/** Refuses a field not in `known`: a misspelt one would otherwise be ignored, and the call mean something else. */
+export function onlyFields(source: object, name: string, known: readonly string[]): void {
+  const unknown = Object.keys(source).find((field) => !known.includes(field));
+  if (unknown !== undefined) throw new InboxArgumentError(`${name}.${unknown}`, `unknown field; expected one of ${known.join(', ')}`);
 }
 
 /** The fields of EntryFilter. */

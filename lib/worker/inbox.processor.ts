@@ -12,7 +12,7 @@ import { InboxListeners } from '../discovery/inbox-listeners';
 import { InboxConfigurationError } from '../errors/inbox.error';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
-import { describe } from '../outcomes/outcome-writer';
+import { describeError as describe } from '../errors/describe-error';
 import { backoffDelayMs } from '../state/backoff';
 import { pgPoolOf } from '../store/connection';
 import { InboxNotifier } from '../wake/notifier';
