@@ -497,13 +497,15 @@ describe('ordering keys', () => {
 
     it("completes the holder whose batch the server ended, uncharged, and the operator's action goes through", async () => {
       const key = newKey();
-      // One entry per claim, so that the second entry is not in the first one's batch.
-      const serial = await createTestApp({ url: db.url, handlers: [Runs, StepHandler, SkipHandler, FreeHandler], inbox: { clock, notify: false, batchSize: 1, concurrency: 1, workerId: 'serial-worker' } });
+      // One entry per claim, so that the second entry is not in the first one's batch; and no
+      // handler for the second's type, so that it is never claimed here, whichever transaction
+      // the server lets go first.
+      const serial = await createTestApp({ url: db.url, handlers: [Runs, SkipHandler], inbox: { clock, notify: false, batchSize: 1, concurrency: 1, workerId: 'serial-worker' } });
       try {
         const serialRuns = serial.get(Runs);
         await serial.processor.runOnce();
         await send('order.skip', { account: key, n: 1 });
-        const second = await send('order.skip', { account: key, n: 2 });
+        const second = await send('order.free', { account: key, n: 2 }, key);
         const letGo = serialRuns.hold(key, 1);
         const pass = serial.processor.runOnce();
         try {
