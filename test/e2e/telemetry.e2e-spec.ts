@@ -399,18 +399,21 @@ describe('telemetry: spans that throw when given attributes', () => {
   });
 });
 
-/** Where MeddlingHandler reaches the database from outside its batch. */
-const meddling = { url: '' };
+/** Where MeddlingHandler reaches the database from outside its batch, and the proxy its worker talks through. */
+const meddling: { url: string; proxy?: TcpProxy } = { url: '' };
 
 /**
  * Takes the claim of another entry of its batch away (as a lease sweep would once the lease ran
- * out): the update waits for the batch's lock, and the handler fails once it is queued.
+ * out): the update waits for the batch's lock, and the handler fails once it is queued. The
+ * batch's next lock (its run again, after the rollback) waits for that update to commit: the
+ * server would let either go first.
  */
 @Injectable()
 @InboxHandler('obs.meddling')
 class MeddlingHandler implements InboxCommandHandler<{ victim: string }> {
   async execute(command: { victim: string }): Promise<void> {
-    void sql(meddling.url, `UPDATE inbox_entries SET lock_token = gen_random_uuid() WHERE message_id = $1`, [command.victim]);
+    const update = sql(meddling.url, `UPDATE inbox_entries SET lock_token = gen_random_uuid() WHERE message_id = $1`, [command.victim]);
+    meddling.proxy!.holdOnce('nestjs_inbox_lock_', update);
     await waitFor(
       async () =>
         (await sql(meddling.url, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE inbox_entries SET lock_token%'`)).length > 0,
@@ -466,6 +469,7 @@ describe('telemetry: a completion committed before its batch could record a fail
 
 describe('telemetry: an entry whose claim is lost between two runs of its batch', () => {
   let db: TestDatabase;
+  let proxy: TcpProxy;
   let app: TestApp;
   let receiver: TestApp;
   const spans = new InMemorySpanExporter();
@@ -474,8 +478,10 @@ describe('telemetry: an entry whose claim is lost between two runs of its batch'
   beforeAll(async () => {
     db = await createTestDatabase('telemetry_lost_claim');
     meddling.url = db.url;
+    proxy = meddling.proxy = proxyFor(db.url);
+    const url = await proxy.start(db.url);
     // One batch at a time: both commands run in the same batch.
-    app = await createTestApp({ url: db.url, handlers: [CountedHandler, MeddlingHandler], inbox: { notify: false, concurrency: 1, telemetry: { tracerProvider } } });
+    app = await createTestApp({ url, handlers: [CountedHandler, MeddlingHandler], inbox: { notify: false, concurrency: 1, telemetry: { tracerProvider } } });
     receiver = await createTestApp({ url: db.url, inbox: { worker: false, notify: false } });
     // The pass every worker starts at boot is over before the first command arrives.
     await app.processor.runOnce();
@@ -484,18 +490,19 @@ describe('telemetry: an entry whose claim is lost between two runs of its batch'
   afterAll(async () => {
     await receiver?.close();
     await app?.close();
+    await proxy?.close();
     await tracerProvider.shutdown();
     await db?.drop();
   });
 
   it('ends its span', async () => {
-    // Stored in one statement: the worker's wake-up finds both, and runs them in one batch.
     // Received by an application without a worker: nothing runs until the pass below, which finds
     // both and runs them in one batch, in the order received.
     const { entry: victim } = await receiver.inbox.receive({ messageId: 'lost-claim-victim', commandType: 'obs.counted', payload: { n: 3 } });
     await receiver.inbox.receive({ messageId: 'lost-claim-meddler', commandType: 'obs.meddling', payload: { victim: 'lost-claim-victim' } });
     const victimId = victim.id;
     await app.processor.runOnce();
+    expect(proxy.heldRequests).toBe(1);
     const ran = spans.getFinishedSpans().filter((span) => span.attributes['nestjs_inbox.entry.id'] === victimId);
     expect(ran.map((span) => span.attributes['nestjs_inbox.outcome'])).toEqual(['not_recorded']);
   });

@@ -12,6 +12,10 @@ export class TcpProxy {
   private readonly pairs = new Set<[Socket, Socket]>();
   /** Client bytes that, once seen, make the proxy swallow the server's answer and cut the connection. */
   private dropAnswerTo?: Buffer;
+  /** Client bytes that, once seen, are held back with what follows them until `until` settles. */
+  private holdFor?: { marker: Buffer; until: Promise<unknown> };
+  /** Requests held back so far (see holdOnce). */
+  heldRequests = 0;
   /** Answers swallowed so far (see dropAnswerOnce). */
   droppedAnswers = 0;
   /** New connections still to be ended by the server right after their setup (see terminateAfterStartup). */
@@ -56,6 +60,15 @@ export class TcpProxy {
   }
 
   /**
+   * The next time a client sends bytes containing `marker`, the proxy holds them, and whatever that
+   * client sends after them, until `until` settles, then passes them on in order: a statement made
+   * to wait for another session's work, whichever session the server would let go first.
+   */
+  holdOnce(marker: string, until: Promise<unknown>): void {
+    this.holdFor = { marker: Buffer.from(marker), until };
+  }
+
+  /**
    * The next `count` new connections are ended by the server the moment they are set up, and the
    * client reads both in one go: the proxy holds the server's answer to the startup until its
    * ReadyForQuery, has `terminate` end that backend (its pid is in the answer's BackendKeyData),
@@ -86,8 +99,23 @@ export class TcpProxy {
       held = { bytes: Buffer.alloc(0), authenticated: false, terminating: false, terminate: this.terminations.terminate };
       if (--this.terminations.left === 0) this.terminations = undefined;
     }
+    // This client's bytes held back, in order (see holdOnce).
+    let holding: Buffer[] | undefined;
     client.on('data', (chunk: Buffer) => {
       if (!this.pairs.has(pair)) return;
+      if (holding) return void holding.push(chunk);
+      if (this.holdFor && chunk.includes(this.holdFor.marker)) {
+        const { until } = this.holdFor;
+        this.holdFor = undefined;
+        this.heldRequests++;
+        holding = [chunk];
+        const passOn = () => {
+          const held = holding!;
+          holding = undefined;
+          if (this.pairs.has(pair)) for (const bytes of held) upstream.write(bytes);
+        };
+        return void until.then(passOn, passOn);
+      }
       if (this.dropAnswerTo && chunk.includes(this.dropAnswerTo)) {
         this.dropAnswerTo = undefined;
         swallowing = Buffer.alloc(0);
