@@ -5,6 +5,8 @@ export const INBOX_COMMAND_METADATA = 'nestjs-inbox:command';
 /** Injection tokens. */
 export const INBOX_DATA_SOURCE = 'nestjs-inbox:data-source';
 export const INBOX_RESOLVED_OPTIONS = 'nestjs-inbox:resolved-options';
+/** The name of the table's worker timer (see timerNameOf). */
+export const INBOX_TIMER_NAME = 'nestjs-inbox:timer-name';
 
 export const DEFAULT_TABLE_NAME = 'inbox_entries';
 export const STATUS_ENUM_NAME = 'inbox_status';

@@ -4,7 +4,7 @@ import { getDataSourceToken } from '@nestjs/typeorm';
 import { InboxExplorer } from './discovery/inbox.explorer';
 import { InboxListeners } from './discovery/inbox-listeners';
 import { InboxHealth } from './health/inbox-health';
-import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from './inbox.constants';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, INBOX_TIMER_NAME } from './inbox.constants';
 import {
   ConfigurableInboxModule,
   INBOX_ASYNC_OPTIONS_TYPE,
@@ -29,6 +29,7 @@ import { WorkerConnections } from './worker/connections';
 import { InboxProcessor } from './worker/inbox.processor';
 import { LeaseRescuer } from './worker/lease-rescuer';
 import { InboxRetention } from './worker/retention';
+import { timerNameOf } from './worker/timer-name';
 import { UnclaimedWarning } from './worker/unclaimed-warning';
 
 /**
@@ -62,6 +63,8 @@ function withInboxProviders(definition: DynamicModule, extras: InboxModuleExtras
     // The application's data source, its pool's checked-out connections guarded against errors
     // that would otherwise go unhandled (a restarting server's, see guardCheckedOutClients).
     { provide: INBOX_DATA_SOURCE, useFactory: guardConnectionsOf, inject: [getDataSourceToken(extras.dataSource)] },
+    // one worker loop per table and data source in an application
+    { provide: INBOX_TIMER_NAME, useFactory: (options: ResolvedInboxOptions) => timerNameOf(options.tableName, extras.dataSource), inject: [INBOX_RESOLVED_OPTIONS] },
     // the SQL, written once for the table
     {
       provide: InboxStatements,

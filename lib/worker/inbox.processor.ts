@@ -10,7 +10,7 @@ import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource } from 'typeorm';
 import { InboxListeners } from '../discovery/inbox-listeners';
 import { InboxConfigurationError } from '../errors/inbox.error';
-import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, INBOX_TIMER_NAME } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { describeError as describe } from '../errors/describe-error';
 import { backoffDelayMs } from '../state/backoff';
@@ -47,7 +47,6 @@ const leadersBySchedule = new WeakMap<SchedulerRegistry, Map<string, InboxProces
 @Injectable()
 export class InboxProcessor implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(InboxProcessor.name);
-  private readonly timerName: string;
   private timer?: NodeJS.Timeout;
   private retryTimer?: NodeJS.Timeout;
   /** The processor that already runs this table in this application, when this one is a duplicate. */
@@ -79,10 +78,9 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     private readonly notifier: InboxNotifier,
     private readonly listeners: InboxListeners,
     private readonly wakeSignal: WakeSignal,
+    @Inject(INBOX_TIMER_NAME) private readonly timerName: string,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
-  ) {
-    this.timerName = `nestjs-inbox:${options.tableName}`;
-  }
+  ) {}
 
   get isRunning(): boolean {
     return this.started && !this.stopping;
@@ -104,14 +102,14 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
           'or set `worker: false` on a receive-only instance.',
       );
     }
-    // A second InboxModule on the same table in this application must not start a second loop;
-    // it hands its wake-ups to the first.
+    // A second InboxModule on the same table and data source in this application must not start a
+    // second loop; it hands its wake-ups to the first (see timerNameOf).
     const leaders = leadersBySchedule.get(this.schedulerRegistry) ?? new Map<string, InboxProcessor>();
     leadersBySchedule.set(this.schedulerRegistry, leaders);
     const leader = leaders.get(this.timerName);
     if (leader) {
       this.leader = leader;
-      this.logger.warn(`InboxModule is imported more than once for table "${this.options.tableName}"; the first import processes it.`);
+      this.logger.warn(`InboxModule is imported more than once for table "${this.options.tableName}" on one data source (${this.timerName}); the first import processes it.`);
       return;
     }
     leaders.set(this.timerName, this);

@@ -8,7 +8,7 @@ import {
 } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import type { DataSource } from 'typeorm';
-import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
+import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, INBOX_TIMER_NAME } from '../inbox.constants';
 import { clockTime } from '../store/database-clock';
 import { runQuery } from '../store/connection';
 import { InboxTracing, type RecordAttributes } from '../telemetry/inbox-tracing';
@@ -43,9 +43,10 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
     private readonly tracing: InboxTracing,
+    @Inject(INBOX_TIMER_NAME) timerName: string,
     @Optional() private readonly schedulerRegistry?: SchedulerRegistry,
   ) {
-    this.timerName = `nestjs-inbox:${options.tableName}:retention`;
+    this.timerName = `${timerName}:retention`;
   }
 
   onApplicationBootstrap(): void {

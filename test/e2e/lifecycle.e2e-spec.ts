@@ -1,8 +1,11 @@
 import { Injectable, Scope } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import {
   InboxConfigurationError,
+  InboxEntry,
   InboxHandler,
+  InboxMigration,
   InboxModule,
   InboxStatus,
   type InboxCommandHandler,
@@ -140,6 +143,45 @@ describe('lifecycle', () => {
       expect(new Set(runs.map((c) => c.messageId)).size).toBe(30);
     } finally {
       await app.close();
+    }
+  });
+
+  it('runs each data source\'s table when two InboxModules use two data sources with the same table name', async () => {
+    const second = await createTestDatabase('lifecycle_second');
+    await sql(second.url, EFFECTS_TABLE_SQL);
+    try {
+      const app = await createTestApp({
+        url: db.url,
+        handlers: [ScriptedHandler],
+        inbox: { pollIntervalMs: 20 },
+        imports: [
+          TypeOrmModule.forRootAsync({
+            name: 'second',
+            useFactory: () => ({ type: 'postgres', url: second.url, entities: [InboxEntry], migrations: [InboxMigration], migrationsRun: true, retryAttempts: 0, logging: false }),
+          }),
+          InboxModule.forRoot({ dataSource: 'second', isGlobal: false, pollIntervalMs: 20 }),
+        ],
+      });
+      try {
+        expect(app.get(SchedulerRegistry).getIntervals().sort()).toEqual([
+          'nestjs-inbox:inbox_entries',
+          'nestjs-inbox:inbox_entries:retention',
+          'nestjs-inbox:inbox_entries@second',
+          'nestjs-inbox:inbox_entries@second:retention',
+        ]);
+        // Stored behind the library's back, so no wake-up: only each table's poll can find its entry.
+        await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('first-source', 'test.scripted', '{}')`);
+        await sql(second.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('second-source', 'test.scripted', '{}')`);
+        await waitFor(async () => (await statusOf('first-source')) === InboxStatus.Completed, 'the default data source\'s entry to be processed');
+        await waitFor(
+          async () => (await sql<{ status: string }>(second.url, `SELECT status FROM inbox_entries WHERE message_id = 'second-source'`))[0]?.status === InboxStatus.Completed,
+          'the second data source\'s entry to be processed',
+        );
+      } finally {
+        await app.close();
+      }
+    } finally {
+      await second.drop();
     }
   });
 
