@@ -112,12 +112,19 @@ export class OutcomeWriter {
       // The database's clock: the claim's time (its lease's start) and the time since, measured here.
       const claimedAt = this.claimTime(row);
       if (claimedAt !== null && attempt.claimedAt !== undefined) this.metrics.timings(row.command_type, claimedAt + (now - attempt.claimedAt) - row.received_at.getTime(), null);
+      this.firstAttemptEnded(row);
     }
     for (const row of rows) this.listeners.emit({ type: 'completed', entry: toEntry(row), reason: null, error: null });
   }
 
-  /** A first attempt starts: how long its entry waited since its receive, on the database's clock. */
-  firstAttemptStarted(row: InboxRow): void {
+  /**
+   * An entry's first attempt has its outcome (completed, failed, or its worker gone): how long the
+   * entry waited from its receive to that attempt's claim, on the database's clock. Timed here, not
+   * when the attempt starts: an attempt handed back uncharged (its batch rolled back) counts for
+   * nothing, and the next one is still the first.
+   */
+  private firstAttemptEnded(row: InboxRow): void {
+    if (row.retry_count !== 0 || row.last_outcome !== null) return;
     const claimedAt = this.claimTime(row);
     if (claimedAt !== null) this.metrics.timings(row.command_type, null, claimedAt - row.received_at.getTime());
   }
@@ -195,6 +202,11 @@ export class OutcomeWriter {
     ]);
     const next = asSuspects ? 'handed back uncharged, to run alone' : 'handed back uncharged';
     for (const row of released) this.logger.warn(`Inbox entry ${row.id} (${row.command_type}): ${why}; ${next}.`);
+    // A crash suspect's worker may have run it: that was its first attempt.
+    if (asSuspects) {
+      const ids = new Set(released.map((row) => row.id));
+      for (const row of rows) if (ids.has(row.id)) this.firstAttemptEnded(row);
+    }
   }
 
   /**
@@ -337,6 +349,7 @@ export class OutcomeWriter {
       this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
       return;
     }
+    this.firstAttemptEnded(row);
     if (decision.status === InboxStatus.DeadLetter) {
       // The stack trace is in the entry's history; the log line stays one line.
       this.logger.error(`${label} dead-lettered (${decision.reason}): ${message}`);

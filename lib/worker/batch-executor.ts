@@ -399,7 +399,7 @@ export class BatchExecutor {
         job.startedAt = performance.now();
         if (!job.started) {
           job.started = true;
-          job.span = this.startAttempt(job.row);
+          job.span = this.tracing.startAttempt(job.row);
         }
         try {
           await this.runHandler(job, queryRunner, client);
@@ -480,12 +480,6 @@ export class BatchExecutor {
       clearTimeout(timer);
     }
     if (client.getTransactionStatus?.() === 'E') throw new AbortedTransactionError();
-  }
-
-  /** Opens an attempt's span; a first attempt's wait since its receive goes to the metrics. */
-  private startAttempt(row: InboxRow): AttemptSpan | undefined {
-    if (row.retry_count === 0 && row.last_outcome === null) this.writer.firstAttemptStarted(row);
-    return this.tracing.startAttempt(row);
   }
 
   private contextFor(row: InboxRow, queryRunner: QueryRunner): InboxContext {

@@ -36,6 +36,18 @@ class CountedHandler implements InboxCommandHandler<{ fail?: boolean; n: number 
   }
 }
 
+/** Fails (transiently) on the given run of its command, succeeds on every other. */
+const runsOf = new Map<string, number>();
+@Injectable()
+@InboxHandler('obs.flaky')
+class FlakyHandler implements InboxCommandHandler<{ id: string; failOnRun?: number }> {
+  async execute(command: { id: string; failOnRun?: number }): Promise<void> {
+    const run = (runsOf.get(command.id) ?? 0) + 1;
+    runsOf.set(command.id, run);
+    if (run === command.failOnRun) throw new Error('flaky on this run');
+  }
+}
+
 /** Collects on demand (a reader with no schedule of its own). */
 class OnDemandReader extends MetricReader {
   constructor() {
@@ -67,10 +79,10 @@ describe('telemetry: traces and metrics through OpenTelemetry', () => {
     const telemetry = { tracerProvider, meterProvider, snapshotMaxAgeMs: 0 };
     app = await createTestApp({
       url: db.url,
-      handlers: [TracedHandler, CountedHandler],
+      handlers: [TracedHandler, CountedHandler, FlakyHandler],
       inbox: { clock, telemetry, notify: false, backoff: { initialDelayMs: 1000, jitter: 0 } },
     });
-    receiver = await createTestApp({ url: db.url, handlers: [TracedHandler, CountedHandler], inbox: { clock, telemetry, worker: false } });
+    receiver = await createTestApp({ url: db.url, handlers: [TracedHandler, CountedHandler, FlakyHandler], inbox: { clock, telemetry, worker: false } });
   });
 
   afterAll(async () => {
@@ -211,6 +223,30 @@ describe('telemetry: traces and metrics through OpenTelemetry', () => {
     // Two first attempts, each claimed two seconds after its receive by the database's (test) clock.
     const waitSum = histogramSum(after, 'nestjs_inbox.command.wait.duration', counted) - histogramSum(before, 'nestjs_inbox.command.wait.duration', counted);
     expect(waitSum).toBeCloseTo(4, 2);
+  });
+
+  it('times the wait of an entry once, though its batch handed it back after it had run', async () => {
+    const before = await collect();
+    const key = messageId('key');
+    // One key's run, in one batch. The third entry fails: the batch rolls back and its run goes
+    // again without it; now the first fails, and the second and third, which had run already, go
+    // back uncharged, still waiting behind it.
+    const receive = (n: number, failOnRun: number | undefined) =>
+      receiver.inbox.receive({ messageId: messageId(`flaky-${n}`), commandType: 'obs.flaky', payload: { id: `${key}-${n}`, failOnRun }, orderingKey: key });
+    await receive(1, 2);
+    const { entry: second } = await receive(2, undefined);
+    const { entry: third } = await receive(3, 1);
+    await app.processor.runOnce();
+    expect([1, 2, 3].map((n) => runsOf.get(`${key}-${n}`))).toEqual([2, 1, 1]);
+    for (const { id } of [second, third]) expect((await receiver.inbox.history(id)).map((record) => record.event)).toContain('released');
+    clock.advance(2_000);
+    await app.processor.runOnce();
+    expect((await receiver.inbox.get(third.id))!.status).toBe(InboxStatus.Completed);
+    expect([1, 2, 3].map((n) => runsOf.get(`${key}-${n}`))).toEqual([3, 2, 2]);
+    const after = await collect();
+    const flaky = { 'messaging.destination.name': 'obs.flaky' };
+    // Three entries, each with one first attempt.
+    expect(sumOf(after, 'nestjs_inbox.command.wait.duration', flaky) - sumOf(before, 'nestjs_inbox.command.wait.duration', flaky)).toBe(3);
   });
 
   it('counts every completion of a batch that holds two command types, and times each handler', async () => {
