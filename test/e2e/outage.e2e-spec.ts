@@ -123,6 +123,24 @@ describe('database outages and timeouts', () => {
     }
   });
 
+  it('ends a worker connection that went silent, and runs on new ones', async () => {
+    const status = async (messageId: string) => (await sql<{ status: string }>(db.url, 'SELECT status FROM inbox_entries WHERE message_id = $1', [messageId]))[0]?.status;
+    const app = await createTestApp({ url: proxiedUrl, handlers: [ScriptedHandler], inbox: { pollIntervalMs: 20, leaseMs: 1_000, notify: false, shutdownTimeoutMs: 1_000 } });
+    try {
+      await app.inbox.receive({ messageId: 'silent-before', commandType: 'test.scripted', payload: {} });
+      await waitFor(async () => (await status('silent-before')) === InboxStatus.Completed, 'a first command run, so that the pool holds connections');
+      // Every connection open now goes silent, as after a NAT forgot them: no answer, no error.
+      // New connections work.
+      proxy.set('blackhole');
+      proxy.set('forward');
+      // Stored behind the worker's back: its polls find it, on whichever connection the pool lends.
+      await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('silent-after', 'test.scripted', '{}')`);
+      await waitFor(async () => (await status('silent-after')) === InboxStatus.Completed, 'the command to run on a connection that answers', 20_000);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('keeps the processor alive through an outage, logging once per outage, and resumes without a restart', async () => {
     const logger = new RecordingLogger();
     const app = await createTestApp({ url: proxiedUrl, handlers: [ScriptedHandler], inbox: { pollIntervalMs: 20 } });
