@@ -14,6 +14,8 @@ interface ListenClient {
   on(event: 'notification', listener: () => void): void;
   on(event: 'error' | 'end', listener: (error?: Error) => void): void;
   removeAllListeners(): void;
+  /** node-postgres' connection, with its socket. */
+  connection?: { stream?: { destroy(): void } };
 }
 
 const MAX_RECONNECT_DELAY_MS = 10_000;
@@ -49,7 +51,13 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   private closed = false;
   private failures = 0;
   private listening = false;
+  /** Drops the current LISTEN connection and schedules a new one. */
+  private drop?: (error: Error) => void;
   private reconnectTimer?: NodeJS.Timeout;
+  /** Checks the LISTEN connection every half lease (see checkConnection). */
+  private heartbeat?: NodeJS.Timeout;
+  /** The connection has been asked something (to connect, LISTEN, or answer a ping) and has not answered yet. */
+  private awaitingAnswer = false;
   private spacingTimer?: NodeJS.Timeout;
   private lastSentAt = 0;
 
@@ -139,13 +147,41 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   /** Calls `onWake` whenever another instance received commands. */
   async listen(onWake: () => void): Promise<void> {
     if (!this.options.notify) return;
+    this.heartbeat = setInterval(() => this.checkConnection(), Math.max(1, Math.floor(this.options.leaseMs / 2)));
+    this.heartbeat.unref();
     await this.connect(onWake);
+  }
+
+  /**
+   * A LISTEN connection hears nothing while nothing arrives, so one that went silent (a NAT or
+   * firewall that forgot it drops what is sent, and tells nobody) would leave this instance deaf
+   * to other instances for good, waking only on polls. Every half lease it is asked for an answer
+   * (which also keeps such middleboxes from seeing it idle); one still owed at the next check, or a
+   * connect or LISTEN that has not finished by then, means the connection is gone: it is dropped
+   * and opened anew.
+   */
+  private checkConnection(): void {
+    const client = this.client;
+    if (!client || this.closed) return;
+    if (this.awaitingAnswer) {
+      this.drop?.(new Error(`no answer within ${this.options.leaseMs / 2} ms`));
+      return;
+    }
+    if (!this.listening) return;
+    this.awaitingAnswer = true;
+    client.query('SELECT 1').then(
+      () => {
+        if (this.client === client) this.awaitingAnswer = false;
+      },
+      () => undefined, // a broken connection says so through its 'error' or 'end'
+    );
   }
 
   async close(): Promise<void> {
     this.closed = true;
     this.listening = false;
     clearTimeout(this.reconnectTimer);
+    clearInterval(this.heartbeat);
     const client = this.client;
     this.client = undefined;
     if (!client) return;
@@ -161,23 +197,31 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     };
     const client = new driver.postgres.Client(driver.master.options);
     this.client = client;
+    this.awaitingAnswer = true;
     const lost = (error?: Error) => {
       if (this.client !== client) return;
       this.listening = false;
+      this.drop = undefined;
       if (this.closed) return;
       this.client = undefined;
+      this.awaitingAnswer = false;
       client.removeAllListeners();
       client.on('error', () => undefined);
       void client.end().catch(() => undefined);
+      // A silent connection would not close on its own: its socket goes now.
+      client.connection?.stream?.destroy();
       this.scheduleReconnect(onWake, error);
     };
+    this.drop = lost;
     client.on('error', lost);
     client.on('end', () => lost(new Error('connection ended')));
     client.on('notification', onWake);
     try {
       await client.connect();
       await client.query(`LISTEN "${this.channel}"`);
-      this.listening = this.client === client;
+      if (this.client !== client) return;
+      this.listening = true;
+      this.awaitingAnswer = false;
       if (this.failures > 0) this.logger.log('Inbox notification listener reconnected.');
       this.failures = 0;
       onWake(); // commands may have arrived while we were not listening

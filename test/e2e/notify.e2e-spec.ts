@@ -1,5 +1,7 @@
 import { InboxStatus } from 'nestjs-inbox';
 import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
+import { InboxNotifier } from '../../lib/wake/notifier';
+import { CaptureLogger } from '../support/capture-logger';
 import { proxyFor, type TcpProxy } from '../support/tcp-proxy';
 import { createTestApp, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
@@ -31,7 +33,7 @@ describe('cross-instance wake-up', () => {
 
   it('a command received by a receive-only instance is run at once by a worker elsewhere', async () => {
     // Let the worker's listener connect (its first pass runs right after LISTEN succeeds).
-    await waitFor(() => (worker.processor as unknown as { notifier: { client?: unknown } }).notifier.client, 'the worker to listen');
+    await waitFor(() => worker.get(InboxNotifier).isListening, 'the worker to listen');
     const { entry } = await api.inbox.receive({ messageId: 'n-1', commandType: 'test.scripted', payload: {} });
     await waitFor(async () => (await statusOf(entry.id)) === InboxStatus.Completed, 'the worker to run the command', 5_000);
   });
@@ -58,5 +60,27 @@ describe('cross-instance wake-up', () => {
     await waitFor(async () => (await statusOf(during.id)) === InboxStatus.Completed, 'the command received during the cut', 15_000);
     const { entry: after } = await api.inbox.receive({ messageId: 'n-3', commandType: 'test.scripted', payload: {} });
     await waitFor(async () => (await statusOf(after.id)) === InboxStatus.Completed, 'the command received after the cut', 5_000);
+  });
+
+  it('notices a LISTEN connection that went silent, and listens again on a new one', async () => {
+    const logger = new CaptureLogger();
+    const own = proxyFor(db.url);
+    // Checks its LISTEN connection every half lease; polls once an hour.
+    const deaf = await createTestApp({ url: await own.start(db.url), handlers: [ScriptedHandler], logger, inbox: { pollIntervalMs: 3_600_000, leaseMs: 1_000 } });
+    try {
+      await waitFor(() => deaf.get(InboxNotifier).isListening, 'the worker to listen');
+      // Every connection open now goes silent, as after a NAT forgot them: no answer, no error.
+      // New connections work.
+      own.set('blackhole');
+      own.set('forward');
+      await waitFor(() => logger.find('log', /notification listener reconnected/).length > 0, 'the listener to reconnect', 10_000);
+      expect(logger.find('warn', /notification listener lost its connection.*no answer/)).toHaveLength(1);
+      // Heard: the command runs without a poll (its pool's silent connections are ended within a lease).
+      const { entry } = await api.inbox.receive({ messageId: 'n-silent', commandType: 'test.scripted', payload: {} });
+      await waitFor(async () => (await statusOf(entry.id)) === InboxStatus.Completed, 'the command received after the listener came back', 15_000);
+    } finally {
+      await deaf.close();
+      await own.close();
+    }
   });
 });
