@@ -21,6 +21,8 @@ interface ListenClient {
 const MAX_RECONNECT_DELAY_MS = 10_000;
 const NOTIFY = { name: 'nestjs_inbox_notify', text: 'SELECT pg_notify($1, NULL)' };
 const MIN_NOTIFY_SPACING_MS = 2;
+/** The LISTEN connection's checks come at most this often: a short lease must not make a busy server look gone. */
+const MIN_HEARTBEAT_MS = 1_000;
 
 /** A receive statement's licence to carry the notification. */
 export interface InlineTicket {
@@ -54,7 +56,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   /** Drops the current LISTEN connection and schedules a new one. */
   private drop?: (error: Error) => void;
   private reconnectTimer?: NodeJS.Timeout;
-  /** Checks the LISTEN connection every half lease (see checkConnection). */
+  /** Checks the LISTEN connection every half lease, at most once a second (see checkConnection). */
   private heartbeat?: NodeJS.Timeout;
   /** The connection has been asked something (to connect, LISTEN, or answer a ping) and has not answered yet. */
   private awaitingAnswer = false;
@@ -147,7 +149,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   /** Calls `onWake` whenever another instance received commands. */
   async listen(onWake: () => void): Promise<void> {
     if (!this.options.notify) return;
-    this.heartbeat = setInterval(() => this.checkConnection(), Math.max(1, Math.floor(this.options.leaseMs / 2)));
+    this.heartbeat = setInterval(() => this.checkConnection(), Math.max(MIN_HEARTBEAT_MS, Math.floor(this.options.leaseMs / 2)));
     this.heartbeat.unref();
     await this.connect(onWake);
   }
@@ -155,7 +157,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   /**
    * A LISTEN connection hears nothing while nothing arrives, so one that went silent (a NAT or
    * firewall that forgot it drops what is sent, and tells nobody) would leave this instance deaf
-   * to other instances for good, waking only on polls. Every half lease it is asked for an answer
+   * to other instances for good, waking only on polls. Every half lease (at most once a second) it is asked for an answer
    * (which also keeps such middleboxes from seeing it idle); one still owed at the next check, or a
    * connect or LISTEN that has not finished by then, means the connection is gone: it is dropped
    * and opened anew.
@@ -164,7 +166,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     const client = this.client;
     if (!client || this.closed) return;
     if (this.awaitingAnswer) {
-      this.drop?.(new Error(`no answer within ${this.options.leaseMs / 2} ms`));
+      this.drop?.(new Error('no answer since the last check'));
       return;
     }
     if (!this.listening) return;
