@@ -15,6 +15,7 @@ import { GatedHandler } from '../fixtures/gated-handler';
 import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
 import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+import { pgPoolOf } from '../../lib/store/connection';
 import { HISTORY_COLUMNS, INBOX_COLUMNS } from '../../lib/store/schema';
 
 const activeTimers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
@@ -182,6 +183,39 @@ describe('lifecycle', () => {
       }
     } finally {
       await second.drop();
+    }
+  });
+
+  it('closes when shutdown gives up while a claim still waits for a pool connection', async () => {
+    // A database of its own: no entry another test left due may take a slot first.
+    const own = await createTestDatabase('lifecycle_pool_wait');
+    await sql(own.url, EFFECTS_TABLE_SQL);
+    // Two connections, three slots: two batches hold them at the gate, the third claim waits.
+    const app = await createTestApp({
+      url: own.url,
+      handlers: [GatedHandler],
+      typeorm: { extra: { max: 2 } },
+      inbox: { concurrency: 3, batchSize: 1, notify: false, shutdownTimeoutMs: 300 },
+    });
+    const handler = app.get(GatedHandler);
+    const pool = pgPoolOf(app.dataSource) as ReturnType<typeof pgPoolOf> & { waitingCount: number };
+    try {
+      await app.inbox.receiveMany(['pool-wait-1', 'pool-wait-2', 'pool-wait-3'].map((messageId) => ({ messageId, commandType: 'test.gated', payload: {} })));
+      // A batch at the gate: its transaction idles after the handler's insert.
+      const gated = async () =>
+        (await sql<{ n: number }>(own.url, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE 'INSERT INTO effects%'`))[0].n;
+      await waitFor(async () => (await gated()) === 2 && pool.waitingCount === 1, 'two batches at the gate and a claim waiting for a connection');
+      // Shutdown gives up on the batches; their connections go, and the waiting claim gets one.
+      let deadline: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        app.close().then(() => 'closed'),
+        new Promise<string>((resolve) => (deadline = setTimeout(() => resolve('hung'), 10_000))),
+      ]);
+      clearTimeout(deadline);
+      expect(outcome).toBe('closed');
+    } finally {
+      handler.gate.open();
+      await own.drop();
     }
   });
 
