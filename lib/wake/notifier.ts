@@ -61,7 +61,8 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   /** The connection has been asked something (to connect, LISTEN, or answer a ping) and has not answered yet. */
   private awaitingAnswer = false;
   private spacingTimer?: NodeJS.Timeout;
-  private lastSentAt = 0;
+  /** When the last notification went out, on the monotonic clock (the wall clock may be set back). */
+  private lastSentAt = -Infinity;
 
   constructor(
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
@@ -79,7 +80,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
    */
   takeInline(): InlineTicket | undefined {
     if (!this.options.notify || this.closed || this.sending) return undefined;
-    const now = Date.now();
+    const now = performance.now();
     if (now - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return undefined;
     this.lastSentAt = now;
     const ticket: InlineTicket = { channel: this.channel, owes: this.pending };
@@ -116,17 +117,17 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     if (this.sending || this.spacingTimer || this.closed) return;
     // Even when the interval is over, wait a moment (a timer runs after pending I/O): a receive
     // statement about to go out takes the notification, and this one has nothing left to send.
-    const wait = Math.max(0, this.lastSentAt + MIN_NOTIFY_SPACING_MS - Date.now());
+    const wait = Math.max(0, this.lastSentAt + MIN_NOTIFY_SPACING_MS - performance.now());
     this.spacingTimer = setTimeout(() => this.flush(), wait);
   }
 
   private flush(): void {
     this.spacingTimer = undefined;
     if (!this.pending || this.closed || this.sending) return;
-    if (Date.now() - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return this.schedule(); // a receive carried one meanwhile
+    if (performance.now() - this.lastSentAt < MIN_NOTIFY_SPACING_MS) return this.schedule(); // a receive carried one meanwhile
     this.pending = false;
     this.sending = true;
-    this.lastSentAt = Date.now();
+    this.lastSentAt = performance.now();
     pgQuery(pgPoolOf(this.dataSource), this.options.preparedStatements ? NOTIFY : NOTIFY.text, [this.channel])
       .catch(() => undefined) // the next poll finds the commands anyway
       .finally(() => {

@@ -59,7 +59,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
   private sweepRequested = false;
   /** Consecutive passes that failed on the database; drives the reconnect backoff. */
   private failedPasses = 0;
-  /** While the database is down, passes are skipped until this time (ms since epoch). */
+  /** While the database is down, passes are skipped until this time (monotonic ms: the wall clock may be set back). */
   private resumeAt = 0;
   /** Claims in flight, so that a pass can wait for them and shutdown too. */
   private readonly inFlight = new Set<Promise<void>>();
@@ -185,7 +185,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     if (sweep) this.sweepRequested = true;
     // Receive-only instances, an idle duplicate module and a stopping processor run nothing.
     if (!this.started || this.stopping) return this.pass ?? Promise.resolve(0);
-    if (!now && Date.now() < this.resumeAt) return Promise.resolve(0);
+    if (!now && performance.now() < this.resumeAt) return Promise.resolve(0);
     if (this.pass) {
       // The running pass looks again when it sees the request; one that came after its last look
       // (while it was finishing) gets a pass of its own, which this promise covers too.
@@ -314,7 +314,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
       maxDelayMs: MAX_RECONNECT_DELAY_MS,
       jitter: 0.2,
     });
-    this.resumeAt = Date.now() + delay;
+    this.resumeAt = performance.now() + delay;
     // Retry when the backoff ends rather than at the next poll, which may be far away.
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => void this.startPass(true), delay + 1);

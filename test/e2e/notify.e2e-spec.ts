@@ -83,4 +83,19 @@ describe('cross-instance wake-up', () => {
       await own.close();
     }
   });
+
+  it('announces commands though the wall clock was set back since the last announcement', async () => {
+    const wallClock = Date.now.bind(Date);
+    await waitFor(() => worker.get(InboxNotifier).isListening, 'the worker to listen');
+    const { entry: before } = await api.inbox.receive({ messageId: 'n-clock-before', commandType: 'test.scripted', payload: {} });
+    await waitFor(async () => (await statusOf(before.id)) === InboxStatus.Completed, 'the command received before the clock moved', 5_000);
+    // The machine's clock is set back an hour (a correction, a restored snapshot).
+    jest.spyOn(Date, 'now').mockImplementation(() => wallClock() - 3_600_000);
+    try {
+      const { entry: after } = await api.inbox.receive({ messageId: 'n-clock-after', commandType: 'test.scripted', payload: {} });
+      await waitFor(async () => (await statusOf(after.id)) === InboxStatus.Completed, 'the command received after the clock moved', 5_000);
+    } finally {
+      jest.restoreAllMocks();
+    }
+  });
 });

@@ -141,6 +141,24 @@ describe('database outages and timeouts', () => {
     }
   });
 
+  it('resumes after an outage though the wall clock was set back meanwhile', async () => {
+    const status = async (messageId: string) => (await sql<{ status: string }>(db.url, 'SELECT status FROM inbox_entries WHERE message_id = $1', [messageId]))[0]?.status;
+    const app = await createTestApp({ url: proxiedUrl, handlers: [ScriptedHandler], inbox: { pollIntervalMs: 20, notify: false } });
+    const wallClock = Date.now.bind(Date);
+    try {
+      proxy.set('refuse');
+      await waitFor(() => app.processor.state.failedPasses > 0, 'a pass to fail on the outage');
+      // The machine's clock is set back an hour (a correction, a restored snapshot) during the outage.
+      jest.spyOn(Date, 'now').mockImplementation(() => wallClock() - 3_600_000);
+      proxy.set('forward');
+      await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('clock-set-back', 'test.scripted', '{}')`);
+      await waitFor(async () => (await status('clock-set-back')) === InboxStatus.Completed, 'the polls to run the command after the outage');
+    } finally {
+      jest.restoreAllMocks();
+      await app.close();
+    }
+  });
+
   it('keeps the processor alive through an outage, logging once per outage, and resumes without a restart', async () => {
     const logger = new RecordingLogger();
     const app = await createTestApp({ url: proxiedUrl, handlers: [ScriptedHandler], inbox: { pollIntervalMs: 20 } });
