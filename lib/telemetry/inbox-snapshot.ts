@@ -37,12 +37,13 @@ interface SnapshotRow {
 
 /**
  * Reads the shared figures (see InboxStatements.snapshot): one statement that recounts them only
- * when they are older than `maxAgeMs`, whichever instance asks first; reads that overlap in this
- * process share one statement.
+ * when they are older than `maxAgeMs`, whichever instance asks first; a read that overlaps one in
+ * this process accepting figures at least as fresh as it wants shares that one's statement.
  */
 @Injectable()
 export class InboxSnapshots {
-  private reading: Promise<InboxSnapshot> | null = null;
+  /** The read in flight, and the age of figures it accepts. */
+  private reading: { answer: Promise<InboxSnapshot>; maxAgeMs: number } | null = null;
 
   constructor(
     private readonly sql: InboxStatements,
@@ -51,8 +52,16 @@ export class InboxSnapshots {
   ) {}
 
   read(maxAgeMs: number = this.options.telemetry.snapshotMaxAgeMs): Promise<InboxSnapshot> {
-    this.reading ??= this.query(maxAgeMs).finally(() => (this.reading = null));
-    return this.reading;
+    // A read in flight that accepts older figures than this one wants is no answer to it.
+    if (this.reading && this.reading.maxAgeMs <= maxAgeMs) return this.reading.answer;
+    const reading = {
+      maxAgeMs,
+      answer: this.query(maxAgeMs).finally(() => {
+        if (this.reading === reading) this.reading = null;
+      }),
+    };
+    this.reading = reading;
+    return reading.answer;
   }
 
   private async query(maxAgeMs: number): Promise<InboxSnapshot> {

@@ -313,6 +313,16 @@ describe('telemetry: traces and metrics through OpenTelemetry', () => {
     expect(metrics).not.toContain(METADATA_SECRET);
   });
 
+  it('answers a read that wants fresher figures than the read in flight with figures of its own', async () => {
+    const snapshots = receiver.get(InboxSnapshots);
+    const first = await snapshots.read(0);
+    await receiver.inbox.receive({ messageId: messageId('fresher'), commandType: 'obs.counted', payload: { n: 1 } });
+    // Both at once: the first may keep the figures from before the receive; the second wants them fresh.
+    const [, fresh] = await Promise.all([snapshots.read(3_600_000), snapshots.read(0)]);
+    expect(fresh.entries.pending).toBe(first.entries.pending + 1);
+    await app.processor.runOnce();
+  });
+
   it('shares one snapshot across instances: a second app reads the first one\'s figures until they are stale', async () => {
     const other = await createTestApp({ url: db.url, handlers: [CountedHandler], inbox: { worker: false, clock } });
     try {

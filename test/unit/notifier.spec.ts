@@ -79,8 +79,11 @@ describe('InboxNotifier coalescing', () => {
     notifier.notify();
     const slow = notifier.takeInline()!; // owes, and is held up
     expect(slow.owes).toBe(true);
-    jest.setSystemTime(Date.now() + 2); // the clock moves on before its guard timer gets to run
+    // The clock moves on before its guard timer gets to run.
+    const later = performance.now() + 2;
+    const clock = jest.spyOn(performance, 'now').mockImplementation(() => later);
     const fast = notifier.takeInline()!;
+    clock.mockRestore();
     expect(fast.owes).toBe(false);
     notifier.settle(fast, true); // must not disarm the slow statement's guard
     notifier.settle(slow, false); // a duplicate after all: what it owed goes out
