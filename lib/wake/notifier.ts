@@ -58,11 +58,16 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   private reconnectTimer?: NodeJS.Timeout;
   /** Checks the LISTEN connection every half lease, at most once a second (see checkConnection). */
   private heartbeat?: NodeJS.Timeout;
-  /** The connection has been asked something (to connect, LISTEN, or answer a ping) and has not answered yet. */
-  private awaitingAnswer = false;
+  /** When the connection was asked something (to connect, LISTEN, or answer a ping) that it has not answered yet (monotonic ms). */
+  private askedAt: number | null = null;
   private spacingTimer?: NodeJS.Timeout;
   /** When the last notification went out, on the monotonic clock (the wall clock may be set back). */
   private lastSentAt = -Infinity;
+
+  /** How often the LISTEN connection is checked: every half lease, at most once a second. */
+  private get heartbeatMs(): number {
+    return Math.max(MIN_HEARTBEAT_MS, Math.floor(this.options.leaseMs / 2));
+  }
 
   constructor(
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
@@ -150,7 +155,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   /** Calls `onWake` whenever another instance received commands. */
   async listen(onWake: () => void): Promise<void> {
     if (!this.options.notify) return;
-    this.heartbeat = setInterval(() => this.checkConnection(), Math.max(MIN_HEARTBEAT_MS, Math.floor(this.options.leaseMs / 2)));
+    this.heartbeat = setInterval(() => this.checkConnection(), this.heartbeatMs);
     this.heartbeat.unref();
     await this.connect(onWake);
   }
@@ -159,22 +164,22 @@ export class InboxNotifier implements BeforeApplicationShutdown {
    * A LISTEN connection hears nothing while nothing arrives, so one that went silent (a NAT or
    * firewall that forgot it drops what is sent, and tells nobody) would leave this instance deaf
    * to other instances for good, waking only on polls. Every half lease (at most once a second) it is asked for an answer
-   * (which also keeps such middleboxes from seeing it idle); one still owed at the next check, or a
-   * connect or LISTEN that has not finished by then, means the connection is gone: it is dropped
-   * and opened anew.
+   * (which also keeps such middleboxes from seeing it idle); an answer owed for a whole interval
+   * (to the ping, or to a connect or LISTEN) means the connection is gone: it is dropped and
+   * opened anew.
    */
   private checkConnection(): void {
     const client = this.client;
     if (!client || this.closed) return;
-    if (this.awaitingAnswer) {
-      this.drop?.(new Error('no answer since the last check'));
+    if (this.askedAt !== null) {
+      if (performance.now() - this.askedAt >= this.heartbeatMs) this.drop?.(new Error(`no answer within ${this.heartbeatMs} ms`));
       return;
     }
     if (!this.listening) return;
-    this.awaitingAnswer = true;
+    const askedAt = (this.askedAt = performance.now());
     client.query('SELECT 1').then(
       () => {
-        if (this.client === client) this.awaitingAnswer = false;
+        if (this.askedAt === askedAt) this.askedAt = null;
       },
       () => undefined, // a broken connection says so through its 'error' or 'end'
     );
@@ -200,14 +205,14 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     };
     const client = new driver.postgres.Client(driver.master.options);
     this.client = client;
-    this.awaitingAnswer = true;
+    this.askedAt = performance.now();
     const lost = (error?: Error) => {
       if (this.client !== client) return;
       this.listening = false;
       this.drop = undefined;
       if (this.closed) return;
       this.client = undefined;
-      this.awaitingAnswer = false;
+      this.askedAt = null;
       client.removeAllListeners();
       client.on('error', () => undefined);
       void client.end().catch(() => undefined);
@@ -224,7 +229,7 @@ export class InboxNotifier implements BeforeApplicationShutdown {
       await client.query(`LISTEN "${this.channel}"`);
       if (this.client !== client) return;
       this.listening = true;
-      this.awaitingAnswer = false;
+      this.askedAt = null;
       if (this.failures > 0) this.logger.log('Inbox notification listener reconnected.');
       this.failures = 0;
       onWake(); // commands may have arrived while we were not listening
