@@ -53,6 +53,7 @@ export class InboxStatements {
   readonly start: Statement;
   readonly unstart: string;
   readonly endSession: string;
+  readonly sessionState: string;
   readonly lockClaimed: Statement;
   readonly lockSuspect: Statement;
   readonly complete: Statement;
@@ -304,6 +305,9 @@ export class InboxStatements {
     // overran its time): what it was running stops and its locks go. Only a session of the same
     // user, still in this database. $1 the backend's pid.
     this.endSession = `SELECT pg_terminate_backend("pid") FROM pg_stat_activity WHERE "pid" = $1 AND "datname" = current_database() AND "usename" = current_user`;
+    // sessionState: what the server session of a quiet worker connection is doing ('active': at work
+    // on a statement, waiting for a lock included), seen from another connection. $1 its pid.
+    this.sessionState = `SELECT "state" FROM pg_stat_activity WHERE "pid" = $1 AND "datname" = current_database() AND "usename" = current_user`;
     // unstart: a worker that gives up its started attempts as it shuts down takes their start back
     // (see TRANSITIONS.unstart), from another connection: the batch holds a KEY SHARE lock, which a
     // non-key UPDATE does not wait for. $1 ids, $2 tokens.

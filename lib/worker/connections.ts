@@ -4,10 +4,21 @@ import type { DataSource, QueryRunner } from 'typeorm';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS } from '../inbox.constants';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 import { destroyConnection, newQueryRunner } from '../store/connection';
+import { withDeadline } from '../store/deadline';
+import { InboxStatements } from '../store/statements';
+
+/** What a quiet connection's session was found doing (see settleQuiet). */
+type SessionState = 'at work' | 'gone quiet' | 'no answer' | 'unknown';
+
+/** The bits of node-postgres' client the watch on a quiet connection uses. */
+interface WatchedClient {
+  processID?: number;
+  connection?: { stream?: Socket };
+}
 
 /**
- * The worker's pool connections: lent out one at a time, each ended should it stay silent for a
- * lease, and all cut at once when shutdown runs out of time.
+ * The worker's pool connections: lent out one at a time, each watched while it is quiet, and all
+ * cut at once when shutdown runs out of time.
  */
 @Injectable()
 export class WorkerConnections {
@@ -18,6 +29,7 @@ export class WorkerConnections {
   constructor(
     @Inject(INBOX_DATA_SOURCE) private readonly dataSource: DataSource,
     @Inject(INBOX_RESOLVED_OPTIONS) private readonly options: ResolvedInboxOptions,
+    private readonly sql: InboxStatements,
   ) {}
 
   /** True once shutdown gave up on the work in flight: nothing more is to be recorded. */
@@ -31,7 +43,7 @@ export class WorkerConnections {
     this.held.add(queryRunner);
     let unwatch: (() => void) | undefined;
     try {
-      unwatch = this.endWhenSilent(await queryRunner.connect());
+      unwatch = this.watchWhileQuiet((await queryRunner.connect()) as WatchedClient);
       return await work(queryRunner);
     } finally {
       unwatch?.();
@@ -47,26 +59,62 @@ export class WorkerConnections {
   }
 
   /**
-   * Ends the connection once nothing has passed over it for a lease (until the returned function
-   * is called). The worker never leaves its connection quiet that long: a handler's time is shorter
-   * than the lease, and so is the server's own limit on an idle transaction (see the lock
-   * statement). A connection quiet for a lease went silent (a NAT or firewall that forgot it drops
-   * what is sent, and tells nobody): without this, the statement waiting on it would hold the
-   * worker's pass for as long as the operating system keeps retrying, a quarter of an hour.
-   * Destroyed, the statement fails as on a broken connection, and the pass goes on with new ones.
+   * Looks into the connection each time nothing has passed over it for a lease (until the returned
+   * function is called); see settleQuiet.
    */
-  private endWhenSilent(client: unknown): () => void {
-    const stream = (client as { connection?: { stream?: Socket } }).connection?.stream;
+  private watchWhileQuiet(client: WatchedClient): () => void {
+    const stream = client.connection?.stream;
     if (!stream || typeof stream.setTimeout !== 'function') return () => undefined;
-    const end = () => {
-      this.logger.warn(`A worker connection was silent for leaseMs (${this.options.leaseMs} ms); ended, its work goes on with a new one.`);
-      stream.destroy();
-    };
+    let watching = true;
+    const quiet = () => void this.settleQuiet(client.processID, stream, () => watching);
     stream.setTimeout(this.options.leaseMs);
-    stream.on('timeout', end);
+    stream.on('timeout', quiet);
     return () => {
+      watching = false;
       stream.setTimeout(0);
-      stream.removeListener('timeout', end);
+      stream.removeListener('timeout', quiet);
     };
   }
+
+  /**
+   * A worker connection quiet for a lease. A statement waiting for a lock (a migration's, an
+   * application's transaction on a key) or running long is quiet too, so the server is asked, from
+   * another connection, what its session is doing. At work: it is watched for another lease.
+   * Otherwise the connection went silent (a NAT or firewall that forgot it drops what is sent, and
+   * tells nobody) and the statement waiting on it would hold the worker's pass for as long as the
+   * operating system keeps retrying, a quarter of an hour: its session is ended (it may hold the
+   * batch's locks), and its socket destroyed, so that the statement fails as on a broken
+   * connection. No answer at all (the network is gone): the socket is destroyed. No connection to
+   * ask with (the pool is taken): watched again, nothing known is wrong.
+   */
+  private async settleQuiet(pid: number | undefined, stream: Socket, watching: () => boolean): Promise<void> {
+    const state = await this.sessionState(pid);
+    if (!watching()) return;
+    if (state === 'at work' || state === 'unknown') {
+      stream.setTimeout(this.options.leaseMs);
+      return;
+    }
+    this.logger.warn(`A worker connection was silent for leaseMs (${this.options.leaseMs} ms), its session ${state === 'gone quiet' ? 'idle' : 'out of reach'}; ended, its work goes on with a new one.`);
+    if (state === 'gone quiet') await this.onOwnConnection(this.sql.endSession, [pid]).catch(() => undefined);
+    stream.destroy();
+  }
+
+  private async sessionState(pid: number | undefined): Promise<SessionState> {
+    if (pid === undefined) return 'no answer';
+    try {
+      const rows = await this.onOwnConnection<{ state: string | null }>(this.sql.sessionState, [pid]);
+      return rows[0]?.state === 'active' ? 'at work' : 'gone quiet';
+    } catch (error) {
+      return error instanceof PoolTakenError ? 'unknown' : 'no answer';
+    }
+  }
+
+  /** One statement on a pool connection of its own, within the receive's deadline. */
+  private onOwnConnection<R>(sql: string, params: unknown[]): Promise<R[]> {
+    const timeoutMs = this.options.receiveTimeoutMs;
+    return withDeadline(this.dataSource, timeoutMs, (poolTaken) => (poolTaken ? new PoolTakenError() : new Error(`no answer within ${timeoutMs} ms`)), (query) => query<R>(sql, params));
+  }
 }
+
+/** No pool connection became free to look into a quiet one. */
+class PoolTakenError extends Error {}

@@ -1,0 +1,95 @@
+import { Injectable } from '@nestjs/common';
+import { InboxHandler, InboxStatus, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
+import { Client } from 'pg';
+import { CaptureLogger } from '../support/capture-logger';
+import { createTestApp, waitFor, type TestApp } from '../support/test-app';
+import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+
+/** Attempts the keyed handler made, in order; it waits for the gate before it finishes. */
+const runs: number[] = [];
+let gate: Promise<void> = Promise.resolve();
+
+@Injectable()
+@InboxHandler('quiet.keyed', { orderingKey: (payload: { account: string }) => payload.account })
+class KeyedHandler implements InboxCommandHandler<{ account: string }> {
+  async execute(_command: { account: string }, context: InboxContext): Promise<void> {
+    runs.push(context.entry.attempt);
+    await gate;
+    await context.manager.query('SELECT 1');
+  }
+}
+
+/**
+ * A worker connection quiet for a lease is looked into: one whose statement waits for a lock longer
+ * than a lease is at work, not gone, and keeps its place.
+ */
+describe('worker connections waiting longer than a lease', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  let other: Client;
+  let otherPid: number;
+  const logger = new CaptureLogger();
+
+  beforeAll(async () => {
+    db = await createTestDatabase('quiet_connections');
+    app = await createTestApp({ url: db.url, handlers: [KeyedHandler], logger, inbox: { leaseMs: 1_000, pollIntervalMs: 50, notify: false, concurrency: 2 } });
+    other = new Client({ connectionString: db.url });
+    await other.connect();
+    otherPid = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  });
+
+  afterAll(async () => {
+    await other?.end();
+    await app?.close();
+    await db?.drop();
+  });
+
+  /** The sessions other than `other`'s waiting for a lock, and for how long the longest has (ms). */
+  const lockWaits = async () =>
+    (
+      await sql<{ n: number; longest: number | null }>(
+        db.url,
+        `SELECT count(*)::int AS n, (extract(epoch FROM max(now() - query_start)) * 1000)::int AS longest FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
+        [otherPid],
+      )
+    )[0];
+  const statusOf = async (id: string) => (await sql<{ status: string }>(db.url, 'SELECT status FROM inbox_entries WHERE id = $1', [id]))[0]?.status;
+
+  it("keeps a pass waiting for a migration's lock on the table, in one session", async () => {
+    await other.query('BEGIN');
+    await other.query('LOCK TABLE inbox_entries IN ACCESS EXCLUSIVE MODE');
+    try {
+      // The worker's polls queue behind the lock; three leases on, still one session waits.
+      await waitFor(async () => ((await lockWaits()).longest ?? 0) >= 3_000, 'a worker statement waiting for three leases');
+      expect((await lockWaits()).n).toBe(1);
+    } finally {
+      await other.query('COMMIT');
+    }
+    expect(logger.find('warn', /silent for leaseMs/)).toEqual([]);
+    const { entry } = await app.inbox.receive({ messageId: 'after-migration', commandType: 'quiet.keyed', payload: { account: 'migration' } });
+    await waitFor(async () => (await statusOf(entry.id)) === InboxStatus.Completed, 'a command received after the migration to run');
+  });
+
+  it('completes a batch whose hand-over waits longer than a lease for an application transaction on its key', async () => {
+    runs.length = 0;
+    let open!: () => void;
+    gate = new Promise<void>((resolve) => (open = resolve));
+    const { entry } = await app.inbox.receive({ messageId: 'held-key', commandType: 'quiet.keyed', payload: { account: 'held' } });
+    await waitFor(() => runs.length === 1, 'the handler to start');
+    // An application's transaction holds the key's row (a receive of the key it has not committed)
+    // when the batch comes to hand the key over.
+    await other.query('BEGIN');
+    await other.query(`SELECT 1 FROM inbox_entries_keys WHERE ordering_key = 'held' FOR UPDATE`);
+    open();
+    try {
+      await waitFor(async () => ((await lockWaits()).longest ?? 0) >= 2_500, 'the batch waiting for the key for two and a half leases');
+    } finally {
+      await other.query('COMMIT');
+    }
+    await waitFor(async () => (await statusOf(entry.id)) === InboxStatus.Completed, 'the entry to complete');
+    // Its batch waited and committed: the handler ran once.
+    expect(runs).toEqual([1]);
+    expect(logger.find('warn', /silent for leaseMs/)).toEqual([]);
+  });
+});
