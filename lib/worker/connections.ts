@@ -23,7 +23,11 @@ interface WatchedClient {
 @Injectable()
 export class WorkerConnections {
   private readonly logger = new Logger('InboxProcessor');
+  /** Runners lent out that hold a connection. */
   private readonly held = new Set<QueryRunner>();
+  /** Runners lent out still waiting for the pool; those shutdown gave up on, once they get it. */
+  private readonly connecting = new Set<QueryRunner>();
+  private readonly givenUp = new WeakSet<QueryRunner>();
   private abandoned = false;
 
   constructor(
@@ -40,10 +44,20 @@ export class WorkerConnections {
   /** Lends a connection to `work` and always gives it back. */
   async use<T>(work: (queryRunner: QueryRunner) => Promise<T>): Promise<T> {
     const queryRunner = newQueryRunner(this.dataSource);
-    this.held.add(queryRunner);
     let unwatch: (() => void) | undefined;
     try {
-      unwatch = this.watchWhileQuiet((await queryRunner.connect()) as WatchedClient);
+      this.connecting.add(queryRunner);
+      const client = (await queryRunner.connect().finally(() => this.connecting.delete(queryRunner))) as WatchedClient;
+      // Shutdown gave up while this waited for the pool: the connection goes back now, destroyed.
+      // (A runner released before it has its connection would never give that one back, and the
+      // pool could never close: abandon() leaves such a runner to this.)
+      if (this.givenUp.has(queryRunner)) {
+        const gaveUp = new Error('nestjs-inbox shutdown timeout');
+        await destroyConnection(queryRunner, gaveUp);
+        throw gaveUp;
+      }
+      this.held.add(queryRunner);
+      unwatch = this.watchWhileQuiet(client);
       return await work(queryRunner);
     } finally {
       unwatch?.();
@@ -52,10 +66,11 @@ export class WorkerConnections {
     }
   }
 
-  /** Cuts every connection held: open transactions roll back, nothing hangs. */
+  /** Cuts every connection held: open transactions roll back, nothing hangs. Borrowers still waiting for the pool give theirs back as they get it. */
   abandon(): void {
     this.abandoned = true;
     for (const queryRunner of this.held) void destroyConnection(queryRunner, new Error('nestjs-inbox shutdown timeout'));
+    for (const queryRunner of this.connecting) this.givenUp.add(queryRunner);
   }
 
   /**
