@@ -103,9 +103,13 @@ export class WorkerConnections {
    * ask with (the pool is taken): watched again, nothing known is wrong.
    */
   private async settleQuiet(pid: number | undefined, stream: Socket, watching: () => boolean): Promise<void> {
+    const traffic = () => stream.bytesRead + stream.bytesWritten;
+    const before = traffic();
     const state = await this.sessionState(pid);
     if (!watching()) return;
-    if (state === 'at work' || state === 'unknown') {
+    // Bytes passed meanwhile (an event loop held up past the lease runs the timer before it reads
+    // the answer that was waiting): not silent.
+    if (state === 'at work' || state === 'unknown' || traffic() !== before) {
       stream.setTimeout(this.options.leaseMs);
       return;
     }
