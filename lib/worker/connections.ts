@@ -115,7 +115,8 @@ export class WorkerConnections {
     }
     this.logger.warn(`A worker connection was silent for leaseMs (${this.options.leaseMs} ms), its session ${state === 'gone quiet' ? 'idle' : 'out of reach'}; ended, its work goes on with a new one.`);
     if (state === 'gone quiet') await this.onOwnConnection(this.sql.endSession, [pid]).catch(() => undefined);
-    stream.destroy();
+    // Given back meanwhile (its statement failed as its session ended): the pool has dealt with it.
+    if (watching()) stream.destroy();
   }
 
   private async sessionState(pid: number | undefined): Promise<SessionState> {
