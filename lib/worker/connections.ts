@@ -100,7 +100,7 @@ export class WorkerConnections {
    * operating system keeps retrying, a quarter of an hour: its session is ended (it may hold the
    * batch's locks), and its socket destroyed, so that the statement fails as on a broken
    * connection. No answer at all (the network is gone): the socket is destroyed. No connection to
-   * ask with (the pool is taken): watched again, nothing known is wrong.
+   * ask with: watched again, nothing known is wrong.
    */
   private async settleQuiet(pid: number | undefined, stream: Socket, watching: () => boolean): Promise<void> {
     const traffic = () => stream.bytesRead + stream.bytesWritten;
@@ -119,22 +119,27 @@ export class WorkerConnections {
     if (watching()) stream.destroy();
   }
 
+  /**
+   * Only a question asked and not answered says the server is out of reach; no connection to ask
+   * with (the pool taken, the server turning new connections away at its limit) says nothing.
+   */
   private async sessionState(pid: number | undefined): Promise<SessionState> {
     if (pid === undefined) return 'no answer';
+    let asked = false;
     try {
-      const rows = await this.onOwnConnection<{ state: string | null }>(this.sql.sessionState, [pid]);
+      const rows = await this.onOwnConnection<{ state: string | null }>(this.sql.sessionState, [pid], () => (asked = true));
       return rows[0]?.state === 'active' ? 'at work' : 'gone quiet';
-    } catch (error) {
-      return error instanceof PoolTakenError ? 'unknown' : 'no answer';
+    } catch {
+      return asked ? 'no answer' : 'unknown';
     }
   }
 
-  /** One statement on a pool connection of its own, within the receive's deadline. */
-  private onOwnConnection<R>(sql: string, params: unknown[]): Promise<R[]> {
+  /** One statement on a pool connection of its own, within the receive's deadline; `sent` once it has one. */
+  private onOwnConnection<R>(sql: string, params: unknown[], sent?: () => void): Promise<R[]> {
     const timeoutMs = this.options.receiveTimeoutMs;
-    return withDeadline(this.dataSource, timeoutMs, (poolTaken) => (poolTaken ? new PoolTakenError() : new Error(`no answer within ${timeoutMs} ms`)), (query) => query<R>(sql, params));
+    return withDeadline(this.dataSource, timeoutMs, () => new Error(`no answer within ${timeoutMs} ms`), (query) => {
+      sent?.();
+      return query<R>(sql, params);
+    });
   }
 }
-
-/** No pool connection became free to look into a quiet one. */
-class PoolTakenError extends Error {}

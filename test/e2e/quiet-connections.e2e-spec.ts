@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { InboxHandler, InboxStatus, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
 import { Client } from 'pg';
+import { pgPoolOf } from '../../lib/store/connection';
 import { CaptureLogger } from '../support/capture-logger';
 import { createTestApp, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
@@ -90,6 +91,73 @@ describe('worker connections waiting longer than a lease', () => {
     await waitFor(async () => (await statusOf(entry.id)) === InboxStatus.Completed, 'the entry to complete');
     // Its batch waited and committed: the handler ran once.
     expect(runs).toEqual([1]);
+    expect(logger.find('warn', /silent for leaseMs/)).toEqual([]);
+  });
+});
+
+/** A worker statement waiting for a lock while the server turns new connections away at a limit. */
+describe('a worker connection waiting longer than a lease when no connection is left to look into it', () => {
+  let db: TestDatabase;
+  let app: TestApp;
+  let other: Client;
+  let otherPid: number;
+  const fillers: Client[] = [];
+  const logger = new CaptureLogger();
+  const role = `inbox_limited_${process.pid}`;
+  let limitedUrl: string;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('quiet_refused');
+    // The application's role may hold four connections at once.
+    await sql(db.url, `CREATE ROLE ${role} LOGIN PASSWORD '${role}' CONNECTION LIMIT 4`);
+    await sql(db.url, `ALTER DATABASE "${db.name}" OWNER TO ${role}`);
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = role;
+    limitedUrl = url.toString();
+    // Idle pool connections close at once: the slots they free are taken below.
+    app = await createTestApp({ url: limitedUrl, handlers: [KeyedHandler], logger, typeorm: { extra: { idleTimeoutMillis: 100 } }, inbox: { leaseMs: 1_000, pollIntervalMs: 50, notify: false, concurrency: 1 } });
+    other = new Client({ connectionString: db.url });
+    await other.connect();
+    otherPid = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  });
+
+  afterAll(async () => {
+    for (const filler of fillers) await filler.end().catch(() => undefined);
+    await other?.end();
+    await app?.close();
+    await sql(db.url, `REASSIGN OWNED BY ${role} TO CURRENT_USER; DROP OWNED BY ${role}`);
+    await sql(db.url, `DROP ROLE ${role}`);
+    await db?.drop();
+  });
+
+  it('leaves it waiting', async () => {
+    const longestWait = async () =>
+      (
+        await sql<{ longest: number | null }>(
+          db.url,
+          `SELECT (extract(epoch FROM max(now() - query_start)) * 1000)::int AS longest FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> $1`,
+          [otherPid],
+        )
+      )[0].longest ?? 0;
+    await other.query('BEGIN');
+    await other.query('LOCK TABLE inbox_entries IN ACCESS EXCLUSIVE MODE');
+    try {
+      await waitFor(async () => (await longestWait()) > 0, 'a worker statement waiting for the lock');
+      const pool = pgPoolOf(app.dataSource);
+      await waitFor(() => pool.idleCount === 0, "the pool's idle connections closed");
+      // The role's other connection slots are taken (another instance, say): nothing is left to ask with.
+      for (;;) {
+        const filler = new Client({ connectionString: limitedUrl });
+        const connected = await filler.connect().then(() => true, () => false);
+        if (!connected) break;
+        fillers.push(filler);
+      }
+      await waitFor(async () => (await longestWait()) >= 3_000, 'the worker statement waiting for three leases');
+    } finally {
+      await other.query('COMMIT');
+    }
     expect(logger.find('warn', /silent for leaseMs/)).toEqual([]);
   });
 });
