@@ -172,7 +172,9 @@ export class InboxNotifier implements BeforeApplicationShutdown {
     const client = this.client;
     if (!client || this.closed) return;
     if (this.askedAt !== null) {
-      if (performance.now() - this.askedAt >= this.heartbeatMs) this.drop?.(new Error(`no answer within ${this.heartbeatMs} ms`));
+      // Connecting (a handshake, TLS, LISTEN) may take as long as a receive may wait for the database.
+      const allowedMs = this.listening ? this.heartbeatMs : Math.max(this.heartbeatMs, this.options.receiveTimeoutMs);
+      if (performance.now() - this.askedAt >= allowedMs) this.drop?.(new Error(`no answer within ${allowedMs} ms`));
       return;
     }
     if (!this.listening) return;
