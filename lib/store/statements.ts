@@ -302,7 +302,7 @@ export class InboxStatements {
       prepared,
     );
     // endSession: ends the server session of a connection the worker destroyed (a handler that
-    // overran its time): what it was running stops and its locks go. Only a session of the same
+    // overran its time, a connection gone silent): what it was running stops and its locks go. Only a session of the same
     // user, still in this database. $1 the backend's pid.
     this.endSession = `SELECT pg_terminate_backend("pid") FROM pg_stat_activity WHERE "pid" = $1 AND "datname" = current_database() AND "usename" = current_user`;
     // sessionState: what the server session of a quiet worker connection is doing ('active': at work

@@ -163,10 +163,10 @@ export class InboxNotifier implements BeforeApplicationShutdown {
   /**
    * A LISTEN connection hears nothing while nothing arrives, so one that went silent (a NAT or
    * firewall that forgot it drops what is sent, and tells nobody) would leave this instance deaf
-   * to other instances for good, waking only on polls. Every half lease (at most once a second) it is asked for an answer
-   * (which also keeps such middleboxes from seeing it idle); an answer owed for a whole interval
-   * (to the ping, or to a connect or LISTEN) means the connection is gone: it is dropped and
-   * opened anew.
+   * to other instances for good, waking only on polls. Every half lease (at most once a second)
+   * it is asked for an answer (which also keeps such middleboxes from seeing it idle); an answer
+   * owed for a whole interval (to the ping, or to a connect or LISTEN) means the connection is
+   * gone: it is dropped and opened anew.
    */
   private checkConnection(): void {
     const client = this.client;

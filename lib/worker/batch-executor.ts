@@ -473,7 +473,7 @@ export class BatchExecutor {
         await destroyConnection(queryRunner, error);
         // The server would run the handler's statement on to its end (a lock it waits for, a long
         // query), holding the batch's locks all the while: its session is ended too.
-        if (backend !== undefined) await this.connections.use((other) => runQuery(other, this.sql.endSession, [backend])).catch(() => undefined);
+        if (backend !== undefined) await this.connections.endSession(backend);
       }
       throw error;
     } finally {

@@ -74,6 +74,14 @@ export class WorkerConnections {
   }
 
   /**
+   * Ends the server session `pid` of a connection this worker gave up on (destroyed on its side):
+   * what the server still runs for it stops, and its locks go. Never throws.
+   */
+  async endSession(pid: number): Promise<void> {
+    await this.onOwnConnection(this.sql.endSession, [pid]).catch(() => undefined);
+  }
+
+  /**
    * Looks into the connection each time nothing has passed over it for a lease (until the returned
    * function is called); see settleQuiet.
    */
@@ -114,7 +122,7 @@ export class WorkerConnections {
       return;
     }
     this.logger.warn(`A worker connection was silent for leaseMs (${this.options.leaseMs} ms), its session ${state === 'gone quiet' ? 'idle' : 'out of reach'}; ended, its work goes on with a new one.`);
-    if (state === 'gone quiet') await this.onOwnConnection(this.sql.endSession, [pid]).catch(() => undefined);
+    if (state === 'gone quiet' && pid !== undefined) await this.endSession(pid);
     // Given back meanwhile (its statement failed as its session ended): the pool has dealt with it.
     if (watching()) stream.destroy();
   }
