@@ -78,7 +78,9 @@ export class Receiver {
    * nothing is asked for), bounded by `receiveTimeoutMs`: the commands without an ordering key in
    * one statement, those with one each by its key's statement (their places need the key's row),
    * in the order given. A messageId
-   * given twice is stored once, the repeat answered as a duplicate or a conflict of the first.
+   * given twice is stored once, the repeat answered as a duplicate or a conflict of the first (a
+   * repeat that differs from a first one the stored entry refused is asked of the database itself:
+   * it may be the stored command).
    * `commands`: validated commands, or the error that refused each invalid one.
    */
   async receiveMany(commands: Array<ValidatedCommand | InboxError>, manager: EntityManager | undefined, allOrNothing: boolean): Promise<ReceiveManyResult[]> {
@@ -104,7 +106,7 @@ export class Receiver {
       });
     }
     const types = new Set(toStore.map((index) => (commands[index] as ValidatedCommand).commandType));
-    const store = (trace: StoredTraceContext | null) => this.storeMany(commands as ValidatedCommand[], toStore, results, manager, allOrNothing, trace);
+    const store = (trace: StoredTraceContext | null) => this.storeMany(commands as ValidatedCommand[], toStore, results, manager, allOrNothing, trace, firstOf);
     try {
       if (toStore.length > 0) await this.tracing.sendBatch(types.size === 1 ? [...types][0] : null, toStore.length, store);
     } catch (error) {
@@ -129,13 +131,25 @@ export class Receiver {
     manager: EntityManager | undefined,
     allOrNothing: boolean,
     trace: StoredTraceContext | null,
+    firstOf: Map<string, number>,
   ): Promise<void> {
     // Whether the statements run inside a transaction (the caller's, or all or nothing's): a key left
     // busy is then settled within it, else in a transaction of its own that holds the key's lock.
     const inTransaction = manager?.queryRunner !== undefined || allOrNothing;
     const work = async (query: RunStatement) => {
       await this.storeKeyless(query, commands, indexes.filter((index) => commands[index].orderingKey === null), results, trace, inTransaction);
-      for (const index of indexes.filter((i) => commands[i].orderingKey !== null)) results[index] = await this.storeOne(query, commands[index], index, trace, inTransaction);
+      const keyed = indexes.filter((i) => commands[i].orderingKey !== null);
+      // In a transaction each key's row stays locked until it ends: lock them all first, in key
+      // order (as hand-overs do), so that two batches naming keys in another order cannot deadlock
+      // (a key new to the table gets its row here, free, as a hand-over would give it).
+      if (inTransaction && keyed.length > 0) await query(this.sql.lockKeys, [[...new Set(keyed.map((i) => commands[i].orderingKey!))]]);
+      for (const index of keyed) results[index] = await this.storeOne(query, commands[index], index, trace, inTransaction);
+      // A repeat of a messageId whose first command conflicted may be the stored command itself: the database says.
+      for (const [index, command] of commands.entries()) {
+        if (command instanceof InboxError || results[index] !== undefined) continue;
+        const first = firstOf.get(command.messageId)!;
+        if (results[first]?.status === 'conflict' && !sameCommand(command, commands[first])) results[index] = await this.storeOne(query, command, index, trace, inTransaction);
+      }
       const conflict = allOrNothing ? indexes.map((index) => results[index]).find((result) => result.status === 'conflict') : undefined;
       if (conflict && 'error' in conflict) throw conflict.error;
     };

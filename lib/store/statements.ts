@@ -118,7 +118,8 @@ export class InboxStatements {
     // $8 traceparent, $9 tracestate; with an ordering key (receiveKeyed), $10 the key.
     const sameCommand = (key: string) =>
       `COALESCE("command_type" = $2 AND "ordering_key" IS NOT DISTINCT FROM ${key} AND ("payload" = $3::jsonb OR "payload_digest" = md5($3::jsonb::text)), false)`;
-    const scalarColumns = SELECTED_COLUMNS.filter((name) => name !== 'payload' && name !== 'metadata').map((name) => `'${name}', "${name}"`);
+    // A bigint as text, as node-postgres returns it from a column (and past 2^53 a JSON number would round).
+    const scalarColumns = SELECTED_COLUMNS.filter((name) => name !== 'payload' && name !== 'metadata').map((name) => `'${name}', "${name}"${name === 'ordering_seq' ? '::text' : ''}`);
     // The payload comes back only when it differs from the incoming one (a corrected replay's).
     const storedColumns = `jsonb_strip_nulls(jsonb_build_object(${scalarColumns.join(', ')}, 'payload_removed', "payload" IS NULL))
       || jsonb_build_object('metadata', "metadata", 'payload_stored', CASE WHEN "payload" = $3::jsonb THEN NULL ELSE "payload" END)`;

@@ -224,6 +224,38 @@ describe('InboxService.receiveMany', () => {
     }
   });
 
+  it('answers a redelivery of a stored command as a duplicate, though another command with its messageId comes first in the batch', async () => {
+    const messageId = id('redelivered');
+    const { entry } = await app.inbox.receive({ messageId, commandType: 'many.plain', payload: { account: 'a', n: 1 } });
+    const results = await app.inbox.receiveMany([
+      { messageId, commandType: 'many.plain', payload: { account: 'a', n: 2 } },
+      { messageId, commandType: 'many.plain', payload: { account: 'a', n: 1 } },
+    ]);
+    expect(shape(results)).toEqual([
+      [0, 'conflict'],
+      [1, 'duplicate'],
+    ]);
+    expect(results[1]).toMatchObject({ entry: { id: entry.id } });
+  });
+
+  it('stores all-or-nothing batches that name the same keys in another order side by side, without a deadlock', async () => {
+    const outcomes: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      const [a, b] = [id('first-key'), id('second-key')];
+      // Several commands per key: each batch holds its first key while it stores the second.
+      const batch = (accounts: string[]) => accounts.flatMap((account) => Array.from({ length: 20 }, (_, n) => ({ messageId: id('crossed'), commandType: 'many.keyed', payload: { account, n } })));
+      const settled = await Promise.allSettled([app.inbox.receiveMany(batch([a, b]), { allOrNothing: true }), app.inbox.receiveMany(batch([b, a]), { allOrNothing: true })]);
+      outcomes.push(...settled.map((outcome) => (outcome.status === 'fulfilled' ? 'stored' : `${(outcome.reason as Error).name}: ${(outcome.reason as Error).message}`)));
+      // Each key numbered its 40 entries 1 to 40.
+      const places = await sql<{ n: number; last: string }>(db.url, 'SELECT count(*)::int AS n, max(ordering_seq)::text AS last FROM inbox_entries WHERE ordering_key = ANY($1) GROUP BY ordering_key', [[a, b]]);
+      expect(places).toEqual([
+        { n: 40, last: '40' },
+        { n: 40, last: '40' },
+      ]);
+    }
+    expect(outcomes).toEqual(Array.from({ length: 6 }, () => 'stored'));
+  });
+
   it('refuses what is not a batch of commands, storing nothing', async () => {
     await expect(app.inbox.receiveMany('x' as never)).rejects.toMatchObject({ argument: 'commands' });
     const tooMany = Array.from({ length: 1001 }, (_, n) => ({ messageId: `too-many-${n}`, commandType: 'many.plain', payload: {} }));
