@@ -289,9 +289,9 @@ export class InboxStatements {
     this.claim = statement('claim', claim(false, claimLimit), prepared);
     this.claimSuspects = statement('claim_suspects', claim(true, 1), prepared);
 
-    // start: a crash suspect's attempt starts, committed from another connection right before its
-    // handler runs (its batch transaction holds a KEY SHARE lock, which this does not wait for): from
-    // here its worker's death is charged to it (see decideLeaseExpiry). The attempts allowed are
+    // start: a crash suspect's attempt starts, committed on its batch's connection right before the
+    // transaction that runs its handler (a suspect runs alone): from here its worker's death is
+    // charged to it (see decideLeaseExpiry). The attempts allowed are
     // stored with it, so any worker (one without the handler too) decides the same way.
     // $1 ids, $2 token, $3 attempts allowed per entry, $4 test clock.
     this.start = statement(
@@ -322,9 +322,9 @@ export class InboxStatements {
     const lock = (mode: string) => `SELECT "id", set_config('idle_in_transaction_session_timeout', $3, true) FROM ${t}
       WHERE "id" = ANY($1::uuid[]) AND "lock_token" = $2 AND ${from('complete')} FOR ${mode}`;
     this.lockClaimed = statement('lock', lock('UPDATE'), prepared);
-    // A crash suspect's lock leaves room for its start to be stamped from another connection right
-    // before its handler (a non-key UPDATE does not conflict with KEY SHARE), while still keeping
-    // claimers and the lease sweep (FOR UPDATE SKIP LOCKED) away.
+    // A crash suspect's lock leaves room for its start to be taken back from another connection by a
+    // shutdown that gives up on it (unstart: a non-key UPDATE does not conflict with KEY SHARE),
+    // while still keeping claimers and the lease sweep (FOR UPDATE SKIP LOCKED) away.
     this.lockSuspect = statement('lock_suspect', lock('KEY SHARE'), prepared);
 
     // complete: a batch in one statement. Completed is final, so the completing attempt is kept on

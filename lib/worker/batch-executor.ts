@@ -36,7 +36,7 @@ interface Job {
 
 type GroupResult =
   | { committed: true; completed: InboxRow[]; completedJobs: Job[]; failed: Array<{ job: Job; error: unknown }> }
-  | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[]; connectionLost?: boolean };
+  | { committed: false; culprit?: { job: Job; error: unknown }; error?: unknown; rest: Job[]; connectionLost?: boolean; beforeHandler?: boolean };
 
 /**
  * What the processor asks for: up to `limit` due entries, crash suspects or the others. `spread`:
@@ -264,6 +264,14 @@ export class BatchExecutor {
           this.tracing.endAttempt(job.span, 'released', result.error);
         }
         break;
+      } else if (suspect && result.beforeHandler && isConnectionError(result.error)) {
+        // A crash suspect's connection broke before its handler ran (at its lock, or its start's
+        // answer lost): its attempt did not run. Back uncharged, still a suspect.
+        await this.connections
+          .use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, 'its connection broke before its handler started'))
+          .catch(() => undefined);
+        for (const job of jobs) released.add(job.row.id);
+        break;
       } else if (!suspect && (result.connectionLost || isConnectionError(result.error))) {
         // The connection broke under the batch (its transaction rolled back): nobody's fault that is
         // known. Back, uncharged, as crash suspects (to run alone) if the database can be reached;
@@ -368,7 +376,17 @@ export class BatchExecutor {
     const failed: Array<{ job: Job; error: unknown }> = [];
     // Keys whose run broke in this group: their later entries do not run (see settleRuns).
     const broken = new Set<string>();
+    let handlerStarted = false;
     try {
+      if (suspect) {
+        // A crash suspect (alone in its group) has its start committed on the batch's own
+        // connection, on its own, right before its transaction: from here its worker's death is
+        // its. No second connection is needed (a pool of one would hold it back until the server
+        // ended the batch's idle transaction, and the handler would then run on a dead one).
+        const started = await this.start(queryRunner, jobs.map((job) => job.row));
+        if (started.length < jobs.length) throw new LeaseExpiredError('claim lost before the handler started');
+        for (const job of jobs) this.started.set(job.row.id, job.row.lock_token!);
+      }
       await queryRunner.startTransaction();
       const client = (await queryRunner.connect()) as TransactionStatusSource;
       const locked = await runQuery<{ id: string }>(queryRunner, suspect ? this.sql.lockSuspect : this.sql.lockClaimed, [
@@ -389,14 +407,8 @@ export class BatchExecutor {
         if (job.row.ordering_key !== null && broken.has(job.row.ordering_key)) continue;
         // The transaction is never left aborted by a handler (see runHandler), so this cannot fail on its account.
         if (savepoints) await queryRunner.query('SAVEPOINT inbox_entry');
-        if (suspect) {
-          // Committed from another connection right before the handler: its worker's death is its.
-          if ((await this.connections.use((other) => this.start(other, [job.row]))).length === 0) {
-            throw new LeaseExpiredError('claim lost before the handler started');
-          }
-          this.started.set(job.row.id, job.row.lock_token!);
-        }
         job.startedAt = performance.now();
+        handlerStarted = true;
         if (!job.started) {
           job.started = true;
           job.span = this.tracing.startAttempt(job.row);
@@ -407,12 +419,15 @@ export class BatchExecutor {
           completed.push(job);
         } catch (error) {
           job.finishedAt = performance.now();
+          // The driver gave the connection up under the handler (its session ended while the
+          // handler was between statements): what the handler then threw says nothing of it.
+          const lostUnder = queryRunner.isReleased && !(error instanceof HandlerTimeoutError);
           // A timeout cut the connection: the whole transaction is gone.
           if (!savepoints || queryRunner.isReleased) {
             const rolledBack = await this.rollback(queryRunner, error);
             // The handler's statement failed because the batch's own connection died (a server
             // restart, a terminated backend): nobody's fault that is known, as below.
-            if (isConnectionError(error) && !(error instanceof HandlerTimeoutError) && (!rolledBack || queryRunner.isReleased)) {
+            if (lostUnder || (isConnectionError(error) && !(error instanceof HandlerTimeoutError) && (!rolledBack || queryRunner.isReleased))) {
               return { committed: false, error, rest: jobs.filter((j) => ours.has(j.row.id)), connectionLost: true };
             }
             // The rest runs again, but not the entries behind the culprit in its key.
@@ -431,8 +446,10 @@ export class BatchExecutor {
       await queryRunner.commitTransaction();
       return { committed: true, completed: written, completedJobs: completed, failed };
     } catch (error) {
+      // Released before we rolled back: the driver dropped the connection (its session ended).
+      const connectionLost = queryRunner.isReleased;
       await this.rollback(queryRunner, error);
-      return { committed: false, error, rest: jobs };
+      return { committed: false, error, rest: jobs, beforeHandler: !handlerStarted, connectionLost };
     }
   }
 

@@ -25,6 +25,29 @@ class WorkHandler implements InboxCommandHandler<Record<string, unknown>> {
   }
 }
 
+/**
+ * The first time it runs, the server ends its batch's session (a restart, an operator's
+ * pg_terminate_backend) while it waits between two statements (for another service, say).
+ */
+@Injectable()
+@InboxHandler('test.between', { maxAttempts: 1 })
+class BetweenStatementsHandler implements InboxCommandHandler<{ then: 'return' | 'query' }> {
+  readonly runs: string[] = [];
+  url = '';
+
+  async execute(command: { then: 'return' | 'query' }, { manager, entry }: InboxContext): Promise<void> {
+    this.runs.push(entry.messageId);
+    const [{ pid }] = (await manager.query('SELECT pg_backend_pid() AS pid')) as Array<{ pid: number }>;
+    if (this.runs.length === 1) {
+      await sql(this.url, 'SELECT pg_terminate_backend($1)', [pid]);
+      // Its other work goes on a while; the driver hears of the end meanwhile.
+      await waitFor(async () => (await sql(this.url, 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length === 0, 'the session to end');
+      await sleep(50);
+    }
+    if (command.then === 'query') await manager.query('SELECT 1');
+  }
+}
+
 describe('attempts are charged only for work that ran', () => {
   let db: TestDatabase;
   const apps: TestApp[] = [];
@@ -139,4 +162,56 @@ describe('attempts are charged only for work that ran', () => {
     await waitFor(async () => (await receiver.inbox.get(entry.id))?.status === InboxStatus.Completed, 'the command to complete', 5_000);
     expect(child.log).toMatch(/RAN from-the-present 1/);
   });
+
+  const statusOf = async (messageId: string) =>
+    (await sql<{ status: InboxStatus; retry_count: number; error: string | null }>(db.url, 'SELECT status, retry_count, error FROM inbox_entries WHERE message_id = $1', [messageId]))[0];
+
+  /** Runs passes until the entry is completed or dead-lettered, and says which. */
+  const settled = (app: TestApp, messageId: string) =>
+    waitFor(async () => {
+      await app.processor.runOnce();
+      const row = await statusOf(messageId);
+      return row.status === InboxStatus.Completed || row.status === InboxStatus.DeadLetter ? row : null;
+    }, `${messageId} to settle`, 20_000);
+
+  for (const then of ['return', 'query'] as const) {
+    it(`hands a batch back uncharged when the server ends its session while a handler is between statements (the handler then does: ${then})`, async () => {
+      const app = await createTestApp({ url: db.url, handlers: [BetweenStatementsHandler], inbox: { leaseMs: 2000, workerId: 'between' } });
+      apps.push(app);
+      app.get(BetweenStatementsHandler).url = db.url;
+      await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('between', 'test.between', $1)`, [JSON.stringify({ then })]);
+      // maxAttempts 1: charged, it would be dead-lettered.
+      expect(await settled(app, 'between')).toEqual({ status: InboxStatus.Completed, retry_count: 0, error: null });
+      expect(app.get(BetweenStatementsHandler).runs).toEqual(['between', 'between']);
+    });
+  }
+
+  it('runs a crash suspect on a live transaction with a pool of one connection', async () => {
+    const app = await createTestApp({
+      url: db.url,
+      handlers: [WorkHandler],
+      typeorm: { extra: { max: 1 } },
+      inbox: { concurrency: 1, leaseMs: 1000, receiveTimeoutMs: 300, workerId: 'one-connection' },
+    });
+    apps.push(app);
+    await insert(['plain']);
+    // A crash suspect: the last batch it was in lost its worker.
+    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, last_outcome) VALUES ('suspect', 'test.work', '{}', 'lease_expired')`);
+    await app.processor.runOnce();
+    expect(await statusOf('suspect')).toEqual({ status: InboxStatus.Completed, retry_count: 0, error: null });
+    expect(await statusOf('plain')).toEqual({ status: InboxStatus.Completed, retry_count: 0, error: null });
+  });
+
+  for (const statement of ['nestjs_inbox_lock_suspect', 'nestjs_inbox_start']) {
+    it(`does not charge a crash suspect whose connection breaks at ${statement}, before its handler ran`, async () => {
+      proxy = proxyFor(db.url);
+      const app = await createTestApp({ url: await proxy.start(db.url), handlers: [WorkHandler], inbox: { leaseMs: 2000, workerId: 'suspect-cut' } });
+      apps.push(app);
+      await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, last_outcome) VALUES ('suspect', 'test.work', '{}', 'lease_expired')`);
+      proxy.dropAnswerOnce(statement);
+      expect(await settled(app, 'suspect')).toEqual({ status: InboxStatus.Completed, retry_count: 0, error: null });
+      expect(proxy.droppedAnswers).toBe(1);
+      expect(app.get(WorkHandler).runs.get('suspect')).toBe(1);
+    });
+  }
 });
