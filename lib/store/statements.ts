@@ -638,18 +638,25 @@ export class InboxStatements {
   replayBatch(filter: EntryFilter): { sql: string; params: unknown[] } {
     const { clause, params } = whereClause(filter, this.statusType);
     const n = params.length;
-    const keyset = `${clause ? `${clause} AND` : 'WHERE'} "id" > $${n + 1}`;
+    // Keyset by (place in its key, id): the earlier entries of a key are replayed in an earlier
+    // batch than its later ones, so that one replayed later never takes a free key ahead of an
+    // earlier one still to come (a batch's hand-over commits with it). The cursor is the last
+    // entry of the batch before (none at first: from the start).
+    const place = `COALESCE("ordering_seq", 0)`;
+    const cursor = `(SELECT COALESCE(c."ordering_seq", 0), c."id" FROM ${this.table} AS c WHERE c."id" = $${n + 1}
+        UNION ALL SELECT 0, '00000000-0000-0000-0000-000000000000'::uuid ORDER BY 1 DESC, 2 DESC LIMIT 1)`;
+    const keyset = `${clause ? `${clause} AND` : 'WHERE'} (${place}, "id") > ${cursor}`;
     return {
       sql: `WITH batch AS (
-          SELECT "id" FROM ${this.table} ${keyset} ORDER BY "id" LIMIT $${n + 2} FOR UPDATE SKIP LOCKED
+          SELECT "id" FROM ${this.table} ${keyset} ORDER BY ${place}, "id" LIMIT $${n + 2} FOR UPDATE SKIP LOCKED
         ), replayed AS (
           UPDATE ${this.table} AS e SET ${this.resetForReplay('e.')}
-          FROM batch WHERE e."id" = batch."id" RETURNING e."id", e."ordering_key", e."command_type"
+          FROM batch WHERE e."id" = batch."id" RETURNING e."id", e."ordering_key", e."ordering_seq", e."command_type"
         ), recorded AS (
           INSERT INTO ${this.history} ("entry_id", "event", "actor", "reason", "recorded_at")
           SELECT "id", '${HistoryEvent.Replayed}', $${n + 3}, $${n + 4}, ${wallTime(`$${n + 5}`)} FROM replayed
         )
-        SELECT "id", "ordering_key", "command_type" FROM replayed ORDER BY "id"`,
+        SELECT "id", "ordering_key", "command_type" FROM replayed ORDER BY ${place}, "id"`,
       params,
     };
   }

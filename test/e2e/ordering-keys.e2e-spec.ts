@@ -635,6 +635,25 @@ describe('ordering keys', () => {
     for (const account of keys) expect(await effects(account)).toEqual([]);
   });
 
+  it("replays a key's skipped dead letters in bulk in the key's order, whichever batch each falls in", async () => {
+    // A key whose second dead letter has the smaller id (ids are random): batches walking ids would
+    // replay it first, and it would take the free key ahead of the first.
+    let key = '';
+    for (let i = 0; i < 40 && key === ''; i++) {
+      const candidate = newKey();
+      const first = await send('order.skip', { account: candidate, n: 1, fail: 'permanent' });
+      const second = await send('order.skip', { account: candidate, n: 2, fail: 'permanent' });
+      if (second.id < first.id) key = candidate;
+    }
+    expect(key).not.toBe('');
+    await worker.processor.runOnce();
+    const result = await app.inbox.replayMany({ commandType: 'order.skip', payload: { account: key } }, { actor: 'ops', batchSize: 1 });
+    expect(result).toMatchObject({ matched: 2, replayed: 2 });
+    await worker.processor.runOnce();
+    // Their first runs, then the replayed ones: in the key's order both times.
+    expect(runs.of(key).map((run) => run.n)).toEqual([1, 2, 1, 2]);
+  });
+
   it('keeps a key held through an expired lease on its holder, and resumes in order', async () => {
     const key = newKey();
     const head = await send('order.step', { account: key, n: 1 });
