@@ -308,6 +308,8 @@ export class InboxService {
     }
     const scope: EntryFilter = { ...validated, status: InboxStatus.DeadLetter, includeDiscarded: false };
     const result = await this.bulk('discard_many', scope, options, this.sql.discardBatch(scope), (ids) => this.writer.discardBatch(this.dataSource, ...ids));
+    // A discarded dead letter that blocked its key handed it to the next entry.
+    if (result.changed > 0) this.receiver.announce();
     return { matched: result.matched, discarded: result.changed, dryRun: result.dryRun };
   }
 
@@ -361,6 +363,8 @@ export class InboxService {
     const audit = validateAudit('options', options, true);
     const row = await this.guard(() => this.writer.discard(this.dataSource, id, audit));
     if (!row) throw await this.stateError(id, 'discard');
+    // Its key, if it blocked one, went to the next entry: wake the workers for it.
+    if (row.ordering_key !== null) this.receiver.announce();
     return toEntry(row);
   }
 
@@ -370,6 +374,8 @@ export class InboxService {
     const audit = validateAudit('options', options, true);
     const row = await this.guard(() => this.writer.deadLetter(this.dataSource, id, audit));
     if (!row) throw await this.stateError(id, 'deadLetter');
+    // Under policy skip, a holder dead-lettered by hand gave its key to the next entry.
+    if (row.ordering_key !== null) this.receiver.announce();
     return toEntry(row);
   }
 

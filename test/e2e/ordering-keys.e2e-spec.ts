@@ -339,6 +339,35 @@ describe('ordering keys', () => {
     expect(await effects(key)).toEqual([2]);
   });
 
+  it("wakes the workers when a discard, a bulk discard or a dead letter by hand hands a key on: the next entry runs without waiting for a poll", async () => {
+    const handlers = [Runs, StepHandler, SkipHandler, FreeHandler];
+    // Both notify (the spec's own applications do not); the worker polls once a minute.
+    const operator = await createTestApp({ url: db.url, handlers, inbox: { clock, worker: false } });
+    const listening = await createTestApp({ url: db.url, handlers, inbox: { clock, workerId: 'ordering-listener' } });
+    try {
+      await waitFor(async () => (await sql(db.url, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'`)).length > 0, 'the worker to listen');
+      const [discarded, bulk, byHand] = [newKey(), newKey(), newKey()];
+      for (const key of [discarded, bulk]) {
+        await send('order.step', { account: key, n: 1, fail: 'permanent' });
+        await send('order.step', { account: key, n: 2 });
+      }
+      await worker.processor.runOnce();
+      await operator.inbox.discard((await entryOf(discarded, 1)).id, { actor: 'ops' });
+      await waitFor(async () => (await effects(discarded)).length === 1, 'the entry after the discarded one', 5_000);
+      await operator.inbox.discardMany({ commandType: 'order.step', payload: { account: bulk } }, { actor: 'ops' });
+      await waitFor(async () => (await effects(bulk)).length === 1, 'the entry after the discarded ones', 5_000);
+      // Under skip, a holder dead-lettered by hand lets the key go to the next entry.
+      const byHandHolder = await send('order.skip', { account: byHand, n: 1 });
+      await send('order.skip', { account: byHand, n: 2 });
+      await operator.inbox.deadLetter(byHandHolder.id, { actor: 'ops' });
+      await waitFor(async () => (await effects(byHand)).length === 1, 'the entry after the one dead-lettered by hand', 5_000);
+      expect(await effects(byHand)).toEqual([2]);
+    } finally {
+      await listening.close();
+      await operator.close();
+    }
+  });
+
   it('lets the key move on past a dead-lettered holder under policy skip', async () => {
     const key = newKey();
     const head = await send('order.skip', { account: key, n: 1, fail: 'permanent' });
