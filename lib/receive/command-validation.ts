@@ -101,7 +101,8 @@ export function validateReceiveOptions(options: ReceiveOptions, dataSource: Data
 }
 
 export function validateFilter(name: string, filter: EntryFilter, extra: readonly string[] = []): EntryFilter {
-  if (typeof filter !== 'object' || filter === null) throw new InboxArgumentError(name, 'expected an object');
+  // Missing is not empty: to a bulk action, the empty filter means every dead letter.
+  if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) throw new InboxArgumentError(name, 'expected an object');
   // A misspelt field would be dropped, and a bulk action would then reach every entry.
   onlyFields(filter, name, [...FILTER_FIELDS, ...extra]);
   const validated: EntryFilter = {};

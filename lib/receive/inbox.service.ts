@@ -287,7 +287,7 @@ export class InboxService {
    * whole. With `dryRun` nothing changes and `matched` tells how many would be replayed.
    */
   async replayMany(filter: ReplayFilter, options: BulkReplayOptions): Promise<BulkReplayResult> {
-    const validated = validateFilter('filter', filter ?? {});
+    const validated = validateFilter('filter', filter);
     const status = validated.status ?? InboxStatus.DeadLetter;
     const replayable = OPERATOR_ACTIONS.replay.accepts as readonly InboxStatus[];
     if (!replayable.includes(status)) throw new InboxArgumentError('filter.status', `only ${replayable.join(' or ')} entries can be replayed`);
@@ -302,7 +302,7 @@ export class InboxService {
    * replays: in batches, with a dry run and a confirmed count.
    */
   async discardMany(filter: ReplayFilter, options: BulkDiscardOptions): Promise<BulkDiscardResult> {
-    const validated = validateFilter('filter', filter ?? {});
+    const validated = validateFilter('filter', filter);
     if (validated.status !== undefined && validated.status !== InboxStatus.DeadLetter) {
       throw new InboxArgumentError('filter.status', `only ${InboxStatus.DeadLetter} entries can be discarded`);
     }

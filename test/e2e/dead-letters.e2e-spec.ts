@@ -380,6 +380,12 @@ describe('dead-letter operations', () => {
         await expect(app.inbox.count({ stauts: InboxStatus.DeadLetter } as never)).rejects.toMatchObject({ argument: 'filter.stauts' });
         await expect(app.inbox.list({ limt: 5 } as never)).rejects.toMatchObject({ argument: 'query.limt' });
         await expect(app.inbox.discardMany({}, { actor: 'ops', batchSize: 1, onProgress: 'nope' } as never)).rejects.toMatchObject({ argument: 'options.onProgress' });
+        // A missing filter is not the empty one (which means every dead letter): a bulk action needs it said.
+        for (const missing of [undefined, null, [], [{ commandType: typeA }]]) {
+          await expect(app.inbox.replayMany(missing as never, { actor: 'ops' })).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'filter' });
+          await expect(app.inbox.discardMany(missing as never, { actor: 'ops' })).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'filter' });
+        }
+        await expect(app.inbox.count([] as never)).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'filter' });
         expect(await app.inbox.count({ status: InboxStatus.DeadLetter, includeDiscarded: false })).toBe(open);
       });
     });
