@@ -267,22 +267,10 @@ export class BatchExecutor {
       } else if (suspect && result.beforeHandler && isConnectionError(result.error)) {
         // A crash suspect's connection broke before its handler ran (at its lock, or its start's
         // answer lost): its attempt did not run. Back uncharged, still a suspect.
-        await this.connections
-          .use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, 'its connection broke before its handler started'))
-          .catch(() => undefined);
-        for (const job of jobs) released.add(job.row.id);
+        await this.handBackLost(jobs, result.error, released, 'its connection broke before its handler started');
         break;
-      } else if (!suspect && (result.connectionLost || isConnectionError(result.error))) {
-        // The connection broke under the batch (its transaction rolled back): nobody's fault that is
-        // known. Back, uncharged, as crash suspects (to run alone) if the database can be reached;
-        // else their leases expire and the sweep does the same.
-        await this.connections
-          .use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, 'its batch lost its connection'))
-          .catch(() => undefined);
-        for (const job of jobs) {
-          released.add(job.row.id);
-          this.tracing.endAttempt(job.span, 'released', result.error);
-        }
+      } else if (!suspect && lostConnection(result)) {
+        await this.handBackLost(jobs, result.error, released, 'its batch lost its connection');
         break;
       } else if (isolated && jobs.length > 1) {
         // Failed as a whole again, and no handler's statement to blame: the batch's own work did
@@ -292,6 +280,7 @@ export class BatchExecutor {
         completed = alone.completed;
         completedJobs = alone.completedJobs;
         failures.push(...alone.failures);
+        if (alone.lost) await this.handBackLost(alone.lost.jobs, alone.lost.error, released, 'its batch lost its connection');
         break;
       } else if (isolated || jobs.length === 1) {
         // The transaction itself failed (commit, connection): every attempt in it failed.
@@ -329,26 +318,46 @@ export class BatchExecutor {
 
   /**
    * Runs each job in a transaction of its own, in order; a key's later entries are left out once
-   * one of its entries did not complete (settleRuns hands them back). What completed and what failed.
+   * one of its entries did not complete (settleRuns hands them back). What completed and what
+   * failed; when a connection broke under one, that one and those not run yet are `lost`.
    */
-  private async runEachAlone(jobs: Job[], batchConnection: QueryRunner, suspect: boolean): Promise<{ completed: InboxRow[]; completedJobs: Job[]; failures: FailedAttempt[] }> {
+  private async runEachAlone(
+    jobs: Job[],
+    batchConnection: QueryRunner,
+    suspect: boolean,
+  ): Promise<{ completed: InboxRow[]; completedJobs: Job[]; failures: FailedAttempt[]; lost?: { jobs: Job[]; error: unknown } }> {
     const completed: InboxRow[] = [];
     const completedJobs: Job[] = [];
     const failures: FailedAttempt[] = [];
     const broken = new Set<string>();
-    for (const job of jobs) {
+    const runnable = (job: Job) => job.row.ordering_key === null || !broken.has(job.row.ordering_key);
+    for (const [position, job] of jobs.entries()) {
       if (this.connections.isAbandoned) break;
-      if (job.row.ordering_key !== null && broken.has(job.row.ordering_key)) continue;
+      if (!runnable(job)) continue;
       const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup([job], queryRunner, false, suspect));
       if (result.committed) {
         completed.push(...result.completed);
         completedJobs.push(...result.completedJobs);
         continue;
       }
+      if (!suspect && lostConnection(result)) return { completed, completedJobs, failures, lost: { jobs: jobs.slice(position).filter(runnable), error: result.error } };
       failures.push(result.culprit ? failureOf(result.culprit.job, result.culprit.error) : failureOf(job, result.error));
       if (job.row.ordering_key !== null) broken.add(job.row.ordering_key);
     }
     return { completed, completedJobs, failures };
+  }
+
+  /**
+   * The connection broke under these jobs (their transaction rolled back): nobody's fault that is
+   * known. Back, uncharged, as crash suspects (to run alone) if the database can be reached; else
+   * their leases expire and the sweep does the same.
+   */
+  private async handBackLost(jobs: Job[], error: unknown, released: Set<string>, why: string): Promise<void> {
+    await this.connections.use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, why)).catch(() => undefined);
+    for (const job of jobs) {
+      released.add(job.row.id);
+      this.tracing.endAttempt(job.span, 'released', error);
+    }
   }
 
   /** Ends each distinct span once, with the outcome `outcomeOf` gives it (none: left open for later). */
@@ -518,6 +527,11 @@ export class BatchExecutor {
 
 /** How many times a batch runs when the server ends its transaction to break a deadlock. */
 const CONFLICT_RERUNS = 3;
+
+/** Whether a group failed because its connection broke under it (not a handler's own failure). */
+function lostConnection(result: Extract<GroupResult, { committed: false }>): boolean {
+  return result.connectionLost === true || isConnectionError(result.error);
+}
 
 /** A batch with no entry claimed behind its key's holder has no run to settle. */
 const NO_RUNS: ReturnType<typeof settleRuns> = { dropFailures: new Set(), release: [] };

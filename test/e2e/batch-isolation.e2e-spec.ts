@@ -12,9 +12,10 @@ interface IsolationPayload {
    * connection (as a server restart would). refused-once: fails its first attempt with a
    * connection error of its own (a service it calls is down), the batch's connection intact.
    * deferred: inserts a row that already exists where the constraint is checked only at commit:
-   * the batch's commit fails, no statement of the handler does.
+   * the batch's commit fails, no statement of the handler does. sever-alone: like sever-once, on its
+   * third run (its batch's first two failed as a whole: it then runs in a transaction of its own).
    */
-  mode: 'ok' | 'swallow' | 'throw-once' | 'spoof-once' | 'sever-once' | 'refused-once' | 'deferred';
+  mode: 'ok' | 'swallow' | 'throw-once' | 'spoof-once' | 'sever-once' | 'refused-once' | 'deferred' | 'sever-alone';
 }
 
 @Injectable()
@@ -35,7 +36,8 @@ class IsolationHandler implements InboxCommandHandler<IsolationPayload> {
       return;
     }
     if (command.mode === 'deferred') await manager.query('INSERT INTO deferred_keys (key) VALUES ($1)', ['taken']);
-    if (command.mode === 'sever-once' && !this.severed.has(entry.messageId)) {
+    const severNow = command.mode === 'sever-alone' && this.runs.filter((run) => run.messageId === entry.messageId).length === 3;
+    if ((command.mode === 'sever-once' || severNow) && !this.severed.has(entry.messageId)) {
       this.severed.add(entry.messageId);
       await manager.query('SELECT pg_terminate_backend(pg_backend_pid())');
     }
@@ -135,6 +137,21 @@ describe('batch isolation', () => {
     expect((await failedAttemptsOf('df')).map((row) => row.message_id)).toEqual(['df-1', 'df-1', 'df-1']);
     const effects = await sql<{ message_id: string }>(db.url, `SELECT message_id FROM isolation_effects WHERE message_id LIKE 'df-%' ORDER BY message_id`);
     expect(effects.map((e) => e.message_id)).toEqual(['df-0', 'df-2']);
+  });
+
+  it('charges nothing to an entry whose connection breaks while it runs in a transaction of its own after a commit failed', async () => {
+    await store('da', ['deferred', 'sever-alone', 'ok']);
+    await app.processor.runOnce();
+    // The one whose connection broke, and the one after it, went back uncharged as crash suspects;
+    // the next pass runs each alone.
+    await app.processor.runOnce();
+    const rows = await rowsOf('da');
+    expect(rows.map((row) => [row.message_id, row.status, row.retry_count])).toEqual([
+      ['da-0', InboxStatus.DeadLetter, 3],
+      ['da-1', InboxStatus.Completed, 0],
+      ['da-2', InboxStatus.Completed, 0],
+    ]);
+    expect((await failedAttemptsOf('da')).map((row) => row.message_id)).toEqual(['da-0', 'da-0', 'da-0']);
   });
 
   it('keeps the blame on the swallower when the batch already runs with savepoints', async () => {
