@@ -406,16 +406,17 @@ export class InboxStatements {
       WHERE ${from('claim')} AND ${SUSPECT} AND NOT "waiting" AND ${due} AND "command_type" = ANY($2::text[]) LIMIT 1`, prepared);
 
     // Ordering keys (see state/ordering.ts). lockKeys: the first step of handing keys over, in the
-    // transaction that finished their holders: it locks the keys' rows (in key order, so that two
-    // transactions cannot wait for each other), so that no receive of them runs until it commits,
-    // and creates a row that retention removed. $1 keys.
+    // transaction that finished their holders (and of a receiveMany in a transaction): it locks the
+    // keys' rows, so that no receive of them runs until it commits, creating a row that retention
+    // removed (or that a new key lacks). One pass in key order, so that two transactions cannot
+    // wait for each other: a missing row is inserted (and so held), an existing one locked by the
+    // conflict (DO UPDATE … WHERE false locks the row and writes nothing; unlike a SELECT … FOR
+    // UPDATE after an insert in the same statement, it sees a row committed after the statement
+    // began, and the rows the statement itself inserts). $1 keys.
     const holding = `("status" IN (${HOLDING_STATUSES.map(status).join(', ')}) OR "blocks_key")`;
-    this.lockKeys = statement('lock_keys', `WITH created AS (
-        INSERT INTO ${keys} ("ordering_key", "last_seq", "busy")
+    this.lockKeys = statement('lock_keys', `INSERT INTO ${keys} ("ordering_key", "last_seq", "busy")
         SELECT DISTINCT "key", 0, false FROM unnest($1::text[]) AS u("key") ORDER BY 1
-        ON CONFLICT ("ordering_key") DO NOTHING
-      )
-      SELECT "ordering_key" FROM ${keys} WHERE "ordering_key" = ANY($1::text[]) ORDER BY "ordering_key" FOR UPDATE`, prepared);
+        ON CONFLICT ("ordering_key") DO UPDATE SET "busy" = ${keys}."busy" WHERE false`, prepared);
     // settleKeys: the second step, a statement of its own so that it sees every entry a receive
     // committed before the lock was granted. A key whose holder is done gets its earliest waiting
     // entry as holder; a key with neither holder nor waiting entry is free again (and one that has

@@ -256,6 +256,33 @@ describe('InboxService.receiveMany', () => {
     expect(outcomes).toEqual(Array.from({ length: 6 }, () => 'stored'));
   });
 
+  it("locks a new key's row as well as an existing one's, in key order: no deadlock with a transaction taking the same keys in key order", async () => {
+    const [newer, existing] = [id('a-key'), id('b-key')];
+    const command = (messageId: string, account: string) => ({ messageId, commandType: 'many.keyed', payload: { account, n: 0 } });
+    await app.inbox.receive(command(id('existing'), existing));
+    let resume!: () => void;
+    const paused = new Promise<void>((resolve) => (resume = resolve));
+    let tookFirst!: () => void;
+    const first = new Promise<void>((resolve) => (tookFirst = resolve));
+    // A caller's transaction takes the new key, then (a call later) the existing one: key order.
+    const caller = app.dataSource.transaction(async (manager) => {
+      await app.inbox.receiveMany([command(id('caller'), newer)], { manager });
+      tookFirst();
+      await paused;
+      await app.inbox.receiveMany([command(id('caller'), existing)], { manager });
+    });
+    await first;
+    // A batch naming both, in key order too: it must wait for the caller at the new key, holding nothing.
+    const batch = app.inbox.receiveMany([command(id('batch'), newer), command(id('batch'), existing)], { allOrNothing: true });
+    await waitFor(
+      async () => (await sql<{ n: number }>(db.url, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`))[0].n > 0,
+      'the batch to wait for the caller',
+    );
+    resume();
+    const settled = await Promise.allSettled([caller, batch]);
+    expect(settled.map((outcome) => (outcome.status === 'fulfilled' ? 'stored' : (outcome.reason as Error).message))).toEqual(['stored', 'stored']);
+  });
+
   it('refuses what is not a batch of commands, storing nothing', async () => {
     await expect(app.inbox.receiveMany('x' as never)).rejects.toMatchObject({ argument: 'commands' });
     const tooMany = Array.from({ length: 1001 }, (_, n) => ({ messageId: `too-many-${n}`, commandType: 'many.plain', payload: {} }));
