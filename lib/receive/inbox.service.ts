@@ -315,7 +315,8 @@ export class InboxService {
 
   /**
    * A bulk action: counts what `scope` matches (all a dry run does), refuses when a confirmed count
-   * differs, then runs `batch` (keyset by id) until a batch comes back short.
+   * differs, then runs `batch` (a keyset that continues after the last id of the batch before)
+   * until a batch comes back short.
    */
   private async bulk(
     name: string,

@@ -78,6 +78,12 @@ export class BatchExecutor {
   private backlog = false;
   /** Crash suspects whose attempt this worker started and has not recorded yet: id → claim token. */
   private readonly started = new Map<string, string>();
+  /**
+   * Crash suspects whose start was committed but whose handler never ran, and that could not be
+   * handed back (the database was away): id → claim token. Their start is taken back before the
+   * next lease sweep (takeBackStarts), which then hands them back uncharged.
+   */
+  private readonly startsToTakeBack = new Map<string, string>();
 
   constructor(
     private readonly sql: InboxStatements,
@@ -173,8 +179,8 @@ export class BatchExecutor {
   /**
    * Runs the claimed rows. Nothing is stamped for an ordinary batch: if its worker dies, the sweep
    * hands every row back uncharged as a crash suspect (decideLeaseExpiry). A crash suspect runs
-   * alone and its start is stamped right before its handler (see runGroup): only then can its
-   * worker's death be charged to it.
+   * alone and its start is stamped right before the transaction of its handler (see runGroup):
+   * only then can its worker's death be charged to it.
    */
   private async startAndRun(rows: InboxRow[], queryRunner: QueryRunner, suspect: boolean): Promise<void> {
     const handled = rows.filter((row) => this.explorer.get(row.command_type));
@@ -197,10 +203,17 @@ export class BatchExecutor {
    * shutdownTimeoutMs would be charged at every deploy until it is dead-lettered.
    */
   async unstartAbandoned(): Promise<void> {
-    if (this.started.size === 0) return;
-    const [ids, tokens] = [[...this.started.keys()], [...this.started.values()]];
+    for (const [id, token] of this.started) this.startsToTakeBack.set(id, token);
     this.started.clear();
+    await this.takeBackStarts();
+  }
+
+  /** Takes back the starts of crash suspects whose handler never ran (see startsToTakeBack); before a lease sweep. */
+  async takeBackStarts(): Promise<void> {
+    if (this.startsToTakeBack.size === 0) return;
+    const [ids, tokens] = [[...this.startsToTakeBack.keys()], [...this.startsToTakeBack.values()]];
     await this.connections.use((queryRunner) => runQuery(queryRunner, this.sql.unstart, [ids, tokens]));
+    for (const id of ids) this.startsToTakeBack.delete(id);
   }
 
   /** Stamps the start of a crash suspect's attempt, committed on its own; the ids still ours. */
@@ -264,10 +277,13 @@ export class BatchExecutor {
           this.tracing.endAttempt(job.span, 'released', result.error);
         }
         break;
-      } else if (suspect && result.beforeHandler && isConnectionError(result.error)) {
+      } else if (suspect && result.beforeHandler && lostConnection(result)) {
         // A crash suspect's connection broke before its handler ran (at its lock, or its start's
-        // answer lost): its attempt did not run. Back uncharged, still a suspect.
-        await this.handBackLost(jobs, result.error, released, 'its connection broke before its handler started');
+        // answer lost): its attempt did not run. Back uncharged, still a suspect; with the database
+        // away, its start is taken back later, before a sweep could charge it.
+        if (!(await this.handBackLost(jobs, result.error, released, 'its connection broke before its handler started'))) {
+          for (const job of jobs) this.startsToTakeBack.set(job.row.id, job.row.lock_token!);
+        }
         break;
       } else if (!suspect && lostConnection(result)) {
         await this.handBackLost(jobs, result.error, released, 'its batch lost its connection');
@@ -352,12 +368,16 @@ export class BatchExecutor {
    * known. Back, uncharged, as crash suspects (to run alone) if the database can be reached; else
    * their leases expire and the sweep does the same.
    */
-  private async handBackLost(jobs: Job[], error: unknown, released: Set<string>, why: string): Promise<void> {
-    await this.connections.use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, why)).catch(() => undefined);
+  private async handBackLost(jobs: Job[], error: unknown, released: Set<string>, why: string): Promise<boolean> {
+    const handedBack = await this.connections.use((queryRunner) => this.writer.release(queryRunner, jobs.map((job) => job.row), true, why)).then(
+      () => true,
+      () => false,
+    );
     for (const job of jobs) {
       released.add(job.row.id);
       this.tracing.endAttempt(job.span, 'released', error);
     }
+    return handedBack;
   }
 
   /** Ends each distinct span once, with the outcome `outcomeOf` gives it (none: left open for later). */

@@ -224,6 +224,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     while (!this.stopping) {
       if (this.sweepRequested) {
         this.sweepRequested = false;
+        await this.executor.takeBackStarts();
         await this.rescuer.sweep();
         await this.unclaimed.check();
         if (await this.executor.suspectsDue()) {

@@ -214,4 +214,22 @@ describe('attempts are charged only for work that ran', () => {
       expect(app.get(WorkHandler).runs.get('suspect')).toBe(1);
     });
   }
+
+  it('does not charge a crash suspect whose connection breaks before its handler ran while the database is away', async () => {
+    proxy = proxyFor(db.url);
+    const app = await createTestApp({ url: await proxy.start(db.url), handlers: [WorkHandler], inbox: { leaseMs: 1000, receiveTimeoutMs: 300, workerId: 'suspect-outage' } });
+    apps.push(app);
+    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, last_outcome) VALUES ('suspect', 'test.work', '{}', 'lease_expired')`);
+    let letLockGo!: () => void;
+    proxy.holdOnce('nestjs_inbox_lock_suspect', new Promise<void>((resolve) => (letLockGo = resolve)));
+    const pass = app.processor.runOnce();
+    await waitFor(() => proxy!.heldRequests === 1, 'the suspect lock to be sent');
+    // The server goes away right then: the lock fails, and the suspect cannot be handed back yet.
+    proxy.set('refuse');
+    letLockGo();
+    await pass;
+    proxy.set('forward');
+    expect(await settled(app, 'suspect')).toEqual({ status: InboxStatus.Completed, retry_count: 0, error: null });
+    expect(app.get(WorkHandler).runs.get('suspect')).toBe(1);
+  });
 });
