@@ -24,6 +24,9 @@ import {
  */
 const MIGRATION_TIMESTAMP = Math.max(...Object.values(SCHEMA_VERSIONS));
 
+/** The advisory lock every inbox migration holds while it runs (tables share the status type). */
+const MIGRATION_LOCK_KEY = 7_360_042_011_000_001n;
+
 /** The DDL of the inbox table, for the default or a custom table name. */
 export function inboxSchemaSql(tableName: string = DEFAULT_TABLE_NAME): { up: string[]; down: string[] } {
   const names = inboxIdentifiers(tableName);
@@ -120,7 +123,16 @@ export function createInboxMigration(tableName: string = DEFAULT_TABLE_NAME): ne
     readonly name = `CreateInboxEntries${suffix}${MIGRATION_TIMESTAMP}`;
 
     async up(queryRunner: QueryRunner): Promise<void> {
-      for (const statement of sql.up) await queryRunner.query(statement);
+      // Two instances that boot at once both run it: the second would fail on the first's
+      // uncommitted type or table (a unique violation in the catalog, not "already exists").
+      // One at a time, in a transaction until it commits; the second then finds everything there.
+      const inTransaction = queryRunner.isTransactionActive === true;
+      await queryRunner.query(`SELECT ${inTransaction ? 'pg_advisory_xact_lock' : 'pg_advisory_lock'}(${MIGRATION_LOCK_KEY})`);
+      try {
+        for (const statement of sql.up) await queryRunner.query(statement);
+      } finally {
+        if (!inTransaction) await queryRunner.query(`SELECT pg_advisory_unlock(${MIGRATION_LOCK_KEY})`);
+      }
     }
 
     async down(queryRunner: QueryRunner): Promise<void> {

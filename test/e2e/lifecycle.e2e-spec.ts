@@ -1,6 +1,7 @@
 import { Injectable, Scope } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource } from 'typeorm';
 import {
   InboxConfigurationError,
   InboxEntry,
@@ -470,5 +471,31 @@ describe('schema migration', () => {
     const expected = (columns: Record<string, { nullable: boolean }>) => Object.entries(columns).map(([name, spec]) => ({ name, nullable: spec.nullable }));
     expect(await columnsOf('fresh_inbox')).toEqual(expected(INBOX_COLUMNS));
     expect(await columnsOf('fresh_inbox_history')).toEqual(expected(HISTORY_COLUMNS));
+  });
+
+  it('applies the migration once when two instances boot at once on a database that has only the application\'s own migrations', async () => {
+    const fresh = await createTestDatabase('migration_race');
+    /** The application's earlier migration: its migrations table exists before the inbox's is added. */
+    class AppOwnMigration1600000000000 {
+      readonly name = 'AppOwnMigration1600000000000';
+      async up(queryRunner: { query(text: string): Promise<unknown> }): Promise<void> {
+        await queryRunner.query('CREATE TABLE IF NOT EXISTS app_things (id int PRIMARY KEY)');
+      }
+      async down(): Promise<void> {}
+    }
+    const dataSourceWith = (migrations: Array<new () => unknown>) =>
+      new DataSource({ type: 'postgres', url: fresh.url, entities: [InboxEntry], migrations: migrations as never, migrationsRun: true, installExtensions: false, logging: false });
+    try {
+      const before = dataSourceWith([AppOwnMigration1600000000000]);
+      await before.initialize();
+      await before.destroy();
+      const replicas = [dataSourceWith([AppOwnMigration1600000000000, InboxMigration]), dataSourceWith([AppOwnMigration1600000000000, InboxMigration])];
+      const booted = await Promise.allSettled(replicas.map((replica) => replica.initialize()));
+      for (const replica of replicas) if (replica.isInitialized) await replica.destroy();
+      expect(booted.map((outcome) => (outcome.status === 'fulfilled' ? 'booted' : (outcome.reason as Error).message))).toEqual(['booted', 'booted']);
+      expect(await sql(fresh.url, 'SELECT count(*)::int AS n FROM inbox_entries')).toEqual([{ n: 0 }]);
+    } finally {
+      await fresh.drop();
+    }
   });
 });
