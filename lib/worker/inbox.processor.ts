@@ -20,6 +20,7 @@ import { WakeSignal } from '../wake/wake-signal';
 import { BatchExecutor, type ClaimRequest } from './batch-executor';
 import { WorkerConnections } from './connections';
 import { LeaseRescuer } from './lease-rescuer';
+import { settlesWithin } from './settles-within';
 import { UnclaimedWarning } from './unclaimed-warning';
 
 /** Longest pause between passes while the database is unreachable. */
@@ -133,14 +134,7 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     if (this.schedulerRegistry?.doesExist('interval', this.timerName)) this.schedulerRegistry.deleteInterval(this.timerName);
     clearInterval(this.timer);
     clearTimeout(this.retryTimer);
-    const pass = this.pass ?? Promise.resolve(0);
-    let deadline: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      pass.then(() => false),
-      new Promise<boolean>((resolve) => (deadline = setTimeout(() => resolve(true), this.options.shutdownTimeoutMs))),
-    ]);
-    clearTimeout(deadline);
-    if (timedOut) {
+    if (!(await settlesWithin(this.pass ?? Promise.resolve(0), this.options.shutdownTimeoutMs))) {
       this.logger.warn(`${this.inFlight.size} batch(es) still running after shutdownTimeoutMs; their transactions were rolled back and their leases will expire.`);
       this.connections.abandon();
       await this.executor.unstartAbandoned().catch((error: unknown) => this.logger.warn(`Attempts given up at shutdown not taken back (their lease expiry may charge them): ${describe(error)}`));

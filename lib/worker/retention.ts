@@ -7,12 +7,13 @@ import {
   type OnApplicationBootstrap,
 } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
-import type { DataSource } from 'typeorm';
+import type { DataSource, QueryRunner } from 'typeorm';
 import { INBOX_DATA_SOURCE, INBOX_RESOLVED_OPTIONS, INBOX_TIMER_NAME } from '../inbox.constants';
 import { clockTime } from '../store/database-clock';
-import { runQuery } from '../store/connection';
+import { destroyConnection, newQueryRunner, runQuery } from '../store/connection';
 import { InboxTracing, type RecordAttributes } from '../telemetry/inbox-tracing';
 import { InboxStatements } from '../store/statements';
+import { settlesWithin } from './settles-within';
 import type { ResolvedInboxOptions } from '../interfaces/inbox-options.interface';
 
 export interface RetentionResult {
@@ -28,7 +29,7 @@ export interface RetentionResult {
  * Cleans up completed entries on a schedule: first their payloads, later (after the deduplication
  * window) the rows. Dead letters are never touched. Works in small batches that skip locked rows,
  * so it never holds long locks. Same lifecycle as the processor: worker instances only, started at
- * bootstrap, never overlapping, stopped (and awaited) on shutdown.
+ * bootstrap, never overlapping, stopped (and awaited, up to shutdownTimeoutMs) on shutdown.
  */
 @Injectable()
 export class InboxRetention implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -37,6 +38,8 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
   private timer?: NodeJS.Timeout;
   private running: Promise<RetentionResult> | null = null;
   private stopping = false;
+  /** The connection the running statement is on (cut if shutdown runs out of time). */
+  private current?: QueryRunner;
 
   constructor(
     private readonly sql: InboxStatements,
@@ -61,8 +64,14 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
     this.stopping = true;
     if (this.schedulerRegistry?.doesExist('interval', this.timerName)) this.schedulerRegistry.deleteInterval(this.timerName);
     clearInterval(this.timer);
-    // A batch is one short statement: let the current one finish.
-    await this.running?.catch(() => undefined);
+    // A batch is one short statement: let the current one finish, within shutdownTimeoutMs (one
+    // that waits for a lock, or on a connection gone silent, would hold shutdown for ever).
+    const running = this.running?.catch(() => undefined);
+    if (!running || (await settlesWithin(running, this.options.shutdownTimeoutMs))) return;
+    // Cut: what it removed so far stays removed, the rest is for the next start.
+    this.logger.warn('Inbox retention still running after shutdownTimeoutMs; its connection was cut.');
+    if (this.current) await destroyConnection(this.current, new Error('nestjs-inbox shutdown timeout'));
+    await running;
   }
 
   /** Runs one cleanup now (or joins the running one). */
@@ -89,7 +98,15 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
     const { batchSize } = this.options.retention;
     let total = 0;
     while (!this.stopping) {
-      const { affected } = await runQuery(this.dataSource, statement, [clockTime(this.options.clock), `${ageMs} milliseconds`, batchSize]);
+      const queryRunner = newQueryRunner(this.dataSource);
+      this.current = queryRunner;
+      let affected: number;
+      try {
+        ({ affected } = await runQuery(queryRunner, statement, [clockTime(this.options.clock), `${ageMs} milliseconds`, batchSize]));
+      } finally {
+        this.current = undefined;
+        await queryRunner.release();
+      }
       total += affected;
       if (affected < batchSize) break;
     }

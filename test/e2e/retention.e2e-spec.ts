@@ -1,6 +1,7 @@
 import { IdempotencyConflictError, InboxRetention, InboxStatus } from 'nestjs-inbox';
 import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
-import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
+import { proxyFor } from '../support/tcp-proxy';
+import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
 const HOUR = 3_600_000;
@@ -87,4 +88,26 @@ describe('retention', () => {
     expect(await app!.inbox.findByMessageId('fresh')).toMatchObject({ status: InboxStatus.Completed, payload: null });
     expect(await sql(db.url, `SELECT 1 FROM inbox_entries_history h LEFT JOIN inbox_entries e ON e.id = h.entry_id WHERE e.id IS NULL`)).toEqual([]);
   });
+
+  it('lets the application close within shutdownTimeoutMs while a retention statement gets no answer', async () => {
+    const proxy = proxyFor(db.url);
+    const closing = await createTestApp({ url: await proxy.start(db.url), handlers: [ScriptedHandler], inbox: { notify: false, shutdownTimeoutMs: 500 } });
+    try {
+      // The network goes silent under the pass's first statement (a partition): it never answers.
+      proxy.holdOnce('DELETE FROM', new Promise<never>(() => undefined));
+      const pass = closing.get(InboxRetention).runOnce().then(
+        () => 'answered',
+        () => 'cut',
+      );
+      await waitFor(() => proxy.heldRequests === 1, 'the retention statement to be sent');
+      const closed = closing.close().then(() => 'closed');
+      let giveUp!: NodeJS.Timeout;
+      const outcome = await Promise.race([closed, new Promise((resolve) => (giveUp = setTimeout(() => resolve('still closing after 15 s'), 15_000)))]);
+      clearTimeout(giveUp);
+      expect(outcome).toBe('closed');
+      expect(await pass).toBe('cut');
+    } finally {
+      await proxy.close();
+    }
+  }, 30_000);
 });
