@@ -424,6 +424,11 @@ export class BatchExecutor {
         String(this.options.leaseMs),
       ]);
       const ours = new Set(locked.rows.map((row) => row.id));
+      // When the batch last spoke to the server. Its transaction may sit idle for no longer than a
+      // lease (idle_in_transaction_session_timeout, and the watch on quiet connections): handlers
+      // that do no database work, one after the other (a key's run), would add up past it and the
+      // batch would be ended as a frozen one. A handler that could take it there is preceded by a ping.
+      let spokeAt = performance.now();
       for (const [index, job] of jobs.entries()) {
         if (!ours.has(job.row.id)) {
           this.logger.warn(`Inbox entry ${job.row.id} (${job.row.command_type}): claim lost before the handler started; skipped.`);
@@ -435,7 +440,13 @@ export class BatchExecutor {
         }
         if (job.row.ordering_key !== null && broken.has(job.row.ordering_key)) continue;
         // The transaction is never left aborted by a handler (see runHandler), so this cannot fail on its account.
-        if (savepoints) await queryRunner.query('SAVEPOINT inbox_entry');
+        if (savepoints) {
+          await queryRunner.query('SAVEPOINT inbox_entry');
+          spokeAt = performance.now();
+        } else if (performance.now() - spokeAt + job.handler.timeoutMs >= this.options.leaseMs) {
+          await queryRunner.query('SELECT 1');
+          spokeAt = performance.now();
+        }
         job.startedAt = performance.now();
         handlerStarted = true;
         if (!job.started) {

@@ -161,3 +161,45 @@ describe('a worker connection waiting longer than a lease when no connection is 
     expect(logger.find('warn', /silent for leaseMs/)).toEqual([]);
   });
 });
+
+/** Calls another service and writes nothing: its batch says nothing to the server meanwhile. */
+@Injectable()
+@InboxHandler('quiet.call', { timeoutMs: 700, orderingKey: (command: { account: string }) => command.account })
+class ExternalCallHandler implements InboxCommandHandler<{ account: string }> {
+  readonly calls: string[] = [];
+
+  async execute(_command: { account: string }, { entry }: InboxContext): Promise<void> {
+    this.calls.push(entry.messageId);
+    await new Promise((resolve) => setTimeout(resolve, 450)); // the other service's answer
+  }
+}
+
+describe('a batch of handlers that do no database work, together longer than a lease', () => {
+  let db: TestDatabase;
+  let sender: TestApp;
+  let app: TestApp;
+
+  beforeAll(async () => {
+    db = await createTestDatabase('quiet_handlers');
+    // Commands arrive through an application without a worker: one claim then takes them all.
+    sender = await createTestApp({ url: db.url, handlers: [ExternalCallHandler], inbox: { worker: false, notify: false } });
+    app = await createTestApp({ url: db.url, handlers: [ExternalCallHandler], inbox: { leaseMs: 1_000, notify: false, batchSize: 5, concurrency: 1 } });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await sender?.close();
+    await db?.drop();
+  });
+
+  it('completes the batch, each handler called once (a key\'s run here: 4 × 450 ms in one transaction)', async () => {
+    const messageIds = ['call-1', 'call-2', 'call-3', 'call-4'];
+    for (const messageId of messageIds) await sender.inbox.receive({ messageId, commandType: 'quiet.call', payload: { account: 'a' } });
+    await app.processor.runOnce();
+    const rows = await sql<{ message_id: string; status: InboxStatus }>(db.url, 'SELECT message_id, status FROM inbox_entries ORDER BY ordering_seq');
+    expect(rows).toEqual(messageIds.map((message_id) => ({ message_id, status: InboxStatus.Completed })));
+    // Nothing went back as a crash suspect after its handler had been called.
+    expect(await sql(db.url, 'SELECT event FROM inbox_entries_history')).toEqual([]);
+    expect(app.get(ExternalCallHandler).calls).toEqual(messageIds);
+  });
+});
