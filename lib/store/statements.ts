@@ -40,6 +40,7 @@ export class InboxStatements {
   readonly receiveKeyedAndNotify: Statement;
   readonly selectByMessageIdWithMatch: string;
   readonly selectById: string;
+  readonly payloadsOf: string;
   readonly selectByMessageId: string;
   readonly countByStatus: string;
   readonly openByCommandType: string;
@@ -201,6 +202,8 @@ export class InboxStatements {
     // $1 messageId, $2 type, $3 payload, $4 ordering key or NULL.
     this.selectByMessageIdWithMatch = `SELECT ${COLUMNS}, ${sameCommand('$4::varchar')} AS "same_command" FROM ${t} WHERE "message_id" = $1`;
     this.selectById = `SELECT ${COLUMNS} FROM ${t} WHERE "id" = $1`;
+    // The stored payloads of entries a batch runs again (see BatchExecutor.refreshCommands). $1 ids.
+    this.payloadsOf = `SELECT "id", "payload" FROM ${t} WHERE "id" = ANY($1::uuid[])`;
     this.selectByMessageId = `SELECT ${COLUMNS} FROM ${t} WHERE "message_id" = $1`;
     this.countByStatus = `SELECT "status", count(*)::int AS "count" FROM ${t} GROUP BY "status"`;
     // The entries not completed, by type and status (the status index leaves the completed ones out).

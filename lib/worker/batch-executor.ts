@@ -252,7 +252,10 @@ export class BatchExecutor {
     let completedJobs: Job[] = [];
     let isolated = false;
     let conflicts = 0;
+    let runs = 0;
     while (jobs.length > 0 && !this.connections.isAbandoned) {
+      // A rerun gets each command as stored: a handler may have changed the object it was given.
+      if (runs++ > 0) await this.onConnection(batchConnection, (queryRunner) => this.refreshCommands(queryRunner, jobs));
       const savepoints = isolated && jobs.length > 1;
       const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, suspect));
       if (this.connections.isAbandoned) break; // leases will expire; nothing more to record from here
@@ -347,6 +350,7 @@ export class BatchExecutor {
     const failures: FailedAttempt[] = [];
     const broken = new Set<string>();
     const runnable = (job: Job) => job.row.ordering_key === null || !broken.has(job.row.ordering_key);
+    await this.onConnection(batchConnection, (queryRunner) => this.refreshCommands(queryRunner, jobs));
     for (const [position, job] of jobs.entries()) {
       if (this.connections.isAbandoned) break;
       if (!runnable(job)) continue;
@@ -361,6 +365,21 @@ export class BatchExecutor {
       if (job.row.ordering_key !== null) broken.add(job.row.ordering_key);
     }
     return { completed, completedJobs, failures };
+  }
+
+  /**
+   * Gives each job its command again, from the payload as stored: the batch runs them again, and a
+   * handler may have changed the command object (or, without a payload class, the payload itself)
+   * in its run before; what commits must be what one run of the stored command writes.
+   */
+  private async refreshCommands(queryRunner: QueryRunner, jobs: Job[]): Promise<void> {
+    const { rows } = await runQuery<{ id: string; payload: Record<string, unknown> | null }>(queryRunner, this.sql.payloadsOf, [jobs.map((job) => job.row.id)]);
+    const stored = new Map(rows.map((row) => [row.id, row.payload]));
+    for (const job of jobs) {
+      if (!stored.has(job.row.id)) continue;
+      job.row.payload = stored.get(job.row.id)!;
+      job.command = await materializeCommand(job.row.command_type, job.row.payload ?? {}, job.handler.payloadClass, job.handler.payloadValidation);
+    }
   }
 
   /**
@@ -573,13 +592,29 @@ interface TransactionStatusSource {
   processID?: number;
   getTransactionStatus?(): string | null;
   readyForQuery?: boolean;
-  connection?: { once(event: 'readyForQuery', listener: () => void): unknown };
+  connection?: {
+    once(event: 'readyForQuery' | 'end', listener: () => void): unknown;
+    removeListener(event: 'readyForQuery' | 'end', listener: () => void): unknown;
+  };
 }
 
-/** Resolves once the server has answered the client's last statement (its ReadyForQuery carries the transaction's status). */
+/**
+ * Resolves once the server has answered the client's last statement (its ReadyForQuery carries the
+ * transaction's status), or the connection has ended (a session ended by the server never answers:
+ * the batch then finds its connection released).
+ */
 function untilIdle(client: TransactionStatusSource): Promise<void> {
-  if (client.readyForQuery !== false || !client.connection) return Promise.resolve();
-  return new Promise((resolve) => client.connection!.once('readyForQuery', () => resolve()));
+  const connection = client.connection;
+  if (client.readyForQuery !== false || !connection) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      connection.removeListener('readyForQuery', done);
+      connection.removeListener('end', done);
+      resolve();
+    };
+    connection.once('readyForQuery', done);
+    connection.once('end', done);
+  });
 }
 
 function failureOf(job: Job, error: unknown): FailedAttempt {

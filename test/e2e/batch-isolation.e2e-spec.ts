@@ -1,5 +1,7 @@
 import { Injectable } from '@nestjs/common';
-import { DeadLetterReason, InboxHandler, InboxStatus, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
+import { IsInt, IsString } from 'class-validator';
+import { Client } from 'pg';
+import { DeadLetterReason, InboxCommand, InboxHandler, InboxStatus, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
 import { createTestApp, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 
@@ -59,9 +61,72 @@ class SpoofHandler implements InboxCommandHandler<IsolationPayload> {
   }
 }
 
+@InboxCommand('test.charge')
+class Charge {
+  @IsString() account!: string;
+  @IsInt() amount!: number;
+}
+
+/** Normalises its command in place (euros to cents), as handlers do, before it writes it. */
+@Injectable()
+@InboxHandler(Charge)
+class ChargeHandler implements InboxCommandHandler<Charge> {
+  async execute(command: Charge, { manager, entry }: InboxContext): Promise<void> {
+    command.amount = command.amount * 100;
+    await manager.query('INSERT INTO charges (message_id, cents) VALUES ($1, $2)', [entry.messageId, command.amount]);
+  }
+}
+
+/** The same with a plain payload (no class): it adds to the array it was given. */
+@Injectable()
+@InboxHandler('test.tags')
+class TagsHandler implements InboxCommandHandler<{ tags: string[] }> {
+  async execute(command: { tags: string[] }, { manager, entry }: InboxContext): Promise<void> {
+    command.tags.push('seen');
+    await manager.query('INSERT INTO charges (message_id, cents, tags) VALUES ($1, 0, $2)', [entry.messageId, command.tags.join(',')]);
+  }
+}
+
+/**
+ * A best-effort write whose failure it catches and only logs; the first time it runs, the server
+ * ends its session during that write (a restart, pg_terminate_backend from outside).
+ */
+@Injectable()
+@InboxHandler('test.best-effort', { maxAttempts: 1, timeoutMs: 5_000 })
+class BestEffortHandler implements InboxCommandHandler<Record<string, never>> {
+  admin?: Client;
+  private readonly cut = new Set<string>();
+
+  async execute(_command: Record<string, never>, { manager, entry }: InboxContext): Promise<void> {
+    await manager.query('INSERT INTO isolation_effects (message_id, attempt) VALUES ($1, $2)', [entry.messageId, entry.attempt]);
+    if (this.cut.has(entry.messageId)) return;
+    this.cut.add(entry.messageId);
+    const [{ pid }] = (await manager.query('SELECT pg_backend_pid() AS pid')) as Array<{ pid: number }>;
+    const audit = manager.query('SELECT pg_sleep(30)');
+    await waitForState(this.admin!, pid, 'active');
+    await this.admin!.query('SELECT pg_terminate_backend($1)', [pid]);
+    try {
+      await audit;
+    } catch {
+      // only logged: the audit is best effort
+    }
+  }
+}
+
+/** Polls until the session `pid` is in `state`. */
+async function waitForState(admin: Client, pid: number, state: string): Promise<void> {
+  for (let tries = 0; tries < 500; tries++) {
+    const { rows } = await admin.query('SELECT state FROM pg_stat_activity WHERE pid = $1', [pid]);
+    if (rows[0]?.state === state) return;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  throw new Error(`session ${pid} never ${state}`);
+}
+
 describe('batch isolation', () => {
   let db: TestDatabase;
   let app: TestApp;
+  let admin: Client;
 
   beforeAll(async () => {
     db = await createTestDatabase('isolation');
@@ -70,11 +135,16 @@ describe('batch isolation', () => {
     await sql(db.url, 'CREATE TABLE deferred_keys (key text, CONSTRAINT deferred_key UNIQUE (key) DEFERRABLE INITIALLY DEFERRED)');
     await sql(db.url, `INSERT INTO deferred_keys VALUES ('taken')`);
     await sql(db.url, 'CREATE TABLE isolation_effects (message_id text NOT NULL, attempt int NOT NULL)');
-    app = await createTestApp({ url: db.url, handlers: [IsolationHandler, SpoofHandler], inbox: { batchSize: 10, concurrency: 1 } });
+    await sql(db.url, 'CREATE TABLE charges (message_id text PRIMARY KEY, cents int NOT NULL, tags text)');
+    admin = new Client({ connectionString: db.url });
+    await admin.connect();
+    app = await createTestApp({ url: db.url, handlers: [IsolationHandler, SpoofHandler, ChargeHandler, TagsHandler, BestEffortHandler], inbox: { batchSize: 10, concurrency: 1 } });
+    app.get(BestEffortHandler).admin = admin;
   });
 
   afterAll(async () => {
     await app?.close();
+    await admin?.end();
     await db?.drop();
   });
 
@@ -152,6 +222,30 @@ describe('batch isolation', () => {
       ['da-2', InboxStatus.Completed, 0],
     ]);
     expect((await failedAttemptsOf('da')).map((row) => row.message_id)).toEqual(['da-0', 'da-0', 'da-0']);
+  });
+
+  it("gives a rerun each command as stored, not as its first run left it (a handler that changed it in place)", async () => {
+    await sql(
+      db.url,
+      `INSERT INTO inbox_entries (message_id, command_type, payload, received_at) VALUES
+        ('mut-0', 'test.charge', '{"account": "a", "amount": 5}', now() - interval '1 minute'),
+        ('mut-1', 'test.tags', '{"tags": ["x"]}', now() - interval '1 minute' + interval '1 ms'),
+        ('mut-2', 'test.isolation', '{"mode": "swallow"}', now() - interval '1 minute' + interval '2 ms')`,
+    );
+    await app.processor.runOnce();
+    // The swallower made the others run again; what they committed is what one run of the stored command writes.
+    expect(await sql(db.url, `SELECT message_id, cents, tags FROM charges WHERE message_id LIKE 'mut-%' ORDER BY message_id`)).toEqual([
+      { message_id: 'mut-0', cents: 500, tags: null },
+      { message_id: 'mut-1', cents: 0, tags: 'x,seen' },
+    ]);
+  });
+
+  it('charges nothing when the session is ended under a handler that catches the error and returns', async () => {
+    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload) VALUES ('caught-0', 'test.best-effort', '{}')`);
+    await app.processor.runOnce();
+    // Back uncharged as a crash suspect (maxAttempts 1: charged, it would be dead-lettered); the next pass runs it alone.
+    await app.processor.runOnce();
+    expect(await rowsOf('caught')).toEqual([expect.objectContaining({ message_id: 'caught-0', status: InboxStatus.Completed, retry_count: 0 })]);
   });
 
   it('keeps the blame on the swallower when the batch already runs with savepoints', async () => {
