@@ -137,8 +137,12 @@ export class InboxProcessor implements OnApplicationBootstrap, BeforeApplication
     if (!(await settlesWithin(this.pass ?? Promise.resolve(0), this.options.shutdownTimeoutMs))) {
       this.logger.warn(`${this.inFlight.size} batch(es) still running after shutdownTimeoutMs; their transactions were rolled back and their leases will expire.`);
       this.connections.abandon();
-      await this.executor.unstartAbandoned().catch((error: unknown) => this.logger.warn(`Attempts given up at shutdown not taken back (their lease expiry may charge them): ${describe(error)}`));
     }
+    // The starts given up here, and those a pass could not take back while the database was away
+    // (startsToTakeBack): taken back now, or the next worker's sweep charges attempts that never ran.
+    // (Within shutdownTimeoutMs again: with the database away, a connection may never come.)
+    const takenBack = this.executor.unstartAbandoned().catch((error: unknown) => this.logger.warn(`Attempts given up at shutdown not taken back (their lease expiry may charge them): ${describe(error)}`));
+    await settlesWithin(takenBack, this.options.shutdownTimeoutMs);
     // Listeners of the last outcomes (each bounded by listenerTimeoutMs), before the pool closes.
     await this.listeners.settle();
   }

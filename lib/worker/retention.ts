@@ -40,6 +40,8 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
   private stopping = false;
   /** The connection the running statement is on (cut if shutdown runs out of time). */
   private current?: QueryRunner;
+  /** Set when shutdown ran out of time: no statement is sent any more. */
+  private cut = false;
 
   constructor(
     private readonly sql: InboxStatements,
@@ -70,7 +72,13 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
     if (!running || (await settlesWithin(running, this.options.shutdownTimeoutMs))) return;
     // Cut: what it removed so far stays removed, the rest is for the next start.
     this.logger.warn('Inbox retention still running after shutdownTimeoutMs; its connection was cut.');
-    if (this.current) await destroyConnection(this.current, new Error('nestjs-inbox shutdown timeout'));
+    this.cut = true;
+    const current = this.current;
+    // Still waiting for the pool: nothing to cut, and a runner released now would keep the
+    // connection the pool hands it later for ever (TypeORM's closePool then never returns).
+    // inBatches gives that connection back as soon as it has it; shutdown does not wait for the pool.
+    if (!current || !(current as unknown as { databaseConnection?: unknown }).databaseConnection) return;
+    await destroyConnection(current, new Error('nestjs-inbox shutdown timeout'));
     await running;
   }
 
@@ -102,6 +110,8 @@ export class InboxRetention implements OnApplicationBootstrap, BeforeApplication
       this.current = queryRunner;
       let affected: number;
       try {
+        await queryRunner.connect();
+        if (this.cut) break;
         ({ affected } = await runQuery(queryRunner, statement, [clockTime(this.options.clock), `${ageMs} milliseconds`, batchSize]));
       } finally {
         this.current = undefined;

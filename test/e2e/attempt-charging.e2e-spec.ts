@@ -232,4 +232,25 @@ describe('attempts are charged only for work that ran', () => {
     expect(await settled(app, 'suspect')).toEqual({ status: InboxStatus.Completed, retry_count: 0, error: null });
     expect(app.get(WorkHandler).runs.get('suspect')).toBe(1);
   });
+
+  it('takes that start back when it shuts down before its next pass, the database back: another worker then charges nothing', async () => {
+    proxy = proxyFor(db.url);
+    const leaving = await createTestApp({ url: await proxy.start(db.url), handlers: [WorkHandler], inbox: { leaseMs: 1000, receiveTimeoutMs: 300, workerId: 'leaving' } });
+    await sql(db.url, `INSERT INTO inbox_entries (message_id, command_type, payload, last_outcome) VALUES ('suspect', 'test.work', '{}', 'lease_expired')`);
+    let letLockGo!: () => void;
+    proxy.holdOnce('nestjs_inbox_lock_suspect', new Promise<void>((resolve) => (letLockGo = resolve)));
+    const pass = leaving.processor.runOnce();
+    await waitFor(() => proxy!.heldRequests === 1, 'the suspect lock to be sent');
+    proxy.set('refuse');
+    letLockGo();
+    await pass;
+    // The database is back; the worker is shut down (a deploy) before its next pass.
+    proxy.set('forward');
+    await leaving.close();
+    expect(await sql(db.url, `SELECT processing_started_at FROM inbox_entries WHERE message_id = 'suspect'`)).toEqual([{ processing_started_at: null }]);
+    const staying = await createTestApp({ url: db.url, handlers: [WorkHandler], inbox: { leaseMs: 1000, workerId: 'staying' } });
+    apps.push(staying);
+    // Once the lease has run out, its sweep hands the suspect back uncharged and runs it.
+    expect(await settled(staying, 'suspect')).toEqual({ status: InboxStatus.Completed, retry_count: 0, error: null });
+  });
 });

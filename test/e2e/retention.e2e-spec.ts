@@ -1,4 +1,6 @@
 import { IdempotencyConflictError, InboxRetention, InboxStatus } from 'nestjs-inbox';
+import { pgPoolOf } from '../../lib/store/connection';
+import { settlesWithin } from '../../lib/worker/settles-within';
 import { EFFECTS_TABLE_SQL, ScriptedHandler } from '../fixtures/handlers';
 import { proxyFor } from '../support/tcp-proxy';
 import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
@@ -110,4 +112,25 @@ describe('retention', () => {
       await proxy.close();
     }
   }, 30_000);
+
+  it('gives back, at once, the connection a statement cut at shutdown was still waiting for', async () => {
+    const small = await createTestApp({ url: db.url, inbox: { notify: false, shutdownTimeoutMs: 300 }, typeorm: { extra: { max: 1 } } });
+    const pool = pgPoolOf(small.dataSource) as unknown as { totalCount: number; idleCount: number; waitingCount: number };
+    // The application holds the pool's one connection (a request, a slow batch).
+    const holder = small.dataSource.createQueryRunner();
+    await holder.connect();
+    const pass = small.get(InboxRetention).runOnce().then(
+      () => 'ended',
+      () => 'failed',
+    );
+    await waitFor(() => pool.waitingCount === 1, 'the retention statement to wait for the pool');
+    // Shutdown runs out of time while the statement still waits: it must not wait for the pool.
+    const shutdownEnded = await settlesWithin(small.get(InboxRetention).beforeApplicationShutdown(), 5_000);
+    await holder.release();
+    expect(shutdownEnded).toBe(true);
+    expect(await pass).toBe('ended');
+    // The connection the pool then handed to the cut statement went straight back.
+    await waitFor(() => pool.idleCount === pool.totalCount, 'the connection to be back in the pool');
+    await small.close();
+  });
 });
