@@ -254,8 +254,16 @@ export class BatchExecutor {
     let conflicts = 0;
     let runs = 0;
     while (jobs.length > 0 && !this.connections.isAbandoned) {
-      // A rerun gets each command as stored: a handler may have changed the object it was given.
-      if (runs++ > 0) await this.onConnection(batchConnection, (queryRunner) => this.refreshCommands(queryRunner, jobs));
+      if (runs++ > 0) {
+        // A rerun gets each command as stored: a handler may have changed the object it was given.
+        const refreshed = await this.onConnection(batchConnection, (queryRunner) => this.refreshCommands(queryRunner, jobs, failures)).catch((error: unknown) => ({ error }));
+        if ('error' in refreshed) {
+          await this.handBackLost(jobs, refreshed.error, released, 'its batch lost its connection');
+          break;
+        }
+        jobs = refreshed.jobs;
+        if (jobs.length === 0) break;
+      }
       const savepoints = isolated && jobs.length > 1;
       const result = await this.onConnection(batchConnection, (queryRunner) => this.runGroup(jobs, queryRunner, savepoints, suspect));
       if (this.connections.isAbandoned) break; // leases will expire; nothing more to record from here
@@ -350,7 +358,9 @@ export class BatchExecutor {
     const failures: FailedAttempt[] = [];
     const broken = new Set<string>();
     const runnable = (job: Job) => job.row.ordering_key === null || !broken.has(job.row.ordering_key);
-    await this.onConnection(batchConnection, (queryRunner) => this.refreshCommands(queryRunner, jobs));
+    const refreshed = await this.onConnection(batchConnection, (queryRunner) => this.refreshCommands(queryRunner, jobs, failures)).catch((error: unknown) => ({ error }));
+    if ('error' in refreshed) return { completed, completedJobs, failures, lost: { jobs, error: refreshed.error } };
+    jobs = refreshed.jobs;
     for (const [position, job] of jobs.entries()) {
       if (this.connections.isAbandoned) break;
       if (!runnable(job)) continue;
@@ -370,16 +380,28 @@ export class BatchExecutor {
   /**
    * Gives each job its command again, from the payload as stored: the batch runs them again, and a
    * handler may have changed the command object (or, without a payload class, the payload itself)
-   * in its run before; what commits must be what one run of the stored command writes.
+   * in its run before; what commits must be what one run of the stored command writes. A command
+   * that cannot be made this time (a validator that calls out, failing) is a failed attempt, as at
+   * the claim, and cuts its key's run. Returns the jobs to run; throws when the payloads cannot be read.
    */
-  private async refreshCommands(queryRunner: QueryRunner, jobs: Job[]): Promise<void> {
+  private async refreshCommands(queryRunner: QueryRunner, jobs: Job[], failures: FailedAttempt[]): Promise<{ jobs: Job[] }> {
     const { rows } = await runQuery<{ id: string; payload: Record<string, unknown> | null }>(queryRunner, this.sql.payloadsOf, [jobs.map((job) => job.row.id)]);
     const stored = new Map(rows.map((row) => [row.id, row.payload]));
+    const kept: Job[] = [];
+    const cut = new Set<string>();
     for (const job of jobs) {
-      if (!stored.has(job.row.id)) continue;
-      job.row.payload = stored.get(job.row.id)!;
-      job.command = await materializeCommand(job.row.command_type, job.row.payload ?? {}, job.handler.payloadClass, job.handler.payloadValidation);
+      if (job.row.ordering_key !== null && cut.has(job.row.ordering_key)) continue;
+      // One no longer stored keeps its command: its lock finds it gone.
+      if (stored.has(job.row.id)) job.row.payload = stored.get(job.row.id)!;
+      try {
+        job.command = await materializeCommand(job.row.command_type, job.row.payload ?? {}, job.handler.payloadClass, job.handler.payloadValidation);
+        kept.push(job);
+      } catch (error) {
+        failures.push(failureOf(job, error));
+        if (job.row.ordering_key !== null) cut.add(job.row.ordering_key);
+      }
     }
+    return { jobs: kept };
   }
 
   /**
@@ -475,6 +497,10 @@ export class BatchExecutor {
         try {
           await this.runHandler(job, queryRunner, client);
           job.finishedAt = performance.now();
+          // Its session ended under it and it returned all the same (it caught the error): nobody's fault that is known.
+          if (queryRunner.isReleased) {
+            return { committed: false, error: new Error('the batch lost its connection while the handler ran'), rest: jobs.filter((j) => ours.has(j.row.id)), connectionLost: true };
+          }
           completed.push(job);
         } catch (error) {
           job.finishedAt = performance.now();
@@ -536,7 +562,10 @@ export class BatchExecutor {
     // A failed statement's error reaches the handler before the server says the transaction is
     // aborted; wait for that word (within the time limit) before asking.
     const context = this.contextFor(job.row, queryRunner);
-    const running = Promise.resolve(this.tracing.runInAttempt(job.span, () => job.handler.instance.execute(job.command, context))).then(() => untilIdle(client));
+    // (A connection the driver gave up already will not say it ended again: no wait then.)
+    const running = Promise.resolve(this.tracing.runInAttempt(job.span, () => job.handler.instance.execute(job.command, context))).then(() =>
+      queryRunner.isReleased ? undefined : untilIdle(client),
+    );
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new HandlerTimeoutError(job.handler.timeoutMs)), job.handler.timeoutMs);
     });
