@@ -39,6 +39,8 @@ export interface FailedAttempt {
   startedAt: number | null;
   finishedAt: number | null;
   span?: AttemptSpan;
+  /** False when its handler never ran (its command could not be made): no handler time to record. */
+  handlerRan?: boolean;
 }
 
 /** Who asks for an operator action, and why. */
@@ -306,7 +308,7 @@ export class OutcomeWriter {
   }
 
   /** The decision for a failed attempt, and what its records say about it. */
-  private describe({ row, error, startedAt, finishedAt, span }: FailedAttempt): DescribedFailure {
+  private describe({ row, error, startedAt, finishedAt, span, handlerRan }: FailedAttempt): DescribedFailure {
     const handler = this.explorer.get(row.command_type);
     const attempt = row.retry_count + 1;
     const kind = failureKindOf(error);
@@ -329,6 +331,7 @@ export class OutcomeWriter {
       message: (exhausted ? `Gave up after ${attempt} attempt(s): ${rawMessage}` : rawMessage).slice(0, MAX_ERROR_LENGTH),
       startedAt,
       finishedAt,
+      handlerRan: handlerRan !== false,
       errorClass: errorClassOf(error),
       stack: errorStackOf(error)?.slice(0, MAX_STACK_LENGTH) ?? null,
       workerId: kind === FailureKind.LeaseExpired ? row.locked_by : this.options.workerId,
@@ -343,7 +346,7 @@ export class OutcomeWriter {
     const outcome = !written ? 'not_recorded' : written.status === InboxStatus.DeadLetter ? 'dead_letter' : 'failed';
     const reason = written?.dead_letter_reason ?? null;
     this.tracing.endAttempt(failure.span, outcome, failure.error, reason);
-    const seconds = failure.startedAt === null || failure.finishedAt === null ? null : (failure.finishedAt - failure.startedAt) / 1000;
+    const seconds = !failure.handlerRan || failure.startedAt === null || failure.finishedAt === null ? null : (failure.finishedAt - failure.startedAt) / 1000;
     this.metrics.processed(row.command_type, outcome, seconds, failure.errorClass, reason);
     if (!written) {
       this.logger.warn(`${label} failed, but its claim was taken over meanwhile; outcome not recorded: ${message}`);
@@ -372,6 +375,7 @@ interface DescribedFailure {
   rawMessage: string;
   startedAt: number | null;
   finishedAt: number | null;
+  handlerRan: boolean;
   errorClass: string;
   stack: string | null;
   workerId: string | null;

@@ -110,7 +110,8 @@ export class Receiver {
     try {
       if (toStore.length > 0) await this.tracing.sendBatch(types.size === 1 ? [...types][0] : null, toStore.length, store);
     } catch (error) {
-      for (const index of toStore) this.metrics.received((commands[index] as ValidatedCommand).commandType, error instanceof IdempotencyConflictError ? 'conflict' : 'error');
+      // Only the commands that conflicted are conflicts; the rest were refused with them (all or nothing) or by the error.
+      for (const index of toStore) this.metrics.received((commands[index] as ValidatedCommand).commandType, results[index]?.status === 'conflict' ? 'conflict' : 'error');
       throw error;
     }
     // Repeats within the batch answer as the first of their messageId did.

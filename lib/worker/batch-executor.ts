@@ -241,7 +241,7 @@ export class BatchExecutor {
         const command = await materializeCommand(row.command_type, row.payload ?? {}, handler.payloadClass, handler.payloadValidation);
         jobs.push({ row, handler, command, startedAt, finishedAt: startedAt, claimedAt });
       } catch (error) {
-        failures.push({ row, error, startedAt, finishedAt: performance.now(), span: this.tracing.startAttempt(row) });
+        failures.push({ row, error, startedAt, finishedAt: performance.now(), span: this.tracing.startAttempt(row), handlerRan: false });
         if (row.ordering_key !== null) cut.add(row.ordering_key);
       }
     }
@@ -397,7 +397,8 @@ export class BatchExecutor {
         job.command = await materializeCommand(job.row.command_type, job.row.payload ?? {}, job.handler.payloadClass, job.handler.payloadValidation);
         kept.push(job);
       } catch (error) {
-        failures.push(failureOf(job, error));
+        // Its handler does not run this time: no handler time to record.
+        failures.push({ ...failureOf(job, error), handlerRan: false });
         if (job.row.ordering_key !== null) cut.add(job.row.ordering_key);
       }
     }
@@ -473,10 +474,11 @@ export class BatchExecutor {
       for (const [index, job] of jobs.entries()) {
         if (!ours.has(job.row.id)) {
           this.logger.warn(`Inbox entry ${job.row.id} (${job.row.command_type}): claim lost before the handler started; skipped.`);
-          // A key's run settles its entries' spans (see settleRuns); an entry without a key is done
-          // with here, and the span its earlier run opened must end.
           if (job.row.ordering_key !== null) broken.add(job.row.ordering_key);
-          else this.tracing.endAttempt(job.span, 'not_recorded');
+          // Its claim is gone: the span its earlier run opened ends here, keyed or not (settleRuns
+          // skips a run of one, and could not hand back a claim not ours); nothing ends it again.
+          this.tracing.endAttempt(job.span, 'not_recorded');
+          job.span = undefined;
           continue;
         }
         if (job.row.ordering_key !== null && broken.has(job.row.ordering_key)) continue;
