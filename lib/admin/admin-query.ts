@@ -34,7 +34,12 @@ export function filterFrom(source: unknown, name: string, extra: readonly string
       throw new InboxArgumentError(`${name}.${field}`, `unknown filter; expected one of ${[...FILTER_FIELDS].join(', ')} or payload.<path>`);
     } else if (field === 'receivedAfter' || field === 'receivedBefore') {
       const time = new Date(value);
-      if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(time.getTime())) throw new InboxArgumentError(`${name}.${field}`, 'expected an ISO 8601 time');
+      // Date rolls 2025-02-30 over into March: refused, as the CLI refuses it.
+      const [year, month, day] = value.slice(0, 10).split('-').map(Number);
+      const calendar = new Date(0);
+      calendar.setUTCFullYear(year, month - 1, day);
+      const realDay = calendar.getUTCMonth() === month - 1 && calendar.getUTCDate() === day;
+      if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(time.getTime()) || !realDay) throw new InboxArgumentError(`${name}.${field}`, 'expected an ISO 8601 time');
       filter[field] = time;
     } else if (field === 'includeDiscarded') {
       if (value !== 'true' && value !== 'false') throw new InboxArgumentError(`${name}.${field}`, 'expected true or false');

@@ -5,8 +5,8 @@
  */
 export function describeError(error: unknown): string {
   try {
-    if (error instanceof Error) return String(error.message || error.name);
-    return String(error);
+    if (error instanceof Error) return storable(String(error.message || error.name));
+    return storable(String(error));
   } catch {
     return Object.prototype.toString.call(error);
   }
@@ -15,7 +15,7 @@ export function describeError(error: unknown): string {
 /** The class of a thrown value (`typeof` for what is not an Error), never throwing. */
 export function errorClassOf(error: unknown): string {
   try {
-    return error instanceof Error ? String(error.name) : typeof error;
+    return error instanceof Error ? storable(String(error.name)) : typeof error;
   } catch {
     return typeof error;
   }
@@ -24,8 +24,13 @@ export function errorClassOf(error: unknown): string {
 /** The stack of a thrown Error, never throwing. */
 export function errorStackOf(error: unknown): string | undefined {
   try {
-    return error instanceof Error && typeof error.stack === 'string' ? error.stack : undefined;
+    return error instanceof Error && typeof error.stack === 'string' ? storable(error.stack) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** PostgreSQL text cannot hold a NUL: an error text that carries one (from outside data) is stored with U+FFFD instead. */
+function storable(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }

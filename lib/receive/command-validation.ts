@@ -173,8 +173,10 @@ export function validateTypeQuery(query: BlockedKeysQuery): { commandType: strin
 }
 
 /** Who asks for an operator action (required or not) and why. */
-export function validateAudit(name: string, options: unknown, actorRequired: boolean): { actor: string | null; reason: string | null } {
+export function validateAudit(name: string, options: unknown, actorRequired: boolean, known: readonly string[] = ['actor', 'reason']): { actor: string | null; reason: string | null } {
   if (typeof options !== 'object' || options === null) throw new InboxArgumentError(name, 'expected an object');
+  // A misspelt option (`dryrun`, `paylod`) would be dropped, and the action would do something else.
+  onlyFields(options, name, known);
   const { actor, reason } = options as { actor?: unknown; reason?: unknown };
   const validatedReason = reason === undefined || reason === null ? null : boundedString(`${name}.reason`, reason, 2000);
   if (actor === undefined && !actorRequired) return { actor: null, reason: validatedReason };
@@ -229,6 +231,7 @@ export function jsonObject(name: string, value: unknown, required: boolean, maxB
 function silentlyChanged(value: unknown, path: string): { path: string; why: string } | undefined {
   if (typeof value === 'number') return Number.isFinite(value) ? undefined : { path, why: `is ${value}, which JSON stores as null` };
   if (typeof value !== 'object' || value === null) return undefined;
+  if (value instanceof Date && Number.isNaN(value.getTime())) return { path, why: 'is an invalid Date, which JSON stores as null' };
   if (value instanceof Map || value instanceof Set) return { path, why: `is a ${value instanceof Map ? 'Map' : 'Set'}, which JSON stores as {}: send an object or an array` };
   // What toJSON returns is stored, not the object (a Date's text): nothing more to look at.
   if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return undefined;

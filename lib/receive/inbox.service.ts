@@ -269,7 +269,7 @@ export class InboxService {
    */
   async replay(id: string, options: ReplayOptions = {}): Promise<InboxEntry> {
     assertUuid('id', id);
-    const audit = validateAudit('options', options, false);
+    const audit = validateAudit('options', options, false, ['actor', 'reason', 'payload']);
     let payloadJson: string | null = null;
     if (options.payload !== undefined) {
       payloadJson = jsonObject('options.payload', options.payload, true, this.options.maxPayloadBytes);
@@ -325,7 +325,7 @@ export class InboxService {
     { sql, params }: { sql: string; params: unknown[] },
     runBatch: (args: [string, unknown[], { actor: string | null; reason: string | null }]) => Promise<string[]>,
   ): Promise<{ matched: number; changed: number; dryRun: boolean }> {
-    const audit = validateAudit('options', options, true);
+    const audit = validateAudit('options', options, true, ['actor', 'reason', 'dryRun', 'batchSize', 'expectedCount', ...(name === 'replay_many' ? ['onProgress'] : [])]);
     const batchSize = options.batchSize ?? 500;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
       throw new InboxArgumentError('options.batchSize', 'expected an integer from 1 to 10000');
