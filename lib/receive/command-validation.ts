@@ -165,7 +165,8 @@ function payloadFilter(name: string, value: unknown): Record<string, string> {
 
 /** A command type (optional) and a limit: the blocked keys' and the dead-letter groups' query. */
 export function validateTypeQuery(query: BlockedKeysQuery): { commandType: string | null; limit: number } {
-  if (typeof query !== 'object' || query === null) throw new InboxArgumentError('query', 'expected an object');
+  if (typeof query !== 'object' || query === null || Array.isArray(query)) throw new InboxArgumentError('query', 'expected an object');
+  onlyFields(query, 'query', ['commandType', 'limit']);
   const commandType = query.commandType === undefined ? null : boundedString('query.commandType', query.commandType, MAX_COMMAND_TYPE_LENGTH);
   const limit = query.limit ?? DEFAULT_LIST_LIMIT;
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) throw new InboxArgumentError('query.limit', `expected an integer from 1 to ${MAX_LIST_LIMIT}`);

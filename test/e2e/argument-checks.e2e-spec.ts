@@ -99,4 +99,10 @@ describe('bad input that used to get through', () => {
     expect(response.status).toBe(400);
     expect(await response.json()).toMatchObject({ argument: 'query.receivedBefore' });
   });
+
+  it('refuses a misspelt field of a blocked-keys or dead-letter-groups query, and a query that is an array', async () => {
+    await expect(app.inbox.blockedKeys({ comandType: 'checks.bulk' } as never)).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'query.comandType' });
+    await expect(app.inbox.deadLetterGroups({ limt: 5 } as never)).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'query.limt' });
+    await expect(app.inbox.blockedKeys([] as never)).rejects.toMatchObject({ name: 'InboxArgumentError', argument: 'query' });
+  });
 });
