@@ -1,32 +1,13 @@
 import { Injectable } from '@nestjs/common';
 import type { Attributes } from '@opentelemetry/api';
-import { AggregationTemporality, MeterProvider, MetricReader, type DataPoint, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { IsInt } from 'class-validator';
 import { InboxHandler, InboxStatus, type InboxCommandHandler } from 'nestjs-inbox';
-import { createTestApp, waitFor, type TestApp } from '../support/test-app';
-import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
+import { createTestApp, type TestApp } from '../support/test-app';
+import { createTestDatabase, type TestDatabase } from '../support/test-database';
 import { proxyFor, type TcpProxy } from '../support/tcp-proxy';
-
-class OnDemandReader extends MetricReader {
-  constructor() {
-    super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
-  }
-  protected async onForceFlush(): Promise<void> {}
-  protected async onShutdown(): Promise<void> {}
-}
-
-function pointsOf(metrics: ResourceMetrics, name: string, attributes: Attributes): Array<DataPoint<unknown>> {
-  return metrics.scopeMetrics
-    .flatMap((scope) => scope.metrics)
-    .filter((metric) => metric.descriptor.name === name)
-    .flatMap((metric) => metric.dataPoints as Array<DataPoint<unknown>>)
-    .filter((point) => Object.entries(attributes).every(([key, value]) => point.attributes[key] === value));
-}
-
-function sumOf(metrics: ResourceMetrics, name: string, attributes: Attributes): number {
-  return pointsOf(metrics, name, attributes).reduce((sum, point) => sum + (typeof point.value === 'number' ? point.value : (point.value as Histogram).count), 0);
-}
+import { OnDemandReader, sumOf, takeClaimAway } from '../support/telemetry';
 
 @Injectable()
 @InboxHandler('telemetry.ok')
@@ -54,13 +35,7 @@ const meddling: { url: string; proxy?: TcpProxy } = { url: '' };
 @InboxHandler('telemetry.meddling')
 class MeddlingHandler implements InboxCommandHandler<{ victim: string }> {
   async execute(command: { victim: string }): Promise<void> {
-    const update = sql(meddling.url, `UPDATE inbox_entries SET lock_token = gen_random_uuid() WHERE message_id = $1`, [command.victim]);
-    meddling.proxy!.holdOnce('nestjs_inbox_lock_', update);
-    await waitFor(
-      async () =>
-        (await sql(meddling.url, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE inbox_entries SET lock_token%'`)).length > 0,
-      'the update queued',
-    );
+    await takeClaimAway(meddling.url, meddling.proxy!, command.victim);
     throw new Error('fails after taking a claim away');
   }
 }

@@ -1,12 +1,13 @@
 import { Injectable } from '@nestjs/common';
 import { context, trace, SpanKind, type Attributes } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { AggregationTemporality, MeterProvider, MetricReader, type DataPoint, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { MeterProvider, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { InboxHandler, InboxRetention, InboxSnapshots, InboxStatus, PermanentError, type InboxCommandHandler, type InboxContext } from 'nestjs-inbox';
-import { createTestApp, ManualClock, waitFor, type TestApp } from '../support/test-app';
+import { createTestApp, ManualClock, type TestApp } from '../support/test-app';
 import { createTestDatabase, sql, type TestDatabase } from '../support/test-database';
 import { proxyFor, type TcpProxy } from '../support/tcp-proxy';
+import { OnDemandReader, pointsOf, sumOf, takeClaimAway } from '../support/telemetry';
 
 /** What the traced handler does next: fail (transient), fail for good, or succeed. */
 const script = { mode: 'ok' as 'ok' | 'fail' | 'permanent' };
@@ -46,15 +47,6 @@ class FlakyHandler implements InboxCommandHandler<{ id: string; failOnRun?: numb
     runsOf.set(command.id, run);
     if (run === command.failOnRun) throw new Error('flaky on this run');
   }
-}
-
-/** Collects on demand (a reader with no schedule of its own). */
-class OnDemandReader extends MetricReader {
-  constructor() {
-    super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
-  }
-  protected async onForceFlush(): Promise<void> {}
-  protected async onShutdown(): Promise<void> {}
 }
 
 describe('telemetry: traces and metrics through OpenTelemetry', () => {
@@ -347,18 +339,6 @@ describe('telemetry: traces and metrics through OpenTelemetry', () => {
   }
 });
 
-/** The data points of a metric whose attributes include `attributes`. */
-function pointsOf(metrics: ResourceMetrics, name: string, attributes: Attributes): Array<DataPoint<unknown>> {
-  const metric = metrics.scopeMetrics.flatMap((scope) => scope.metrics).find((m) => m.descriptor.name === name);
-  if (!metric) return [];
-  return (metric.dataPoints as Array<DataPoint<unknown>>).filter((point) => Object.entries(attributes).every(([key, value]) => point.attributes[key] === value));
-}
-
-/** A counter's sum, or a histogram's count, over the matching points. */
-function sumOf(metrics: ResourceMetrics, name: string, attributes: Attributes): number {
-  return pointsOf(metrics, name, attributes).reduce((sum, point) => sum + (typeof point.value === 'number' ? point.value : (point.value as Histogram).count), 0);
-}
-
 function histogramSum(metrics: ResourceMetrics, name: string, attributes: Attributes): number {
   return pointsOf(metrics, name, attributes).reduce((sum, point) => sum + (point.value as Histogram).sum!, 0);
 }
@@ -458,13 +438,7 @@ const meddling: { url: string; proxy?: TcpProxy } = { url: '' };
 @InboxHandler('obs.meddling')
 class MeddlingHandler implements InboxCommandHandler<{ victim: string }> {
   async execute(command: { victim: string }): Promise<void> {
-    const update = sql(meddling.url, `UPDATE inbox_entries SET lock_token = gen_random_uuid() WHERE message_id = $1`, [command.victim]);
-    meddling.proxy!.holdOnce('nestjs_inbox_lock_', update);
-    await waitFor(
-      async () =>
-        (await sql(meddling.url, `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE inbox_entries SET lock_token%'`)).length > 0,
-      'the update queued',
-    );
+    await takeClaimAway(meddling.url, meddling.proxy!, command.victim);
     throw new Error('fails after taking a claim away');
   }
 }
